@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install everything the demo and the tests need on a fresh Debian 12 machine with Python 3.11:
+# Debian packages (audio, Opus, coturn, Redis, speech synthesis), a virtualenv in .venv and the
+# pinned Python packages from pyproject.toml. Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  portaudio19-dev     # pyaudio builds against it
+  pulseaudio          # a null sink stands in for a sound card in CI
+  pulseaudio-utils    # pactl
+  libopus0            # libopus: PLC and in-band FEC decoding through our ctypes binding
+  coturn              # TURN relay for the relay tests
+  redis-server        # fan-out across signaling instances
+  espeak-ng           # speech sample for the demo and the audio tests
+  sox                 # audio measurement helpers
+  iproute2            # network namespaces and tc netem for loss tests
+)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating virtualenv .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+
+stamp=.venv/.setup-stamp
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: installing pinned Python packages"
+  .venv/bin/python -m pip install -q --upgrade "pip==25.3"
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  echo "$want" > "$stamp"
+fi

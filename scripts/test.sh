@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: lint (ruff), types (mypy), then pytest (unit, integration with real
+# servers and aiortc peers on loopback, adversarial). Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/pulse.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== ruff"
+ruff check .
+ruff format --check .
+echo "== mypy"
+mypy
+echo "== pytest"
+pytest "$@"

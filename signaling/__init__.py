@@ -1,0 +1,1 @@
+"""Untrusted signaling server: routes opaque sealed envelopes between authenticated users."""

@@ -1,0 +1,1 @@
+"""End-to-end encrypted voice client: identity, contacts, e2e crypto, calls, media, audio I/O."""
