@@ -1,0 +1,252 @@
+"""A small typed ctypes binding to libopus: CBR encoding with in-band FEC, decoding with FEC, PLC.
+
+Why our own binding (docs/opus-binding.md): PyAV cannot decode with FEC or conceal a lost
+packet, and opuslib's high-level decoder cannot pass the NULL packet that asks libopus for
+packet-loss concealment. This module calls the five libopus functions we need directly.
+
+Audio format everywhere: 48 kHz, mono, signed 16-bit little-endian PCM, 20 ms frames (960
+samples, 1,920 bytes). With ``cbr=True`` every packet has exactly ``bitrate * 20 ms / 8`` bytes
+(80 at 32 kbps), speech or silence alike (DTX stays off), so packet sizes reveal nothing.
+
+Encoder and decoder hold C state: call :meth:`close` (or use them as context managers) to free
+it at a known time; ``__del__`` is only the safety net. Neither is thread-safe.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+from voice.errors import CodecError, CodecUnavailable
+
+SAMPLE_RATE: Final = 48_000
+CHANNELS: Final = 1
+FRAME_SAMPLES: Final = 960
+FRAME_BYTES: Final = FRAME_SAMPLES * 2
+MAX_PACKET_BYTES: Final = 1_275  # one Opus frame never exceeds this (RFC 6716, 3.2.1)
+
+# opus_defines.h
+_OK: Final = 0
+_APPLICATION_VOIP: Final = 2048
+_SIGNAL_VOICE: Final = 3001
+_SET_BITRATE: Final = 4002
+_SET_VBR: Final = 4006
+_GET_VBR: Final = 4007
+_SET_COMPLEXITY: Final = 4010
+_SET_INBAND_FEC: Final = 4012
+_SET_PACKET_LOSS_PERC: Final = 4014
+_SET_DTX: Final = 4016
+_GET_DTX: Final = 4017
+_SET_SIGNAL: Final = 4024
+_ERRORS: Final = {
+    -1: "bad argument",
+    -2: "buffer too small",
+    -3: "internal error",
+    -4: "invalid or corrupted packet",
+    -5: "unimplemented request",
+    -6: "invalid state",
+    -7: "memory allocation failed",
+}
+
+_lib: ctypes.CDLL | None = None
+
+
+def _load() -> ctypes.CDLL:
+    """Load libopus once and declare the prototypes of the functions we call."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    name = ctypes.util.find_library("opus") or "libopus.so.0"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError as exc:
+        raise CodecUnavailable(f"cannot load libopus ({name}): {exc}; install libopus0") from exc
+    p, i32, i16p, u8p = (
+        ctypes.c_void_p,
+        ctypes.c_int32,
+        ctypes.POINTER(ctypes.c_int16),
+        ctypes.c_char_p,
+    )
+    errp = ctypes.POINTER(ctypes.c_int)
+    for fn, argtypes, restype in (
+        ("opus_encoder_create", [i32, ctypes.c_int, ctypes.c_int, errp], p),
+        ("opus_encode", [p, i16p, ctypes.c_int, u8p, i32], i32),
+        ("opus_encoder_destroy", [p], None),
+        ("opus_decoder_create", [i32, ctypes.c_int, errp], p),
+        ("opus_decode", [p, u8p, i32, i16p, ctypes.c_int, ctypes.c_int], ctypes.c_int),
+        ("opus_decoder_destroy", [p], None),
+        ("opus_packet_get_nb_samples", [u8p, i32, i32], ctypes.c_int),
+    ):
+        func = getattr(lib, fn)
+        func.argtypes = argtypes
+        func.restype = restype
+    # opus_encoder_ctl is variadic: declare the fixed arguments only, pass the rest as c_int32.
+    lib.opus_encoder_ctl.argtypes = [p, ctypes.c_int]
+    lib.opus_encoder_ctl.restype = ctypes.c_int
+    _lib = lib
+    return lib
+
+
+def _check(code: int, what: str) -> int:
+    if code < 0:
+        raise CodecError(f"opus {what} failed: {_ERRORS.get(code, f'error {code}')}")
+    return code
+
+
+@dataclass(frozen=True)
+class OpusSettings:
+    """Encoder settings. ``packet_loss_perc`` > 0 is what makes libopus spend bits on FEC."""
+
+    bitrate: int = 32_000
+    cbr: bool = True
+    fec: bool = True
+    packet_loss_perc: int = 10
+    complexity: int = 9
+    application: Literal["voip"] = "voip"
+
+    def __post_init__(self) -> None:
+        if not 6_000 <= self.bitrate <= 510_000:
+            raise CodecError(f"bitrate {self.bitrate} outside 6000..510000 bit/s")
+        if not 0 <= self.packet_loss_perc <= 100:
+            raise CodecError(f"packet_loss_perc {self.packet_loss_perc} outside 0..100")
+        if not 0 <= self.complexity <= 10:
+            raise CodecError(f"complexity {self.complexity} outside 0..10")
+        if self.application != "voip":
+            raise CodecError(f"application {self.application!r}: only 'voip' is supported")
+
+
+class _Codec:
+    """Owns one libopus state pointer and frees it exactly once."""
+
+    _state: int | None = None
+    _destroy_name = ""
+
+    def close(self) -> None:
+        """Free the C state now (idempotent). Later calls raise :class:`CodecError`."""
+        state, self._state = self._state, None
+        if state is not None and _lib is not None:
+            getattr(_lib, self._destroy_name)(state)
+
+    def __del__(self) -> None:
+        if not sys.is_finalizing():
+            self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def _live(self) -> int:
+        if self._state is None:
+            raise CodecError(f"{type(self).__name__} is closed")
+        return self._state
+
+
+class OpusEncoder(_Codec):
+    """48 kHz mono Opus encoder for 20 ms frames."""
+
+    _destroy_name = "opus_encoder_destroy"
+
+    def __init__(self, settings: OpusSettings = OpusSettings()) -> None:
+        lib = _load()
+        err = ctypes.c_int(0)
+        state = lib.opus_encoder_create(SAMPLE_RATE, CHANNELS, _APPLICATION_VOIP, ctypes.byref(err))
+        _check(err.value, "encoder_create")
+        if not state:
+            raise CodecError("opus encoder_create returned NULL")
+        self._state = int(state)
+        self.settings = settings
+        self._ctl(_SET_BITRATE, settings.bitrate)
+        self._ctl(_SET_VBR, 0 if settings.cbr else 1)
+        self._ctl(_SET_COMPLEXITY, settings.complexity)
+        self._ctl(_SET_INBAND_FEC, 1 if settings.fec else 0)
+        self._ctl(_SET_PACKET_LOSS_PERC, settings.packet_loss_perc)
+        self._ctl(_SET_DTX, 0)  # DTX would send tiny packets in pauses: sizes would leak speech
+        self._ctl(_SET_SIGNAL, _SIGNAL_VOICE)
+        self._buf = ctypes.create_string_buffer(MAX_PACKET_BYTES)
+
+    def _ctl(self, request: int, value: int) -> None:
+        lib = _load()
+        _check(int(lib.opus_encoder_ctl(self._live(), request, ctypes.c_int32(value))), "ctl")
+
+    def _get(self, request: int) -> int:
+        out = ctypes.c_int32(0)
+        _check(int(_load().opus_encoder_ctl(self._live(), request, ctypes.byref(out))), "ctl")
+        return out.value
+
+    @property
+    def vbr(self) -> bool:
+        """What libopus reports (False means hard CBR)."""
+        return bool(self._get(_GET_VBR))
+
+    @property
+    def dtx(self) -> bool:
+        """What libopus reports (must stay False for constant packet sizes)."""
+        return bool(self._get(_GET_DTX))
+
+    def set_packet_loss_perc(self, perc: int) -> None:
+        """Expected loss in percent (0-100), e.g. from RTCP receiver reports; tunes FEC bits."""
+        if not 0 <= perc <= 100:
+            raise CodecError(f"packet loss {perc} % outside 0..100")
+        self._ctl(_SET_PACKET_LOSS_PERC, perc)
+
+    def encode(self, pcm: bytes) -> bytes:
+        """One 20 ms frame (1,920 bytes s16le) to one Opus packet."""
+        if len(pcm) != FRAME_BYTES:
+            raise CodecError(f"a frame is {FRAME_BYTES} bytes of s16le PCM, got {len(pcm)}")
+        samples = (ctypes.c_int16 * FRAME_SAMPLES).from_buffer_copy(pcm)
+        n = _load().opus_encode(self._live(), samples, FRAME_SAMPLES, self._buf, MAX_PACKET_BYTES)
+        return self._buf.raw[: _check(int(n), "encode")]
+
+
+class OpusDecoder(_Codec):
+    """48 kHz mono Opus decoder: every call returns one 20 ms frame (1,920 bytes s16le)."""
+
+    _destroy_name = "opus_decoder_destroy"
+
+    def __init__(self) -> None:
+        lib = _load()
+        err = ctypes.c_int(0)
+        state = lib.opus_decoder_create(SAMPLE_RATE, CHANNELS, ctypes.byref(err))
+        _check(err.value, "decoder_create")
+        if not state:
+            raise CodecError("opus decoder_create returned NULL")
+        self._state = int(state)
+        self._pcm = (ctypes.c_int16 * FRAME_SAMPLES)()
+
+    def decode(self, packet: bytes) -> bytes:
+        """Decode one received 20 ms packet."""
+        return self._decode(self._checked(packet), fec=False)
+
+    def decode_fec(self, next_packet: bytes) -> bytes:
+        """Rebuild the LOST frame before ``next_packet`` from the FEC data it carries.
+
+        If ``next_packet`` has no FEC data libopus conceals instead. Decode ``next_packet``
+        itself afterwards as usual.
+        """
+        return self._decode(self._checked(next_packet), fec=True)
+
+    def conceal(self) -> bytes:
+        """Packet-loss concealment (a NULL packet to libopus): one 20 ms frame."""
+        return self._decode(None, fec=False)
+
+    def _checked(self, packet: bytes) -> bytes:
+        if not isinstance(packet, bytes | bytearray) or not 0 < len(packet) <= MAX_PACKET_BYTES * 3:
+            raise CodecError("an Opus packet is 1 to 3825 bytes; use conceal() for a lost one")
+        n = int(_load().opus_packet_get_nb_samples(bytes(packet), len(packet), SAMPLE_RATE))
+        if _check(n, "packet parse") != FRAME_SAMPLES:
+            raise CodecError(f"expected a 20 ms packet ({FRAME_SAMPLES} samples), got {n} samples")
+        return bytes(packet)
+
+    def _decode(self, packet: bytes | None, *, fec: bool) -> bytes:
+        size = 0 if packet is None else len(packet)
+        args: list[Any] = [self._live(), packet, size, self._pcm, FRAME_SAMPLES, int(fec)]
+        n = _check(int(_load().opus_decode(*args)), "decode")
+        if n != FRAME_SAMPLES:
+            raise CodecError(f"opus decoded {n} samples instead of {FRAME_SAMPLES}")
+        return bytes(self._pcm)
