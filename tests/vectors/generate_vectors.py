@@ -1,0 +1,311 @@
+"""Build the e2e crypto test vectors from fixed inputs, and check or rewrite the JSON files.
+
+    .venv/bin/python tests/vectors/generate_vectors.py          # check: exit 1 if any differs
+    .venv/bin/python tests/vectors/generate_vectors.py --write  # rewrite the files
+
+All randomness is pinned: the bytes an ``rng`` returns come from ``stream(name)`` =
+SHA-256(name || 0) || SHA-256(name || 1) || ..., consumed in call order, and every consumed
+value (ephemeral secrets, random continuity slots, nonces) is also written out in the vectors.
+See docs/protocol.md for what each field means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nacl.bindings import crypto_scalarmult
+
+from voice.crypto import kdf
+from voice.crypto.continuity import RetainedSecrets
+from voice.crypto.envelope import EnvelopeHeader, seal
+from voice.crypto.identity import Identity
+from voice.crypto.keyagreement import (
+    CalleeKeyAgreement,
+    CallerKeyAgreement,
+    encode_transcript,
+)
+from voice.crypto.sas import Sas, sas_bytes
+
+HERE = Path(__file__).resolve().parent
+FILES = ("identity.json", "kdf.json", "sas.json", "envelope.json")
+
+
+class PinnedRng:
+    """An rng that returns a fixed byte stream and records what it handed out."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name.encode()
+        self._counter = 0
+        self._buffer = b""
+        self.taken: list[bytes] = []
+
+    def __call__(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            block = self._name + self._counter.to_bytes(4, "big")
+            self._buffer += hashlib.sha256(block).digest()
+            self._counter += 1
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        self.taken.append(out)
+        return out
+
+
+def seed(name: str) -> bytes:
+    return hashlib.sha256(b"voice vector seed " + name.encode()).digest()
+
+
+def identity_vectors() -> dict[str, Any]:
+    cases = []
+    for name in ("alice", "bob", "carol"):
+        ident = Identity.from_seed(seed(name))
+        cases.append(
+            {
+                "seed": seed(name).hex(),
+                "public_key": ident.public_key.hex(),
+                "x25519_public_key": ident.x25519_public_key.hex(),
+                "fingerprint_machine": ident.fingerprint.machine,
+                "fingerprint_human": ident.fingerprint.human,
+            }
+        )
+    return {"description": "Ed25519 seed -> public key -> fingerprints", "cases": cases}
+
+
+def _agreement_case(
+    name: str,
+    *,
+    caller_retained: RetainedSecrets | None,
+    callee_retained: RetainedSecrets | None,
+    sas_bits: int = 24,
+) -> dict[str, Any]:
+    alice, bob = Identity.from_seed(seed("alice")), Identity.from_seed(seed("bob"))
+    call_id = hashlib.sha256(b"call id " + name.encode()).digest()[:16]
+    caller_desc = b'{"ice":"caller","ssrc":1111}'
+    callee_desc = b'{"ice":"callee","ssrc":2222}'
+    rng_a, rng_b = PinnedRng(f"{name} caller"), PinnedRng(f"{name} callee")
+    caller = CallerKeyAgreement(
+        me=alice.public_key,
+        peer=bob.public_key,
+        call_id=call_id,
+        retained=caller_retained,
+        rng=rng_a,
+        sas_bits=sas_bits,
+    )
+    callee = CalleeKeyAgreement(
+        me=bob.public_key,
+        peer=alice.public_key,
+        call_id=call_id,
+        commitment=caller.commitment,
+        retained=callee_retained,
+        rng=rng_b,
+        sas_bits=sas_bits,
+    )
+    answer = callee.answer()
+    reveal = caller.receive_answer(
+        eph_b=answer.eph_b,
+        continuity_b=answer.continuity_b,
+        caller_description=caller_desc,
+        callee_description=callee_desc,
+    )
+    kb = callee.receive_reveal(
+        eph_a=reveal.eph_a,
+        continuity_a=reveal.continuity_a,
+        caller_description=caller_desc,
+        callee_description=callee_desc,
+    )
+    ka = caller.keys()
+    assert ka.srtp_gcm_tx == kb.srtp_gcm_rx and ka.sas == kb.sas
+    transcript = encode_transcript(
+        call_id=call_id,
+        caller=alice.public_key,
+        callee=bob.public_key,
+        eph_a=reveal.eph_a,
+        eph_b=answer.eph_b,
+        continuity_a=reveal.continuity_a,
+        continuity_b=answer.continuity_b,
+        caller_description=caller_desc,
+        callee_description=callee_desc,
+    )
+
+    def rs(r: RetainedSecrets | None) -> dict[str, str | None]:
+        r = r or RetainedSecrets()
+        return {
+            "current": r.current.hex() if r.current else None,
+            "previous": r.previous.hex() if r.previous else None,
+        }
+
+    return {
+        "name": name,
+        "inputs": {
+            "caller_seed": seed("alice").hex(),
+            "callee_seed": seed("bob").hex(),
+            "caller_identity": alice.public_key.hex(),
+            "callee_identity": bob.public_key.hex(),
+            "call_id": call_id.hex(),
+            "caller_rng_stream": [t.hex() for t in rng_a.taken],
+            "callee_rng_stream": [t.hex() for t in rng_b.taken],
+            "eph_a_secret": rng_a.taken[0].hex(),
+            "eph_b_secret": rng_b.taken[0].hex(),
+            "caller_retained": rs(caller_retained),
+            "callee_retained": rs(callee_retained),
+            "caller_description": caller_desc.hex(),
+            "callee_description": callee_desc.hex(),
+            "sas_bits": sas_bits,
+        },
+        "outputs": {
+            "eph_a": reveal.eph_a.hex(),
+            "eph_b": answer.eph_b.hex(),
+            "continuity_a": reveal.continuity_a.hex(),
+            "continuity_b": answer.continuity_b.hex(),
+            "commitment": caller.commitment.hex(),
+            "transcript": transcript.hex(),
+            "x25519_shared": crypto_scalarmult(rng_a.taken[0], answer.eph_b).hex(),
+            "transcript_hash": ka.transcript_hash.hex(),
+            "caller_continuity": ka.continuity.value,
+            "callee_continuity": kb.continuity.value,
+            "caller_to_callee_gcm": ka.srtp_gcm_tx.hex(),
+            "callee_to_caller_gcm": ka.srtp_gcm_rx.hex(),
+            "caller_to_callee_cm": ka.srtp_cm_tx.hex(),
+            "callee_to_caller_cm": ka.srtp_cm_rx.hex(),
+            "next_retained": ka.next_retained.hex(),
+            "sas_value": ka.sas.value,
+            "sas_words": list(ka.sas.words),
+            "sas_emoji": list(ka.sas.emoji),
+        },
+    }
+
+
+def kdf_vectors() -> dict[str, Any]:
+    ikm = hashlib.sha256(b"voice vector ikm").digest()
+    context = hashlib.sha256(b"voice vector context").digest()
+    labels = [
+        (kdf.LABEL_GCM_CALLER_TO_CALLEE, 44),
+        (kdf.LABEL_GCM_CALLEE_TO_CALLER, 44),
+        (kdf.LABEL_CM_CALLER_TO_CALLEE, 30),
+        (kdf.LABEL_CM_CALLEE_TO_CALLER, 30),
+        (kdf.LABEL_RETAINED, 32),
+        (kdf.LABEL_SAS, 8),
+    ]
+    derive_cases = [
+        {
+            "ikm": ikm.hex(),
+            "label": label.decode(),
+            "context": context.hex(),
+            "length": n,
+            "output": kdf.derive(ikm, label, context, n).hex(),
+        }
+        for label, n in labels
+    ]
+    rs_shared = hashlib.sha256(b"retained shared").digest()
+    rs_old = hashlib.sha256(b"retained old").digest()
+    rs_other = hashlib.sha256(b"retained other").digest()
+    agreements = [
+        _agreement_case("first call", caller_retained=None, callee_retained=None),
+        _agreement_case(
+            "continuity match",
+            caller_retained=RetainedSecrets(rs_shared, rs_old),
+            callee_retained=RetainedSecrets(rs_shared, rs_old),
+        ),
+        _agreement_case(
+            "continuity match on previous",
+            caller_retained=RetainedSecrets(rs_shared, rs_old),
+            callee_retained=RetainedSecrets(rs_old, None),
+        ),
+        _agreement_case(
+            "continuity mismatch",
+            caller_retained=RetainedSecrets(rs_shared, None),
+            callee_retained=RetainedSecrets(rs_other, None),
+        ),
+    ]
+    return {
+        "description": "derive() = HKDF-SHA256(salt, ikm, lp(label)||lp(context)); full agreements",
+        "salt": kdf.SALT.decode(),
+        "derive": derive_cases,
+        "agreements": agreements,
+    }
+
+
+def sas_vectors() -> dict[str, Any]:
+    cases = []
+    for i, bits in enumerate((24, 24, 24, 20, 32, 8, 64)):
+        th = hashlib.sha256(b"voice vector transcript " + bytes([i])).digest()
+        sas = Sas.from_transcript_hash(th, bits)
+        cases.append(
+            {
+                "transcript_hash": th.hex(),
+                "bits": bits,
+                "sas_bytes": sas_bytes(th).hex(),
+                "value": sas.value,
+                "words": list(sas.words),
+                "emoji": list(sas.emoji),
+                "emoji_names": list(sas.emoji_names),
+                "digits": sas.digits,
+            }
+        )
+    return {"description": "transcript hash -> SAS value and renderings", "cases": cases}
+
+
+def envelope_vectors() -> dict[str, Any]:
+    alice, bob = Identity.from_seed(seed("alice")), Identity.from_seed(seed("bob"))
+    cases = []
+    for i, payload in enumerate((b"", b'{"type":"offer"}', bytes(range(256)))):
+        header = EnvelopeHeader(
+            call_id=hashlib.sha256(b"envelope call " + bytes([i])).digest()[:16],
+            seq=i * 1000 + 7,
+            timestamp_ms=1_700_000_000_000 + i,
+        )
+        rng = PinnedRng(f"envelope {i}")
+        data = seal(alice, bob.public_key, header, payload, rng=rng)
+        cases.append(
+            {
+                "sender_seed": seed("alice").hex(),
+                "recipient_seed": seed("bob").hex(),
+                "sender_key": alice.public_key.hex(),
+                "recipient_key": bob.public_key.hex(),
+                "call_id": header.call_id.hex(),
+                "seq": header.seq,
+                "timestamp_ms": header.timestamp_ms,
+                "payload": payload.hex(),
+                "nonce": rng.taken[0].hex(),
+                "envelope": data.hex(),
+            }
+        )
+    return {
+        "description": "seal(sender, recipient, header, payload) with a fixed nonce",
+        "cases": cases,
+    }
+
+
+BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
+    "identity.json": identity_vectors,
+    "kdf.json": kdf_vectors,
+    "sas.json": sas_vectors,
+    "envelope.json": envelope_vectors,
+}
+
+
+def render(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+
+
+def build() -> dict[str, str]:
+    return {name: render(builder()) for name, builder in BUILDERS.items()}
+
+
+def main(argv: list[str]) -> int:
+    built = build()
+    if "--write" in argv:
+        for name, text in built.items():
+            (HERE / name).write_text(text, encoding="utf-8")
+        print(f"wrote {', '.join(built)}")
+        return 0
+    stale = [n for n, t in built.items() if (HERE / n).read_text(encoding="utf-8") != t]
+    print("vectors differ: " + ", ".join(stale) if stale else "vectors match")
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

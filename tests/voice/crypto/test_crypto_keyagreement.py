@@ -1,0 +1,285 @@
+"""Committed key agreement: equal keys and SAS on both sides, commitment, low-order points."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from voice.crypto.continuity import ContinuityResult, RetainedSecrets
+from voice.crypto.identity import Identity
+from voice.crypto.keyagreement import (
+    SMALL_ORDER_POINTS,
+    CalleeKeyAgreement,
+    CallerKeyAgreement,
+    CallKeys,
+    commitment_of,
+)
+from voice.errors import BadPublicKey, CommitmentMismatch, KeyAgreementError
+
+ALICE = Identity.from_seed(b"a" * 32).public_key
+BOB = Identity.from_seed(b"b" * 32).public_key
+CALL = b"c" * 16
+DESC_A, DESC_B = b"caller sdp", b"callee sdp"
+
+
+def run_call(
+    *,
+    call_id: bytes = CALL,
+    caller_descs: tuple[bytes, bytes] = (DESC_A, DESC_B),
+    callee_descs: tuple[bytes, bytes] = (DESC_A, DESC_B),
+    caller_rs: RetainedSecrets | None = None,
+    callee_rs: RetainedSecrets | None = None,
+) -> tuple[CallKeys, CallKeys]:
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=call_id, retained=caller_rs)
+    callee = CalleeKeyAgreement(
+        me=BOB, peer=ALICE, call_id=call_id, commitment=caller.commitment, retained=callee_rs
+    )
+    ans = callee.answer()
+    rev = caller.receive_answer(
+        eph_b=ans.eph_b,
+        continuity_b=ans.continuity_b,
+        caller_description=caller_descs[0],
+        callee_description=caller_descs[1],
+    )
+    kb = callee.receive_reveal(
+        eph_a=rev.eph_a,
+        continuity_a=rev.continuity_a,
+        caller_description=callee_descs[0],
+        callee_description=callee_descs[1],
+    )
+    return caller.keys(), kb
+
+
+def assert_same(ka: CallKeys, kb: CallKeys) -> None:
+    assert ka.srtp_gcm_tx == kb.srtp_gcm_rx and ka.srtp_gcm_rx == kb.srtp_gcm_tx
+    assert ka.srtp_cm_tx == kb.srtp_cm_rx and ka.srtp_cm_rx == kb.srtp_cm_tx
+    assert ka.sas == kb.sas and ka.transcript_hash == kb.transcript_hash
+    assert ka.next_retained == kb.next_retained
+
+
+def test_both_sides_derive_identical_keys_and_sas() -> None:
+    ka, kb = run_call()
+    assert_same(ka, kb)
+    assert len(ka.srtp_gcm_tx) == 44 and len(ka.srtp_cm_tx) == 30
+    assert ka.srtp_gcm_tx != ka.srtp_gcm_rx and ka.srtp_cm_tx != ka.srtp_cm_rx
+    assert len(ka.sas.words) == 3 and ka.sas.bits == 24
+    assert ka.continuity is kb.continuity is ContinuityResult.NONE
+    assert ka.continuity_warning is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    call_id=st.binary(min_size=16, max_size=16),
+    desc_a=st.binary(max_size=300),
+    desc_b=st.binary(max_size=300),
+)
+def test_round_trip_any_descriptions(call_id: bytes, desc_a: bytes, desc_b: bytes) -> None:
+    ka, kb = run_call(call_id=call_id, caller_descs=(desc_a, desc_b), callee_descs=(desc_a, desc_b))
+    assert_same(ka, kb)
+
+
+@pytest.mark.parametrize(
+    "callee_descs",
+    [(DESC_A + b"!", DESC_B), (DESC_A, DESC_B + b"!"), (DESC_B, DESC_A), (DESC_A + DESC_B, b"")],
+)
+def test_different_transcripts_give_different_keys_and_sas(
+    callee_descs: tuple[bytes, bytes],
+) -> None:
+    ka, kb = run_call(callee_descs=callee_descs)
+    assert ka.transcript_hash != kb.transcript_hash
+    assert ka.sas != kb.sas
+    assert ka.srtp_gcm_tx != kb.srtp_gcm_rx and ka.srtp_cm_tx != kb.srtp_cm_rx
+
+
+def test_every_call_has_fresh_keys() -> None:
+    k1, _ = run_call()
+    k2, _ = run_call()
+    assert k1.srtp_gcm_tx != k2.srtp_gcm_tx and k1.transcript_hash != k2.transcript_hash
+
+
+def test_commitment_mismatch_is_refused() -> None:
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
+    callee = CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=CALL, commitment=caller.commitment)
+    ans = callee.answer()
+    rev = caller.receive_answer(
+        eph_b=ans.eph_b,
+        continuity_b=ans.continuity_b,
+        caller_description=DESC_A,
+        callee_description=DESC_B,
+    )
+    other = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)  # a key chosen after the fact
+    with pytest.raises(CommitmentMismatch):
+        callee.receive_reveal(
+            eph_a=other.eph_a,
+            continuity_a=rev.continuity_a,
+            caller_description=DESC_A,
+            callee_description=DESC_B,
+        )
+    with pytest.raises(KeyAgreementError):  # dead after a failure: no second try
+        callee.receive_reveal(
+            eph_a=rev.eph_a,
+            continuity_a=rev.continuity_a,
+            caller_description=DESC_A,
+            callee_description=DESC_B,
+        )
+
+
+@pytest.mark.parametrize("field", ["eph_a", "continuity_a"])
+def test_commitment_covers_each_revealed_field(field: str) -> None:
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
+    callee = CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=CALL, commitment=caller.commitment)
+    ans = callee.answer()
+    rev = caller.receive_answer(
+        eph_b=ans.eph_b,
+        continuity_b=ans.continuity_b,
+        caller_description=DESC_A,
+        callee_description=DESC_B,
+    )
+    values = {"eph_a": rev.eph_a, "continuity_a": rev.continuity_a}
+    tampered = bytearray(values[field])
+    tampered[0] ^= 1
+    values[field] = bytes(tampered)
+    with pytest.raises(CommitmentMismatch):
+        callee.receive_reveal(**values, caller_description=DESC_A, callee_description=DESC_B)
+
+
+def test_commitment_is_bound_to_call_and_identities() -> None:
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
+    for call_id, me, peer in ((b"d" * 16, BOB, ALICE), (CALL, ALICE, BOB), (CALL, BOB, BOB)):
+        callee = CalleeKeyAgreement(me=me, peer=peer, call_id=call_id, commitment=caller.commitment)
+        callee.answer()
+        if (call_id, me, peer) == (CALL, BOB, ALICE):
+            continue
+        with pytest.raises(CommitmentMismatch):
+            callee.receive_reveal(
+                eph_a=caller.eph_a,
+                continuity_a=caller.continuity_a,
+                caller_description=DESC_A,
+                callee_description=DESC_B,
+            )
+
+
+def test_malformed_commitment() -> None:
+    with pytest.raises(CommitmentMismatch):
+        CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=CALL, commitment=b"short")
+
+
+@pytest.mark.parametrize("point", SMALL_ORDER_POINTS)
+@pytest.mark.parametrize("high_bit", [False, True])
+def test_low_order_eph_b_is_refused(point: bytes, high_bit: bool) -> None:
+    if high_bit:
+        point = point[:31] + bytes([point[31] | 0x80])
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
+    with pytest.raises(BadPublicKey):
+        caller.receive_answer(
+            eph_b=point,
+            continuity_b=bytes(64),
+            caller_description=DESC_A,
+            callee_description=DESC_B,
+        )
+    with pytest.raises(KeyAgreementError):
+        caller.keys()
+
+
+@pytest.mark.parametrize("point", SMALL_ORDER_POINTS)
+def test_low_order_eph_a_is_refused_even_with_matching_commitment(point: bytes) -> None:
+    """A malicious caller commits to a low-order key: the callee still refuses it."""
+    cont = bytes(64)
+    commitment = commitment_of(
+        call_id=CALL, caller=ALICE, callee=BOB, eph_a=point, continuity_a=cont
+    )
+    callee = CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=CALL, commitment=commitment)
+    callee.answer()
+    with pytest.raises(BadPublicKey):
+        callee.receive_reveal(
+            eph_a=point, continuity_a=cont, caller_description=DESC_A, callee_description=DESC_B
+        )
+
+
+def test_known_small_order_points_really_are_non_contributory() -> None:
+    """The list is right: an independent X25519 (OpenSSL) also gets all zeros from each point."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    for point in SMALL_ORDER_POINTS:
+        with pytest.raises(ValueError):  # OpenSSL also refuses the all-zero result
+            X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(point))
+
+
+def test_malformed_public_keys() -> None:
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
+    with pytest.raises(BadPublicKey):
+        caller.receive_answer(
+            eph_b=b"short", continuity_b=b"", caller_description=b"", callee_description=b""
+        )
+    with pytest.raises(BadPublicKey):
+        CallerKeyAgreement(me=b"x", peer=BOB, call_id=CALL)
+    with pytest.raises(ValueError):
+        CallerKeyAgreement(me=ALICE, peer=BOB, call_id=b"short")
+
+
+def test_echoed_ephemeral_is_refused() -> None:
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
+    with pytest.raises(BadPublicKey):
+        caller.receive_answer(
+            eph_b=caller.eph_a,
+            continuity_b=bytes(64),
+            caller_description=b"",
+            callee_description=b"",
+        )
+
+
+def test_out_of_order_use() -> None:
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
+    with pytest.raises(KeyAgreementError):
+        caller.keys()
+    callee = CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=CALL, commitment=caller.commitment)
+    with pytest.raises(KeyAgreementError):
+        callee.receive_reveal(
+            eph_a=caller.eph_a,
+            continuity_a=caller.continuity_a,
+            caller_description=b"",
+            callee_description=b"",
+        )
+    ans = callee.answer()
+    assert callee.answer() is ans
+    kwargs = {"eph_b": ans.eph_b, "continuity_b": ans.continuity_b}
+    caller.receive_answer(**kwargs, caller_description=b"", callee_description=b"")
+    with pytest.raises(KeyAgreementError):
+        caller.receive_answer(**kwargs, caller_description=b"", callee_description=b"")
+
+
+def test_ephemeral_secret_is_wiped_and_keys_erase() -> None:
+    taken: list[bytes] = []
+
+    def rng(n: int) -> bytes:
+        taken.append(os.urandom(n))
+        return taken[-1]
+
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL, rng=rng)
+    secret = caller._secret
+    assert secret is not None and secret == taken[0]
+    callee = CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=CALL, commitment=caller.commitment)
+    ans = callee.answer()
+    caller.receive_answer(
+        eph_b=ans.eph_b,
+        continuity_b=ans.continuity_b,
+        caller_description=b"",
+        callee_description=b"",
+    )
+    assert secret == bytes(32) and caller._secret is None  # our copy was zeroed
+    assert taken[0] != bytes(32)  # the rng's own bytes were not touched
+    keys = caller.keys()
+    tx = keys.srtp_gcm_tx
+    keys.erase()
+    assert tx == bytes(44) and keys.srtp_cm_rx == bytes(30) and keys.next_retained == bytes(32)
+
+
+def test_repr_hides_secrets() -> None:
+    ka, _ = run_call()
+    text = repr(ka)
+    for secret in (ka.srtp_gcm_tx, ka.transcript_hash, ka.next_retained):
+        assert secret.hex() not in text and repr(secret) not in text
+    assert " ".join(ka.sas.words) not in text

@@ -1,0 +1,177 @@
+"""SAS rendering, word/emoji lists, and the match rate a grinding man-in-the-middle gets."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.voice.crypto.test_crypto_keyagreement import ALICE, BOB
+from voice.crypto._bytes import sha256
+from voice.crypto.keyagreement import CalleeKeyAgreement, CallerKeyAgreement, encode_transcript
+from voice.crypto.sas import DEFAULT_SAS_BITS, MIN_SAFE_SAS_BITS, Sas
+from voice.crypto.wordlists import EMOJI, WORDS
+from voice.errors import CommitmentMismatch
+
+
+def _levenshtein(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[:], i
+        for j, cb in enumerate(b, 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+    return row[-1]
+
+
+def test_word_list_is_256_distinct_short_words() -> None:
+    assert len(WORDS) == 256 and len(set(WORDS)) == 256
+    assert all(w.isascii() and w.isalpha() and w.islower() and 3 <= len(w) <= 7 for w in WORDS)
+    assert list(WORDS) == sorted(WORDS)
+    close = [(a, b) for i, a in enumerate(WORDS) for b in WORDS[i + 1 :] if _levenshtein(a, b) < 2]
+    assert close == []
+
+
+def test_emoji_list_is_64_distinct_named_emoji() -> None:
+    assert len(EMOJI) == 64
+    assert len({e for e, _ in EMOJI}) == 64 and len({n for _, n in EMOJI}) == 64
+    assert all(not e.isascii() and n for e, n in EMOJI)
+
+
+def test_default_is_24_bits() -> None:
+    sas = Sas.from_transcript_hash(bytes(32))
+    assert sas.bits == DEFAULT_SAS_BITS == 24 >= MIN_SAFE_SAS_BITS >= 20
+    assert len(sas.words) == 3 and len(sas.emoji) == 4 and len(sas.digits) == 8
+    assert str(sas) == " ".join(sas.words)
+    assert repr(sas) == "Sas(bits=24)"
+
+
+@given(st.integers(1, 64).flatmap(lambda b: st.tuples(st.just(b), st.integers(0, 2**b - 1))))
+def test_renderings_encode_the_value_exactly(bits_value: tuple[int, int]) -> None:
+    bits, value = bits_value
+    sas = Sas(value, bits)
+    n_words, n_emoji = -(-bits // 8), -(-bits // 6)
+    from_words = 0
+    for w in sas.words:
+        from_words = from_words << 8 | WORDS.index(w)
+    assert from_words >> (8 * n_words - bits) == value
+    from_emoji = 0
+    for e in sas.emoji:
+        from_emoji = from_emoji << 6 | [x for x, _ in EMOJI].index(e)
+    assert from_emoji >> (6 * n_emoji - bits) == value
+    assert int(sas.digits) == value
+
+
+@given(st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32))
+def test_sas_equal_iff_transcript_hash_equal(a: bytes, b: bytes) -> None:
+    assert (Sas.from_transcript_hash(a, 64) == Sas.from_transcript_hash(b, 64)) == (a == b)
+
+
+def test_bits_are_validated() -> None:
+    for bits in (0, 65):
+        with pytest.raises(ValueError):
+            Sas.from_transcript_hash(bytes(32), bits)
+    with pytest.raises(ValueError):
+        Sas(256, 8)
+
+
+# ---- a grinding man-in-the-middle ---------------------------------------------------------------
+
+BITS = 8  # small on purpose so the match rate is measurable: 1/256
+
+
+def _mitm_call(grind: int) -> bool:
+    """Mallory sits between Alice (caller) and Bob (callee), pretending to each to be the other
+    (as if she had both identity keys). She finishes the Bob leg first, so Bob's SAS is known,
+    then tries ``grind`` candidate keys on the Alice leg. Returns whether the two SAS matched."""
+    call_id = os.urandom(16)
+    desc_a, desc_b = b"alice sdp", b"bob sdp"
+    # Bob leg: Mallory is the caller.
+    m_caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=call_id, sas_bits=BITS)
+    bob = CalleeKeyAgreement(
+        me=BOB, peer=ALICE, call_id=call_id, commitment=m_caller.commitment, sas_bits=BITS
+    )
+    b_ans = bob.answer()
+    m_rev = m_caller.receive_answer(
+        eph_b=b_ans.eph_b,
+        continuity_b=b_ans.continuity_b,
+        caller_description=desc_a,
+        callee_description=desc_b,
+    )
+    bob_keys = bob.receive_reveal(
+        eph_a=m_rev.eph_a,
+        continuity_a=m_rev.continuity_a,
+        caller_description=desc_a,
+        callee_description=desc_b,
+    )
+    # Alice leg: Alice commits; Mallory must answer before she sees eph_a.
+    alice = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=call_id, sas_bits=BITS)
+    candidates = [
+        CalleeKeyAgreement(
+            me=BOB, peer=ALICE, call_id=call_id, commitment=alice.commitment, sas_bits=BITS
+        )
+        for _ in range(grind)
+    ]
+    # With only H(eph_a) she cannot evaluate any candidate's SAS, so the choice is blind.
+    chosen = candidates[0].answer()
+    alice.receive_answer(
+        eph_b=chosen.eph_b,
+        continuity_b=chosen.continuity_b,
+        caller_description=desc_a,
+        callee_description=desc_b,
+    )
+    return alice.keys().sas == bob_keys.sas
+
+
+def _mitm_without_commitment(grind: int) -> bool:
+    """The same attack against a protocol that sent eph_a in the clear before the answer: Mallory
+    computes Alice's SAS for each candidate and picks a matching one."""
+    call_id = os.urandom(16)
+    target = Sas.from_transcript_hash(os.urandom(32), BITS)  # Bob's leg, already fixed
+    eph_a, cont_a = os.urandom(32), os.urandom(64)
+    for _ in range(grind):
+        eph_m, cont_m = os.urandom(32), os.urandom(64)
+        th = encode_transcript(
+            call_id=call_id,
+            caller=ALICE,
+            callee=BOB,
+            eph_a=eph_a,
+            eph_b=eph_m,
+            continuity_a=cont_a,
+            continuity_b=cont_m,
+            caller_description=b"alice sdp",
+            callee_description=b"bob sdp",
+        )
+        if Sas.from_transcript_hash(sha256(th), BITS) == target:
+            return True
+    return False
+
+
+def test_grinding_mitm_match_rate_is_about_2_to_minus_bits() -> None:
+    trials = 1500
+    matches = sum(_mitm_call(grind=16) for _ in range(trials))
+    expected = trials / 2**BITS  # about 5.9
+    # P(X >= 25) for Binomial(1500, 1/256) is below 1e-8: a real bias would show.
+    assert matches <= 25, f"{matches} matches in {trials} trials (expected ~{expected:.1f})"
+
+
+def test_without_commitment_the_same_attacker_wins() -> None:
+    """Control: the measurement above would catch a protocol without the commitment."""
+    wins = sum(_mitm_without_commitment(grind=2048) for _ in range(40))
+    assert wins >= 36  # 1 - (255/256)^2048 is about 0.9997
+
+
+def test_mallory_cannot_change_her_key_after_seeing_bobs() -> None:
+    call_id = os.urandom(16)
+    m1 = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=call_id, sas_bits=BITS)
+    bob = CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=call_id, commitment=m1.commitment)
+    bob.answer()
+    m2 = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=call_id, sas_bits=BITS)
+    with pytest.raises(CommitmentMismatch):
+        bob.receive_reveal(
+            eph_a=m2.eph_a,
+            continuity_a=m2.continuity_a,
+            caller_description=b"",
+            callee_description=b"",
+        )

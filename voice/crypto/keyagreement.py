@@ -1,0 +1,423 @@
+"""Per-call key agreement: committed ephemeral X25519, transcript hash, HKDF, SAS, continuity.
+
+Messages (each travels inside a sealed envelope; the call layer encodes them)::
+
+    offer   caller -> callee   commitment (32) [+ caller_description]
+    answer  callee -> caller   eph_b (32), continuity_b (64) [+ callee_description]
+    reveal  caller -> callee   eph_a (32), continuity_a (64)
+
+    commitment = SHA-256(lp("voice commit v1") || lp(call_id) || lp(caller) || lp(callee)
+                         || lp(eph_a) || lp(continuity_a))
+
+The caller is bound to ``eph_a`` before it sees ``eph_b``, and the callee sends ``eph_b`` before
+it sees ``eph_a``: nobody can choose a key to steer the SAS, so a man-in-the-middle matches the
+two SAS with probability 2^-bits. Each side's description must be fixed before it learns the
+peer's ephemeral key (caller's in the offer, callee's in the answer), or a MITM could grind it.
+
+Key schedule (see kdf.py for ``derive``)::
+
+    transcript = lp("voice transcript v1") || lp(call_id) || lp(caller) || lp(callee)
+                 || lp(eph_a) || lp(eph_b) || lp(continuity_a) || lp(continuity_b)
+                 || lp(caller_description) || lp(callee_description)
+    th   = SHA-256(transcript)
+    dh   = X25519(eph_a_secret, eph_b) = X25519(eph_b_secret, eph_a)   (all-zero: refused)
+    ikm  = dh || rs        (rs = the matched retained secret, or empty; see continuity.py)
+    srtp = derive(ikm, <label per cipher and direction>, th, 44 or 30)
+    next_retained = derive(ikm, "retained secret", th, 32);  SAS from th alone (sas.py)
+
+Ephemeral secrets are zeroed as soon as the shared secret is computed, and ``CallKeys.erase()``
+zeroes the derived keys: best effort only (CPython may have copied them; see ``_bytes.wipe``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nacl.bindings import crypto_scalarmult, crypto_scalarmult_base
+from nacl.exceptions import CryptoError as NaclCryptoError
+
+from voice.crypto import kdf
+from voice.crypto._bytes import constant_time_equal, lp, sha256, wipe
+from voice.crypto.continuity import (
+    CALLEE,
+    CALLER,
+    ContinuityResult,
+    RetainedSecrets,
+    continuity_field,
+    resolve_continuity,
+)
+from voice.crypto.sas import DEFAULT_SAS_BITS, Sas
+from voice.errors import BadPublicKey, CommitmentMismatch, KeyAgreementError
+
+__all__ = [
+    "SMALL_ORDER_POINTS",
+    "Answer",
+    "CallKeys",
+    "CalleeKeyAgreement",
+    "CallerKeyAgreement",
+    "Reveal",
+    "commitment_of",
+    "encode_transcript",
+    "x25519_shared",
+]
+
+Rng = Callable[[int], bytes]
+COMMIT_LABEL = b"voice commit v1"
+TRANSCRIPT_LABEL = b"voice transcript v1"
+CALL_ID_BYTES = 16
+GCM_KEY_SALT_BYTES = 32 + 12
+CM_KEY_SALT_BYTES = 16 + 14
+
+_P = 2**255 - 19
+# The Curve25519 points of small order (libsodium's blocklist), bit 255 cleared: 0, 1, the two
+# points of order 8, p-1, and the non-canonical encodings p and p+1 of 0 and 1.
+SMALL_ORDER_POINTS: tuple[bytes, ...] = (
+    bytes(32),
+    (1).to_bytes(32, "little"),
+    bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800"),
+    bytes.fromhex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157"),
+    (_P - 1).to_bytes(32, "little"),
+    _P.to_bytes(32, "little"),
+    (_P + 1).to_bytes(32, "little"),
+)
+
+
+@dataclass(frozen=True)
+class Answer:
+    eph_b: bytes
+    continuity_b: bytes
+
+
+@dataclass(frozen=True)
+class Reveal:
+    eph_a: bytes
+    continuity_a: bytes
+
+
+@dataclass(eq=False)
+class CallKeys:
+    """Everything one side needs from the agreement. tx/rx are from this side's point of view."""
+
+    srtp_gcm_tx: bytes = field(repr=False)  # AEAD_AES_256_GCM master key (32) || salt (12)
+    srtp_gcm_rx: bytes = field(repr=False)
+    srtp_cm_tx: bytes = field(repr=False)  # AES128_CM_SHA1_80 master key (16) || salt (14)
+    srtp_cm_rx: bytes = field(repr=False)
+    sas: Sas
+    transcript_hash: bytes = field(repr=False)  # the SAS follows from it: do not log
+    continuity: ContinuityResult
+    next_retained: bytes = field(repr=False)  # keep after a verified call: store_retained()
+
+    @property
+    def continuity_warning(self) -> str | None:
+        """A message to show the user when continuity failed (never ignore it silently)."""
+        if self.continuity is not ContinuityResult.MISMATCH:
+            return None
+        return (
+            "Key continuity mismatch: this contact does not hold the secret from your last "
+            "verified call. Someone may be in the middle, or they reinstalled. Compare the "
+            "SAS out loud before you trust this call."
+        )
+
+    def erase(self) -> None:
+        """Zero the key material in place (best effort; every reference then reads zeros)."""
+        for name in ("srtp_gcm_tx", "srtp_gcm_rx", "srtp_cm_tx", "srtp_cm_rx", "next_retained"):
+            wipe(getattr(self, name))
+
+
+def check_x25519_public(key: bytes) -> None:
+    """Refuse a malformed or small-order X25519 public key (raises BadPublicKey)."""
+    if not isinstance(key, bytes) or len(key) != 32:
+        raise BadPublicKey("an X25519 public key is 32 bytes")
+    masked = key[:31] + bytes([key[31] & 0x7F])
+    if any(constant_time_equal(masked, p) for p in SMALL_ORDER_POINTS):
+        raise BadPublicKey("low-order X25519 public key")
+
+
+def x25519_shared(secret: bytes, peer_public: bytes) -> bytes:
+    """X25519 with both checks: small-order peer key, and all-zero (non-contributory) result."""
+    check_x25519_public(peer_public)
+    try:
+        shared = crypto_scalarmult(secret, peer_public)
+    except NaclCryptoError as exc:  # libsodium refuses an all-zero result
+        raise BadPublicKey("non-contributory X25519 result") from exc
+    if constant_time_equal(shared, bytes(32)):  # pragma: no cover - libsodium already refuses
+        raise BadPublicKey("non-contributory X25519 result")
+    return shared
+
+
+def commitment_of(
+    *, call_id: bytes, caller: bytes, callee: bytes, eph_a: bytes, continuity_a: bytes
+) -> bytes:
+    return sha256(
+        lp(COMMIT_LABEL) + lp(call_id) + lp(caller) + lp(callee) + lp(eph_a) + lp(continuity_a)
+    )
+
+
+def encode_transcript(
+    *,
+    call_id: bytes,
+    caller: bytes,
+    callee: bytes,
+    eph_a: bytes,
+    eph_b: bytes,
+    continuity_a: bytes,
+    continuity_b: bytes,
+    caller_description: bytes,
+    callee_description: bytes,
+) -> bytes:
+    parts = (
+        call_id,
+        caller,
+        callee,
+        eph_a,
+        eph_b,
+        continuity_a,
+        continuity_b,
+        caller_description,
+        callee_description,
+    )
+    return lp(TRANSCRIPT_LABEL) + b"".join(lp(p) for p in parts)
+
+
+def _new_ephemeral(rng: Rng) -> tuple[bytes, bytes]:
+    """A fresh X25519 key pair; the secret is a private copy this module may wipe."""
+    raw = bytearray(rng(32))
+    if len(raw) != 32:
+        raise ValueError("rng returned the wrong number of bytes")
+    secret = bytes(raw)
+    wipe(raw)
+    return secret, crypto_scalarmult_base(secret)
+
+
+def _check_ids(me: bytes, peer: bytes, call_id: bytes) -> None:
+    if len(me) != 32 or len(peer) != 32:
+        raise BadPublicKey("identity keys are 32 bytes")
+    if len(call_id) != CALL_ID_BYTES:
+        raise ValueError("call_id is 16 bytes")
+
+
+def _derive_keys(
+    *,
+    dh: bytes,
+    mixed: bytes | None,
+    transcript: bytes,
+    is_caller: bool,
+    continuity: ContinuityResult,
+    sas_bits: int,
+) -> CallKeys:
+    th = sha256(transcript)
+    ikm = dh + (mixed or b"")
+    try:
+        gcm_ab = kdf.derive(ikm, kdf.LABEL_GCM_CALLER_TO_CALLEE, th, GCM_KEY_SALT_BYTES)
+        gcm_ba = kdf.derive(ikm, kdf.LABEL_GCM_CALLEE_TO_CALLER, th, GCM_KEY_SALT_BYTES)
+        cm_ab = kdf.derive(ikm, kdf.LABEL_CM_CALLER_TO_CALLEE, th, CM_KEY_SALT_BYTES)
+        cm_ba = kdf.derive(ikm, kdf.LABEL_CM_CALLEE_TO_CALLER, th, CM_KEY_SALT_BYTES)
+        retained = kdf.derive(ikm, kdf.LABEL_RETAINED, th, 32)
+    finally:
+        wipe(ikm)
+    return CallKeys(
+        srtp_gcm_tx=gcm_ab if is_caller else gcm_ba,
+        srtp_gcm_rx=gcm_ba if is_caller else gcm_ab,
+        srtp_cm_tx=cm_ab if is_caller else cm_ba,
+        srtp_cm_rx=cm_ba if is_caller else cm_ab,
+        sas=Sas.from_transcript_hash(th, sas_bits),
+        transcript_hash=th,
+        continuity=continuity,
+        next_retained=retained,
+    )
+
+
+class CallerKeyAgreement:
+    """The caller's side: offer (commitment) -> receive_answer -> reveal -> keys()."""
+
+    def __init__(
+        self,
+        *,
+        me: bytes,
+        peer: bytes,
+        call_id: bytes,
+        retained: RetainedSecrets | None = None,
+        rng: Rng = os.urandom,
+        sas_bits: int = DEFAULT_SAS_BITS,
+    ) -> None:
+        _check_ids(me, peer, call_id)
+        self._me, self._peer, self._call_id = me, peer, call_id
+        self._retained, self._sas_bits = retained, sas_bits
+        self._secret: bytes | None
+        self._secret, self.eph_a = _new_ephemeral(rng)
+        self.continuity_a = continuity_field(
+            retained, role=CALLER, call_id=call_id, caller=me, callee=peer, rng=rng
+        )
+        self.commitment: bytes = commitment_of(
+            call_id=call_id,
+            caller=me,
+            callee=peer,
+            eph_a=self.eph_a,
+            continuity_a=self.continuity_a,
+        )
+        self._keys: CallKeys | None = None
+
+    def receive_answer(
+        self,
+        *,
+        eph_b: bytes,
+        continuity_b: bytes,
+        caller_description: bytes,
+        callee_description: bytes,
+    ) -> Reveal:
+        """Compute the call keys from the callee's answer; return what to send in the reveal.
+
+        Raises BadPublicKey for a bad ``eph_b`` (the agreement is then dead).
+        """
+        secret = self._secret
+        if secret is None:
+            raise KeyAgreementError("receive_answer() was already called")
+        self._secret = None
+        try:
+            if eph_b == self.eph_a:
+                raise BadPublicKey("the peer echoed our ephemeral key")
+            dh = x25519_shared(secret, eph_b)
+        finally:
+            wipe(secret)
+        result, mixed = resolve_continuity(
+            self._retained,
+            continuity_b,
+            role=CALLER,
+            call_id=self._call_id,
+            caller=self._me,
+            callee=self._peer,
+        )
+        transcript = encode_transcript(
+            call_id=self._call_id,
+            caller=self._me,
+            callee=self._peer,
+            eph_a=self.eph_a,
+            eph_b=eph_b,
+            continuity_a=self.continuity_a,
+            continuity_b=continuity_b,
+            caller_description=caller_description,
+            callee_description=callee_description,
+        )
+        try:
+            self._keys = _derive_keys(
+                dh=dh,
+                mixed=mixed,
+                transcript=transcript,
+                is_caller=True,
+                continuity=result,
+                sas_bits=self._sas_bits,
+            )
+        finally:
+            wipe(dh)
+        return Reveal(eph_a=self.eph_a, continuity_a=self.continuity_a)
+
+    def keys(self) -> CallKeys:
+        if self._keys is None:
+            raise KeyAgreementError("keys() before receive_answer()")
+        return self._keys
+
+
+class CalleeKeyAgreement:
+    """The callee's side: offer's commitment -> answer() -> receive_reveal() -> keys."""
+
+    def __init__(
+        self,
+        *,
+        me: bytes,
+        peer: bytes,
+        call_id: bytes,
+        commitment: bytes,
+        retained: RetainedSecrets | None = None,
+        rng: Rng = os.urandom,
+        sas_bits: int = DEFAULT_SAS_BITS,
+    ) -> None:
+        _check_ids(me, peer, call_id)
+        if len(commitment) != 32:
+            raise CommitmentMismatch("a commitment is 32 bytes")
+        self._me, self._peer, self._call_id = me, peer, call_id
+        self._commitment, self._retained, self._sas_bits = commitment, retained, sas_bits
+        self._rng = rng
+        self._secret: bytes | None = None
+        self._answer: Answer | None = None
+        self._done = False
+
+    def answer(self) -> Answer:
+        """Our ephemeral key and continuity tokens (the same object if called again)."""
+        if self._answer is None:
+            self._secret, eph_b = _new_ephemeral(self._rng)
+            continuity_b = continuity_field(
+                self._retained,
+                role=CALLEE,
+                call_id=self._call_id,
+                caller=self._peer,
+                callee=self._me,
+                rng=self._rng,
+            )
+            self._answer = Answer(eph_b=eph_b, continuity_b=continuity_b)
+        return self._answer
+
+    def receive_reveal(
+        self,
+        *,
+        eph_a: bytes,
+        continuity_a: bytes,
+        caller_description: bytes,
+        callee_description: bytes,
+    ) -> CallKeys:
+        """Check the reveal against the commitment and derive the keys.
+
+        Raises CommitmentMismatch or BadPublicKey; after either, the agreement is dead.
+        """
+        if self._answer is None or self._done:
+            raise KeyAgreementError("receive_reveal() needs answer() first, and runs once")
+        self._done = True
+        secret = self._secret
+        assert secret is not None
+        self._secret = None
+        try:
+            expected = commitment_of(
+                call_id=self._call_id,
+                caller=self._peer,
+                callee=self._me,
+                eph_a=eph_a,
+                continuity_a=continuity_a,
+            )
+            if not constant_time_equal(expected, self._commitment):
+                raise CommitmentMismatch("the revealed key does not match the commitment")
+            if eph_a == self._answer.eph_b:
+                raise BadPublicKey("the peer echoed our ephemeral key")
+            dh = x25519_shared(secret, eph_a)
+        finally:
+            wipe(secret)
+        result, mixed = resolve_continuity(
+            self._retained,
+            continuity_a,
+            role=CALLEE,
+            call_id=self._call_id,
+            caller=self._peer,
+            callee=self._me,
+        )
+        transcript = encode_transcript(
+            call_id=self._call_id,
+            caller=self._peer,
+            callee=self._me,
+            eph_a=eph_a,
+            eph_b=self._answer.eph_b,
+            continuity_a=continuity_a,
+            continuity_b=self._answer.continuity_b,
+            caller_description=caller_description,
+            callee_description=callee_description,
+        )
+        try:
+            return _derive_keys(
+                dh=dh,
+                mixed=mixed,
+                transcript=transcript,
+                is_caller=False,
+                continuity=result,
+                sas_bits=self._sas_bits,
+            )
+        finally:
+            wipe(dh)
