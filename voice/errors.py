@@ -1,0 +1,225 @@
+"""Exceptions raised by the voice client.
+
+One root, :class:`VoiceError`, so callers can catch everything the client raises on purpose.
+Other helpers add their branches here; keep the tree below up to date.
+
+    VoiceError
+    ├── CryptoError                 end-to-end crypto (voice.crypto) refused something
+    │   ├── BadEnvelope             an envelope failed to open or check (one opaque error)
+    │   ├── KeyChangedError         a contact's identity key differs from the pinned one
+    │   ├── UnknownContact          no such contact in the contact book (also KeyError)
+    │   ├── UnknownFingerprint      matches no key known for the contact (also ValueError)
+    │   ├── CommitmentMismatch      the caller's revealed key does not match its commitment
+    │   ├── BadPublicKey            malformed, low-order or non-contributory key (also ValueError)
+    │   ├── InsecureKeyFile         a key/contacts file is readable by group or others, or not ours
+    │   └── KeyAgreementError       the key agreement was used out of order (also RuntimeError)
+    ├── BadCallMessage              a call message (voice.call) is malformed (also ValueError)
+    ├── MediaError                  the media transport (voice.media) failed
+    │   ├── IceFailed               no ICE candidate pair worked (or timed out)
+    │   ├── BadDescription          the peer's media description is malformed (also ValueError)
+    │   ├── MediaKeyError           an SRTP key has the wrong type or length (also ValueError)
+    │   ├── CodecUnavailable        libopus could not be loaded (also OSError)
+    │   └── CodecError              Opus refused a frame or a packet (also ValueError)
+    ├── AudioError                  audio I/O (voice.audio) failed
+    │   ├── NoAudioDevice           no such input/output device, or PortAudio cannot open it
+    │   └── AudioFormatError        audio data is not in a format we read (also ValueError)
+    └── SignalingClientError        talking to the signaling server (voice.net) failed
+        ├── SignalingUnreachable    cannot connect or the handshake failed (also ConnectionError)
+        ├── SignalingClosed         the session ended; .code and .reason (also ConnectionError)
+        │   └── SessionReplaced     the same user logged in elsewhere; this session was closed
+        ├── SignalingProtocolError  the server sent something that breaks the wire format
+        ├── LoginRefused            the server refused the login; .code says why
+        └── RequestRefused          the server answered a send/turn with an error; .code
+            ├── RecipientOffline    the recipient is registered but not connected
+            ├── UnknownUser         no such user is registered on this server
+            ├── RateLimited         too many messages per second; slow down and retry
+            └── TurnUnavailable     the server has no TURN relay configured
+"""
+
+from __future__ import annotations
+
+
+class VoiceError(Exception):
+    """Root of every exception the voice client raises on purpose."""
+
+
+class BadCallMessage(VoiceError, ValueError):
+    """A call message payload (voice.call.messages) is malformed, oversized or not canonical.
+
+    It came inside an authenticated envelope, so the peer's client is broken or hostile: drop
+    the message; if it belongs to a live call, fail that call with reason ``bad_message``.
+    """
+
+
+class MediaError(VoiceError):
+    """The media transport failed; the call cannot carry audio."""
+
+
+class IceFailed(MediaError, ConnectionError):
+    """ICE found no working path to the peer before its timeout.
+
+    Check that both sides gathered candidates on reachable addresses, or configure TURN.
+    """
+
+
+class BadDescription(MediaError, ValueError):
+    """The peer's media description is malformed; the call must be abandoned."""
+
+
+class MediaKeyError(MediaError, ValueError):
+    """An SRTP master key||salt has the wrong type or length."""
+
+
+class CodecUnavailable(MediaError, OSError):
+    """libopus (``libopus.so.0``) could not be found or loaded.
+
+    Install it: ``apt-get install libopus0`` on Debian and Ubuntu, ``brew install opus`` on macOS.
+    """
+
+
+class CodecError(MediaError, ValueError):
+    """The Opus encoder or decoder refused its input (a PCM frame of the wrong size, a packet
+    that is not a 20 ms Opus packet, a closed codec) or failed inside libopus.
+
+    A receiver should count the packet as lost and conceal it; it never crashes the process.
+    """
+
+
+class AudioError(VoiceError):
+    """Audio input or output failed."""
+
+
+class NoAudioDevice(AudioError):
+    """No audio device matches the request, or PortAudio could not open it.
+
+    List the devices with ``voice.audio.devices.list_devices()`` and choose one by name or index;
+    on a headless machine start PulseAudio with a null sink (``scripts/pulse.sh``).
+    """
+
+
+class AudioFormatError(AudioError, ValueError):
+    """Audio data is not in a format we accept (e.g. not integer PCM, or a wrong frame size)."""
+
+
+class CryptoError(VoiceError):
+    """End-to-end crypto (voice.crypto) refused an input or a key; the call must not proceed."""
+
+
+class BadEnvelope(CryptoError):
+    """An envelope could not be opened or failed a check (tampered, wrong recipient, replayed,
+    reordered beyond the window, or too old).
+
+    Deliberately opaque: the reason is not given to whoever sent it. Drop the message.
+    """
+
+
+class KeyChangedError(CryptoError):
+    """A known contact presented a different identity key than the one pinned.
+
+    This is what a man-in-the-middle looks like, and also what a reinstall looks like. Calls with
+    this contact are refused until the user checks the new fingerprint out of band and runs
+    ``voice trust USER FINGERPRINT``.
+    """
+
+    def __init__(self, user: str, old_fingerprint: str, new_fingerprint: str) -> None:
+        super().__init__(
+            f"the identity key of {user!r} changed: pinned {old_fingerprint}, "
+            f"now {new_fingerprint}. Verify the new fingerprint with {user} out of band, "
+            f"then run: voice trust {user} <fingerprint>"
+        )
+        self.user = user
+        self.old_fingerprint = old_fingerprint
+        self.new_fingerprint = new_fingerprint
+
+
+class UnknownContact(CryptoError, KeyError):
+    """No contact by that name is in the contact book."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownFingerprint(CryptoError, ValueError):
+    """The fingerprint given matches neither the pinned nor the pending key of the contact."""
+
+
+class CommitmentMismatch(CryptoError):
+    """The caller's revealed ephemeral key does not match the commitment it sent in the offer.
+
+    Either the message was corrupted or someone tried to choose a key after seeing ours (the
+    move a man-in-the-middle needs to force equal SAS). Abandon the call.
+    """
+
+
+class BadPublicKey(CryptoError, ValueError):
+    """A public key is malformed, of low order, or gives a non-contributory X25519 result."""
+
+
+class InsecureKeyFile(CryptoError):
+    """A secret file (identity key, contacts) is readable by group or others, or is not ours.
+
+    Fix it with ``chmod 600 FILE`` after checking nobody else copied the key.
+    """
+
+
+class KeyAgreementError(CryptoError, RuntimeError):
+    """The key agreement was driven out of order (e.g. keys() before the answer)."""
+
+
+class SignalingClientError(VoiceError):
+    """Talking to the signaling server failed."""
+
+
+class SignalingUnreachable(SignalingClientError, ConnectionError):
+    """The signaling server could not be reached or refused the WebSocket handshake.
+
+    Check the URL (ws://host:port) and that the server runs: ``voice-signaling --port ...``.
+    """
+
+
+class SignalingClosed(SignalingClientError, ConnectionError):
+    """The signaling session ended; ``code`` is the error code or WebSocket close code."""
+
+    def __init__(self, message: str, *, code: str | int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SessionReplaced(SignalingClosed):
+    """The same user logged in from another connection; the newest session wins."""
+
+
+class SignalingProtocolError(SignalingClientError):
+    """The server sent a frame that does not follow the wire format (a buggy or hostile server)."""
+
+
+class LoginRefused(SignalingClientError):
+    """The server refused the login; ``code`` is the server's error code (e.g. username_taken)."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RequestRefused(SignalingClientError):
+    """The server answered a request with an error; ``code`` is the server's error code."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RecipientOffline(RequestRefused):
+    """The recipient is registered but not connected now; try again later."""
+
+
+class UnknownUser(RequestRefused):
+    """No user of that name is registered on this server; check the spelling."""
+
+
+class RateLimited(RequestRefused):
+    """The server limits messages per second per user; wait a little and retry."""
+
+
+class TurnUnavailable(RequestRefused):
+    """The server is not configured with a TURN secret and URIs; use host candidates only."""
