@@ -1,0 +1,137 @@
+"""Pure RTP/RTCP helpers: demultiplexing, reception statistics, report blocks, NTP time.
+
+RTP and RTCP share one ICE component (RFC 5761). A datagram is RTCP when its second byte (the
+RTCP packet type, or the RTP marker bit plus payload type) is in 192..223; our RTP payload type
+111 never lands there. Packets themselves are built and parsed with ``aiortc.rtp``.
+
+:class:`ReceptionStats` is RFC 3550 appendix A.1/A.3/A.8 arithmetic for one remote source: the
+extended highest sequence number, cumulative and interval loss (the ``fraction_lost`` the sender
+uses to tune Opus FEC) and interarrival jitter. No I/O and no clock of its own.
+"""
+
+from __future__ import annotations
+
+from aiortc.rtp import RtcpReceiverInfo
+
+NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
+RTP_SEQ_MOD = 1 << 16
+MAX_DROPOUT = 3000
+MAX_MISORDER = 100
+
+
+def is_rtcp(datagram: bytes) -> bool:
+    """RFC 5761 section 4: RTCP packet types 192..223 in the second byte."""
+    return len(datagram) >= 2 and 192 <= datagram[1] <= 223
+
+
+def is_rtp_or_rtcp(datagram: bytes) -> bool:
+    """Version 2 in the first two bits (anything else is not ours to read)."""
+    return len(datagram) >= 4 and datagram[0] >> 6 == 2
+
+
+def ntp_time(wallclock: float) -> int:
+    """64-bit NTP timestamp (RFC 3550 section 4) for a Unix time in seconds."""
+    return int((wallclock + NTP_EPOCH_OFFSET) * (1 << 32)) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def ntp_middle32(ntp: int) -> int:
+    """The middle 32 bits of an NTP timestamp: the LSR field of a report block."""
+    return (ntp >> 16) & 0xFFFF_FFFF
+
+
+def round_trip_seconds(report: RtcpReceiverInfo, wallclock: float) -> float | None:
+    """RTT from a report block's LSR/DLSR (RFC 3550 section 6.4.1), if it echoes one of ours."""
+    if report.lsr == 0:
+        return None
+    now = ntp_middle32(ntp_time(wallclock))
+    rtt = (now - report.lsr - report.dlsr) & 0xFFFF_FFFF
+    seconds = rtt / 65536.0
+    return seconds if seconds < 60.0 else None
+
+
+class ReceptionStats:
+    """Reception statistics for one remote SSRC (RFC 3550 appendix A)."""
+
+    def __init__(self, ssrc: int, clock_rate: int) -> None:
+        self.ssrc = ssrc
+        self._clock_rate = clock_rate
+        self.received = 0
+        self._base_seq = 0
+        self._max_seq = 0
+        self._cycles = 0
+        self._started = False
+        self._expected_prior = 0
+        self._received_prior = 0
+        self._transit: int | None = None
+        self._jitter = 0.0
+        self._last_sr: int = 0  # middle 32 bits of the last SR's NTP time
+        self._last_sr_at: float | None = None
+
+    def update(self, seq: int, timestamp: int, arrival: float) -> None:
+        """Account for one authenticated RTP packet (``arrival`` in seconds, any epoch)."""
+        self.received += 1
+        if not self._started:
+            self._started = True
+            self._base_seq = self._max_seq = seq
+        else:
+            delta = (seq - self._max_seq) % RTP_SEQ_MOD
+            if 0 < delta < MAX_DROPOUT:
+                if seq < self._max_seq:
+                    self._cycles += RTP_SEQ_MOD
+                self._max_seq = seq
+            elif delta >= RTP_SEQ_MOD - MAX_MISORDER or delta == 0:
+                pass  # duplicate or reordered: counted as received only
+            else:  # a big jump: the sender restarted; resynchronise
+                self._base_seq = self._max_seq = seq
+                self._cycles = 0
+                self.received = 1
+                self._expected_prior = self._received_prior = 0
+        transit = int(arrival * self._clock_rate) - timestamp
+        if self._transit is not None:
+            d = abs(transit - self._transit)
+            self._jitter += (d - self._jitter) / 16.0
+        self._transit = transit
+
+    def note_sender_report(self, ntp: int, arrival: float) -> None:
+        """Remember the peer's last SR so our next report lets it measure the round trip."""
+        self._last_sr = ntp_middle32(ntp)
+        self._last_sr_at = arrival
+
+    @property
+    def extended_max_seq(self) -> int:
+        return self._cycles + self._max_seq
+
+    @property
+    def expected(self) -> int:
+        return self.extended_max_seq - self._base_seq + 1 if self._started else 0
+
+    @property
+    def lost(self) -> int:
+        return max(-(1 << 23), min((1 << 23) - 1, self.expected - self.received))
+
+    @property
+    def jitter_seconds(self) -> float:
+        return self._jitter / self._clock_rate
+
+    def report_block(self, now: float) -> RtcpReceiverInfo:
+        """A report block for an RR; resets the interval used for ``fraction_lost``."""
+        expected_interval = self.expected - self._expected_prior
+        received_interval = self.received - self._received_prior
+        self._expected_prior = self.expected
+        self._received_prior = self.received
+        lost_interval = expected_interval - received_interval
+        fraction = 0
+        if expected_interval > 0 and lost_interval > 0:
+            fraction = min(255, (lost_interval << 8) // expected_interval)
+        dlsr = 0
+        if self._last_sr_at is not None:
+            dlsr = int(max(0.0, now - self._last_sr_at) * 65536) & 0xFFFF_FFFF
+        return RtcpReceiverInfo(
+            ssrc=self.ssrc,
+            fraction_lost=fraction,
+            packets_lost=self.lost,
+            highest_sequence=self.extended_max_seq & 0xFFFF_FFFF,
+            jitter=int(self._jitter) & 0xFFFF_FFFF,
+            lsr=self._last_sr,
+            dlsr=dlsr,
+        )
