@@ -1,0 +1,296 @@
+"""Every call outcome end to end: two machines wired together through the real wire format."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.voice.call.call_harness import FakePhone, Wire
+from voice.call import events as ev
+from voice.call.events import EndReason, FailReason, State
+from voice.call.machine import CallMachine
+from voice.call.messages import Hangup, encode
+
+Pair = tuple[Wire, FakePhone, FakePhone]
+
+
+@pytest.fixture
+def pair() -> Pair:
+    wire = Wire()
+    return wire, wire.add("alice"), wire.add("bob")
+
+
+def ringing(pair: Pair) -> tuple[CallMachine, CallMachine]:
+    wire, alice, bob = pair
+    a = alice.dial("bob")
+    wire.run()
+    b = bob.calls[a.call_id]
+    assert (a.state, b.state) == (State.RINGING_OUT, State.RINGING_IN)
+    assert a.keys_ready and b.keys_ready  # the key agreement ran while the phone rang
+    return a, b
+
+
+def connected(pair: Pair) -> tuple[CallMachine, CallMachine]:
+    wire, _, bob = pair
+    a, b = ringing(pair)
+    bob.do(b, ev.UserAccept())
+    wire.run()
+    assert (a.state, b.state) == (State.CONNECTED, State.CONNECTED)
+    return a, b
+
+
+def after_keys(machine: CallMachine) -> State:
+    return machine.state  # read again: the machine moved under mypy's narrowing
+
+
+def kinds(phone: FakePhone, call_id: bytes) -> list[str]:
+    return [type(e).__name__ for e in phone.effects(call_id)]
+
+
+def test_accept_starts_media_once_on_both_sides_after_one_round_trip(pair: Pair) -> None:
+    wire, alice, bob = pair
+    a, b = ringing(pair)
+    assert "Ring" in kinds(bob, b.call_id) and "Ringback" in kinds(alice, a.call_id)
+    assert "StartMedia" not in kinds(alice, a.call_id) + kinds(bob, b.call_id)
+    bob.do(b, ev.UserAccept())
+    assert b.state is State.CONNECTED  # callee starts media at once
+    assert len(wire.queue) == 1  # only `accept` crosses the wire
+    wire.run()
+    assert a.state is State.CONNECTED
+    for phone, call in ((alice, a), (bob, b)):
+        names = kinds(phone, call.call_id)
+        assert names.count("StartMedia") == 1 and names.count("ShowSas") == 1
+        assert names.index("StopRinging") < names.index("StartMedia")
+
+
+@pytest.mark.parametrize("who", ["alice", "bob"])
+def test_hangup_by_either_side(pair: Pair, who: str) -> None:
+    wire, alice, bob = pair
+    a, b = connected(pair)
+    local, remote = (a, b) if who == "alice" else (b, a)
+    (alice if who == "alice" else bob).do(local, ev.UserHangup())
+    wire.run()
+    assert (local.state, local.reason) == (State.ENDED, EndReason.HANGUP_LOCAL)
+    assert (remote.state, remote.reason) == (State.ENDED, EndReason.HANGUP_REMOTE)
+    for phone, call in ((alice, a), (bob, b)):
+        assert kinds(phone, call.call_id)[-2:] == ["StopMedia", "EndCall"]
+
+
+def test_callee_accepts_before_reveal_arrives(pair: Pair) -> None:
+    wire, alice, bob = pair
+    a = alice.dial("bob")
+    wire.deliver_one()  # offer
+    wire.deliver_one()  # ringing; the reveal is now in flight
+    b = bob.calls[a.call_id]
+    assert wire.queue and not b.keys_ready
+    bob.do(b, ev.UserAccept())
+    assert b.state is State.CONNECTING
+    assert "StartMedia" not in kinds(bob, b.call_id)
+    assert len(wire.queue) == 1  # accept waits for our keys
+    wire.run()
+    assert (a.state, b.state) == (State.CONNECTED, State.CONNECTED)
+
+
+def test_both_ends_derive_the_same_sas_and_mirrored_srtp_keys(pair: Pair) -> None:
+    _, alice, bob = pair
+    a, b = connected(pair)
+    ka, kb = alice.keys[a.call_id], bob.keys[b.call_id]
+    assert ka.sas == kb.sas
+    assert (ka.srtp_gcm_tx, ka.srtp_gcm_rx) == (kb.srtp_gcm_rx, kb.srtp_gcm_tx)
+
+
+def test_caller_reveals_only_after_its_keys_are_ready(pair: Pair) -> None:
+    _, alice, _ = pair
+    a, _ = ringing(pair)
+    names = kinds(alice, a.call_id)
+    assert names.index("DeriveKeys") < names.index("SendMessage", 1)  # offer, then reveal
+    assert alice.sent(a.call_id) == ["offer", "reveal"]
+
+
+def test_low_order_answer_key_fails_the_caller_before_it_reveals(pair: Pair) -> None:
+    wire, alice, bob = pair
+    bob.bad_eph_b = True
+    a = alice.dial("bob")
+    wire.run()
+    b = bob.calls[a.call_id]
+    assert (a.state, a.reason) == (State.FAILED, FailReason.BAD_KEY)
+    assert alice.sent(a.call_id) == ["offer", "error"]
+    assert (b.state, b.detail) == (State.FAILED, "bad_key")
+
+
+def test_decline(pair: Pair) -> None:
+    wire, _, bob = pair
+    a, b = ringing(pair)
+    bob.do(b, ev.UserDecline())
+    wire.run()
+    assert (b.state, b.reason) == (State.ENDED, EndReason.DECLINED_LOCAL)
+    assert (a.state, a.reason) == (State.ENDED, EndReason.DECLINED_REMOTE)
+
+
+def test_busy_when_callee_is_in_another_call(pair: Pair) -> None:
+    wire, alice, bob = pair
+    carol = wire.add("carol")
+    carol_call = carol.dial("bob")
+    wire.run()
+    bob.do(bob.calls[carol_call.call_id], ev.UserAccept())
+    wire.run()
+    a = alice.dial("bob")
+    wire.run()
+    assert (a.state, a.reason) == (State.ENDED, EndReason.BUSY)
+    assert a.call_id not in bob.calls
+    assert bob.calls[carol_call.call_id].state is State.CONNECTED  # untouched
+
+
+def test_cancel_by_caller(pair: Pair) -> None:
+    wire, alice, bob = pair
+    a, b = ringing(pair)
+    alice.do(a, ev.UserHangup())
+    wire.run()
+    assert (a.state, a.reason) == (State.ENDED, EndReason.CANCELLED_LOCAL)
+    assert (b.state, b.reason) == (State.ENDED, EndReason.CANCELLED_REMOTE)
+    assert kinds(bob, b.call_id)[-2:] == ["StopRinging", "EndCall"]
+
+
+def test_no_answer_timeout(pair: Pair) -> None:
+    wire, _, _ = pair
+    a, b = ringing(pair)
+    wire.advance(59.9)
+    assert (a.state, b.state) == (State.RINGING_OUT, State.RINGING_IN)
+    wire.advance(0.1)
+    wire.run()
+    assert (a.state, a.reason) == (State.ENDED, EndReason.NO_ANSWER)
+    assert (b.state, b.reason) == (State.ENDED, EndReason.CANCELLED_REMOTE)
+
+
+def test_callee_stops_ringing_by_itself_when_the_cancel_is_lost(pair: Pair) -> None:
+    wire, _, bob = pair
+    _a, b = ringing(pair)
+    wire.drop.add("cancel")
+    wire.advance(60.0)
+    wire.run()
+    assert b.state is State.RINGING_IN
+    wire.advance(5.0)
+    assert (b.state, b.reason) == (State.ENDED, EndReason.NO_ANSWER)
+    assert kinds(bob, b.call_id)[-2:] == ["StopRinging", "EndCall"]
+
+
+def test_no_answer_while_still_dialing(pair: Pair) -> None:
+    wire, alice, _ = pair
+    wire.drop.add("offer")
+    a = alice.dial("bob")
+    wire.run()
+    wire.advance(60.0)
+    assert (a.state, a.reason) == (State.ENDED, EndReason.NO_ANSWER)
+
+
+@pytest.mark.parametrize("winner", ["alice", "bob"])
+@pytest.mark.parametrize("first_delivered", ["alice", "bob"])
+def test_glare_resolves_to_one_call_on_both_ends(
+    pair: Pair, winner: str, first_delivered: str
+) -> None:
+    wire, alice, bob = pair
+    high, low = b"\xff" * 16, b"\x01" * 16
+    a_out = alice.dial("bob", high if winner == "alice" else low)
+    b_out = bob.dial("alice", low if winner == "alice" else high)
+    if first_delivered == "bob":
+        wire.queue.rotate(1)
+    wire.run()
+    a_live, b_live = alice.only_live(), bob.only_live()
+    assert a_live.call_id == b_live.call_id == (high)
+    loser_call = b_out if winner == "alice" else a_out
+    assert (loser_call.state, loser_call.reason) == (State.ENDED, EndReason.GLARE_LOST)
+    callee_phone, callee = (bob, b_live) if winner == "alice" else (alice, a_live)
+    callee_phone.do(callee, ev.UserAccept())
+    wire.run()
+    assert (a_live.state, b_live.state) == (State.CONNECTED, State.CONNECTED)
+
+
+def test_commitment_mismatch_fails_both_sides(pair: Pair) -> None:
+    wire, alice, bob = pair
+    alice.tamper_reveal = True
+    a = alice.dial("bob")
+    wire.run()
+    b = bob.calls[a.call_id]
+    assert (b.state, b.reason) == (State.FAILED, FailReason.COMMITMENT_MISMATCH)
+    assert (a.state, a.reason, a.detail) == (
+        State.FAILED,
+        FailReason.REMOTE_ERROR,
+        "commitment_mismatch",
+    )
+    assert "StartMedia" not in kinds(alice, a.call_id) + kinds(bob, b.call_id)
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (ev.IceFailed(), FailReason.ICE_FAILED),
+        (ev.MediaFailed(), FailReason.MEDIA_FAILED),
+        (ev.KeyChanged(), FailReason.KEY_CHANGED),
+    ],
+)
+@pytest.mark.parametrize("stage", ["ringing", "connected"])
+def test_local_failure_is_reported_to_the_peer(
+    pair: Pair, event: ev.LocalEvent, reason: FailReason, stage: str
+) -> None:
+    wire, alice, _ = pair
+    a, b = ringing(pair) if stage == "ringing" else connected(pair)
+    alice.do(a, event)
+    wire.run()
+    assert (a.state, a.reason) == (State.FAILED, reason)
+    assert (b.state, b.reason, b.detail) == (State.FAILED, FailReason.REMOTE_ERROR, reason.value)
+
+
+def test_peer_vanished_tells_nobody(pair: Pair) -> None:
+    wire, alice, _ = pair
+    a, b = connected(pair)
+    alice.do(a, ev.PeerVanished())
+    assert not wire.queue
+    assert (a.state, a.reason) == (State.FAILED, FailReason.PEER_VANISHED)
+    assert b.state is State.CONNECTED
+
+
+def test_garbage_payload_for_a_live_call_fails_it(pair: Pair) -> None:
+    wire, _alice, _bob = pair
+    a, b = ringing(pair)
+    wire.queue.append(("alice", "bob", a.call_id, b'{"type":"accept"'))
+    wire.run()
+    assert (b.state, b.reason) == (State.FAILED, FailReason.BAD_MESSAGE)
+    assert (a.state, a.detail) == (State.FAILED, "bad_message")
+
+
+def test_setup_timeout_when_reveal_never_comes(pair: Pair) -> None:
+    wire, alice, bob = pair
+    wire.drop.add("reveal")
+    a = alice.dial("bob")
+    wire.run()
+    b = bob.calls[a.call_id]
+    bob.do(b, ev.UserAccept())
+    wire.advance(19.0)
+    assert b.state is State.CONNECTING
+    wire.advance(1.0)
+    wire.run()
+    assert (b.state, b.reason) == (State.FAILED, FailReason.SETUP_TIMEOUT)
+    assert (a.state, a.detail) == (State.FAILED, "setup_timeout")
+
+
+def test_replayed_offer_of_an_ended_call_does_not_ring_again(pair: Pair) -> None:
+    wire, alice, bob = pair
+    a, _b = ringing(pair)
+    alice.do(a, ev.UserHangup())
+    wire.run()
+    offer = next(e.message for e in alice.effects(a.call_id) if isinstance(e, ev.SendMessage))
+    wire.queue.append(("alice", "bob", a.call_id, encode(offer)))
+    wire.run()
+    assert bob.rejected[-1] == "offer for a call id we already know"
+    assert [c.state for c in bob.calls.values()] == [State.ENDED]
+
+
+def test_message_for_unknown_call_or_from_the_wrong_peer_is_rejected(pair: Pair) -> None:
+    wire, _alice, bob = pair
+    carol = wire.add("carol")
+    a, b = ringing(pair)
+    wire.queue.append(("carol", "bob", a.call_id, encode(Hangup())))
+    wire.queue.append(("alice", "bob", b"\x00" * 16, encode(Hangup())))
+    wire.run()
+    assert bob.rejected == ["call belongs to another peer", "unknown call id"]
+    assert b.state is State.RINGING_IN
+    assert carol.calls == {}

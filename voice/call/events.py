@@ -1,0 +1,270 @@
+"""The vocabulary of the call state machine: states, reasons, inputs and effects (pure data).
+
+Inputs are the received call messages (:mod:`voice.call.messages`) plus the local events below.
+Effects are instructions for the asyncio controller, carried out in the order given.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from voice.call.messages import Message, Offer, Reveal, Ringing
+
+
+class Role(enum.Enum):
+    CALLER = "caller"
+    CALLEE = "callee"
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    DIALING = "dialing"  # caller: offer sent, waiting for ringing
+    RINGING_OUT = "ringing_out"  # caller: the callee's phone rings; reveal once keys are ready
+    OFFERED = "offered"  # callee: offer taken, controller prepares eph_b and description
+    RINGING_IN = "ringing_in"  # callee: our phone rings, ringing sent
+    CONNECTING = "connecting"  # callee: the user accepted, waiting for reveal and keys
+    CONNECTED = "connected"  # media runs
+    ENDED = "ended"  # terminal: normal end, see EndReason
+    FAILED = "failed"  # terminal: see FailReason
+
+    @property
+    def terminal(self) -> bool:
+        return self in (State.ENDED, State.FAILED)
+
+
+class EndReason(enum.Enum):
+    HANGUP_LOCAL = "hangup_local"
+    HANGUP_REMOTE = "hangup_remote"
+    DECLINED_LOCAL = "declined_local"
+    DECLINED_REMOTE = "declined_remote"
+    BUSY = "busy"
+    CANCELLED_LOCAL = "cancelled_local"
+    CANCELLED_REMOTE = "cancelled_remote"
+    NO_ANSWER = "no_answer"
+    GLARE_LOST = "glare_lost"  # both called each other; the peer's call won
+
+
+class FailReason(enum.Enum):
+    KEY_CHANGED = "key_changed"
+    COMMITMENT_MISMATCH = "commitment_mismatch"
+    BAD_KEY = "bad_key"  # the peer's ephemeral key is malformed or of low order
+    ICE_FAILED = "ice_failed"
+    MEDIA_FAILED = "media_failed"
+    PEER_VANISHED = "peer_vanished"
+    BAD_MESSAGE = "bad_message"
+    SETUP_TIMEOUT = "setup_timeout"  # accepted, but keys never became ready
+    REMOTE_ERROR = "remote_error"  # the peer sent `error`; its reason is in the detail
+
+
+# ---- local inputs (received messages are inputs too) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class UserDial:
+    """Place the call. The controller built the offer and keeps eph_a's secret half."""
+
+    offer: Offer
+    reveal: Reveal
+
+
+@dataclass(frozen=True)
+class RingingReady:
+    """Callee: eph_b and the local description are ready (answer to PrepareRinging)."""
+
+    ringing: Ringing
+
+
+@dataclass(frozen=True)
+class UserAccept:
+    pass
+
+
+@dataclass(frozen=True)
+class UserDecline:
+    pass
+
+
+@dataclass(frozen=True)
+class UserHangup:
+    """Hang up, whatever the state: cancels while dialing, declines while ringing."""
+
+
+@dataclass(frozen=True)
+class GlareLost:
+    """Caller: the peer called us at the same time and its call won; abandon ours."""
+
+
+@dataclass(frozen=True)
+class KeysReady:
+    """Key agreement succeeded (answer to DeriveKeys): SRTP keys and SAS exist.
+
+    The caller sends its reveal only now, so it never reveals to a bad answer."""
+
+
+@dataclass(frozen=True)
+class CommitmentMismatch:
+    """Callee: the revealed eph_a does not match the offer's commitment."""
+
+
+@dataclass(frozen=True)
+class BadKey:
+    """The key agreement refused the peer's ephemeral key (keyagreement.BadPublicKey)."""
+
+
+@dataclass(frozen=True)
+class KeyChanged:
+    """The peer's identity key differs from the pinned one."""
+
+
+@dataclass(frozen=True)
+class BadMessage:
+    """An envelope for this call held a payload that failed to decode."""
+
+
+@dataclass(frozen=True)
+class IceConnected:
+    pass
+
+
+@dataclass(frozen=True)
+class IceFailed:
+    pass
+
+
+@dataclass(frozen=True)
+class MediaFailed:
+    pass
+
+
+@dataclass(frozen=True)
+class PeerVanished:
+    """The signaling server says the peer is gone (offline, disconnected)."""
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed; the machine checks its deadline against ``now``."""
+
+
+LocalEvent = (
+    UserDial
+    | RingingReady
+    | UserAccept
+    | UserDecline
+    | UserHangup
+    | GlareLost
+    | KeysReady
+    | CommitmentMismatch
+    | BadKey
+    | KeyChanged
+    | BadMessage
+    | IceConnected
+    | IceFailed
+    | MediaFailed
+    | PeerVanished
+    | Tick
+)
+Event = LocalEvent | Message
+
+# ---- effects -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendMessage:
+    message: Message
+
+
+@dataclass(frozen=True)
+class PrepareRinging:
+    """Callee: make eph_b and the local description for this offer, then feed RingingReady."""
+
+    offer: Offer
+
+
+@dataclass(frozen=True)
+class StartIce:
+    """Start ICE in the background towards the peer's description."""
+
+    remote_description: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class DeriveKeys:
+    """Run the key agreement with the peer's key and description (feed it to the transcript
+    through canonical_description); answer KeysReady, CommitmentMismatch or BadKey."""
+
+    peer_eph: bytes
+    peer_continuity: bytes
+    remote_description: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class Ring:
+    """Callee: ring the local phone."""
+
+
+@dataclass(frozen=True)
+class Ringback:
+    """Caller: play the ringback tone (the peer's phone rings)."""
+
+
+@dataclass(frozen=True)
+class StopRinging:
+    """Stop Ring or Ringback."""
+
+
+@dataclass(frozen=True)
+class StartMedia:
+    """Keys are installed and the call is accepted: send and play audio."""
+
+
+@dataclass(frozen=True)
+class ShowSas:
+    """Show the short authentication string to the user."""
+
+
+@dataclass(frozen=True)
+class StopMedia:
+    pass
+
+
+@dataclass(frozen=True)
+class EndCall:
+    """Terminal: tear everything down and erase the call's secrets."""
+
+    reason: EndReason | FailReason
+    detail: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return isinstance(self.reason, FailReason)
+
+
+Effect = (
+    SendMessage
+    | PrepareRinging
+    | StartIce
+    | DeriveKeys
+    | Ring
+    | Ringback
+    | StopRinging
+    | StartMedia
+    | ShowSas
+    | StopMedia
+    | EndCall
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one input did: its effects, or why it was rejected (state left untouched)."""
+
+    state: State
+    effects: tuple[Effect, ...] = ()
+    rejected: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected is None

@@ -1,0 +1,289 @@
+"""Call messages: what goes inside a sealed envelope's payload (pure encode/decode).
+
+Wire format: one canonical JSON object per payload (UTF-8, keys sorted, no whitespace,
+``allow_nan`` off), with ``"v": 1`` and a ``"type"``. Binary fields are standard base64 with
+padding. The envelope header already carries call_id, seq and timestamp; they are not repeated.
+
+| type      | sender | fields                                                       |
+|-----------|--------|--------------------------------------------------------------|
+| `offer`   | caller | `commitment` (32 B, keyagreement.commitment_of), `description` |
+| `ringing` | callee | `eph_b` (32 B), `continuity_b` (64 B), `description`         |
+| `reveal`  | caller | `eph_a` (32 B), `continuity_a` (64 B)                        |
+| `accept`  | callee | (none)                                                       |
+| `decline` | callee | (none)                                                       |
+| `busy`    | callee | (none)                                                       |
+| `cancel`  | caller | (none)                                                       |
+| `hangup`  | either | (none)                                                       |
+| `error`   | either | `reason` (1-64 chars of ``a-z 0-9 _``, starting with a letter) |
+
+:func:`decode` accepts exactly the bytes :func:`encode` produces and nothing else: one encoding
+per message, so the bytes that were authenticated are the bytes that were understood. Every way
+a payload can be wrong raises :class:`voice.errors.BadCallMessage`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final
+
+from voice.crypto.continuity import CONTINUITY_BYTES
+from voice.errors import BadCallMessage
+
+VERSION: Final = 1
+KEY_BYTES: Final = 32
+MAX_DESCRIPTION_BYTES: Final = 16_384
+MAX_DESCRIPTION_DEPTH: Final = 8
+MAX_MESSAGE_BYTES: Final = 32_768
+MAX_JSON_INT: Final = 2**53  # what every JSON reader represents exactly
+_REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def _check_key(name: str, value: object) -> None:
+    size = CONTINUITY_BYTES if name.startswith("continuity") else KEY_BYTES
+    if not isinstance(value, bytes) or len(value) != size:
+        raise BadCallMessage(f"{name} must be {size} bytes")
+
+
+def _check_json(value: object, depth: int) -> None:
+    """Refuse anything that is not plain, finite, bounded JSON (depth counts containers)."""
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if abs(value) > MAX_JSON_INT:
+            raise BadCallMessage("description holds an integer out of range")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadCallMessage("description holds a non-finite number")
+        return
+    if isinstance(value, str):
+        _check_text(value)
+        return
+    if depth >= MAX_DESCRIPTION_DEPTH:
+        raise BadCallMessage(f"description nested deeper than {MAX_DESCRIPTION_DEPTH}")
+    if isinstance(value, list):
+        for item in value:
+            _check_json(item, depth + 1)
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise BadCallMessage("description keys must be strings")
+            _check_text(key)
+            _check_json(item, depth + 1)
+        return
+    raise BadCallMessage(f"description holds a {type(value).__name__}, not JSON")
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadCallMessage("text is not valid Unicode (lone surrogate)") from None
+
+
+def _dumps(obj: object) -> bytes:
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def canonical_description(desc: dict[str, Any]) -> bytes:
+    """The one byte string for a media description, fed to the transcript hash on both sides.
+
+    Raises BadCallMessage if ``desc`` is not a bounded JSON object.
+    """
+    if not isinstance(desc, dict):
+        raise BadCallMessage("description must be a JSON object")
+    _check_json(desc, 0)
+    data = _dumps(desc)
+    if len(data) > MAX_DESCRIPTION_BYTES:
+        raise BadCallMessage(f"description larger than {MAX_DESCRIPTION_BYTES} bytes")
+    return data
+
+
+@dataclass(frozen=True)
+class Offer:
+    """Caller -> callee: start a call; commits to the caller's ephemeral key."""
+
+    TYPE: ClassVar[str] = "offer"
+    commitment: bytes
+    description: dict[str, Any] = field(hash=False)
+
+    def __post_init__(self) -> None:
+        _check_key("commitment", self.commitment)
+        canonical_description(self.description)
+
+
+@dataclass(frozen=True)
+class Ringing:
+    """Callee -> caller: the phone rings; carries the callee's key and description."""
+
+    TYPE: ClassVar[str] = "ringing"
+    eph_b: bytes
+    continuity_b: bytes
+    description: dict[str, Any] = field(hash=False)
+
+    def __post_init__(self) -> None:
+        _check_key("eph_b", self.eph_b)
+        _check_key("continuity_b", self.continuity_b)
+        canonical_description(self.description)
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """Caller -> callee: opens the commitment of the offer."""
+
+    TYPE: ClassVar[str] = "reveal"
+    eph_a: bytes
+    continuity_a: bytes
+
+    def __post_init__(self) -> None:
+        _check_key("eph_a", self.eph_a)
+        _check_key("continuity_a", self.continuity_a)
+
+
+@dataclass(frozen=True)
+class Accept:
+    """Callee -> caller: the user answered and the callee's keys are ready."""
+
+    TYPE: ClassVar[str] = "accept"
+
+
+@dataclass(frozen=True)
+class Decline:
+    """Callee -> caller: the user refused the call."""
+
+    TYPE: ClassVar[str] = "decline"
+
+
+@dataclass(frozen=True)
+class Busy:
+    """Callee -> caller: already in another call."""
+
+    TYPE: ClassVar[str] = "busy"
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Caller -> callee: stop ringing (the user gave up, or nobody answered in time)."""
+
+    TYPE: ClassVar[str] = "cancel"
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """Either side: the call is over."""
+
+    TYPE: ClassVar[str] = "hangup"
+
+
+@dataclass(frozen=True)
+class CallError:
+    """Either side: this side failed the call; ``reason`` is a short code such as
+    ``commitment_mismatch``."""
+
+    TYPE: ClassVar[str] = "error"
+    reason: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reason, str) or not _REASON.fullmatch(self.reason):
+            raise BadCallMessage("reason must be 1-64 chars of a-z 0-9 _, starting with a letter")
+
+
+Message = Offer | Ringing | Reveal | Accept | Decline | Busy | Cancel | Hangup | CallError
+
+MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
+    cls.TYPE: cls
+    for cls in (Offer, Ringing, Reveal, Accept, Decline, Busy, Cancel, Hangup, CallError)
+}
+_BINARY: Final = frozenset({"commitment", "eph_a", "eph_b", "continuity_a", "continuity_b"})
+_FIELDS: Final[dict[str, frozenset[str]]] = {
+    "offer": frozenset({"commitment", "description"}),
+    "ringing": frozenset({"eph_b", "continuity_b", "description"}),
+    "reveal": frozenset({"eph_a", "continuity_a"}),
+    "error": frozenset({"reason"}),
+}
+
+
+def encode(msg: Message) -> bytes:
+    """Canonical JSON bytes for ``msg`` (checked again, so we never send what a peer rejects)."""
+    cls = type(msg)
+    if MESSAGE_TYPES.get(getattr(cls, "TYPE", "")) is not cls:
+        raise BadCallMessage(f"not a call message: {cls.__name__}")
+    obj: dict[str, Any] = {"v": VERSION, "type": msg.TYPE}
+    for name in _FIELDS.get(msg.TYPE, frozenset()):
+        value = getattr(msg, name)
+        if name in _BINARY:
+            _check_key(name, value)
+            value = base64.b64encode(value).decode("ascii")
+        elif name == "description":
+            canonical_description(value)  # a dict can change after the message was built
+        obj[name] = value
+    data = _dumps(obj)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise BadCallMessage(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+    return data
+
+
+def _reject_constant(name: str) -> Any:
+    raise BadCallMessage(f"{name} is not JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise BadCallMessage("duplicate key")
+    return obj
+
+
+def decode(data: bytes) -> Message:
+    """Parse one payload; raise BadCallMessage for anything but a canonical, valid message."""
+    if not isinstance(data, bytes):
+        raise BadCallMessage("payload must be bytes")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise BadCallMessage(f"message larger than {MAX_MESSAGE_BYTES} bytes")
+    try:
+        obj = json.loads(
+            data.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_reject_constant,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, BadCallMessage):
+            raise
+        raise BadCallMessage("payload is not UTF-8 JSON") from None
+    if not isinstance(obj, dict):
+        raise BadCallMessage("payload must be a JSON object")
+    if obj.get("v") != VERSION or isinstance(obj.get("v"), bool):
+        raise BadCallMessage(f"unsupported version (want {VERSION})")
+    kind = obj.get("type")
+    cls = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise BadCallMessage("unknown message type")
+    wanted = _FIELDS.get(cls.TYPE, frozenset())
+    fields = set(obj) - {"v", "type"}
+    if fields != wanted:
+        raise BadCallMessage(f"{cls.TYPE} takes fields {sorted(wanted)}, got {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name in wanted:
+        value = obj[name]
+        if name in _BINARY:
+            if not isinstance(value, str):
+                raise BadCallMessage(f"{name} must be a base64 string")
+            try:
+                value = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadCallMessage(f"{name} is not base64") from None
+        elif name == "description" and not isinstance(value, dict):
+            raise BadCallMessage("description must be a JSON object")
+        kwargs[name] = value
+    msg = cls(**kwargs)
+    if encode(msg) != data:
+        raise BadCallMessage("payload is not in canonical form")
+    return msg
