@@ -85,7 +85,7 @@ async def _first_frame(track: MediaStreamTrack, done: asyncio.Future[float]) -> 
             await track.recv()
 
 
-async def plain_aiortc_call(*, timeout: float = 10.0) -> PlainCallTiming:
+async def plain_aiortc_call(*, limit_s: float = 10.0) -> PlainCallTiming:
     """One plain aiortc call: the caller sends a tone; time until the callee decodes it."""
     caller, callee = RTCPeerConnection(), RTCPeerConnection()
     loop = asyncio.get_running_loop()
@@ -110,8 +110,8 @@ async def plain_aiortc_call(*, timeout: float = 10.0) -> PlainCallTiming:
         t_answer = time.monotonic()
         await callee.setLocalDescription(await callee.createAnswer())
         await caller.setRemoteDescription(_copy(callee.localDescription))
-        t_heard = await asyncio.wait_for(heard, timeout)
-        t_connected = await asyncio.wait_for(connected, timeout)
+        t_heard = await asyncio.wait_for(heard, limit_s)
+        t_connected = await asyncio.wait_for(connected, limit_s)
         return PlainCallTiming(
             dial_to_first_audio=t_heard - t_dial,
             answer_to_first_audio=t_heard - t_answer,

@@ -25,7 +25,7 @@ Other helpers add their branches here; keep the tree below up to date.
     │   └── AudioFormatError        audio data is not in a format we read (also ValueError)
     └── SignalingClientError        talking to the signaling server (voice.net) failed
         ├── SignalingUnreachable    cannot connect or the handshake failed (also ConnectionError)
-        ├── SignalingClosed         the session ended; .code and .reason (also ConnectionError)
+        ├── SignalingClosed         the session ended; .code says why (also ConnectionError)
         │   └── SessionReplaced     the same user logged in elsewhere; this session was closed
         ├── SignalingProtocolError  the server sent something that breaks the wire format
         ├── LoginRefused            the server refused the login; .code says why

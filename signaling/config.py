@@ -1,0 +1,103 @@
+"""Server settings: every limit has a safe default and can be set by flag or environment.
+
+Each field ``x_y`` is the environment variable ``VOICE_SIGNALING_X_Y`` and the flag ``--x-y``
+(flags win over the environment, the environment over the defaults). Lists are comma-separated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from signaling.errors import ConfigError
+from signaling.turn import TurnConfig
+from signaling.wire import MAX_ID_CHARS
+
+ENV_PREFIX = "VOICE_SIGNALING_"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    host: str = "127.0.0.1"  # WebSocket listen address
+    port: int = 8765  # 0 picks a free port
+    http_host: str = ""  # /healthz and /metrics; empty means the same as host
+    http_port: int = 8766  # 0 picks a free port
+    db: str = "signaling.sqlite3"  # registry file; ":memory:" forgets on exit
+    name: str = "voice-signaling"  # server name, bound into every login signature
+    max_frame_bytes: int = 65_536  # largest frame accepted (bigger: error, close 1009)
+    max_body_bytes: int = 32_768  # largest decoded envelope body
+    max_queue: int = 32  # frames waiting to be written per connection
+    rate: float = 20.0  # messages per second per user (token bucket)
+    burst: int = 40  # messages a user may send at once before the rate applies
+    login_timeout: float = 10.0  # seconds from connect to login
+    ping_interval: float = 20.0  # seconds between keepalive pings
+    ping_timeout: float = 20.0  # seconds to wait for the pong
+    close_timeout: float = 5.0  # seconds to finish a close before dropping the socket
+    max_connections_per_ip: int = 32
+    max_connections: int = 10_000
+    turn_secret: str = ""  # coturn static-auth-secret; empty disables TURN credentials
+    turn_uris: tuple[str, ...] = field(default=())  # e.g. turn:127.0.0.1:3478?transport=udp
+    turn_ttl: int = 3_600  # seconds the TURN credentials stay valid
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        positive = ("max_frame_bytes", "max_body_bytes", "max_queue", "rate", "burst")
+        for name in (*positive, "login_timeout", "close_timeout", "turn_ttl"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
+        for name in ("ping_interval", "ping_timeout", "max_connections_per_ip", "max_connections"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
+        for name in ("port", "http_port"):
+            if not 0 <= getattr(self, name) <= 65_535:
+                raise ConfigError(f"{name} must be 0-65535")
+        if not 0 < len(self.name) <= 255 or not self.name.isprintable():
+            raise ConfigError("name must be 1-255 printable characters")
+        if self.max_body_bytes * 4 // 3 + 2 * MAX_ID_CHARS + 200 > self.max_frame_bytes:
+            raise ConfigError("max_frame_bytes must leave room for a base64 body of max_body_bytes")
+        if self.burst < 1:
+            raise ConfigError("burst must be >= 1")
+
+    @property
+    def turn(self) -> TurnConfig | None:
+        """TURN settings, or None when no secret or no URI is configured."""
+        if not self.turn_secret or not self.turn_uris:
+            return None
+        return TurnConfig(self.turn_secret.encode("utf-8"), self.turn_uris, self.turn_ttl)
+
+    @property
+    def http_bind(self) -> str:
+        return self.http_host or self.host
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_sources(
+        cls, env: Mapping[str, str], overrides: Mapping[str, str | None] | None = None
+    ) -> Config:
+        """Defaults, then ``VOICE_SIGNALING_*`` from ``env``, then non-None ``overrides``."""
+        values: dict[str, Any] = {}
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if overrides is not None and overrides.get(f.name) is not None:
+                raw = overrides[f.name]
+            if raw is not None:
+                values[f.name] = _convert(f.name, type(getattr(defaults, f.name)), raw)
+        return cls(**values)
+
+
+def _convert(name: str, kind: type, raw: str) -> Any:
+    try:
+        if kind is tuple:
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a valid {kind.__name__}") from None
+    return raw

@@ -1,0 +1,120 @@
+"""Typed wire messages, one frozen dataclass per frame type (see :mod:`signaling.protocol`).
+
+Each class knows its ``TYPE`` and its JSON ``fields()``; parsing lives in the protocol module.
+Binary values are bytes here and base64 on the wire, except ``Send.body``: the server keeps it
+as the client's base64 text and forwards it untouched, so it never needs to decode envelopes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from signaling.wire import b64encode
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    TYPE: ClassVar[str] = "login"
+    user: str
+    key: bytes
+    sig: bytes
+
+    def fields(self) -> dict[str, Any]:
+        return {"user": self.user, "key": b64encode(self.key), "sig": b64encode(self.sig)}
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    TYPE: ClassVar[str] = "send"
+    id: str
+    to: str
+    body: str  # base64 text, checked strict and bounded, forwarded as is
+    body_len: int = 0  # decoded length in bytes (for metrics; never the content)
+
+    def fields(self) -> dict[str, Any]:
+        return {"id": self.id, "to": self.to, "body": self.body}
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    TYPE: ClassVar[str] = "turn"
+    id: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"id": self.id}
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    TYPE: ClassVar[str] = "challenge"
+    server: str
+    nonce: bytes
+
+    def fields(self) -> dict[str, Any]:
+        return {"server": self.server, "nonce": b64encode(self.nonce)}
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    TYPE: ClassVar[str] = "welcome"
+    user: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"user": self.user}
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    TYPE: ClassVar[str] = "sent"
+    id: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"id": self.id}
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    TYPE: ClassVar[str] = "deliver"
+    from_user: str
+    body: bytes
+
+    def fields(self) -> dict[str, Any]:
+        return {"from": self.from_user, "body": b64encode(self.body)}
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCredentials:
+    TYPE: ClassVar[str] = "turn_credentials"
+    id: str
+    username: str
+    password: str
+    ttl: int
+    uris: tuple[str, ...]
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "username": self.username,
+            "password": self.password,
+            "ttl": self.ttl,
+            "uris": list(self.uris),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    id: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.id is not None:
+            out["id"] = self.id
+        return out
+
+
+ClientMessage = Login | Send | Turn
+ServerMessage = Challenge | Welcome | Sent | Deliver | TurnCredentials | Error

@@ -1,0 +1,57 @@
+"""Prometheus metrics, read from the router's plain counters at scrape time.
+
+Each server gets its own :class:`CollectorRegistry` (never the global one), so several servers
+can run in one process, as the tests do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from signaling.router import Router
+
+
+class RouterCollector(Collector):
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    def collect(self) -> Iterator[Metric]:
+        r = self._router
+        yield GaugeMetricFamily(
+            "signaling_connections", "Open WebSocket connections.", value=r.connections
+        )
+        yield GaugeMetricFamily(
+            "signaling_logged_in_users", "Users logged in on this server.", value=r.logged_in
+        )
+        yield CounterMetricFamily(
+            "signaling_envelopes_routed",
+            "Envelopes handed to a recipient's connection.",
+            value=r.stats.envelopes_routed,
+        )
+        yield CounterMetricFamily(
+            "signaling_frames_received",
+            "Frames received from clients.",
+            value=r.stats.frames_received,
+        )
+        errors = CounterMetricFamily(
+            "signaling_errors", "Error frames sent, by error code.", labels=["code"]
+        )
+        for code, count in sorted(r.stats.errors.items()):
+            errors.add_metric([code], count)
+        yield errors
+        logins = CounterMetricFamily(
+            "signaling_logins", "Login attempts, by result.", labels=["result"]
+        )
+        for result, count in sorted(r.stats.logins.items()):
+            logins.add_metric([result], count)
+        yield logins
+
+
+def make_registry(router: Router) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RouterCollector(router))
+    return registry

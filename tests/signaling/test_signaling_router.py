@@ -1,0 +1,227 @@
+"""The router core, pure: a fake clock, pinned randomness, actions asserted one by one."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+
+from signaling.config import Config
+from signaling.registry import MemoryRegistry
+from signaling.router import Action, Disconnect, Router, Transmit
+from tests.signaling.helpers import make_user
+
+BODY = base64.b64encode(b"opaque").decode()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_router(clock: Clock | None = None, **changes: Any) -> Router:
+    config = Config(db="", **changes)
+    return Router(
+        config,
+        MemoryRegistry(),
+        clock=clock or Clock(),
+        wall_clock=lambda: 1_700_000_000.0,
+        random_bytes=lambda n: b"\x07" * n,
+    )
+
+
+def frames(actions: list[Action], sid: int | None = None) -> list[dict[str, Any]]:
+    return [
+        json.loads(a.frame)
+        for a in actions
+        if isinstance(a, Transmit) and (sid is None or a.session == sid)
+    ]
+
+
+def closes(actions: list[Action]) -> list[tuple[int, int, str]]:
+    return [(a.session, a.code, a.reason) for a in actions if isinstance(a, Disconnect)]
+
+
+def assert_error_before_every_close(actions: list[Action]) -> None:
+    for i, action in enumerate(actions):
+        if isinstance(action, Disconnect):
+            before = [a for a in actions[:i] if a.session == action.session]
+            assert isinstance(before[-1], Transmit)
+            last = json.loads(before[-1].frame)
+            assert last["type"] == "error" and last["code"] == action.reason
+
+
+def login(router: Router, name: str, ip: str = "10.0.0.1") -> int:
+    sid, actions = router.connect(ip)
+    challenge = frames(actions)[0]
+    assert challenge == {
+        "v": 1,
+        "type": "challenge",
+        "server": "voice-signaling",
+        "nonce": base64.b64encode(b"\x07" * 32).decode(),
+    }
+    answer = router.receive(sid, make_user(name, seed=len(name)).login_frame(challenge))
+    assert frames(answer, sid) == [{"v": 1, "type": "welcome", "user": name}]
+    return sid
+
+
+def send(to: str, msg_id: str = "1", body: str = BODY) -> str:
+    return json.dumps({"v": 1, "type": "send", "id": msg_id, "to": to, "body": body})
+
+
+def test_route_adds_the_authenticated_sender() -> None:
+    router = make_router()
+    a, b = login(router, "alice"), login(router, "bob")
+    actions = router.receive(a, send("bob"))
+    assert frames(actions, b) == [{"v": 1, "type": "deliver", "from": "alice", "body": BODY}]
+    assert frames(actions, a) == [{"v": 1, "type": "sent", "id": "1"}]
+    assert router.stats.envelopes_routed == 1
+
+
+def test_offline_and_unknown_recipients() -> None:
+    router = make_router()
+    a, b = login(router, "alice"), login(router, "bob")
+    router.disconnect(b)
+    assert frames(router.receive(a, send("bob")))[0]["code"] == "offline"
+    assert frames(router.receive(a, send("carol")))[0]["code"] == "unknown_user"
+
+
+def test_newest_session_wins_and_the_old_one_is_told() -> None:
+    router = make_router()
+    old = login(router, "alice")
+    sid, actions = router.connect("10.0.0.2")
+    user = make_user("alice", seed=5)
+    actions = router.receive(sid, user.login_frame(frames(actions)[0]))
+    assert closes(actions) == [(old, 4003, "replaced")]
+    assert_error_before_every_close(actions)
+    assert frames(actions, sid)[-1]["type"] == "welcome"
+    b = login(router, "bob")
+    assert closes(router.receive(b, send("alice"))) == []
+    assert router.presence.lookup("alice") == sid
+    router.disconnect(old)  # the old socket going away must not log the new one out
+    assert router.presence.lookup("alice") == sid
+
+
+def test_login_deadline_uses_the_injected_clock() -> None:
+    clock = Clock()
+    router = make_router(clock, login_timeout=10)
+    sid, _ = router.connect("10.0.0.1")
+    clock.now += 9.5
+    actions, again = router.check_deadline(sid)
+    assert actions == [] and again == 0.5
+    clock.now += 0.5
+    actions, again = router.check_deadline(sid)
+    assert closes(actions) == [(sid, 4002, "login_timeout")] and again is None
+    assert_error_before_every_close(actions)
+    assert router.receive(sid, "{}") == []  # a closing session is ignored
+
+
+def test_rate_limit_is_a_token_bucket_per_user_that_survives_relogin() -> None:
+    clock = Clock()
+    router = make_router(clock, rate=2, burst=3)
+    a, _ = login(router, "alice"), login(router, "bob")
+    codes = [frames(router.receive(a, send("bob", str(i))), a)[0] for i in range(5)]
+    assert [f["type"] for f in codes] == ["sent", "sent", "error", "error", "error"]
+    assert codes[2] == {
+        "v": 1,
+        "type": "error",
+        "code": "rate_limited",
+        "id": "2",
+        "message": codes[2]["message"],
+    }
+    sid = login(router, "alice")  # logging in again hands over the empty bucket
+    assert frames(router.receive(sid, send("bob", "x")), sid)[0]["code"] == "rate_limited"
+    clock.now += 0.5  # one token back at 2 per second
+    assert frames(router.receive(sid, send("bob", "y")), sid)[0]["type"] == "sent"
+    assert frames(router.receive(sid, send("bob", "z")), sid)[0]["code"] == "rate_limited"
+
+
+def test_outbound_queue_bound_closes_the_slow_reader_only() -> None:
+    router = make_router(max_queue=3, rate=1000, burst=1000)
+    a, b = login(router, "alice"), login(router, "bob")
+    for sid in (a, b):
+        for _ in range(2):  # challenge and welcome were written
+            router.written(sid)
+    sent = []
+    for i in range(4):
+        sent.append(router.receive(a, send("bob", str(i))))
+        for action in sent[-1]:
+            if action.session == a:
+                router.written(a)  # alice keeps reading; bob never does
+    assert [frames(x, a)[0]["type"] for x in sent[:3]] == ["sent"] * 3
+    assert frames(sent[3], a)[0]["code"] == "queue_full"
+    assert closes(sent[3]) == [(b, 4005, "queue_full")]
+    assert_error_before_every_close(sent[3])
+    assert frames(router.receive(a, send("bob", "z")), a)[0]["code"] == "offline"
+
+
+def test_connection_limits_per_ip_and_in_total() -> None:
+    router = make_router(max_connections_per_ip=2, max_connections=3)
+    first = [router.connect("10.0.0.1")[0] for _ in range(2)]
+    sid, actions = router.connect("10.0.0.1")
+    assert closes(actions) == [(sid, 4004, "too_many_connections")]
+    assert_error_before_every_close(actions)
+    assert [f["type"] for f in frames(actions)] == ["error"]  # no challenge
+    router.connect("10.0.0.2")
+    _, actions = router.connect("10.0.0.3")
+    assert closes(actions)[0][1:] == (4004, "too_many_connections")
+    router.disconnect(sid)  # refused ones do not count
+    router.disconnect(first[0])
+    _, actions = router.connect("10.0.0.1")
+    assert frames(actions)[0]["type"] == "challenge"
+    assert router.connections == 3
+
+
+def test_login_failures_close_and_consume_the_challenge() -> None:
+    router = make_router()
+    sid, actions = router.connect("10.0.0.1")
+    challenge = frames(actions)[0]
+    mallory = make_user("alice", seed=9)
+    bad = json.loads(mallory.login_frame(challenge))
+    bad["sig"] = base64.b64encode(b"\x00" * 64).decode()
+    actions = router.receive(sid, json.dumps(bad))
+    assert closes(actions) == [(sid, 4001, "bad_signature")]
+    assert_error_before_every_close(actions)
+    assert router.receive(sid, mallory.login_frame(challenge)) == []
+    assert router.stats.logins["refused"] == 1
+
+
+def test_not_logged_in_and_already_logged_in() -> None:
+    router = make_router()
+    sid, _ = router.connect("10.0.0.1")
+    answer = frames(router.receive(sid, send("bob", "5")))[0]
+    assert (answer["code"], answer["id"]) == ("not_logged_in", "5")
+    a = login(router, "alice")
+    again = make_user("alice", seed=5).login_frame({"server": "voice-signaling", "nonce": BODY})
+    actions = router.receive(a, again)
+    assert frames(actions)[0]["code"] == "already_logged_in" and closes(actions) == []
+
+
+def test_turn_credentials_follow_the_coturn_rest_format() -> None:
+    router = make_router(turn_secret="s3cret", turn_uris=("turn:127.0.0.1:3478",), turn_ttl=600)
+    a = login(router, "alice")
+    creds = frames(router.receive(a, json.dumps({"v": 1, "type": "turn", "id": "t"})))[0]
+    assert creds["username"] == "1700000600:alice"
+    digest = hmac.new(b"s3cret", b"1700000600:alice", hashlib.sha1).digest()
+    assert creds["password"] == base64.b64encode(digest).decode()
+    assert (creds["ttl"], creds["uris"], creds["id"]) == (600, ["turn:127.0.0.1:3478"], "t")
+
+
+def test_turn_unavailable_without_configuration() -> None:
+    router = make_router()
+    a = login(router, "alice")
+    answer = frames(router.receive(a, json.dumps({"v": 1, "type": "turn", "id": "t"})))[0]
+    assert (answer["code"], answer["id"]) == ("turn_unavailable", "t")
+
+
+def test_every_frame_gets_exactly_one_answer() -> None:
+    router = make_router()
+    a, _ = login(router, "alice"), login(router, "bob")
+    inputs: list[str | bytes] = ["", "{}", "[]", send("bob"), send("nobody"), b"\x00"]
+    for data in [*inputs, send("bob", body="!")]:
+        assert len(frames(router.receive(a, data), a)) == 1

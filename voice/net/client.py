@@ -1,0 +1,259 @@
+"""websockets client of the signaling server: log in, send and receive opaque envelopes, TURN.
+
+The wire format and the bytes to sign come from :mod:`signaling.protocol`, so both sides agree
+by construction. Signing is a plain callable, so this module needs no key classes:
+
+    client = await SignalingClient.connect(url, "alice", key.verify_key.encode(), key.sign_raw)
+    await client.send("bob", sealed_envelope)          # waits for the server's "sent"
+    delivery = await client.receive()                   # Delivery(from_user, body)
+
+``from_user`` is the sender's login as the server states it: authenticated to the server, but
+the server itself is untrusted, so callers still authenticate the body end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from signaling.errors import FrameError
+from signaling.messages import (
+    Challenge,
+    Deliver,
+    Error,
+    Login,
+    Send,
+    Sent,
+    ServerMessage,
+    Turn,
+    Welcome,
+)
+from signaling.messages import TurnCredentials as TurnFrame
+from signaling.protocol import encode, login_message, parse_server_frame
+from signaling.wire import b64encode
+from voice.errors import (
+    LoginRefused,
+    RateLimited,
+    RecipientOffline,
+    RequestRefused,
+    SessionReplaced,
+    SignalingClosed,
+    SignalingProtocolError,
+    SignalingUnreachable,
+    TurnUnavailable,
+    UnknownUser,
+)
+
+Signer = Callable[[bytes], bytes]  # Ed25519 detached signature (64 bytes) of the message
+MAX_FRAME_BYTES = 262_144
+_REFUSALS: dict[str, type[RequestRefused]] = {
+    "offline": RecipientOffline,
+    "unknown_user": UnknownUser,
+    "rate_limited": RateLimited,
+    "turn_unavailable": TurnUnavailable,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    from_user: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCredentials:
+    username: str
+    password: str
+    ttl: int
+    uris: tuple[str, ...]
+
+
+class SignalingClient:
+    """One logged-in session. Create it with :meth:`connect`; close it with :meth:`close`."""
+
+    def __init__(self, ws: ClientConnection, user: str, server: str) -> None:
+        self._ws = ws
+        self.user = user
+        self.server = server
+        self._ids = itertools.count(1)
+        self._pending: dict[str, asyncio.Future[ServerMessage]] = {}
+        self._deliveries: asyncio.Queue[Delivery | None] = asyncio.Queue()
+        self._ended: SignalingClosed | SignalingProtocolError | None = None
+        self._closed_by_us = False
+        self._server_error: Error | None = None
+        self._reader = asyncio.create_task(self._read_loop())
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        user: str,
+        public_key: bytes,
+        sign: Signer,
+        *,
+        expected_server: str | None = None,
+        open_timeout: float = 10.0,
+    ) -> SignalingClient:
+        """Connect and log in; raise SignalingUnreachable or LoginRefused(code) on failure."""
+        try:
+            ws = await ws_connect(
+                url, open_timeout=open_timeout, compression=None, max_size=MAX_FRAME_BYTES
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise SignalingUnreachable(f"cannot reach {url}: {exc}") from exc
+        try:
+            async with asyncio.timeout(open_timeout):
+                challenge = await _next_frame(ws)
+                if isinstance(challenge, Error):
+                    raise LoginRefused(challenge.message, code=challenge.code)
+                if not isinstance(challenge, Challenge):
+                    raise SignalingProtocolError("the server did not start with a challenge")
+                if expected_server is not None and challenge.server != expected_server:
+                    raise SignalingProtocolError(
+                        f"server calls itself {challenge.server!r}, expected {expected_server!r}"
+                    )
+                sig = sign(login_message(challenge.server, user, public_key, challenge.nonce))
+                await ws.send(encode(Login(user, bytes(public_key), bytes(sig))))
+                answer = await _next_frame(ws)
+                if isinstance(answer, Error):
+                    raise LoginRefused(answer.message, code=answer.code)
+                if not isinstance(answer, Welcome) or answer.user != user:
+                    raise SignalingProtocolError("the server did not answer the login")
+        except TimeoutError:
+            await ws.close()
+            raise SignalingUnreachable(f"{url} did not complete the login in time") from None
+        except BaseException:
+            await ws.close()
+            raise
+        return cls(ws, user, challenge.server)
+
+    async def send(self, to: str, body: bytes, *, reply_timeout: float = 10.0) -> None:
+        """Hand ``body`` to the server for ``to``; return once the server confirms it.
+
+        Raises RecipientOffline, UnknownUser, RateLimited or RequestRefused(code) when the server
+        refuses it, SignalingClosed when the session ends first, TimeoutError if no answer comes.
+        """
+        msg_id = str(next(self._ids))
+        await self._request(Send(msg_id, to, b64encode(body)), reply_timeout)
+
+    async def turn_credentials(self, *, reply_timeout: float = 10.0) -> TurnCredentials:
+        """Short-lived TURN credentials (coturn REST format); TurnUnavailable if none."""
+        answer = await self._request(Turn(str(next(self._ids))), reply_timeout)
+        if not isinstance(answer, TurnFrame):
+            raise SignalingProtocolError("unexpected answer to a TURN request")
+        return TurnCredentials(answer.username, answer.password, answer.ttl, answer.uris)
+
+    async def receive(self) -> Delivery:
+        """The next envelope for us; SignalingClosed (or a subclass) once the session ended."""
+        item = await self._deliveries.get()
+        if item is None:
+            self._deliveries.put_nowait(None)  # wake any other waiter too
+            raise self._ended or SignalingClosed("closed", code=None)
+        return item
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Delivery]:
+        while True:
+            try:
+                yield await self.receive()
+            except SignalingClosed:
+                if self._closed_by_us:
+                    return
+                raise
+
+    async def close(self) -> None:
+        """Close the session (idempotent)."""
+        self._closed_by_us = True
+        await self._ws.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+
+    async def __aenter__(self) -> SignalingClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _request(self, message: Send | Turn, reply_timeout: float) -> ServerMessage:
+        if self._ended is not None:
+            raise self._ended
+        future: asyncio.Future[ServerMessage] = asyncio.get_running_loop().create_future()
+        self._pending[message.id] = future
+        try:
+            await self._ws.send(encode(message))
+            async with asyncio.timeout(reply_timeout):
+                answer = await future
+        except ConnectionClosed:
+            await asyncio.wait({self._reader}, timeout=reply_timeout)
+            raise self._ended or SignalingClosed("connection closed", code=None) from None
+        finally:
+            self._pending.pop(message.id, None)
+        if isinstance(answer, Error):
+            kind = _REFUSALS.get(answer.code, RequestRefused)
+            raise kind(answer.message, code=answer.code)
+        return answer
+
+    async def _read_loop(self) -> None:
+        try:
+            async for data in self._ws:
+                try:
+                    message = parse_server_frame(data, max_frame_bytes=MAX_FRAME_BYTES)
+                except FrameError as exc:
+                    self._ended = SignalingProtocolError(f"bad frame from server: {exc}")
+                    await self._ws.close()
+                    break
+                self._dispatch(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._finish()
+
+    def _dispatch(self, message: ServerMessage) -> None:
+        if isinstance(message, Deliver):
+            self._deliveries.put_nowait(Delivery(message.from_user, message.body))
+        elif isinstance(message, Sent | TurnFrame | Error) and message.id is not None:
+            future = self._pending.get(message.id)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif isinstance(message, Error):
+            self._server_error = message  # says why the server is about to close
+
+    def _finish(self) -> None:
+        if self._ended is None:
+            err = self._server_error
+            code: str | int | None = err.code if err else self._ws.close_code
+            text = f"session closed by the server: {err.message}" if err else "session closed"
+            kind = (
+                SessionReplaced if err is not None and err.code == "replaced" else SignalingClosed
+            )
+            self._ended = kind(text, code=code)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(self._ended)
+        self._deliveries.put_nowait(None)
+
+
+async def _next_frame(ws: ClientConnection) -> ServerMessage:
+    try:
+        data = await ws.recv()
+    except ConnectionClosed as exc:
+        raise SignalingClosed("the server closed the connection", code=exc.code) from exc
+    try:
+        return parse_server_frame(data, max_frame_bytes=MAX_FRAME_BYTES)
+    except FrameError as exc:
+        raise SignalingProtocolError(f"bad frame from server: {exc}") from exc
