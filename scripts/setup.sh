@@ -15,6 +15,7 @@ APT_PACKAGES=(
   espeak-ng           # speech sample for the demo and the audio tests
   sox                 # audio measurement helpers
   iproute2            # network namespaces and tc netem for loss tests
+  docker-compose      # only to check that docker-compose.yml parses (no engine runs here)
 )
 
 missing=()
