@@ -1,0 +1,128 @@
+"""A call relayed through a real coturn, with credentials in the signaling server's format.
+
+The relay is untrusted like the server: it forwards SRTP and never holds a key. These tests
+show that the credentials ``signaling.turn`` issues are the ones coturn accepts (and that stale
+or forged ones are refused), and that audio flows when every candidate is a relay candidate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import numpy as np
+import pytest
+
+from signaling.turn import turn_credentials
+from tests.support.coturn import Coturn, running_coturn
+from voice.audio.sinks import MemorySink
+from voice.audio.sources import ToneSource
+from voice.errors import IceFailed
+from voice.media.ice import TurnServer
+from voice.media.session import MediaSession
+
+
+@pytest.fixture(scope="module")
+def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coturn]:
+    with running_coturn(tmp_path_factory.mktemp("coturn")) as server:
+        yield server
+
+
+def _turn(coturn: Coturn, user: str, *, ttl: int = 600, secret: bytes | None = None) -> TurnServer:
+    username, password = turn_credentials(secret or coturn.secret, user, ttl, time.time())
+    return TurnServer(coturn.host, coturn.port, username, password)
+
+
+def _dominant_hz(frames: list[bytes]) -> float:
+    samples = np.frombuffer(b"".join(frames), dtype="<i2").astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.argmax(spectrum) * 48_000 / len(samples))
+
+
+@pytest.fixture
+async def relayed_pair(
+    coturn: Coturn,
+) -> AsyncIterator[tuple[MediaSession, MediaSession, MemorySink]]:
+    sink = MemorySink()
+    alice = await MediaSession.create(
+        controlling=True,
+        source=ToneSource(440.0),
+        sink=MemorySink(),
+        turn=_turn(coturn, "alice"),
+        relay_only=True,
+    )
+    bob = await MediaSession.create(
+        controlling=False,
+        source=ToneSource(1000.0),
+        sink=sink,
+        turn=_turn(coturn, "bob"),
+        relay_only=True,
+    )
+    yield alice, bob, sink
+    await alice.close()
+    await bob.close()
+
+
+async def test_audio_flows_through_coturn_with_relay_candidates_only(
+    coturn: Coturn, relayed_pair: tuple[MediaSession, MediaSession, MemorySink]
+) -> None:
+    alice, bob, bob_hears = relayed_pair
+    for session in (alice, bob):
+        candidates = session.local_description()["ice"]["candidates"]
+        assert candidates, "no relay candidate was allocated"
+        assert all(" typ relay" in c for c in candidates), candidates
+    await asyncio.gather(
+        alice.connect(bob.local_description()), bob.connect(alice.local_description())
+    )
+    a_to_b, b_to_a = os.urandom(44), os.urandom(44)
+    alice.set_keys(tx=a_to_b, rx=b_to_a)
+    bob.set_keys(tx=b_to_a, rx=a_to_b)
+    alice.start()
+    bob.start()
+    await asyncio.wait_for(bob.first_audio.wait(), 10)
+    await asyncio.sleep(1.0)
+    heard = [f for f in bob_hears.frames if any(f)]
+    assert len(heard) >= 25
+    assert abs(_dominant_hz(heard[-25:]) - 440.0) < 5.0
+    assert bob.stats().auth_failures == 0
+    log = coturn.log.read_text()
+    for user in ("alice", "bob"):
+        assert re.search(rf"user <\d+:{user}>: incoming packet ALLOCATE processed, success", log)
+
+
+@pytest.mark.parametrize("kind", ["expired", "forged"])
+async def test_coturn_refuses_stale_or_forged_credentials(coturn: Coturn, kind: str) -> None:
+    user = f"mallory-{kind}"
+    bad = (
+        _turn(coturn, user, ttl=-60)
+        if kind == "expired"
+        else _turn(coturn, user, secret=b"not-the-shared-secret")
+    )
+    with pytest.raises(IceFailed):
+        session = await MediaSession.create(
+            controlling=True,
+            source=ToneSource(),
+            sink=MemorySink(),
+            turn=bad,
+            relay_only=True,
+            ice_timeout=3.0,
+        )
+        try:
+            peer = await MediaSession.create(
+                controlling=False, source=ToneSource(), sink=MemorySink(), ice_timeout=3.0
+            )
+            try:
+                await asyncio.gather(
+                    session.connect(peer.local_description()),
+                    peer.connect(session.local_description()),
+                )
+            finally:
+                await peer.close()
+        finally:
+            await session.close()
+    log = coturn.log.read_text()
+    assert re.search(rf"user <\d+:{user}>: incoming packet message processed, error 401", log)
+    assert not re.search(rf"user <\d+:{user}>: incoming packet ALLOCATE processed, success", log)
