@@ -278,7 +278,10 @@ class JitterBuffer:
         elif run > 0 and self._silent:
             # A rising floor (sender clock slower than ours) lowers the delay frame by frame:
             # act on where it will be `horizon` frames from now, while we are still silent.
-            falling = max(0.0, self._drift * 1000.0 * self._horizon)
+            # Trust the slope only after `horizon` packets: early on, the sender's scheduling
+            # jitter looks like a rising floor and would insert frames for nothing.
+            trusted = self._drift_n >= self._horizon
+            falling = max(0.0, self._drift * 1000.0 * self._horizon) if trusted else 0.0
             if delay - falling < target:
                 self.stats.inserted += 1
                 return self._conceal(advance=False)

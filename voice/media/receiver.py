@@ -16,6 +16,7 @@ first frame decoded from a received packet is handed to the sink.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from voice.media.rtcp import ReceptionStats
 from voice.media.sender import CLOCK_RATE, PAYLOAD_TYPE
 
 SILENCE = bytes(FRAME_BYTES)
+PHASE_LEAD = 0.006  # s: first playout tick after the first packet: guard 2 ms + 4 ms of jitter
 SILENCE_RMS = 100.0  # about -50 dBFS: below this a decoded frame counts as a pause
 
 
@@ -76,6 +78,9 @@ class RtpReceiver:
         self.rtcp_parse_errors = 0
         self.first_audio = first_audio if first_audio is not None else asyncio.Event()
         self.first_audio_at: float | None = None
+        self._first_arrival: float | None = None  # of the first packet pushed while playing
+        self._aligned = False
+        self._wakeup = asyncio.Event()
 
     @property
     def jitter_buffer(self) -> JitterBuffer:
@@ -99,6 +104,9 @@ class RtpReceiver:
                 payload=packet.payload,
                 arrival=arrival,
             )
+            if self._first_arrival is None:
+                self._first_arrival = arrival
+                self._wakeup.set()
 
     def on_rtcp(self, data: bytes, arrival: float) -> None:
         """One verified, decrypted (compound) RTCP packet from the peer."""
@@ -129,10 +137,22 @@ class RtpReceiver:
         start = loop.time()
         tick = 0
         while True:
+            if not self._aligned and self._first_arrival is not None:
+                # Re-phase once: the tick that plays the first packet comes PHASE_LEAD after it
+                # arrived instead of up to a frame later (saves 0-20 ms of mouth-to-ear).
+                start = self._first_arrival + PHASE_LEAD - tick * FRAME_SECONDS
+                self._aligned = True
             deadline = start + tick * FRAME_SECONDS
             delay = deadline - loop.time()
             if delay > 0:
-                await asyncio.sleep(delay)
+                if self._aligned:
+                    await asyncio.sleep(delay)
+                    self._wakeup.clear()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), delay)
+                    if self._first_arrival is not None:
+                        continue
             elif -delay >= FRAME_SECONDS:
                 behind = int(-delay / FRAME_SECONDS)
                 tick += behind

@@ -80,6 +80,7 @@ class MediaSession:
             initial_seq=secrets.randbits(16),
             initial_timestamp=secrets.randbits(32),
             initial_loss_perc=opus.packet_loss_perc,
+            fec_on_demand=True,
         )
         self._decoder: OpusDecoder | None = None
         self._receiver: RtpReceiver | None = None
