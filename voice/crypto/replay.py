@@ -86,8 +86,11 @@ class ReplayGuard:
             return
         seq = header.seq
         if seq > state.highest:
+            # A jump of a window or more forgets everything older; shifting by the raw gap
+            # would let a peer sending seq 2**62 make us allocate without bound.
             shift = seq - state.highest
-            state.bitmap = ((state.bitmap << shift) | 1) & ((1 << self._window) - 1)
+            kept = state.bitmap << shift if shift < self._window else 0
+            state.bitmap = (kept | 1) & ((1 << self._window) - 1)
             state.highest = seq
         else:
             offset = state.highest - seq

@@ -221,3 +221,22 @@ def test_guard_parameters_are_validated() -> None:
         ReplayGuard(max_age=0)
     with pytest.raises(ValueError):
         ReplayGuard(window=0)
+
+
+def test_replay_guard_jump_far_ahead_stays_bounded_and_still_refuses_replays() -> None:
+    """A sequence jump of 2**62 must cost nothing and leave the window working."""
+    from voice.crypto.envelope import EnvelopeHeader, ReplayGuard
+
+    now = 1_000.0
+    guard = ReplayGuard(clock=lambda: now)
+    sender, call_id = b"\x01" * 32, b"\x02" * 16
+
+    def header(seq: int) -> EnvelopeHeader:
+        return EnvelopeHeader(call_id=call_id, seq=seq, timestamp_ms=int(now * 1000))
+
+    guard.check(sender, header(0))
+    guard.check(sender, header(2**62))
+    guard.check(sender, header(2**62 - 3))  # inside the window, not seen: accepted
+    for seq in (2**62, 2**62 - 3, 0):  # replays, and one far behind the window
+        with pytest.raises(BadEnvelope):
+            guard.check(sender, header(seq))
