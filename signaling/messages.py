@@ -46,6 +46,18 @@ class Turn:
 
 
 @dataclass(frozen=True, slots=True)
+class Lookup:
+    """Key directory: which Ed25519 key owns ``user`` (answered by :class:`Key`)."""
+
+    TYPE: ClassVar[str] = "lookup"
+    id: str
+    user: str
+
+    def fields(self) -> dict[str, Any]:
+        return {"id": self.id, "user": self.user}
+
+
+@dataclass(frozen=True, slots=True)
 class Challenge:
     TYPE: ClassVar[str] = "challenge"
     server: str
@@ -103,6 +115,19 @@ class TurnCredentials:
 
 
 @dataclass(frozen=True, slots=True)
+class Key:
+    """The key that owns ``user`` in the registry (trust on first use: the server can lie)."""
+
+    TYPE: ClassVar[str] = "key"
+    id: str
+    user: str
+    key: bytes
+
+    def fields(self) -> dict[str, Any]:
+        return {"id": self.id, "user": self.user, "key": b64encode(self.key)}
+
+
+@dataclass(frozen=True, slots=True)
 class Error:
     TYPE: ClassVar[str] = "error"
     code: str
@@ -116,5 +141,5 @@ class Error:
         return out
 
 
-ClientMessage = Login | Send | Turn
-ServerMessage = Challenge | Welcome | Sent | Deliver | TurnCredentials | Error
+ClientMessage = Login | Send | Turn | Lookup
+ServerMessage = Challenge | Welcome | Sent | Deliver | TurnCredentials | Key | Error

@@ -22,11 +22,13 @@ Frames
     S->C    deliver               from (the sender's login, set by the server), body
     C->S    turn                  id
     S->C    turn_credentials      id, username, password, ttl (s), uris (list of TURN URIs)
+    C->S    lookup                id, user (key directory: who owns this username?)
+    S->C    key                   id, user, key (b64 Ed25519 public key that owns user, 32 B)
     S->C    error                 code, message, and id when it answers a client message
     ======  ====================  ==============================================================
 
-    Every client frame gets exactly one answer: ``welcome``, ``sent``, ``turn_credentials`` or
-    ``error``; an ``error`` always reaches the client before any close the server starts.
+    Every client frame gets exactly one answer: ``welcome``, ``sent``, ``turn_credentials``,
+    ``key`` or ``error``; an ``error`` always reaches the client before any close the server starts.
 
 Login
     The signature is Ed25519 over :func:`login_message`: ``b"voice-login-v1" || lp(server) ||
@@ -44,7 +46,7 @@ Error codes (``error.code``); "closes" means the server then closes with the cod
     too_deep                     JSON nested deeper than 4 levels
     bad_base64, bad_id           not strict base64 of the right length / id not 1-64 chars
     bad_username                 a username breaks the rules (closes 4001 if in a login)
-    not_logged_in                send/turn before login
+    not_logged_in                send/turn/lookup before login
     already_logged_in            a second login on a logged-in connection
     bad_signature                the login signature does not verify (closes 4001)
     username_taken               another key owns the username (closes 4001)
@@ -53,7 +55,7 @@ Error codes (``error.code``); "closes" means the server then closes with the cod
     too_many_connections         per-IP or server-wide connection limit (closes 4004)
     queue_full                   this connection's outbound queue overflowed (closes 4005); with
                                  an ``id``: the recipient's queue was full, envelope dropped
-    unknown_user, offline        the recipient is not registered / not connected
+    unknown_user, offline        the recipient (or looked-up user) is not registered / not connected
     rate_limited                 over the per-user message rate; the frame was dropped
     body_too_large               the decoded body is over the body limit
     turn_unavailable             the server has no TURN secret and URIs configured
@@ -79,7 +81,9 @@ from signaling.messages import (
     ClientMessage,
     Deliver,
     Error,
+    Key,
     Login,
+    Lookup,
     Send,
     Sent,
     ServerMessage,
@@ -174,7 +178,7 @@ def parse_client_frame(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> ClientMessage:
     """Parse a frame a client sent; raise :class:`FrameError` with the code for what is wrong."""
-    obj, kind = _envelope(data, max_frame_bytes, {"login", "send", "turn"})
+    obj, kind = _envelope(data, max_frame_bytes, {"login", "send", "turn", "lookup"})
     try:
         return _client_message(obj, kind, max_body_bytes)
     except FrameError as exc:
@@ -202,6 +206,10 @@ def _client_message(obj: dict[str, Any], kind: str, max_body_bytes: int) -> Clie
         to = field_username(obj, "to", msg_id)
         raw = field_b64(obj, "body", msg_id, max_len=max_body_bytes)
         return Send(id=msg_id, to=to, body=obj["body"], body_len=len(raw))
+    if kind == "lookup":
+        _keys(obj, ("id", "user"), ())
+        msg_id = field_id(obj)
+        return Lookup(id=msg_id, user=field_username(obj, "user", msg_id))
     _keys(obj, ("id",), ())
     return Turn(id=field_id(obj))
 
@@ -210,7 +218,7 @@ def parse_server_frame(
     data: str | bytes, *, max_frame_bytes: int = 4 * DEFAULT_MAX_FRAME_BYTES
 ) -> ServerMessage:
     """Parse a frame a server sent (client side); a hostile server gets no further than this."""
-    kinds = {"challenge", "welcome", "sent", "deliver", "turn_credentials", "error"}
+    kinds = {"challenge", "welcome", "sent", "deliver", "turn_credentials", "key", "error"}
     obj, kind = _envelope(data, max_frame_bytes, kinds)
     if kind == "challenge":
         _keys(obj, ("server", "nonce"), ())
@@ -227,6 +235,14 @@ def parse_server_frame(
     if kind == "deliver":
         _keys(obj, ("from", "body"), ())
         return Deliver(from_user=field_username(obj, "from"), body=field_b64(obj, "body"))
+    if kind == "key":
+        _keys(obj, ("id", "user", "key"), ())
+        msg_id = field_id(obj)
+        return Key(
+            id=msg_id,
+            user=field_username(obj, "user", msg_id),
+            key=field_b64(obj, "key", msg_id, exact=32),
+        )
     if kind == "turn_credentials":
         _keys(obj, ("id", "username", "password", "ttl", "uris"), ())
         ttl = obj["ttl"]

@@ -21,6 +21,10 @@ class Registry(Protocol):
         """Whether any key owns ``user``."""
         ...
 
+    def key_of(self, user: str) -> bytes | None:
+        """The key that owns ``user`` (the key directory), or None if nobody does."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -35,6 +39,9 @@ class MemoryRegistry:
 
     def exists(self, user: str) -> bool:
         return user in self._owners
+
+    def key_of(self, user: str) -> bytes | None:
+        return self._owners.get(user)
 
     def close(self) -> None:
         self._owners.clear()
@@ -75,6 +82,9 @@ class SQLiteRegistry:
 
     def exists(self, user: str) -> bool:
         return self._owner(user) is not None
+
+    def key_of(self, user: str) -> bytes | None:
+        return self._owner(user)
 
     def close(self) -> None:
         self._db.close()

@@ -22,7 +22,17 @@ from dataclasses import dataclass, field
 from signaling.auth import RandomBytes, new_nonce, verify_login
 from signaling.config import Config
 from signaling.errors import FrameError
-from signaling.messages import Challenge, Error, Login, Send, Sent, TurnCredentials, Welcome
+from signaling.messages import (
+    Challenge,
+    Error,
+    Key,
+    Login,
+    Lookup,
+    Send,
+    Sent,
+    TurnCredentials,
+    Welcome,
+)
 from signaling.presence import LocalPresence, Presence, SessionId
 from signaling.protocol import CloseCode, ErrorCode, deliver_frame, encode, parse_client_frame
 from signaling.ratelimit import TokenBucket
@@ -155,6 +165,8 @@ class Router:
             self._error(s, ErrorCode.NOT_LOGGED_IN, "log in first", msg_id, out)
         elif isinstance(msg, Send):
             self._route(s, s.user, msg, out)
+        elif isinstance(msg, Lookup):
+            self._lookup(s, msg, out)
         else:
             self._turn(s, s.user, msg.id, out)
         return out
@@ -248,6 +260,14 @@ class Router:
             return
         self.stats.envelopes_routed += 1
         self._emit(s, encode(Sent(msg.id)), out)
+
+    def _lookup(self, s: _Session, msg: Lookup, out: list[Action]) -> None:
+        """Key directory: the key that owns a username (clients pin it on first use)."""
+        key = self.registry.key_of(msg.user)
+        if key is None:
+            self._error(s, ErrorCode.UNKNOWN_USER, "no such user", msg.id, out)
+            return
+        self._emit(s, encode(Key(msg.id, msg.user, key)), out)
 
     def _turn(self, s: _Session, user: str, msg_id: str, out: list[Action]) -> None:
         turn = self.config.turn

@@ -14,6 +14,10 @@ Other helpers add their branches here; keep the tree below up to date.
     │   ├── InsecureKeyFile         a key/contacts file is readable by group or others, or not ours
     │   └── KeyAgreementError       the key agreement was used out of order (also RuntimeError)
     ├── BadCallMessage              a call message (voice.call) is malformed (also ValueError)
+    ├── CallControlError            the call controller (voice.call.controller) refused or ended
+    │   ├── CallEnded               the call ended before it connected; .outcome says why
+    │   ├── AlreadyInCall           a phone holds one call at a time
+    │   └── PhoneClosed             the phone was closed (or lost its signaling session)
     ├── MediaError                  the media transport (voice.media) failed
     │   ├── IceFailed               no ICE candidate pair worked (or timed out)
     │   ├── BadDescription          the peer's media description is malformed (also ValueError)
@@ -23,17 +27,18 @@ Other helpers add their branches here; keep the tree below up to date.
     ├── AudioError                  audio I/O (voice.audio) failed
     │   ├── NoAudioDevice           no such input/output device, or PortAudio cannot open it
     │   └── AudioFormatError        audio data is not in a format we read (also ValueError)
-    └── SignalingClientError        talking to the signaling server (voice.net) failed
-        ├── SignalingUnreachable    cannot connect or the handshake failed (also ConnectionError)
-        ├── SignalingClosed         the session ended; .code says why (also ConnectionError)
-        │   └── SessionReplaced     the same user logged in elsewhere; this session was closed
-        ├── SignalingProtocolError  the server sent something that breaks the wire format
-        ├── LoginRefused            the server refused the login; .code says why
-        └── RequestRefused          the server answered a send/turn with an error; .code
-            ├── RecipientOffline    the recipient is registered but not connected
-            ├── UnknownUser         no such user is registered on this server
-            ├── RateLimited         too many messages per second; slow down and retry
-            └── TurnUnavailable     the server has no TURN relay configured
+    ├── SignalingClientError        talking to the signaling server (voice.net) failed
+    │   ├── SignalingUnreachable    cannot connect or the handshake failed (also ConnectionError)
+    │   ├── SignalingClosed         the session ended; .code says why (also ConnectionError)
+    │   │   └── SessionReplaced     the same user logged in elsewhere; this session was closed
+    │   ├── SignalingProtocolError  the server sent something that breaks the wire format
+    │   ├── LoginRefused            the server refused the login; .code says why
+    │   └── RequestRefused          the server answered a send/turn with an error; .code
+    │       ├── RecipientOffline    the recipient is registered but not connected
+    │       ├── UnknownUser         no such user is registered on this server
+    │       ├── RateLimited         too many messages per second; slow down and retry
+    │       └── TurnUnavailable     the server has no TURN relay configured
+    └── UsageError                  the `voice` command line asks for something impossible
 """
 
 from __future__ import annotations
@@ -49,6 +54,29 @@ class BadCallMessage(VoiceError, ValueError):
     It came inside an authenticated envelope, so the peer's client is broken or hostile: drop
     the message; if it belongs to a live call, fail that call with reason ``bad_message``.
     """
+
+
+class CallControlError(VoiceError):
+    """The call controller refused a request, or the call it was about ended."""
+
+
+class CallEnded(CallControlError):
+    """The call ended (or failed) before reaching the state that was awaited.
+
+    ``outcome`` (a ``voice.call.callsession.Outcome``) holds the end or fail reason and detail.
+    """
+
+    def __init__(self, outcome: object) -> None:
+        super().__init__(f"the call ended: {outcome}")
+        self.outcome = outcome
+
+
+class AlreadyInCall(CallControlError):
+    """The phone already has a live call; hang it up before dialing another."""
+
+
+class PhoneClosed(CallControlError):
+    """The phone was closed, or its signaling session ended; connect a new one."""
 
 
 class MediaError(VoiceError):
@@ -223,3 +251,8 @@ class RateLimited(RequestRefused):
 
 class TurnUnavailable(RequestRefused):
     """The server is not configured with a TURN secret and URIs; use host candidates only."""
+
+
+class UsageError(VoiceError, ValueError):
+    """The ``voice`` command line asks for something impossible (no --user, a bad username,
+    an unreadable option value). The message says what to pass instead."""

@@ -102,12 +102,22 @@ field_values = st.one_of(
 @st.composite
 def near_valid(draw: st.DrawFn) -> str:
     """Frames that get past the first checks: mostly the right type and version, some junk."""
-    kinds = ["send", "send", "send", "login", "turn", "deliver", "welcome", "nope"]
+    kinds = ["send", "send", "send", "login", "turn", "lookup", "key", "deliver", "welcome", "nope"]
     kind = draw(st.sampled_from(kinds))
     version = draw(st.sampled_from([1] * 8 + [2, "1", True, None]))
     frame: dict[str, Any] = {"v": version, "type": kind}
-    for key in {"login": ["user", "key", "sig"], "send": ["id", "to", "body"]}.get(kind, ["id"]):
+    fields = {
+        "login": ["user", "key", "sig"],
+        "send": ["id", "to", "body"],
+        "lookup": ["id", "user"],
+    }
+    for key in fields.get(kind, ["id"]):
         frame[key] = draw(field_values)
+    if kind == "lookup" and draw(st.booleans()):
+        frame["id"], frame["user"] = (
+            draw(st.text(min_size=1, max_size=64)),
+            draw(st.sampled_from(NAMES)),
+        )
     if kind == "send" and draw(st.booleans()):
         frame["to"], frame["body"] = draw(st.sampled_from(NAMES)), draw(b64_values)
         frame["id"] = draw(st.text(min_size=1, max_size=64))
@@ -222,5 +232,13 @@ def test_fuzzed_frames_never_hurt_the_server_or_a_live_call() -> None:
     assert fuzzer.examples >= EXAMPLES
     assert during >= 100, f"only {during} round trips during the fuzz"
     # the fuzz reached deep into the parser and the router, not only the first checks
-    for label in ("sent", "error:bad_json", "error:extra_field", "error:offline", "error:too_deep"):
+    labels = (
+        "sent",
+        "key",
+        "error:bad_json",
+        "error:extra_field",
+        "error:offline",
+        "error:too_deep",
+    )
+    for label in labels:
         assert fuzzer.answers.get(label, 0) > 0, (label, fuzzer.answers)

@@ -4,6 +4,7 @@ The wire format and the bytes to sign come from :mod:`signaling.protocol`, so bo
 by construction. Signing is a plain callable, so this module needs no key classes:
 
     client = await SignalingClient.connect(url, "alice", key.verify_key.encode(), key.sign_raw)
+    bob_key = await client.lookup("bob")               # key directory (trust on first use)
     await client.send("bob", sealed_envelope)          # waits for the server's "sent"
     delivery = await client.receive()                   # Delivery(from_user, body)
 
@@ -29,7 +30,9 @@ from signaling.messages import (
     Challenge,
     Deliver,
     Error,
+    Key,
     Login,
+    Lookup,
     Send,
     Sent,
     ServerMessage,
@@ -144,6 +147,16 @@ class SignalingClient:
         msg_id = str(next(self._ids))
         await self._request(Send(msg_id, to, b64encode(body)), reply_timeout)
 
+    async def lookup(self, user: str, *, reply_timeout: float = 10.0) -> bytes:
+        """The 32-byte Ed25519 key the server says owns ``user``; UnknownUser if none.
+
+        The server is untrusted: pin the answer (``ContactBook.check``) before sealing to it.
+        """
+        answer = await self._request(Lookup(str(next(self._ids)), user), reply_timeout)
+        if not isinstance(answer, Key) or answer.user != user:
+            raise SignalingProtocolError("unexpected answer to a key lookup")
+        return answer.key
+
     async def turn_credentials(self, *, reply_timeout: float = 10.0) -> TurnCredentials:
         """Short-lived TURN credentials (coturn REST format); TurnUnavailable if none."""
         answer = await self._request(Turn(str(next(self._ids))), reply_timeout)
@@ -189,7 +202,7 @@ class SignalingClient:
     ) -> None:
         await self.close()
 
-    async def _request(self, message: Send | Turn, reply_timeout: float) -> ServerMessage:
+    async def _request(self, message: Send | Turn | Lookup, reply_timeout: float) -> ServerMessage:
         if self._ended is not None:
             raise self._ended
         future: asyncio.Future[ServerMessage] = asyncio.get_running_loop().create_future()
@@ -226,7 +239,7 @@ class SignalingClient:
     def _dispatch(self, message: ServerMessage) -> None:
         if isinstance(message, Deliver):
             self._deliveries.put_nowait(Delivery(message.from_user, message.body))
-        elif isinstance(message, Sent | TurnFrame | Error) and message.id is not None:
+        elif isinstance(message, Sent | TurnFrame | Key | Error) and message.id is not None:
             future = self._pending.get(message.id)
             if future is not None and not future.done():
                 future.set_result(message)

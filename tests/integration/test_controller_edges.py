@@ -1,0 +1,204 @@
+"""The call controller against a real server: junk and replays are dropped without disturbing a
+call, continuity follows the storage rule, keys are observed then erased, close() is clean."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+
+import pytest
+
+from signaling.server import SignalingServer
+from tests.integration.conftest import WAIT, MakePhone, MakeUser, url_of
+from tests.integration.recording_proxy import RecordingProxy
+from tests.signaling.helpers import make_user as make_login
+from voice.call import messages as m
+from voice.call.callsession import Call
+from voice.call.controller import Phone
+from voice.call.events import EndReason, FailReason, State
+from voice.crypto.contacts import ContactBook, TrustState
+from voice.crypto.continuity import ContinuityResult
+from voice.crypto.envelope import EnvelopeHeader, seal
+from voice.crypto.identity import Identity
+from voice.crypto.keyagreement import CallKeys
+from voice.errors import CallControlError, PhoneClosed
+
+
+async def connect(caller: Phone, callee: Phone) -> tuple[Call, Call]:
+    out = await caller.call(callee.user)
+    inc = await callee.incoming(timeout=WAIT)
+    await inc.accept()
+    await asyncio.gather(out.wait_connected(WAIT), inc.wait_connected(WAIT))
+    return out, inc
+
+
+async def hang_up(out: Call, inc: Call) -> None:
+    await out.hangup()
+    await asyncio.gather(out.wait_ended(WAIT), inc.wait_ended(WAIT))
+
+
+async def test_junk_replays_and_strangers_never_disturb_a_call(
+    server: SignalingServer, make_user: MakeUser, make_phone: MakePhone
+) -> None:
+    proxy = await RecordingProxy(server.port).start()
+    alice, bob = make_user("alice"), make_user("bob")
+    pa, pb = await make_phone(alice, url=proxy.url), await make_phone(bob)
+    out, inc = await connect(pa, pb)
+    mallory_id = Identity.generate()
+    mallory = await make_login("mallory").connect(url_of(server))
+
+    def sealed(call_id: bytes, payload: bytes, seq: int = 0) -> bytes:
+        header = EnvelopeHeader(call_id, seq, int(pa.config.clock() * 1000))
+        return seal(mallory_id, bob.identity.public_key, header, payload)
+
+    try:
+        await mallory.send("bob", os.urandom(300))  # not an envelope
+        await mallory.send("bob", sealed(os.urandom(16), m.encode(m.Hangup())))  # unknown call
+        await mallory.send("bob", sealed(inc.call_id, m.encode(m.Hangup()), 1))  # not his call
+        await mallory.send("bob", sealed(os.urandom(16), b"{not a call message"))
+        replays = [
+            json_body
+            for op, payload in proxy.frames_to_server()
+            if op == 1 and (json_body := _send_body(payload)) is not None
+        ]
+        assert len(replays) == 2  # the offer and the reveal, as alice sent them
+        for body in replays:
+            await mallory.send("bob", body)  # replayed verbatim: the guard refuses them all
+        await asyncio.sleep(0.5)
+        assert out.state is State.CONNECTED and inc.state is State.CONNECTED
+        assert pb.dropped["bad_envelope"] == 1 + len(replays)
+        assert pb.dropped["unknown_call_id"] == 1
+        assert pb.dropped["call_belongs_to_another_peer"] == 1
+        assert pb.dropped["bad_message"] == 1
+        before = inc.media_stats()
+        await asyncio.sleep(0.3)
+        after = inc.media_stats()
+        assert before is not None and after is not None
+        assert after.rtp_packets_received > before.rtp_packets_received  # audio kept flowing
+        assert bob.contacts.get("mallory") is not None  # pinned, like any first contact
+    finally:
+        await mallory.close()
+        await hang_up(out, inc)
+        await proxy.close()
+
+
+def _send_body(payload: bytes) -> bytes | None:
+    frame = json.loads(payload)
+    return base64.b64decode(frame["body"]) if frame.get("type") == "send" else None
+
+
+async def test_a_malformed_message_from_the_peer_fails_the_call(
+    make_user: MakeUser, make_phone: MakePhone
+) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    pa, pb = await make_phone(alice), await make_phone(bob)
+    out, inc = await connect(pa, pb)
+    header = EnvelopeHeader(out.call_id, 50, int(pa.config.clock() * 1000))
+    body = seal(alice.identity, bob.identity.public_key, header, b'{"v":1,"type":"nope"}')
+    await pa.send_envelope("bob", body)  # authentic, fresh, but not a call message
+    assert (await inc.wait_ended(WAIT)).reason is FailReason.BAD_MESSAGE
+    outcome = await out.wait_ended(WAIT)
+    assert (outcome.reason, outcome.detail) == (FailReason.REMOTE_ERROR, "bad_message")
+
+
+async def test_continuity_is_kept_only_after_a_verified_sas_and_warns_on_a_mismatch(
+    make_user: MakeUser, make_phone: MakePhone
+) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    pa, pb = await make_phone(alice), await make_phone(bob)
+    out, inc = await connect(pa, pb)  # 1: nobody compares the SAS: nothing is retained
+    await hang_up(out, inc)
+    assert not alice.contacts.get_retained("bob") and not bob.contacts.get_retained("alice")
+    out, inc = await connect(pa, pb)  # 2: both confirm the SAS
+    out.mark_verified()
+    inc.mark_verified()
+    await hang_up(out, inc)
+    assert alice.contacts.get("bob").state is TrustState.VERIFIED  # type: ignore[union-attr]
+    first = alice.contacts.get_retained("bob").current
+    assert first is not None and first == bob.contacts.get_retained("alice").current
+    out, inc = await connect(pa, pb)  # 3: MATCH with a verified contact: rotated by itself
+    assert out.continuity_warning is None and inc.continuity_warning is None
+    await hang_up(out, inc)
+    rotated = alice.contacts.get_retained("bob")
+    assert rotated.current not in (None, first) and rotated.previous == first
+    # 4: bob lost his contact book (same identity): alice is warned, and keeps her secrets
+    bob.contacts.path.unlink()
+    bob.contacts = ContactBook(bob.contacts.path)
+    pb2 = await make_phone(bob)
+    out, inc = await connect(pa, pb2)
+    assert out.continuity_warning is not None and "mismatch" in out.continuity_warning.lower()
+    assert inc.continuity_warning is None  # bob has nothing retained: nothing to compare
+    await hang_up(out, inc)
+    assert alice.contacts.get_retained("bob") == rotated
+
+
+async def test_the_key_observer_sees_matching_keys_that_are_erased_at_the_end(
+    make_user: MakeUser, make_phone: MakePhone
+) -> None:
+    seen: dict[str, CallKeys] = {}
+    pa = await make_phone(make_user("alice"), key_observer=lambda cid, k: seen.update(a=k))
+    pb = await make_phone(make_user("bob"), key_observer=lambda cid, k: seen.update(b=k))
+    out, inc = await connect(pa, pb)
+    assert seen["a"].srtp_gcm_tx == seen["b"].srtp_gcm_rx != bytes(44)
+    assert seen["a"].sas == seen["b"].sas == out.sas
+    assert seen["a"].continuity is ContinuityResult.NONE
+    await hang_up(out, inc)
+    for keys in seen.values():
+        assert keys.srtp_gcm_tx == bytes(44) and keys.srtp_gcm_rx == bytes(44)
+
+
+async def test_close_hangs_up_every_call_and_stops_the_phone(
+    make_user: MakeUser, make_phone: MakePhone
+) -> None:
+    pa, pb = await make_phone(make_user("alice")), await make_phone(make_user("bob"))
+    out, inc = await connect(pa, pb)
+    await pb.close()
+    assert inc.outcome is not None and inc.outcome.reason is EndReason.HANGUP_LOCAL
+    assert (await out.wait_ended(WAIT)).reason is EndReason.HANGUP_REMOTE
+    with pytest.raises(PhoneClosed):
+        await pb.incoming(timeout=WAIT)
+    with pytest.raises(PhoneClosed):
+        await pb.call("alice")
+    await pb.close()  # idempotent
+
+
+async def test_close_while_dialing_cancels_the_ringing_peer(
+    make_user: MakeUser, make_phone: MakePhone
+) -> None:
+    pa, pb = await make_phone(make_user("alice")), await make_phone(make_user("bob"))
+    out = await pa.call("bob")
+    inc = await pb.incoming(timeout=WAIT)
+    await pa.close()
+    assert out.outcome is not None and out.outcome.reason is EndReason.CANCELLED_LOCAL
+    assert (await inc.wait_ended(WAIT)).reason is EndReason.CANCELLED_REMOTE
+
+
+async def test_dialing_someone_who_is_calling_us_accepts_their_call(
+    make_user: MakeUser, make_phone: MakePhone
+) -> None:
+    pa, pb = await make_phone(make_user("alice")), await make_phone(make_user("bob"))
+    out = await pa.call("bob")
+    inc = await pb.incoming(timeout=WAIT)
+    again = await pb.call("alice")
+    assert again is inc
+    await asyncio.gather(out.wait_connected(WAIT), inc.wait_connected(WAIT))
+    assert len(pb.calls) == 1
+    with pytest.raises(CallControlError):
+        await pa.call("alice")
+    await hang_up(out, inc)
+
+
+async def test_losing_the_signaling_server_ends_calls_in_setup(
+    make_user: MakeUser, make_phone: MakePhone, server: SignalingServer
+) -> None:
+    proxy = await RecordingProxy(server.port).start()
+    pa = await make_phone(make_user("alice"), url=proxy.url)
+    pb = await make_phone(make_user("bob"))
+    out = await pa.call("bob")
+    await pb.incoming(timeout=WAIT)
+    await proxy.close()  # alice's signaling connection drops
+    assert (await out.wait_ended(WAIT)).reason is FailReason.PEER_VANISHED
+    with pytest.raises(PhoneClosed):
+        await pa.incoming(timeout=WAIT)

@@ -1,0 +1,28 @@
+"""The controller's pure helpers: TURN URIs from the server, and config checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from voice.call.config import Outcome, PhoneConfig, turn_server_from
+from voice.call.events import EndReason, FailReason
+from voice.crypto.identity import Identity
+
+
+def test_turn_uris_and_config_checks() -> None:
+    turn = turn_server_from(["stun:x", "turn:127.0.0.1:3479?transport=tcp"], "u", "p")
+    assert turn is not None and (turn.host, turn.port, turn.transport) == ("127.0.0.1", 3479, "tcp")
+    turn = turn_server_from(["turn:[::1]"], "u", "p")
+    assert turn is not None and (turn.host, turn.port, turn.transport) == ("::1", 3478, "udp")
+    assert turn_server_from(["turns:example.org", "nonsense"], "u", "p") is None
+    identity = Identity.generate()
+    base = {"server_url": "ws://x", "user": "alice", "identity": identity, "contacts": None}
+    for bad in ({"no_answer_timeout": 0}, {"relay_only": True}, {"media_timeout": -1}):
+        with pytest.raises(ValueError):
+            PhoneConfig(**base, **bad)  # type: ignore[arg-type]
+
+
+def test_an_outcome_says_whether_the_call_failed_and_why() -> None:
+    assert not Outcome(EndReason.BUSY).failed and str(Outcome(EndReason.BUSY)) == "busy"
+    failed = Outcome(FailReason.REMOTE_ERROR, "bad_key")
+    assert failed.failed and str(failed) == "remote_error (bad_key)"

@@ -1,0 +1,395 @@
+"""One call, driven end to end: its CallMachine, key agreement, MediaSession and envelopes.
+
+Each :class:`Call` is a small actor. Inputs (opened messages, user actions, ICE and media
+outcomes, ticks) go through one inbox and are fed to the pure machine one at a time by the
+call's own task, which carries the effects out in order (as ``tests/voice/call/call_harness.py``
+does in memory). Outgoing messages go through a second queue: a sender task seals each one
+(call id, a per-direction seq from 0, a timestamp from the injected clock) and hands it to the
+signaling server, so the machine never waits for the network. When the call ends, the media
+session is closed and the call keys are erased; the sender still flushes the last message.
+
+Never logged: keys, SAS, descriptions, audio, message contents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from voice.call import events as ev
+from voice.call import messages as m
+from voice.call.callmedia import CLOSE_TIMEOUT, CallMedia
+from voice.call.config import CallTimings, Outcome, PhoneConfig
+from voice.call.events import Role, State
+from voice.call.machine import SENT_BY, CallMachine
+from voice.crypto.envelope import EnvelopeHeader, seal
+from voice.crypto.sas import Sas
+from voice.errors import CallEnded, VoiceError
+from voice.media.session import MediaSession
+from voice.media.stats import MediaStats
+
+__all__ = ["Call", "Outcome", "PhoneLink"]
+
+log = logging.getLogger("voice.call")
+TICK = 0.1  # seconds between deadline checks
+
+
+class PhoneLink(Protocol):
+    """What a call needs from its phone (voice.call.controller.Phone)."""
+
+    config: PhoneConfig
+
+    async def send_envelope(self, to: str, body: bytes) -> None: ...
+    async def make_media(self, call: Call, *, controlling: bool) -> MediaSession: ...
+    def on_ring(self, call: Call) -> None: ...
+    def on_end(self, call: Call) -> None: ...
+    def count(self, what: str) -> None: ...
+
+
+class _Ready:
+    """A step the machine already took synchronously; only its effects remain to carry out."""
+
+    def __init__(self, step: ev.Step) -> None:
+        self.step = step
+
+
+Input = ev.Event | _Ready
+
+
+class Call:
+    """A call as the user sees it. Made by :class:`voice.call.controller.Phone`."""
+
+    def __init__(
+        self,
+        phone: PhoneLink,
+        *,
+        role: Role,
+        peer: str,
+        peer_key: bytes,
+        call_id: bytes,
+        auto_accept: bool = False,
+    ) -> None:
+        cfg = phone.config
+        self.peer = peer
+        self.role = role
+        self.call_id = bytes(call_id)
+        self.peer_key = bytes(peer_key)
+        self.replaced_by: Call | None = None  # glare: the peer's call that replaced ours
+        self.outcome: Outcome | None = None
+        self.verified = False
+        self._phone = phone
+        self._cfg = cfg
+        self.auto_accept = auto_accept  # glare: the user already asked for this call
+        self._machine = CallMachine(
+            role=role,
+            peer=peer,
+            call_id=call_id,
+            no_answer_timeout=cfg.no_answer_timeout,
+            ring_grace=cfg.ring_grace,
+            connect_timeout=cfg.connect_timeout,
+        )
+        self._timings = CallTimings()
+        self._media = CallMedia(cfg, peer=peer, peer_key=peer_key, call_id=call_id)
+        self._continuity_warning: str | None = None
+        self._sas: Sas | None = None
+        self._inbox: asyncio.Queue[tuple[Input, asyncio.Future[ev.Step | None] | None]]
+        self._inbox = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[m.Message, asyncio.Future[None]] | None]
+        self._outbox = asyncio.Queue()
+        self.first_send: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._seq = 0
+        self._seq_queued = 0
+        self._connected = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+
+    # ---- what the user sees -----------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._machine.state
+
+    @property
+    def sas(self) -> Sas | None:
+        """The short authentication string, once the call is accepted (ShowSas)."""
+        return self._sas
+
+    @property
+    def continuity_warning(self) -> str | None:
+        """Set when key continuity failed: show it to the user before they trust the call."""
+        return self._continuity_warning
+
+    @property
+    def timings(self) -> CallTimings:
+        if self._timings.first_audio_at is None:
+            self._timings.first_audio_at = self._media.current_first_audio()
+        return self._timings
+
+    def media_stats(self) -> MediaStats | None:
+        """Live media counters (the last ones after the call ended); None before media exists."""
+        return self._media.stats()
+
+    async def accept(self) -> None:
+        """Answer a ringing incoming call (audio starts once the keys are ready)."""
+        await self._user(ev.UserAccept())
+
+    async def decline(self) -> None:
+        await self._user(ev.UserDecline())
+
+    async def hangup(self) -> None:
+        """End the call whatever its state: cancels while dialing, declines while ringing."""
+        if not self.state.terminal:
+            await self._user(ev.UserHangup())
+
+    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Return once media runs; CallEnded(outcome) if the call ends first; TimeoutError."""
+        async with asyncio.timeout(timeout):
+            await _first(self._connected.wait(), self._ended.wait())
+        if not self._connected.is_set():
+            raise CallEnded(self.outcome)
+
+    async def wait_ended(self, timeout: float | None = None) -> Outcome:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            await self._ended.wait()
+        assert self.outcome is not None
+        return self.outcome
+
+    def mark_verified(self) -> None:
+        """The users compared the SAS aloud and it matched: verify the contact, keep continuity.
+
+        The retained secret is stored only while the call's keys exist (not after it ended).
+        """
+        contacts = self._cfg.contacts
+        contacts.mark_verified(self.peer)
+        self.verified = True
+        keys = self._media.keys
+        if keys is not None and self._sas is not None:
+            contacts.store_retained(self.peer, keys.next_retained)
+
+    def __repr__(self) -> str:
+        return f"Call({self.role.value}, peer={self.peer!r}, {self.short_id}, {self.state.name})"
+
+    @property
+    def short_id(self) -> str:
+        return self.call_id[:4].hex()
+
+    # ---- driven by the phone ----------------------------------------------------------------
+
+    async def prepare_dial(self) -> ev.UserDial:
+        """Caller: make the media session and key agreement; the offer is not sent yet."""
+        session = await self._phone.make_media(self, controlling=True)
+        return ev.UserDial(*self._media.caller_offer(session))
+
+    def start(self, first: ev.UserDial | m.Offer) -> None:
+        """Feed the first input synchronously (so routing sees the new state at once), then run.
+
+        ``first`` is UserDial (caller) or the Offer (callee).
+        """
+        now = asyncio.get_running_loop().time()
+        if isinstance(first, m.Offer):
+            self._timings.offered_at = now
+            step = self._machine.receive(now, self.call_id, first)
+        else:
+            step = self._machine.handle(now, first)
+        self._inbox.put_nowait((_Ready(step), None))
+        self._runner = asyncio.create_task(self._run(), name=f"call-{self.short_id}")
+        self._sender = asyncio.create_task(self._send_loop(), name=f"send-{self.short_id}")
+
+    def handle_now(self, event: ev.LocalEvent) -> None:
+        """Feed a local event at once (glare); its effects run in order on the call's task."""
+        if self.state.terminal:
+            return
+        step = self._machine.handle(asyncio.get_running_loop().time(), event)
+        self._inbox.put_nowait((_Ready(step), None))
+
+    def post(self, event: ev.Event) -> asyncio.Future[ev.Step | None]:
+        """Queue an input for the call's task; the future resolves once it was handled."""
+        fut: asyncio.Future[ev.Step | None] = asyncio.get_running_loop().create_future()
+        if self._ended.is_set():
+            fut.set_result(None)
+        else:
+            self._inbox.put_nowait((event, fut))
+        return fut
+
+    async def discard(self) -> None:
+        """Drop a call that was prepared but never started."""
+        await self._release()
+
+    async def aclose(self) -> None:
+        """Stop the tasks (after hangup had its chance) and release everything; idempotent."""
+        for task in (self._runner, self._sender):
+            if task is not None and not task.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self._release()
+
+    # ---- the call's task ----------------------------------------------------------------------
+
+    async def _user(self, event: ev.LocalEvent) -> None:
+        if self.state.terminal:
+            raise CallEnded(self.outcome)
+        await self.post(event)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + TICK
+        try:
+            while not self.state.terminal:
+                try:
+                    item, fut = await asyncio.wait_for(
+                        self._inbox.get(), max(0.0, next_tick - loop.time())
+                    )
+                except TimeoutError:
+                    next_tick = loop.time() + TICK
+                    now, connected = loop.time(), self.state is State.CONNECTED
+                    item = self._media.watch(now, connected=connected) or ev.Tick()
+                    fut = None
+                step: ev.Step | None = None
+                try:
+                    step = await self._feed(item)
+                finally:
+                    if fut is not None and not fut.done():
+                        fut.set_result(step)
+        except Exception:
+            log.exception("call %s: internal error; ending the call", self.short_id)
+            with contextlib.suppress(Exception):
+                if not self.state.terminal:
+                    await self._feed(ev.UserHangup())
+        finally:
+            if not self._ended.is_set():  # cancelled, or the machine could not end it
+                self.outcome = self.outcome or Outcome(ev.FailReason.MEDIA_FAILED, "internal")
+                await self._finish()
+            while not self._inbox.empty():
+                _, fut = self._inbox.get_nowait()
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+
+    async def _feed(self, item: Input) -> ev.Step | None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if isinstance(item, _Ready):
+            step = item.step
+        elif type(item) in SENT_BY:
+            step = self._machine.receive(now, self.call_id, item)  # type: ignore[arg-type]
+        else:
+            step = self._machine.handle(now, item)  # type: ignore[arg-type]
+        if not step.ok:
+            self._phone.count("rejected")
+            log.debug("call %s: %s refused: %s", self.short_id, type(item).__name__, step.rejected)
+            return step
+        if isinstance(item, ev.UserAccept | m.Accept):
+            self._timings.answered_at = now
+        for effect in step.effects:
+            await self._do(effect)
+        return step
+
+    async def _do(self, fx: ev.Effect) -> None:
+        now = asyncio.get_running_loop().time()
+        if isinstance(fx, ev.SendMessage):
+            fut = self.first_send
+            if fut.done() or self._seq_queued > 0:
+                fut = asyncio.get_running_loop().create_future()
+            self._seq_queued += 1
+            self._outbox.put_nowait((fx.message, fut))
+        elif isinstance(fx, ev.PrepareRinging):
+            await self._feed(await self._prepare_ringing(fx.offer))
+        elif isinstance(fx, ev.StartIce):
+            self._spawn(self._connect_ice(fx.remote_description), "ice")
+        elif isinstance(fx, ev.DeriveKeys):
+            result = self._media.derive(fx)
+            if self._media.keys is not None:
+                self._continuity_warning = self._media.keys.continuity_warning
+            await self._feed(result)
+        elif isinstance(fx, ev.Ring | ev.Ringback):
+            self._timings.ringing_at = now
+            log.info("call %s: ringing", self.short_id)
+            if isinstance(fx, ev.Ring):
+                self._phone.on_ring(self)
+        elif isinstance(fx, ev.StartMedia):
+            self._media.start(now)
+            self._timings.connected_at = now
+        elif isinstance(fx, ev.ShowSas):
+            self._show_sas()
+        elif isinstance(fx, ev.EndCall):
+            self.outcome = Outcome(fx.reason, fx.detail)
+            await self._finish()
+        # StopRinging / StopMedia: nothing rings here; EndCall closes the media session.
+
+    async def _prepare_ringing(self, offer: m.Offer) -> ev.LocalEvent:
+        try:
+            session = await self._phone.make_media(self, controlling=False)
+        except (VoiceError, OSError, TimeoutError) as exc:
+            log.warning("call %s: cannot prepare media (%s)", self.short_id, type(exc).__name__)
+            return ev.UserDecline()
+        return self._media.callee_ringing(session, offer)
+
+    def _show_sas(self) -> None:
+        keys = self._media.keys
+        assert keys is not None
+        self._sas = keys.sas
+        self._connected.set()
+        log.info("call %s: connected", self.short_id)
+        self._media.keep_continuity_if_earned()
+
+    async def _connect_ice(self, remote: dict[str, Any]) -> None:
+        self.post(await self._media.connect_ice(remote))
+
+    async def _send_loop(self) -> None:
+        cfg = self._cfg
+        while True:
+            item = await self._outbox.get()
+            if item is None:
+                return
+            message, fut = item
+            header = EnvelopeHeader(self.call_id, self._seq, int(cfg.clock() * 1000))
+            self._seq += 1
+            body = seal(cfg.identity, self.peer_key, header, m.encode(message))
+            try:
+                await self._phone.send_envelope(self.peer, body)
+            except (VoiceError, TimeoutError, OSError) as exc:
+                log.info("call %s: sending failed (%s)", self.short_id, type(exc).__name__)
+                if not fut.done():
+                    fut.set_exception(exc)
+                    fut.exception()  # retrieved: nobody may be waiting on it
+                self.post(ev.PeerVanished())
+            else:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=f"{name}-{self.short_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self) -> None:
+        assert self.outcome is not None
+        self._timings.ended_at = asyncio.get_running_loop().time()
+        log.info("call %s: ended: %s", self.short_id, self.outcome.reason.value)
+        self._outbox.put_nowait(None)  # the sender flushes the last message, then stops
+        await self._release()
+        self._ended.set()
+        self._phone.on_end(self)
+
+    async def _release(self) -> None:
+        """Close the media session and erase the keys; idempotent."""
+        for task in list(self._tasks):
+            task.cancel()
+        await self._media.release()
+        self._timings.first_audio_at = self._timings.first_audio_at or self._media.first_audio_at
+
+
+async def _first(*aws: Coroutine[Any, Any, Any]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

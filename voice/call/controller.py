@@ -1,0 +1,371 @@
+"""The phone: one signaling session, the user's calls, and everything that spans calls.
+
+    phone = await Phone.connect(config, audio=lambda call: (source, sink))
+    call = await phone.call("bob")          # look up and pin bob's key, send the offer
+    await call.wait_connected(timeout=30)   # bob accepted: audio runs, call.sas is set
+    ...
+    incoming = await phone.incoming()       # the next ringing call; accept() or decline()
+    await phone.close()                     # hangs up, closes media, logs out
+
+Every delivery is opened (``open_envelope``), checked for freshness (``ReplayGuard``), then its
+sender key is checked against the contact book for the user the server says sent it (pinned on
+first use). A changed key refuses the call before it rings and raises a
+:class:`KeyChangedWarning`. Busy and glare are decided by the pure :mod:`voice.call.phone`;
+each call runs on its own task (:mod:`voice.call.callsession`). Bad, stale or misrouted
+deliveries are dropped and counted in :attr:`Phone.dropped`, never shown to a call in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import Counter
+from collections.abc import Awaitable, Coroutine, Iterable
+from typing import Any
+
+from voice.call import events as ev
+from voice.call import messages as m
+from voice.call import phone as decide
+from voice.call.callmedia import CLOSE_TIMEOUT
+from voice.call.callsession import Call
+from voice.call.config import AudioFactory, KeyChangedWarning, PhoneConfig, turn_server_from
+from voice.call.events import Role, State
+from voice.crypto.envelope import EnvelopeHeader, ReplayGuard, open_envelope, seal
+from voice.errors import (
+    AlreadyInCall,
+    BadCallMessage,
+    BadEnvelope,
+    CallControlError,
+    KeyChangedError,
+    PhoneClosed,
+    SignalingClientError,
+    TurnUnavailable,
+    VoiceError,
+)
+from voice.media.ice import TurnServer
+from voice.media.session import MediaSession
+from voice.net.client import Delivery, SignalingClient
+
+__all__ = ["Call", "Phone", "PhoneConfig"]
+
+log = logging.getLogger("voice.call")
+MAX_ENDED_CALLS = 256  # ended calls remembered so their ids stay refused
+
+
+class Phone:
+    """A logged-in phone. Create it with :meth:`connect`; close it with :meth:`close`."""
+
+    def __init__(self, config: PhoneConfig, client: SignalingClient, audio: AudioFactory) -> None:
+        self.config = config
+        self.auto_answer = False  # accept every incoming call at once (demo, benchmarks)
+        self.dropped: Counter[str] = Counter()  # deliveries dropped, by reason
+        self.warnings: list[KeyChangedWarning] = []
+        self._client = client
+        self._audio = audio
+        self._replay = ReplayGuard(clock=config.clock)
+        self._calls: dict[bytes, Call] = {}
+        self._refused: dict[bytes, decide.CallInfo] = {}  # offers refused before any Call
+        self._incoming: asyncio.Queue[Call | None] = asyncio.Queue()
+        self._warning_queue: asyncio.Queue[KeyChangedWarning] = asyncio.Queue()
+        self._closed = False
+        self._lost: BaseException | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._reader = asyncio.create_task(self._read_loop(), name=f"phone-{config.user}")
+
+    @classmethod
+    async def connect(
+        cls, config: PhoneConfig, *, audio: AudioFactory, auto_answer: bool = False
+    ) -> Phone:
+        """Log in to the signaling server (SignalingUnreachable / LoginRefused on failure)."""
+        client = await SignalingClient.connect(
+            config.server_url,
+            config.user,
+            config.identity.public_key,
+            config.identity.sign,
+            expected_server=config.expected_server,
+            open_timeout=config.request_timeout,
+        )
+        phone = cls(config, client, audio)
+        phone.auto_answer = auto_answer
+        return phone
+
+    @property
+    def user(self) -> str:
+        return self.config.user
+
+    @property
+    def calls(self) -> list[Call]:
+        """Every call this phone remembers (live and recently ended), oldest first."""
+        return list(self._calls.values())
+
+    @property
+    def active_call(self) -> Call | None:
+        live = [c for c in self._calls.values() if not c.state.terminal]
+        return live[0] if live else None
+
+    async def call(self, user: str) -> Call:
+        """Dial ``user`` at once; return the Call (then ``wait_connected``).
+
+        Raises UnknownUser, RecipientOffline (nobody to ring), KeyChangedError (the server's
+        key for ``user`` is not the pinned one: nothing is sent), AlreadyInCall, PhoneClosed.
+        If ``user`` is calling us right now, that call is accepted and returned instead.
+        """
+        self._check_open()
+        if user == self.user:
+            raise CallControlError("you cannot call yourself")
+        accepted = await self._dial_decision(user)
+        if accepted is not None:
+            return accepted
+        loop = asyncio.get_running_loop()
+        dialed_at = loop.time()
+        key = await self._client.lookup(user, reply_timeout=self.config.request_timeout)
+        self.config.contacts.check(user, key)  # KeyChangedError: refuse before anything is sent
+        call = Call(self, role=Role.CALLER, peer=user, peer_key=key, call_id=os.urandom(16))
+        call.timings.dialed_at = dialed_at
+        try:
+            dial = await call.prepare_dial()
+            self._check_open()
+            accepted = await self._dial_decision(user)  # an offer may have come meanwhile
+        except BaseException:
+            await call.discard()
+            raise
+        if accepted is not None:
+            await call.discard()
+            return accepted
+        self._calls[call.call_id] = call
+        call.start(dial)
+        log.info("call %s: dialing", call.short_id)
+        try:
+            await call.first_send  # the offer reached the server (or it refused it)
+        except (VoiceError, TimeoutError, OSError):
+            await call.wait_ended(timeout=CLOSE_TIMEOUT)
+            raise
+        return call
+
+    async def incoming(self, timeout: float | None = None) -> Call:  # noqa: ASYNC109
+        """The next incoming call that rings (PhoneClosed once the phone is closed or lost)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                call = await self._incoming.get()
+                if call is None:
+                    self._incoming.put_nowait(None)
+                    raise PhoneClosed("the phone is closed") from self._lost
+                if not call.state.terminal:
+                    return call
+
+    async def next_warning(self, timeout: float | None = None) -> KeyChangedWarning:  # noqa: ASYNC109
+        """The next key-changed warning (also kept in :attr:`warnings`)."""
+        async with asyncio.timeout(timeout):
+            return await self._warning_queue.get()
+
+    async def close(self) -> None:
+        """Hang up every call, close every media session, log out; idempotent and bounded."""
+        if self._closed:
+            return
+        self._closed = True
+        live = [c for c in self._calls.values() if not c.state.terminal]
+        for call in live:
+            call.post(ev.UserHangup())
+        await _bounded(asyncio.gather(*(c.aclose() for c in self._calls.values())))
+        for task in list(self._background):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await _bounded(self._client.close())
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader
+        self._incoming.put_nowait(None)
+
+    async def __aenter__(self) -> Phone:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ---- PhoneLink: what calls use --------------------------------------------------------
+
+    async def send_envelope(self, to: str, body: bytes) -> None:
+        await self._client.send(to, body, reply_timeout=self.config.request_timeout)
+
+    async def make_media(self, call: Call, *, controlling: bool) -> MediaSession:
+        cfg = self.config
+        turn = await self._turn_server() if cfg.use_turn else None
+        source, sink = self._audio(call)
+        try:
+            async with asyncio.timeout(cfg.request_timeout):
+                return await MediaSession.create(
+                    controlling=controlling,
+                    source=source,
+                    sink=sink,
+                    host_addresses=cfg.host_addresses,
+                    turn=turn,
+                    relay_only=cfg.relay_only,
+                    opus=cfg.opus,
+                    loss=cfg.loss,
+                    send_filter=cfg.send_filter,
+                    on_datagram_sent=cfg.on_datagram_sent,
+                    ice_timeout=cfg.ice_timeout,
+                )
+        except BaseException:
+            for closer in (source.close, sink.close):
+                with contextlib.suppress(Exception):
+                    await closer()
+            raise
+
+    def on_ring(self, call: Call) -> None:
+        if self.auto_answer or call.auto_accept:
+            call.post(ev.UserAccept())
+        else:
+            self._incoming.put_nowait(call)
+
+    def on_end(self, call: Call) -> None:
+        ended = [cid for cid, c in self._calls.items() if c.state.terminal]
+        for cid in ended[: max(0, len(ended) - MAX_ENDED_CALLS)]:
+            del self._calls[cid]
+
+    def count(self, what: str) -> None:
+        self.dropped[what] += 1
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed or self._lost is not None:
+            raise PhoneClosed("the phone is closed") from self._lost
+
+    def _infos(self) -> Iterable[decide.CallInfo]:
+        yield from self._refused.values()
+        for c in self._calls.values():
+            yield decide.CallInfo(c.call_id, c.peer, c.role, c.state)
+
+    async def _dial_decision(self, user: str) -> Call | None:
+        decision = decide.decide_dial(self._infos(), peer=user)
+        if isinstance(decision, decide.AlreadyInCall):
+            raise AlreadyInCall("hang up the current call first")
+        if isinstance(decision, decide.AcceptInstead):
+            call = self._calls[decision.call_id]
+            await call.accept()
+            return call
+        return None
+
+    async def _turn_server(self) -> TurnServer | None:
+        try:
+            creds = await self._client.turn_credentials(reply_timeout=self.config.request_timeout)
+        except TurnUnavailable:
+            if self.config.relay_only:
+                raise
+            log.warning("no TURN relay available; using host candidates only")
+            return None
+        return turn_server_from(creds.uris, creds.username, creds.password)
+
+    async def _read_loop(self) -> None:
+        try:
+            async for delivery in self._client:
+                try:
+                    self._on_delivery(delivery)
+                except Exception:  # one bad delivery must never stop the phone
+                    log.exception("dropped a delivery after an internal error")
+                    self.count("internal")
+        except SignalingClientError as exc:
+            self._lost = exc
+            log.warning("signaling session lost (%s)", type(exc).__name__)
+        finally:
+            if not self._closed:
+                for call in self._calls.values():
+                    call.post(ev.PeerVanished())
+                self._incoming.put_nowait(None)
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        cfg = self.config
+        try:
+            opened = open_envelope(cfg.identity, delivery.body)
+            self._replay.check(opened.sender_key, opened.header)
+        except BadEnvelope:
+            self.count("bad_envelope")
+            log.debug("dropped an envelope that failed to open or was not fresh")
+            return
+        peer, call_id = delivery.from_user, opened.header.call_id
+        message: m.Message | None
+        try:
+            message = m.decode(opened.payload)
+        except BadCallMessage:
+            message = None
+        call = self._calls.get(call_id)
+        try:
+            cfg.contacts.check(peer, opened.sender_key)
+        except KeyChangedError as exc:
+            self._key_changed(peer, call_id, call, message, exc)
+            return
+        if message is None:
+            self.count("bad_message")
+            if call is not None and call.peer == peer and call.peer_key == opened.sender_key:
+                call.post(ev.BadMessage())
+            return
+        route = decide.route_message(self._infos(), peer=peer, call_id=call_id, message=message)
+        if isinstance(route, decide.Deliver) and call is not None:
+            if call.peer_key != opened.sender_key:
+                self.count("wrong_key")
+                return
+            call.post(message)
+        elif isinstance(route, decide.Answer | decide.LoseGlare):
+            assert isinstance(message, m.Offer)
+            if isinstance(route, decide.LoseGlare):
+                ours = self._calls[route.abandon]
+                ours.handle_now(ev.GlareLost())
+            glare = isinstance(route, decide.LoseGlare)
+            new = Call(
+                self,
+                role=Role.CALLEE,
+                peer=peer,
+                peer_key=opened.sender_key,
+                call_id=call_id,
+                auto_accept=glare,
+            )
+            if isinstance(route, decide.LoseGlare):
+                ours.replaced_by = new
+            self._calls[call_id] = new
+            new.start(message)
+            log.info("call %s: offer received", new.short_id)
+        elif isinstance(route, decide.AnswerBusy):
+            self._spawn(self._send_busy(peer, opened.sender_key, call_id))
+        else:
+            reason = route.reason if isinstance(route, decide.Reject) else type(route).__name__
+            self.count(reason.replace(" ", "_"))
+            log.debug("dropped a call message: %s", reason)
+
+    def _key_changed(
+        self,
+        peer: str,
+        call_id: bytes,
+        call: Call | None,
+        message: m.Message | None,
+        exc: KeyChangedError,
+    ) -> None:
+        self.count("key_changed")
+        if call is not None and call.peer == peer:
+            call.post(ev.KeyChanged())
+        elif isinstance(message, m.Offer) and call_id not in self._refused:
+            self._refused[call_id] = decide.CallInfo(call_id, peer, Role.CALLEE, State.FAILED)
+        else:
+            return
+        warning = KeyChangedWarning(peer, exc.old_fingerprint, exc.new_fingerprint, str(exc))
+        self.warnings.append(warning)
+        self._warning_queue.put_nowait(warning)
+        log.warning("refused a call: the identity key of %s changed", peer)
+
+    async def _send_busy(self, peer: str, peer_key: bytes, call_id: bytes) -> None:
+        header = EnvelopeHeader(call_id, 0, int(self.config.clock() * 1000))
+        body = seal(self.config.identity, peer_key, header, m.encode(m.Busy()))
+        with contextlib.suppress(VoiceError, TimeoutError, OSError):
+            await self.send_envelope(peer, body)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+async def _bounded(aw: Awaitable[Any], limit: float = 2 * CLOSE_TIMEOUT) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(aw, limit)
