@@ -1,0 +1,154 @@
+"""Real processes for the CLI tests: `python -m signaling` and `voice ...` as subprocesses.
+
+Each user gets its own config directory; output is collected line by line so a test can wait
+for "Connected" before doing the next thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VOICE = [sys.executable, "-m", "voice.cli"]
+
+
+@contextlib.asynccontextmanager
+async def signaling_server() -> AsyncIterator[str]:
+    """A real `python -m signaling` on a free loopback port (memory registry); yields its URL."""
+    env = {**os.environ, "VOICE_SIGNALING_HTTP_PORT": "0"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "signaling", "--port", "0", "--db", ":memory:",
+        env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    drain: asyncio.Task[None] | None = None
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                raw = await proc.stderr.readline()
+                if not raw:
+                    raise RuntimeError("the signaling server exited before listening")
+                with contextlib.suppress(ValueError):
+                    event = json.loads(raw)
+                    if event.get("event") == "listening":
+                        break
+        drain = asyncio.ensure_future(_drain(proc.stderr))
+        yield f"ws://127.0.0.1:{event['port']}"
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if drain is not None:
+            drain.cancel()
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+@dataclass
+class VoiceProc:
+    """A running `voice` command; ``lines`` collects its stdout as it comes."""
+
+    proc: asyncio.subprocess.Process
+    lines: list[str] = field(default_factory=list)
+    stderr: str = ""
+    _reader: asyncio.Task[None] | None = None
+    _seen: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self.lines)
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while raw := await self.proc.stdout.readline():
+            self.lines.append(raw.decode("utf-8", errors="replace"))
+            self._seen.set()
+
+    async def wait_for(self, text: str, limit: float = 20.0) -> str:
+        """The first stdout line containing ``text`` (fails if the process ends first)."""
+        async with asyncio.timeout(limit):
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        return line
+                if self._reader is not None and self._reader.done():
+                    raise AssertionError(f"{text!r} never printed:\n{self.stdout}{self.stderr}")
+                self._seen.clear()
+                await self._seen.wait()
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode())
+
+    async def finish(self, limit: float = 30.0) -> int:
+        """Wait for the exit; returns the exit code (kills the process after ``limit`` s)."""
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), limit)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            raise
+        if self._reader is not None:
+            await self._reader
+        assert self.proc.stderr is not None
+        self.stderr = (await self.proc.stderr.read()).decode("utf-8", errors="replace")
+        return code
+
+    def interrupt(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+
+
+async def start_voice(
+    conf: Path,
+    *argv: str,
+    server: str | None = None,
+    user: str | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: bytes | None = None,
+) -> VoiceProc:
+    """Start ``voice --config-dir conf [--server S] [--user U] argv...``.
+
+    ``stdin`` given: written and closed at once. None: stdin stays an open pipe (``send``).
+    """
+    args = [*VOICE, "--config-dir", str(conf)]
+    if server is not None:
+        args += ["--server", server]
+    if user is not None:
+        args += ["--user", user]
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("VOICE_USER", None)
+    proc = await asyncio.create_subprocess_exec(
+        *args, *argv, env=full_env, cwd=str(REPO),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    vp = VoiceProc(proc)
+    vp._reader = asyncio.ensure_future(vp._read())
+    if stdin is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+    return vp
+
+
+async def run_voice(conf: Path, *argv: str, limit: float = 60.0, **kw: object) -> VoiceProc:
+    """Run a `voice` command to completion (see :func:`start_voice`)."""
+    kw.setdefault("stdin", b"")
+    vp = await start_voice(conf, *argv, **kw)  # type: ignore[arg-type]
+    await vp.finish(limit)
+    return vp

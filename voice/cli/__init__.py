@@ -1,0 +1,182 @@
+"""The ``voice`` command: identity, contacts, devices, calls, and the demo.
+
+``main()`` parses the arguments, runs one subcommand and returns its exit code
+(:mod:`voice.exitcodes`). Expected failures become one clear line on stderr and their exit code;
+anything else is a bug and keeps its traceback. Nothing here logs keys, SAS values or audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from voice.cli.context import Settings, resolve_settings
+from voice.exitcodes import ExitCode, for_exception
+
+__all__ = ["build_parser", "main"]
+
+_EPILOG = "exit codes:\n" + "\n".join(
+    f"  {c.value:>3}  {c.name:<18}  {c.meaning}" for c in ExitCode
+)
+
+
+def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Global options, accepted before or after the subcommand."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--config-dir",
+        default=default,
+        metavar="DIR",
+        help="where the identity and contacts live (default $XDG_CONFIG_HOME/voice)",
+    )
+    parser.add_argument(
+        "--server",
+        default=default,
+        metavar="URL",
+        help="signaling server (env VOICE_SERVER; default ws://127.0.0.1:8765)",
+    )
+    parser.add_argument(
+        "--user",
+        default=default,
+        metavar="NAME",
+        help="your username (env VOICE_USER; remembered in the config dir after a login)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS if suppress else 0,
+        help="log progress to stderr (-vv for debug); never logs keys, SAS or audio",
+    )
+
+
+def _add_audio(parser: argparse.ArgumentParser) -> None:
+    said = parser.add_argument_group("what you send (one of)")
+    said.add_argument("--input", metavar="DEVICE", help="microphone: pyaudio name or index")
+    said.add_argument("--play", metavar="WAV", type=Path, help="send a WAV file instead")
+    said.add_argument("--tone", metavar="HZ", type=float, help="send a sine tone")
+    said.add_argument("--silence", action="store_true", help="send silence")
+    heard = parser.add_argument_group("what you hear (one of)")
+    heard.add_argument("--output", metavar="DEVICE", help="speaker: pyaudio name or index")
+    heard.add_argument("--record", metavar="WAV", type=Path, help="record what you hear")
+    heard.add_argument("--no-output", action="store_true", help="discard what you hear")
+    call = parser.add_argument_group("call")
+    call.add_argument(
+        "--duration", metavar="S", type=float, help="hang up S seconds after connecting"
+    )
+    call.add_argument(
+        "--timeout",
+        metavar="S",
+        type=float,
+        help="give up if nobody answers (call; default 60) or no call comes (listen; default: "
+        "wait forever)",
+    )
+    call.add_argument(
+        "--verified",
+        action="store_true",
+        help="mark the contact verified without asking (you compared the SAS)",
+    )
+    call.add_argument("--no-prompt", action="store_true", help="do not ask to confirm the SAS")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voice",
+        description="End-to-end encrypted voice calls. Audio is SRTP keyed by the two clients; "
+        "the signaling server and any relay never see the keys.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_globals(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _add_globals(common, suppress=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            parents=[common],
+            help=help_text,
+            description=help_text,
+            epilog=_EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    add("id", "create your identity on first use, and show its fingerprint")
+    listen = add("listen", "log in and wait for a call; accept it at a prompt or automatically")
+    listen.add_argument("--auto-answer", action="store_true", help="accept the call at once")
+    _add_audio(listen)
+    call = add("call", "call USER")
+    call.add_argument("peer", metavar="USER")
+    _add_audio(call)
+    add("contacts", "list pinned contacts and whether they are verified")
+    trust = add("trust", "accept USER's key after checking its fingerprint out of band")
+    trust.add_argument("peer", metavar="USER")
+    trust.add_argument("fingerprint", metavar="FINGERPRINT", nargs="+")
+    add("devices", "list audio devices for --input and --output")
+    demo = add("demo", "a real encrypted call between two temporary local users")
+    demo.add_argument("--keep", metavar="DIR", type=Path, help="keep the recordings in DIR")
+    demo.add_argument(
+        "--seconds", type=float, default=None, help="call length (default: the speech sample)"
+    )
+    return parser
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
+    from voice.cli import local
+
+    command: str = args.command
+    if command == "id":
+        return local.cmd_id(settings)
+    if command == "contacts":
+        return local.cmd_contacts(settings)
+    if command == "trust":
+        return local.cmd_trust(settings, args.peer, " ".join(args.fingerprint))
+    if command == "devices":
+        return local.cmd_devices(settings)
+    if command == "demo":
+        from voice.demo import run_demo
+
+        return asyncio.run(run_demo(out=settings.out, keep=args.keep, seconds=args.seconds))
+    from voice.cli import calls  # loads aiortc: only for calls
+
+    options = calls.CallOptions.from_args(args)
+    if command == "listen":
+        return asyncio.run(calls.listen(settings, options))
+    return asyncio.run(calls.call(settings, args.peer, options))
+
+
+def main(
+    argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Run ``voice`` with ``argv``; return the exit code (see ``voice --help``)."""
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    settings = resolve_settings(
+        config_dir=args.config_dir, server=args.server, user=args.user, out=out, err=err
+    )
+    try:
+        return int(_run(args, settings))
+    except KeyboardInterrupt:
+        print("voice: interrupted", file=settings.err)
+        return int(ExitCode.OK)
+    except Exception as exc:
+        code = for_exception(exc)
+        if code is None:
+            raise
+        print(f"voice: {exc}", file=settings.err)
+        return int(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""What a call in the CLI hears and says: a device, a WAV file, a tone or silence.
+
+The first source/sink pair is built before logging in, so a missing device or an unreadable WAV
+file fails fast (NoAudioDevice / LOCAL_ERROR) instead of after the other side answered. PortAudio
+streams open at construction but start on first use, so an idle prepared pair costs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from voice.audio.base import AudioSink, AudioSource
+from voice.audio.sinks import NullSink, WavRecorder
+from voice.audio.sources import SilenceSource, ToneSource, WavFileSource
+from voice.errors import UsageError
+
+
+@dataclass(frozen=True)
+class AudioChoice:
+    """The audio options of ``listen`` and ``call``; at most one source and one sink."""
+
+    input: str | None = None  # pyaudio device (name or index) for the microphone
+    output: str | None = None  # pyaudio device (name or index) for the speaker
+    play: Path | None = None  # WAV file to send instead of a microphone
+    tone: float | None = None  # send a sine tone of this frequency
+    silence: bool = False  # send silence (receive-only)
+    record: Path | None = None  # write what we hear to this WAV file
+    mute_output: bool = False  # hear nothing (a headless listener that only sends)
+
+    def __post_init__(self) -> None:
+        sources = [self.input is not None, self.play is not None, self.tone is not None]
+        if sum(sources) + self.silence > 1:
+            raise UsageError("choose one of --input, --play, --tone, --silence")
+        if (self.output is not None) + (self.record is not None) + self.mute_output > 1:
+            raise UsageError("choose one of --output, --record, --no-output")
+        if self.tone is not None and not 20.0 <= self.tone <= 20_000.0:
+            raise UsageError("--tone is a frequency in Hz between 20 and 20000")
+
+    @property
+    def uses_devices(self) -> bool:
+        return self.input_is_device or self.output_is_device
+
+    @property
+    def input_is_device(self) -> bool:
+        return self.play is None and self.tone is None and not self.silence
+
+    @property
+    def output_is_device(self) -> bool:
+        return self.record is None and not self.mute_output
+
+    def describe(self) -> str:
+        if self.play is not None:
+            said = f"playing {self.play}"
+        elif self.tone is not None:
+            said = f"a {self.tone:g} Hz tone"
+        elif self.silence:
+            said = "silence"
+        else:
+            said = f"microphone {self.input or '(default)'}"
+        if self.record is not None:
+            heard = f"recording to {self.record}"
+        elif self.mute_output:
+            heard = "no output"
+        else:
+            heard = f"speaker {self.output or '(default)'}"
+        return f"{said}; {heard}"
+
+    async def build(self) -> tuple[AudioSource, AudioSink]:
+        """Open a fresh source and sink (raises NoAudioDevice, FileNotFoundError, ...)."""
+        source = self._source()
+        try:
+            sink = self._sink()
+        except BaseException:
+            await source.close()
+            raise
+        return source, sink
+
+    def _source(self) -> AudioSource:
+        if self.play is not None:
+            return WavFileSource(self.play)
+        if self.tone is not None:
+            return ToneSource(self.tone)
+        if self.silence:
+            return SilenceSource()
+        from voice.audio.devices import PyAudioMicrophone  # PortAudio only when needed
+
+        return PyAudioMicrophone(_spec(self.input))
+
+    def _sink(self) -> AudioSink:
+        if self.record is not None:
+            return WavRecorder(self.record)
+        if self.mute_output:
+            return NullSink()
+        from voice.audio.devices import PyAudioSpeaker
+
+        return PyAudioSpeaker(_spec(self.output))
+
+
+def _spec(device: str | None) -> str | int | None:
+    if device is None:
+        return None
+    return int(device) if device.strip().isdigit() else device
+
+
+class AudioPlan:
+    """Hands out the source/sink pair prepared before logging in, to the one call it serves.
+
+    The CLI handles one call per run, so a second request is a bug upstream; it still gets a
+    silent pair rather than a crash inside the controller.
+    """
+
+    def __init__(self, choice: AudioChoice, pair: tuple[AudioSource, AudioSink]) -> None:
+        self.choice = choice
+        self._prepared: tuple[AudioSource, AudioSink] | None = pair
+
+    @classmethod
+    async def prepare(cls, choice: AudioChoice) -> AudioPlan:
+        return cls(choice, await choice.build())
+
+    def __call__(self, _call: object) -> tuple[AudioSource, AudioSink]:
+        if self._prepared is not None:
+            pair, self._prepared = self._prepared, None
+            return pair
+        return SilenceSource(), NullSink()
+
+    async def close(self) -> None:
+        """Close the prepared pair if no call took it."""
+        if self._prepared is not None:
+            source, sink = self._prepared
+            self._prepared = None
+            await source.close()
+            await sink.close()

@@ -1,0 +1,340 @@
+"""``voice listen`` and ``voice call USER``: one call per run, through the call controller.
+
+Both log in, hand the controller the audio prepared up front, and then follow the call: ringing,
+the SAS once connected (with a prompt to mark the contact verified), continuity warnings, and
+the end reason, which becomes the exit code (:mod:`voice.exitcodes`). Ctrl-C hangs up cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from voice.call.config import KeyChangedWarning
+from voice.call.controller import Call, Phone, PhoneConfig
+from voice.call.events import EndReason, FailReason, Role
+from voice.cli.audio import AudioChoice, AudioPlan
+from voice.cli.context import Settings, check_username
+from voice.cli.ui import Interrupt, LineReader, ask_yes_no, sas_lines, say
+from voice.crypto.identity import Fingerprint
+from voice.errors import CallEnded, KeyChangedError, RecipientOffline, UnknownUser, UsageError
+from voice.exitcodes import ExitCode, for_reason
+
+T = TypeVar("T")
+
+_END_TEXT: dict[EndReason | FailReason, str] = {
+    EndReason.HANGUP_LOCAL: "you hung up",
+    EndReason.HANGUP_REMOTE: "{peer} hung up",
+    EndReason.DECLINED_LOCAL: "you declined",
+    EndReason.DECLINED_REMOTE: "{peer} declined the call",
+    EndReason.BUSY: "{peer} is busy (in another call)",
+    EndReason.CANCELLED_LOCAL: "you cancelled the call",
+    EndReason.CANCELLED_REMOTE: "{peer} cancelled the call",
+    EndReason.NO_ANSWER: "no answer from {peer}",
+    EndReason.GLARE_LOST: "{peer} called you at the same time; that call went ahead",
+    FailReason.KEY_CHANGED: "{peer}'s identity key changed",
+    FailReason.COMMITMENT_MISMATCH: "{peer}'s key did not match its commitment (possible attack)",
+    FailReason.BAD_KEY: "{peer} sent an invalid key",
+    FailReason.ICE_FAILED: "no network path to {peer} (ICE failed)",
+    FailReason.MEDIA_FAILED: "the audio connection failed",
+    FailReason.PEER_VANISHED: "{peer} went offline",
+    FailReason.BAD_MESSAGE: "{peer} sent a malformed message",
+    FailReason.SETUP_TIMEOUT: "the call was accepted but the keys never became ready",
+    FailReason.REMOTE_ERROR: "{peer} reported an error",
+}
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    audio: AudioChoice
+    auto_answer: bool = False
+    duration: float | None = None
+    timeout: float | None = None
+    verified: bool = False
+    prompt: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> CallOptions:
+        for name in ("duration", "timeout"):
+            value = getattr(args, name)
+            if value is not None and value <= 0:
+                raise UsageError(f"--{name} must be a positive number of seconds")
+        return cls(
+            audio=AudioChoice(
+                input=args.input,
+                output=args.output,
+                play=args.play,
+                tone=args.tone,
+                silence=args.silence,
+                record=args.record,
+                mute_output=args.no_output,
+            ),
+            auto_answer=getattr(args, "auto_answer", False),
+            duration=args.duration,
+            timeout=args.timeout,
+            verified=args.verified,
+            prompt=not args.no_prompt,
+        )
+
+
+async def _race(main: Awaitable[T], *stoppers: asyncio.Event) -> T | None:
+    """``main``'s result, or None (``main`` cancelled) as soon as one of ``stoppers`` is set."""
+    task = asyncio.ensure_future(main)
+    waits = [asyncio.ensure_future(e.wait()) for e in stoppers]
+    try:
+        await asyncio.wait([task, *waits], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
+class Session:
+    """One logged-in phone and the terminal it talks to."""
+
+    def __init__(self, settings: Settings, options: CallOptions) -> None:
+        self.settings = settings
+        self.options = options
+        self.out = settings.out
+        self.interrupt = Interrupt()
+        self.lines = LineReader()
+        self.contacts = settings.contacts()
+        self._rang = False
+
+    def say(self, text: str) -> None:
+        say(self.out, text)
+
+    async def open(self) -> tuple[Phone, AudioPlan]:
+        user = self.settings.require_user()
+        identity = self.settings.identity()
+        plan = await AudioPlan.prepare(self.options.audio)
+        config_args: dict[str, Any] = {}
+        if self.options.timeout is not None:
+            config_args["no_answer_timeout"] = self.options.timeout
+        config = PhoneConfig(
+            server_url=self.settings.server,
+            user=user,
+            identity=identity,
+            contacts=self.contacts,
+            **config_args,
+        )
+        try:
+            phone = await Phone.connect(config, audio=plan)
+        except BaseException:
+            await plan.close()
+            raise
+        self.settings.remember_user(user)
+        self.say(f"Logged in to {self.settings.server} as {user} ({plan.choice.describe()}).")
+        return phone, plan
+
+    # -- the call itself ------------------------------------------------------------------
+    async def follow(self, call: Call) -> ExitCode:
+        """From placing/accepting to the end: ringing, SAS, prompts, hang-up, exit code."""
+        watcher = asyncio.ensure_future(self._show_progress(call))
+        try:
+            return await self._follow(call)
+        finally:
+            watcher.cancel()
+
+    async def _follow(self, call: Call) -> ExitCode:
+        try:
+            connected = await _race(_connected(call), self.interrupt.event)
+        except CallEnded:
+            return await self._ended(call)
+        if connected is None and self.interrupt.event.is_set():
+            await call.hangup()
+            return await self._ended(call)
+        self._show_connected(call)
+        prompt = asyncio.ensure_future(self._confirm_sas(call))
+        stop = asyncio.Event()
+        timer = None
+        if self.options.duration is not None:
+            timer = asyncio.get_running_loop().call_later(self.options.duration, stop.set)
+        try:
+            ended = await _race(call.wait_ended(), self.interrupt.event, stop)
+            if ended is None:
+                self.say("Hanging up.")
+                await call.hangup()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            prompt.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prompt
+        return await self._ended(call)
+
+    async def _show_progress(self, call: Call) -> None:
+        while True:
+            self._show_ringing(call)
+            await asyncio.sleep(0.02)
+
+    def _show_ringing(self, call: Call) -> None:
+        """Once: the callee's phone rings (timings.ringing_at stays set, so it is never missed)."""
+        if call.role is Role.CALLER and call.timings.ringing_at is not None and not self._rang:
+            self._rang = True
+            self.say(f"Ringing {call.peer}...")
+
+    def _show_connected(self, call: Call) -> None:
+        self._show_ringing(call)
+        self.say(f"Connected to {call.peer}: audio is end-to-end encrypted (SRTP, AES-256-GCM).")
+        if call.sas is not None:
+            for line in sas_lines(call.sas, call.peer):
+                self.say(line)
+        warning = call.continuity_warning
+        if warning:
+            self.say(f"WARNING: {warning}")
+        self.say("Ctrl-C hangs up.")
+
+    async def _confirm_sas(self, call: Call) -> None:
+        if self.options.verified:
+            call.mark_verified()
+            self.say(f"{call.peer} marked verified.")
+            return
+        if not self.options.prompt:
+            return
+        if await ask_yes_no(self.out, f"Does {call.peer} read the same words?", self.lines):
+            call.mark_verified()
+            self.say(f"{call.peer} marked verified.")
+        else:
+            self.say(f"{call.peer} stays unverified. If the words differ, hang up: someone is in "
+                     "the middle.")  # fmt: skip
+
+    async def _ended(self, call: Call) -> ExitCode:
+        outcome = await call.wait_ended()
+        reason: EndReason | FailReason = outcome.reason
+        text = _END_TEXT.get(reason, reason.value).format(peer=call.peer)
+        detail = getattr(outcome, "detail", None)
+        self.say(f"Call ended: {text}" + (f" ({detail})" if detail else "") + ".")
+        code = for_reason(reason)
+        if reason is FailReason.KEY_CHANGED:
+            self.explain_key_change(call.peer, None, None)
+        return code
+
+    def explain_key_change(self, peer: str, old: str | None, new: str | None) -> None:
+        """Both fingerprints and the exact command that accepts the new key (on stderr)."""
+        contact = self.settings.contacts().get(peer)
+        if contact is not None:
+            old = old or contact.fingerprint.human
+            if contact.pending_fingerprint is not None:
+                new = new or contact.pending_fingerprint.human
+        err = self.settings.err
+        say(err, f"voice: the identity key of {peer} CHANGED.")
+        say(err, f"  pinned: {old or '?'}")
+        say(err, f"  now:    {new or '?'}")
+        say(err, "This is what a man-in-the-middle looks like (or a reinstall).")
+        if new:
+            say(err, f"Check the new fingerprint with {peer} in person; if it matches, run:")
+            say(err, f"  voice trust {peer} {Fingerprint.parse(new).machine}")
+
+
+async def call(settings: Settings, peer: str, options: CallOptions) -> ExitCode:
+    check_username(peer)
+    session = Session(settings, options)
+    session.interrupt.install()
+    try:
+        phone, plan = await session.open()
+        try:
+            session.say(f"Calling {peer}...")
+            try:
+                placed = await phone.call(peer)
+            except KeyChangedError as exc:
+                session.explain_key_change(peer, exc.old_fingerprint, exc.new_fingerprint)
+                return ExitCode.KEY_CHANGED
+            except RecipientOffline:
+                say(settings.err, f"voice: {peer} is offline (registered, not connected now).")
+                return ExitCode.USER_OFFLINE
+            except UnknownUser:
+                say(settings.err, f"voice: there is no user {peer} on {settings.server}.")
+                return ExitCode.UNKNOWN_USER
+            return await session.follow(placed)
+        finally:
+            await phone.close()
+            await plan.close()
+    finally:
+        session.interrupt.remove()
+
+
+async def listen(settings: Settings, options: CallOptions) -> ExitCode:
+    session = Session(settings, options)
+    session.interrupt.install()
+    try:
+        phone, plan = await session.open()
+        try:
+            mode = "answering automatically" if options.auto_answer else "you will be asked"
+            session.say(f"Waiting for a call ({mode}; Ctrl-C stops).")
+            try:
+                async with asyncio.timeout(options.timeout):
+                    first = await _race(_incoming_or_warning(phone), session.interrupt.event)
+            except TimeoutError:
+                session.say("No call came.")
+                return ExitCode.NO_ANSWER
+            if first is None:
+                return ExitCode.OK
+            if isinstance(first, KeyChangedWarning):
+                session.say(f"Refused a call from {first.user}: its identity key changed.")
+                session.explain_key_change(first.user, first.old_fingerprint,
+                                           first.new_fingerprint)  # fmt: skip
+                return ExitCode.KEY_CHANGED
+            incoming = first
+            session.say(f"Incoming call from {incoming.peer}.")
+            if options.auto_answer:
+                await incoming.accept()
+            elif not await _answer(session, incoming):
+                return await session._ended(incoming)
+            return await session.follow(incoming)
+        finally:
+            await phone.close()
+            await plan.close()
+    finally:
+        session.interrupt.remove()
+
+
+async def _answer(session: Session, incoming: Call) -> bool:
+    """Ask whether to accept; True if accepted. The caller may give up meanwhile."""
+    question = ask_yes_no(session.out, f"Accept the call from {incoming.peer}?", session.lines)
+    ended = asyncio.Event()
+    watcher = asyncio.ensure_future(_set_when_ended(incoming, ended))
+    try:
+        answer = await _race(question, ended, session.interrupt.event)
+    finally:
+        watcher.cancel()
+    if answer is None:
+        if not ended.is_set():
+            await incoming.decline()
+        return False
+    if answer:
+        await incoming.accept()
+        return True
+    await incoming.decline()
+    return False
+
+
+async def _connected(call: Call) -> bool:
+    await call.wait_connected()
+    return True
+
+
+async def _incoming_or_warning(phone: Phone) -> Call | KeyChangedWarning:
+    """The next ringing call, or a warning that a contact with a changed key tried to call."""
+    calls = asyncio.ensure_future(phone.incoming())
+    warnings = asyncio.ensure_future(phone.next_warning())
+    try:
+        await asyncio.wait([calls, warnings], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        calls.cancel() if not calls.done() else None
+        warnings.cancel() if not warnings.done() else None
+    return calls.result() if calls.done() and not calls.cancelled() else warnings.result()
+
+
+async def _set_when_ended(call: Call, event: asyncio.Event) -> None:
+    await call.wait_ended()
+    event.set()
