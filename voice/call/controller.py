@@ -343,16 +343,19 @@ class Phone:
         exc: KeyChangedError,
     ) -> None:
         self.count("key_changed")
-        if call is not None and call.peer == peer:
-            call.post(ev.KeyChanged())
-        elif isinstance(message, m.Offer) and call_id not in self._refused:
+        # A call with this peer keeps going: its peer key was pinned when it started and its
+        # keys are bound to it, so this envelope is not from that peer. Dropping it (and
+        # warning) keeps whoever holds another key, the server say, from ending the call.
+        in_call_with_peer = call is not None and call.peer == peer
+        if not in_call_with_peer:
+            if not isinstance(message, m.Offer) or call_id in self._refused:
+                return
             self._refused[call_id] = decide.CallInfo(call_id, peer, Role.CALLEE, State.FAILED)
-        else:
-            return
         warning = KeyChangedWarning(peer, exc.old_fingerprint, exc.new_fingerprint, str(exc))
         self.warnings.append(warning)
         self._warning_queue.put_nowait(warning)
-        log.warning("refused a call: the identity key of %s changed", peer)
+        what = "dropped its message in a call" if in_call_with_peer else "refused its call"
+        log.warning("the identity key of %s changed: %s", peer, what)
 
     async def _send_busy(self, peer: str, peer_key: bytes, call_id: bytes) -> None:
         header = EnvelopeHeader(call_id, 0, int(self.config.clock() * 1000))
