@@ -32,6 +32,7 @@ T = TypeVar("T")
 EXAMPLES = 2_000
 TRANSPORT_CLOSE = {"too_large": 1009, "bad_frame": 1007}
 NAMES = ["pairaa", "pairbb", "fuzzer", "nobody", "ghost-1", "Bad", "", "a" * 40]
+REGISTERED = ["pairaa", "pairbb", "fuzzer", "ghost-1"]  # ghost-1 is registered, offline
 
 
 class LoopThread:
@@ -113,14 +114,14 @@ def near_valid(draw: st.DrawFn) -> str:
     }
     for key in fields.get(kind, ["id"]):
         frame[key] = draw(field_values)
+    # Well-formed variants, so that every run reaches the router's answers (sent, key,
+    # offline) many times, not only by luck.
     if kind == "lookup" and draw(st.booleans()):
-        frame["id"], frame["user"] = (
-            draw(st.text(min_size=1, max_size=64)),
-            draw(st.sampled_from(NAMES)),
-        )
+        frame["v"], frame["id"] = 1, draw(st.text(min_size=1, max_size=64))
+        frame["user"] = draw(st.sampled_from(REGISTERED + NAMES))
     if kind == "send" and draw(st.booleans()):
-        frame["to"], frame["body"] = draw(st.sampled_from(NAMES)), draw(b64_values)
-        frame["id"] = draw(st.text(min_size=1, max_size=64))
+        frame["v"], frame["id"] = 1, draw(st.text(min_size=1, max_size=64))
+        frame["to"], frame["body"] = draw(st.sampled_from(REGISTERED + NAMES)), draw(b64_values)
     if draw(st.integers(0, 7)) == 0:
         frame.pop(draw(st.sampled_from(sorted(frame))))
     if draw(st.integers(0, 7)) == 0:
