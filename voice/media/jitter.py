@@ -28,6 +28,7 @@ How it decides (docs/jitter-buffer.md has the why):
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass
 from typing import Final
@@ -158,6 +159,7 @@ class JitterBuffer:
         self._drift = 0.0  # EWMA of the floor's change per packet, seconds
         self._drift_n = 0
         self._lateness.clear()
+        self._ranked: list[float] = []  # the same values as _lateness, sorted
         self._hold_ms = 0.0
         self._since_loss = self._loss_memory  # packets since the last loss
         self._recent_delays: deque[float] = deque(maxlen=10)
@@ -211,8 +213,12 @@ class JitterBuffer:
             self._floor = min(r, self._floor + self._floor_rise)
             self._drift_n = min(self._drift_n + 1, 256)  # running mean first, then EWMA
             self._drift += (self._floor - old - self._drift) / self._drift_n
-        self._lateness.append((r - self._floor) * 1000.0)
-        ranked = sorted(self._lateness)
+        lateness = (r - self._floor) * 1000.0
+        ranked = self._ranked
+        if len(self._lateness) == self._lateness.maxlen:  # the oldest value leaves the window
+            del ranked[bisect.bisect_left(ranked, self._lateness[0])]
+        self._lateness.append(lateness)
+        bisect.insort(ranked, lateness)
         spread = ranked[min(len(ranked) - 1, int(self._quantile * len(ranked)))]
         self._hold_ms = min(self._max_ms, max(spread, self._hold_ms * self._hold_keep))
         self._since_loss += 1

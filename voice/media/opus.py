@@ -9,7 +9,10 @@ samples, 1,920 bytes). With ``cbr=True`` every packet has exactly ``bitrate * 20
 (80 at 32 kbps), speech or silence alike (DTX stays off), so packet sizes reveal nothing.
 
 Encoder and decoder hold C state: call :meth:`close` (or use them as context managers) to free
-it at a known time; ``__del__`` is only the safety net. Neither is thread-safe.
+it at a known time; ``__del__`` is only the safety net. The encoder may be used from a codec
+worker thread (``voice.media.clock``) while the event loop retunes it: its calls hold a lock, and
+ctypes releases the GIL during each libopus call, so encoding runs in parallel with the loop.
+The decoder is not thread-safe (the receiver uses it on the loop thread only).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import threading
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal, Self
@@ -172,6 +176,9 @@ class OpusEncoder(_Codec):
             raise CodecError("opus encoder_create returned NULL")
         self._state = int(state)
         self.settings = settings
+        self._lock = threading.Lock()  # one libopus call at a time on this state (loop + worker)
+        self._loss_perc = settings.packet_loss_perc
+        self._complexity = settings.complexity
         self._ctl(_SET_BITRATE, settings.bitrate)
         self._ctl(_SET_VBR, 0 if settings.cbr else 1)
         self._ctl(_SET_COMPLEXITY, settings.complexity)
@@ -182,13 +189,26 @@ class OpusEncoder(_Codec):
         self._ctl(_SET_MAX_BANDWIDTH, _BANDWIDTHS[settings.max_bandwidth])
         self._buf = ctypes.create_string_buffer(MAX_PACKET_BYTES)
 
+    def close(self) -> None:
+        """Free the C state now (idempotent); waits for an encode running in a worker."""
+        lock = getattr(self, "_lock", None)
+        if lock is None:  # __init__ failed before the lock existed
+            super().close()
+            return
+        with lock:
+            super().close()
+
     def _ctl(self, request: int, value: int) -> None:
         lib = _load()
-        _check(int(lib.opus_encoder_ctl(self._live(), request, ctypes.c_int32(value))), "ctl")
+        with self._lock:
+            code = lib.opus_encoder_ctl(self._live(), request, ctypes.c_int32(value))
+        _check(int(code), "ctl")
 
     def _get(self, request: int) -> int:
         out = ctypes.c_int32(0)
-        _check(int(_load().opus_encoder_ctl(self._live(), request, ctypes.byref(out))), "ctl")
+        with self._lock:
+            code = _load().opus_encoder_ctl(self._live(), request, ctypes.byref(out))
+        _check(int(code), "ctl")
         return out.value
 
     @property
@@ -206,14 +226,38 @@ class OpusEncoder(_Codec):
         if not 0 <= perc <= 100:
             raise CodecError(f"packet loss {perc} % outside 0..100")
         self._ctl(_SET_PACKET_LOSS_PERC, perc)
+        self._loss_perc = perc
+
+    @property
+    def packet_loss_perc(self) -> int:
+        """The expected loss last set (what libopus sizes its FEC data for)."""
+        return self._loss_perc
+
+    @property
+    def complexity(self) -> int:
+        """The encoder complexity in use (0-10; may be below ``settings.complexity``)."""
+        return self._complexity
+
+    def set_complexity(self, complexity: int) -> None:
+        """Change the CPU/quality trade-off during the call (0-10); no-op if unchanged.
+
+        The CPU governor (``voice.media.overuse``) lowers it when the process falls behind.
+        """
+        if not 0 <= complexity <= 10:
+            raise CodecError(f"complexity {complexity} outside 0..10")
+        if complexity != self._complexity:
+            self._ctl(_SET_COMPLEXITY, complexity)
+            self._complexity = complexity
 
     def encode(self, pcm: bytes) -> bytes:
         """One 20 ms frame (1,920 bytes s16le) to one Opus packet."""
         if len(pcm) != FRAME_BYTES:
             raise CodecError(f"a frame is {FRAME_BYTES} bytes of s16le PCM, got {len(pcm)}")
         samples = (ctypes.c_int16 * FRAME_SAMPLES).from_buffer_copy(pcm)
-        n = _load().opus_encode(self._live(), samples, FRAME_SAMPLES, self._buf, MAX_PACKET_BYTES)
-        return self._buf.raw[: _check(int(n), "encode")]
+        lib = _load()
+        with self._lock:
+            n = lib.opus_encode(self._live(), samples, FRAME_SAMPLES, self._buf, MAX_PACKET_BYTES)
+            return self._buf.raw[: _check(int(n), "encode")]
 
 
 class OpusDecoder(_Codec):
@@ -250,10 +294,11 @@ class OpusDecoder(_Codec):
     def _checked(self, packet: bytes) -> bytes:
         if not isinstance(packet, bytes | bytearray) or not 0 < len(packet) <= MAX_PACKET_BYTES * 3:
             raise CodecError("an Opus packet is 1 to 3825 bytes; use conceal() for a lost one")
-        n = int(_load().opus_packet_get_nb_samples(bytes(packet), len(packet), SAMPLE_RATE))
+        data = packet if type(packet) is bytes else bytes(packet)
+        n = int(_load().opus_packet_get_nb_samples(data, len(data), SAMPLE_RATE))
         if _check(n, "packet parse") != FRAME_SAMPLES:
             raise CodecError(f"expected a 20 ms packet ({FRAME_SAMPLES} samples), got {n} samples")
-        return bytes(packet)
+        return data
 
     def _decode(self, packet: bytes | None, *, fec: bool) -> bytes:
         size = 0 if packet is None else len(packet)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,9 +37,9 @@ SILENCE_RMS = 100.0  # about -50 dBFS: below this a decoded frame counts as a pa
 
 
 def frame_rms(pcm: bytes) -> float:
-    """Root mean square of one s16le frame."""
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    return float(np.sqrt(np.mean(samples * samples))) if samples.size else 0.0
+    """Root mean square of one s16le frame (an exact integer dot product: cheap per tick)."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.int64)
+    return math.sqrt(int(samples @ samples) / samples.size) if samples.size else 0.0
 
 
 @dataclass

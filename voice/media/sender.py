@@ -23,14 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import math
+import struct
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from aiortc.rtp import RtcpReceiverInfo, RtcpSenderInfo, RtcpSrPacket, RtpPacket
+from aiortc.rtp import RtcpReceiverInfo, RtcpSenderInfo, RtcpSrPacket
 
 from voice.audio.base import FRAME_BYTES, FRAME_SAMPLES, FRAME_SECONDS, AudioSource
 from voice.media.opus import OpusEncoder
 from voice.media.rtcp import ntp_time
+
+if TYPE_CHECKING:
+    from voice.media.clock import MediaClock
 
 PAYLOAD_TYPE = 111
 CLOCK_RATE = 48_000
@@ -38,6 +43,13 @@ MIN_LOSS_PERC = 5
 MAX_LOSS_PERC = 30
 CLEAN_REPORTS_TO_DISARM = 15  # ~15 s of RTCP reports without loss before FEC stops costing bits
 SILENCE = bytes(FRAME_BYTES)
+_RTP_HEADER = struct.Struct("!BBHII")  # V=2, no padding/extension/CSRC (RFC 3550 section 5.1)
+
+
+def rtp_packet(*, marker: bool, seq: int, timestamp: int, ssrc: int, payload: bytes) -> bytes:
+    """A serialised RTP packet with our fixed 12-byte header (same bytes as aiortc's RtpPacket)."""
+    header = _RTP_HEADER.pack(0x80, (0x80 if marker else 0) | PAYLOAD_TYPE, seq, timestamp, ssrc)
+    return header + payload
 
 
 def loss_perc_target(fraction_lost: int, previous: float) -> float:
@@ -112,6 +124,32 @@ class RtpSender:
             await self._send_frame(pcm, deadline)
             tick += 1
 
+    async def run_clocked(self, clock: MediaClock) -> None:
+        """Send until cancelled, on the process's shared tick grid (``voice.media.clock``).
+
+        Encoding goes to the clock's codec worker with the other senders' frames of the tick. A
+        tick missed (the loop or a slow source was late) advances the RTP timestamp as in
+        :meth:`run`.
+        """
+        first = clock.join()
+        try:
+            last: int | None = None
+            while True:
+                if last is None:
+                    index, deadline = first or await clock.tick(clock.last_index)
+                else:
+                    index, deadline = await clock.tick(last)
+                if last is not None and index > last + 1:
+                    behind = index - last - 1
+                    self._timestamp = (self._timestamp + behind * FRAME_SAMPLES) & 0xFFFF_FFFF
+                    self.ticks_skipped += behind
+                last = index
+                pcm = await self._read()
+                payload = await clock.encode(self._encoder, pcm)
+                await self._send_payload(payload, deadline)
+        finally:
+            clock.leave()
+
     async def _read(self) -> bytes:
         if self.source_ended:
             return SILENCE
@@ -124,11 +162,12 @@ class RtpSender:
         return pcm
 
     async def _send_frame(self, pcm: bytes, deadline: float) -> None:
-        payload = self._encoder.encode(pcm)
-        packet = RtpPacket(
-            payload_type=PAYLOAD_TYPE,
-            marker=1 if self.packets_sent == 0 else 0,
-            sequence_number=self._seq,
+        await self._send_payload(self._encoder.encode(pcm), deadline)
+
+    async def _send_payload(self, payload: bytes, deadline: float) -> None:
+        packet = rtp_packet(
+            marker=self.packets_sent == 0,
+            seq=self._seq,
             timestamp=self._timestamp,
             ssrc=self.ssrc,
             payload=payload,
@@ -140,7 +179,7 @@ class RtpSender:
         self.packets_sent += 1
         self.octets_sent += len(payload)
         self.payload_sizes.add(len(payload))
-        await self._send_rtp(packet.serialize())
+        await self._send_rtp(packet)
 
     def sender_report(self, now: float, reports: list[RtcpReceiverInfo]) -> RtcpSrPacket | None:
         """An SR for the RTCP tick (``now`` is loop time), or None before the first packet."""

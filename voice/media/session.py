@@ -28,6 +28,7 @@ from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 from voice.audio.base import AudioSink, AudioSource
 from voice.errors import MediaError
 from voice.media import ice
+from voice.media.clock import MediaClock
 from voice.media.description import RemoteDescription, codec_description, parse_description
 from voice.media.ice import TurnServer
 from voice.media.jitter import JitterBuffer
@@ -248,6 +249,7 @@ class MediaSession:
             playout=PlayoutCounters(**vars(r.playout)) if r else PlayoutCounters(),
             jitter=dataclasses.replace(r.jitter_buffer.stats) if r else None,
             sender_ticks_skipped=self._sender.ticks_skipped,
+            encoder_complexity=self._encoder.complexity,
             started_at=self._started_at,
             first_audio_at=self.first_audio_at,
             error=self._error,
@@ -296,7 +298,7 @@ class MediaSession:
         await self._connected.wait()
         await self._keys_set.wait()
         assert self._receiver is not None
-        self._spawn(self._sender.run(), "send")
+        self._spawn(self._sender.run_clocked(MediaClock.for_loop()), "send")
         self._spawn(self._receiver.run(), "playout")
         self._spawn(self._rtcp_loop(), "rtcp")
 

@@ -45,6 +45,7 @@ class MediaStats:
     playout: PlayoutCounters
     jitter: JitterStats | None
     sender_ticks_skipped: int
+    encoder_complexity: int  # Opus complexity in use: lowered while the process is overloaded
     started_at: float | None
     first_audio_at: float | None
     error: str | None  # why a media task stopped, if one did
