@@ -80,6 +80,9 @@ class RtpReceiver:
         self.first_audio = first_audio if first_audio is not None else asyncio.Event()
         self.first_audio_at: float | None = None
         self._first_arrival: float | None = None  # of the first packet pushed while playing
+        # The newest packet that arrived before playout started (the peer may start sending a
+        # few ms before the signaling message that tells us to play): (seq, ts, payload, at).
+        self._early: tuple[int, int, bytes, float] | None = None
         self._aligned = False
         self._wakeup = asyncio.Event()
 
@@ -98,16 +101,18 @@ class RtpReceiver:
             self.rejected_rtp += 1
             return
         self.reception.update(packet.sequence_number, packet.timestamp, arrival)
-        if self.playing and packet.payload:
-            self._jitter.push(
-                seq=packet.sequence_number,
-                timestamp=packet.timestamp,
-                payload=packet.payload,
-                arrival=arrival,
-            )
-            if self._first_arrival is None:
-                self._first_arrival = arrival
-                self._wakeup.set()
+        if not packet.payload:
+            return
+        if not self.playing:
+            self._early = (packet.sequence_number, packet.timestamp, packet.payload, arrival)
+            return
+        self._push(packet.sequence_number, packet.timestamp, packet.payload, arrival)
+
+    def _push(self, seq: int, timestamp: int, payload: bytes, arrival: float) -> None:
+        self._jitter.push(seq=seq, timestamp=timestamp, payload=payload, arrival=arrival)
+        if self._first_arrival is None:
+            self._first_arrival = arrival
+            self._wakeup.set()
 
     def on_rtcp(self, data: bytes, arrival: float) -> None:
         """One verified, decrypted (compound) RTCP packet from the peer."""
@@ -136,6 +141,11 @@ class RtpReceiver:
         loop = asyncio.get_running_loop()
         self.playing = True
         start = loop.time()
+        early, self._early = self._early, None
+        if early is not None and start - early[3] < FRAME_SECONDS:
+            # Authenticated audio that beat the go-ahead by less than a frame: play it now
+            # rather than wait 20 ms for the next packet. Anything older is stale.
+            self._push(*early)
         tick = 0
         while True:
             if not self._aligned and self._first_arrival is not None:
