@@ -149,16 +149,19 @@ class MediaClock:
 
     # -- membership and ticks -------------------------------------------------------------------
 
-    def join(self) -> tuple[int, float] | None:
+    def join(self) -> tuple[int, float]:
         """A sender starts using the grid.
 
-        The first member anchors the grid at the current time and gets tick 0 right away (send
-        now: a call does not wait up to 20 ms for its first packet); later members get None and
-        wait for the next tick, so their packets keep the grid's 20 ms spacing from the start.
+        Every member gets a tick right away, so no call waits up to 20 ms for its first packet:
+        the first member anchors the grid at the current time and gets tick 0; a later member
+        gets the newest tick already fired, so its first packet goes out now and its second on
+        the grid's next tick (less than 20 ms later; RTP timestamps keep the 20 ms spacing, and
+        a receiver's jitter buffer holds an early packet until its playout tick).
         """
         self._members += 1
         if self._origin is not None:
-            return None
+            index = self.last_index
+            return index, self._origin + index * self.period
         self._origin = self._time()
         self._next = 1
         self._timer = self._loop.call_at(self._origin + self.period, self._fire)

@@ -136,7 +136,7 @@ class RtpSender:
             last: int | None = None
             while True:
                 if last is None:
-                    index, deadline = first or await clock.tick(clock.last_index)
+                    index, deadline = first
                 else:
                     index, deadline = await clock.tick(last)
                 if last is not None and index > last + 1:

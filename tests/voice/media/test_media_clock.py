@@ -68,12 +68,13 @@ class FakeTime:
         return self.now
 
 
-async def test_first_member_gets_tick_zero_at_once_and_late_members_skip_ahead() -> None:
+async def test_every_member_gets_a_tick_at_once_and_late_members_skip_ahead() -> None:
     loop = asyncio.get_running_loop()
     t = FakeTime()
     clock = MediaClock(loop, clock=t)
     assert clock.join() == (0, 100.0)  # anchors the grid now
-    assert clock.join() is None  # later members wait for the next tick
+    t.now = 100.013
+    assert clock.join() == (0, 100.0)  # a later member sends now, on the newest tick fired
     t.now = 100.0 + 0.02 + 0.005  # tick 1 is 5 ms overdue: given at once, nothing skipped
     index, deadline = await clock.tick(0)
     assert index == 1 and deadline == pytest.approx(100.02)
@@ -89,8 +90,7 @@ async def test_first_member_gets_tick_zero_at_once_and_late_members_skip_ahead()
 async def test_waiting_members_share_one_timer_tick() -> None:
     loop = asyncio.get_running_loop()
     clock = MediaClock(loop, period=0.01)
-    first = clock.join()
-    assert first is not None
+    clock.join()
     clock.join()
     got = await asyncio.gather(clock.tick(0), clock.tick(0), clock.tick(0))
     assert len(set(got)) == 1 and got[0][0] >= 1  # the same tick for all three
