@@ -87,9 +87,9 @@ def report(ssrc: int, fraction_lost: int) -> RtcpReceiverInfo:
 
 
 def test_loss_target_is_smoothed_and_clamped() -> None:
-    assert loss_perc_target(0, 10.0) == MIN_LOSS_PERC
-    assert loss_perc_target(255, 30.0) == MAX_LOSS_PERC
-    assert loss_perc_target(int(0.2 * 256), 10.0) == pytest.approx(15.0, abs=0.1)  # halfway
+    assert loss_perc_target(0, 4.0) == MIN_LOSS_PERC  # a clean report halves 4 %: clamped
+    assert loss_perc_target(255, 30.0) == MAX_LOSS_PERC  # all lost: capped (FEC starves Opus)
+    assert loss_perc_target(int(0.04 * 256), 3.0) == pytest.approx(3.5, abs=0.1)  # halfway
 
 
 def test_receiver_reports_adapt_the_encoder() -> None:
@@ -111,7 +111,7 @@ def test_receiver_reports_adapt_the_encoder() -> None:
     assert encoder.loss_percs == []
     for _ in range(6):
         sender.on_report_block(report(ssrc=5, fraction_lost=int(0.25 * 256)))
-    assert sender.loss_perc == 25 and encoder.loss_percs[-1] == 25
+    assert sender.loss_perc == MAX_LOSS_PERC and encoder.loss_percs[-1] == MAX_LOSS_PERC
     for _ in range(10):
         sender.on_report_block(report(ssrc=5, fraction_lost=0))
     assert sender.loss_perc == MIN_LOSS_PERC
