@@ -167,3 +167,31 @@ async def test_forged_hangup_in_a_call_is_not_obeyed(tmp_path: Path) -> None:
             assert alice.contacts.get("bob").state is TrustState.CHANGED
             await a.hangup()
             await b.wait_ended(timeout=15)
+
+
+async def _replay_offer_to_restarted_phone(tmp_path: Path, *, journal: bool) -> bool:
+    """A call rings bob and is cancelled; bob's phone restarts; the server replays the offer
+    seconds later (well within the age limit). True if the replay rang the restarted phone."""
+    alice, bob = Person.make("alice", tmp_path), Person.make("bob", tmp_path)
+    changes = {"replay_journal": tmp_path / "bob" / "replay.json"} if journal else {}
+    async with running_server() as server:
+        async with phone(alice, server.url) as pa, phone(bob, server.url, **changes) as pb:
+            out = await pa.call("bob")
+            await pb.incoming(timeout=10)
+            await out.hangup()
+            await out.wait_ended(timeout=10)
+        offer = labelled(server, bob)["offer"]
+        async with phone(bob, server.url, **changes) as restarted:
+            await server.deliver("bob", "alice", offer.body)
+            return not await nothing_rings(restarted, 1.0)
+
+
+async def test_an_offer_replayed_to_a_restarted_phone_does_not_ring(tmp_path: Path) -> None:
+    assert not await _replay_offer_to_restarted_phone(tmp_path, journal=True)
+    journal = tmp_path / "bob" / "replay.json"
+    assert journal.stat().st_mode & 0o777 == 0o600
+
+
+async def test_without_the_journal_that_replay_would_ring(tmp_path: Path) -> None:
+    # The control: the replay passes the age check, so only the journal stops it.
+    assert await _replay_offer_to_restarted_phone(tmp_path, journal=False)

@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from voice.audio.base import AudioSink, AudioSource
@@ -58,6 +59,7 @@ class PhoneConfig:
     expected_server: str | None = None  # refuse a server that names itself differently
     opus: OpusSettings = field(default_factory=OpusSettings)
     sas_bits: int = DEFAULT_SAS_BITS  # below 20 only to measure attacks in tests
+    replay_journal: Path | None = None  # replay memory kept across restarts (CLI: config dir)
     # ---- test and benchmark hooks: off by default, never set by the CLI ----
     clock: Callable[[], float] = time.time  # wall clock: envelope timestamps and freshness
     loss: LossModel | None = None  # MediaSession loss model on our outgoing RTP

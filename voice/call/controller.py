@@ -23,6 +23,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Awaitable, Coroutine, Iterable
+from pathlib import Path
 from typing import Any
 
 from voice.call import events as ev
@@ -33,6 +34,7 @@ from voice.call.callsession import Call
 from voice.call.config import AudioFactory, KeyChangedWarning, PhoneConfig, turn_server_from
 from voice.call.events import Role, State
 from voice.crypto.envelope import EnvelopeHeader, ReplayGuard, open_envelope, seal
+from voice.crypto.replay_journal import load_journal, save_journal
 from voice.errors import (
     AlreadyInCall,
     BadCallMessage,
@@ -65,6 +67,8 @@ class Phone:
         self._client = client
         self._audio = audio
         self._replay = ReplayGuard(clock=config.clock)
+        if config.replay_journal is not None:
+            self._replay.refuse(load_journal(config.replay_journal))
         self._calls: dict[bytes, Call] = {}
         self._refused: dict[bytes, decide.CallInfo] = {}  # offers refused before any Call
         self._incoming: asyncio.Queue[Call | None] = asyncio.Queue()
@@ -278,6 +282,7 @@ class Phone:
 
     def _on_delivery(self, delivery: Delivery) -> None:
         cfg = self.config
+        remembered = len(self._replay)
         try:
             opened = open_envelope(cfg.identity, delivery.body)
             self._replay.check(opened.sender_key, opened.header)
@@ -285,6 +290,8 @@ class Phone:
             self.count("bad_envelope")
             log.debug("dropped an envelope that failed to open or was not fresh")
             return
+        if cfg.replay_journal is not None and len(self._replay) != remembered:
+            self._save_replay_journal(cfg.replay_journal)
         peer, call_id = delivery.from_user, opened.header.call_id
         message: m.Message | None
         try:
@@ -333,6 +340,12 @@ class Phone:
             reason = route.reason if isinstance(route, decide.Reject) else type(route).__name__
             self.count(reason.replace(" ", "_"))
             log.debug("dropped a call message: %s", reason)
+
+    def _save_replay_journal(self, path: Path) -> None:
+        try:
+            save_journal(path, self._replay.remembered())
+        except OSError as exc:  # the call goes on; only a restart would reopen the window
+            log.warning("could not write the replay journal: %s", type(exc).__name__)
 
     def _key_changed(
         self,

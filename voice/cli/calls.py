@@ -125,6 +125,7 @@ class Session:
             user=user,
             identity=identity,
             contacts=self.contacts,
+            replay_journal=self.settings.replay_journal_path,
             **config_args,
         )
         try:

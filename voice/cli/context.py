@@ -56,6 +56,10 @@ class Settings:
     def user_path(self) -> Path:
         return self.config_dir / "user"
 
+    @property
+    def replay_journal_path(self) -> Path:
+        return self.config_dir / "replay.json"
+
     def identity(self) -> Identity:
         return Identity.load_or_create(self.identity_path)
 

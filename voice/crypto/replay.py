@@ -64,6 +64,23 @@ class ReplayGuard:
     def __len__(self) -> int:
         return len(self._calls)
 
+    def remembered(self) -> list[tuple[bytes, bytes, float]]:
+        """(sender key, call id, expires) of every call still remembered, to outlive a restart."""
+        return [(sender, call_id, w.expires) for (sender, call_id), w in self._calls.items()]
+
+    def refuse(self, entries: list[tuple[bytes, bytes, float]]) -> None:
+        """Refuse every envelope of these calls until they expire (after a restart: those calls
+        died with the old process, so nothing of theirs may be accepted, not even a new seq)."""
+        now = self._clock()
+        closed = (1 << self._window) - 1
+        for sender, call_id, expires in entries:
+            key = (bytes(sender), bytes(call_id))
+            if expires < now or key in self._calls:
+                continue
+            # No uint64 seq is above this highest, and every one within the window is marked.
+            self._calls[key] = _Window(highest=1 << 64, bitmap=closed, expires=expires)
+            self._per_sender[key[0]] = self._per_sender.get(key[0], 0) + 1
+
     def check(self, sender_key: bytes, header: EnvelopeHeader) -> None:
         """Accept the envelope (and remember it) or raise BadEnvelope. Only call it after
         :func:`open_envelope` succeeded, so forged envelopes cannot fill the memory."""
