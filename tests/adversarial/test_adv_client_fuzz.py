@@ -36,6 +36,14 @@ from voice.crypto.envelope import EnvelopeHeader, seal
 from voice.crypto.identity import Identity
 from voice.errors import BadCallMessage
 
+# The phones under test run on their own thread and use the global ``random`` module (aioice
+# jitters its ICE consent checks with it) while Hypothesis draws; Hypothesis notices the global
+# state moving and warns. The draws do not use ``random``, so the warning is noise here.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Do not use the `random` module inside strategies"
+    ":hypothesis.errors.HypothesisDeprecationWarning"
+)
+
 T = TypeVar("T")
 IN_CALL_EXAMPLES = 1_400
 DESCRIPTION_EXAMPLES = 700
