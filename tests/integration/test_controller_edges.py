@@ -14,6 +14,7 @@ from signaling.server import SignalingServer
 from tests.integration.conftest import WAIT, MakePhone, MakeUser, url_of
 from tests.integration.recording_proxy import RecordingProxy
 from tests.signaling.helpers import make_user as make_login
+from voice.call import events as ev
 from voice.call import messages as m
 from voice.call.callsession import Call
 from voice.call.controller import Phone
@@ -22,7 +23,7 @@ from voice.crypto.contacts import ContactBook, TrustState
 from voice.crypto.continuity import ContinuityResult
 from voice.crypto.envelope import EnvelopeHeader, seal
 from voice.crypto.identity import Identity
-from voice.crypto.keyagreement import CallKeys
+from voice.crypto.keyagreement import CallerKeyAgreement, CallKeys
 from voice.errors import CallControlError, PhoneClosed
 
 
@@ -202,3 +203,36 @@ async def test_losing_the_signaling_server_ends_calls_in_setup(
     assert (await out.wait_ended(WAIT)).reason is FailReason.PEER_VANISHED
     with pytest.raises(PhoneClosed):
         await pa.incoming(timeout=WAIT)
+
+
+async def test_an_unused_ephemeral_secret_is_erased_when_the_call_ends(
+    make_user: MakeUser, make_phone: MakePhone, server: SignalingServer
+) -> None:
+    bob = await make_login("bob").connect(url_of(server))  # online, but never answers
+    try:
+        pa = await make_phone(make_user("alice"))
+        out = await pa.call("bob")
+        agreement = out._media._agreement
+        assert isinstance(agreement, CallerKeyAgreement)
+        secret = agreement._secret  # never used: no ringing, so no eph_b
+        assert secret is not None and secret != bytes(32)
+        await out.hangup()
+        assert (await out.wait_ended(WAIT)).reason is EndReason.CANCELLED_LOCAL
+        assert secret == bytes(32)  # zeroed in place when the call ended
+    finally:
+        await bob.close()
+
+
+async def test_a_glare_loss_queued_behind_another_input_still_ends_as_glare_lost(
+    make_user: MakeUser, make_phone: MakePhone, server: SignalingServer
+) -> None:
+    bob = await make_login("bob").connect(url_of(server))  # online, but never answers
+    try:
+        pa = await make_phone(make_user("alice"))
+        out = await pa.call("bob")
+        pending = out.post(ev.IceConnected())  # not handled yet when the glare is decided
+        out.handle_now(ev.GlareLost())  # as Phone does when bob's offer wins
+        assert (await out.wait_ended(WAIT)).reason is EndReason.GLARE_LOST
+        assert (await pending) is not None  # handled (refused: the call had ended)
+    finally:
+        await bob.close()

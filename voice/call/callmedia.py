@@ -185,4 +185,6 @@ class CallMedia:
         keys, self.keys = self.keys, None
         if keys is not None:
             keys.erase()
-        self._agreement = None
+        agreement, self._agreement = self._agreement, None
+        if agreement is not None:  # a call that ended before its key agreement ran
+            agreement.erase()

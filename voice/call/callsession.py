@@ -242,7 +242,9 @@ class Call:
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + TICK
         try:
-            while not self.state.terminal:
+            # Until EndCall ran, not merely until the machine is terminal: a step handle_now()
+            # took (glare) may still wait in the inbox behind inputs the machine now refuses.
+            while not self._ended.is_set():
                 try:
                     item, fut = await asyncio.wait_for(
                         self._inbox.get(), max(0.0, next_tick - loop.time())

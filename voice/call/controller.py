@@ -54,6 +54,7 @@ __all__ = ["Call", "Phone", "PhoneConfig"]
 
 log = logging.getLogger("voice.call")
 MAX_ENDED_CALLS = 256  # ended calls remembered so their ids stay refused
+MAX_WARNINGS = 64  # key-changed warnings kept (and queued) for the user, newest last
 
 
 class Phone:
@@ -72,7 +73,7 @@ class Phone:
         self._calls: dict[bytes, Call] = {}
         self._refused: dict[bytes, decide.CallInfo] = {}  # offers refused before any Call
         self._incoming: asyncio.Queue[Call | None] = asyncio.Queue()
-        self._warning_queue: asyncio.Queue[KeyChangedWarning] = asyncio.Queue()
+        self._warning_queue: asyncio.Queue[KeyChangedWarning] = asyncio.Queue(MAX_WARNINGS)
         self._closed = False
         self._lost: BaseException | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -282,16 +283,13 @@ class Phone:
 
     def _on_delivery(self, delivery: Delivery) -> None:
         cfg = self.config
-        remembered = len(self._replay)
         try:
             opened = open_envelope(cfg.identity, delivery.body)
-            self._replay.check(opened.sender_key, opened.header)
+            self._replay.check(opened.sender_key, opened.header, record=False)
         except BadEnvelope:
             self.count("bad_envelope")
             log.debug("dropped an envelope that failed to open or was not fresh")
             return
-        if cfg.replay_journal is not None and len(self._replay) != remembered:
-            self._save_replay_journal(cfg.replay_journal)
         peer, call_id = delivery.from_user, opened.header.call_id
         message: m.Message | None
         try:
@@ -304,6 +302,15 @@ class Phone:
         except KeyChangedError as exc:
             self._key_changed(peer, call_id, call, message, exc)
             return
+        # Only envelopes under the pinned key take room in the replay memory: one account
+        # sealing with a fresh key each time must not fill it (and refuse every new call).
+        try:
+            new_call = self._replay.check(opened.sender_key, opened.header)
+        except BadEnvelope:  # it passed above; only a clock step in between can refuse it
+            self.count("bad_envelope")
+            return
+        if new_call and cfg.replay_journal is not None:
+            self._save_replay_journal(cfg.replay_journal)
         if message is None:
             self.count("bad_message")
             if call is not None and call.peer == peer and call.peer_key == opened.sender_key:
@@ -364,8 +371,13 @@ class Phone:
             if not isinstance(message, m.Offer) or call_id in self._refused:
                 return
             self._refused[call_id] = decide.CallInfo(call_id, peer, Role.CALLEE, State.FAILED)
+            for old in list(self._refused)[: max(0, len(self._refused) - MAX_ENDED_CALLS)]:
+                del self._refused[old]  # bounded: anyone can send offers under fresh keys
         warning = KeyChangedWarning(peer, exc.old_fingerprint, exc.new_fingerprint, str(exc))
         self.warnings.append(warning)
+        del self.warnings[:-MAX_WARNINGS]
+        if self._warning_queue.full():
+            self._warning_queue.get_nowait()  # nobody is reading: keep the newest
         self._warning_queue.put_nowait(warning)
         what = "dropped its message in a call" if in_call_with_peer else "refused its call"
         log.warning("the identity key of %s changed: %s", peer, what)

@@ -25,7 +25,8 @@ Key schedule (see kdf.py for ``derive``)::
     srtp = derive(ikm, <label per cipher and direction>, th, 44 or 30)
     next_retained = derive(ikm, "retained secret", th, 32);  SAS from th alone (sas.py)
 
-Ephemeral secrets are zeroed as soon as the shared secret is computed, and ``CallKeys.erase()``
+Ephemeral secrets are zeroed as soon as the shared secret is computed (``erase()`` zeroes one a
+call never used), and ``CallKeys.erase()``
 zeroes the derived keys: best effort only (CPython may have copied them; see ``_bytes.wipe``).
 """
 
@@ -273,7 +274,7 @@ class CallerKeyAgreement:
         """
         secret = self._secret
         if secret is None:
-            raise KeyAgreementError("receive_answer() was already called")
+            raise KeyAgreementError("receive_answer() was already called (or erase())")
         self._secret = None
         try:
             if eph_b == self.eph_a:
@@ -318,6 +319,12 @@ class CallerKeyAgreement:
             raise KeyAgreementError("keys() before receive_answer()")
         return self._keys
 
+    def erase(self) -> None:
+        """The call ended: zero the ephemeral secret if no answer used it; the agreement dies."""
+        secret, self._secret = self._secret, None
+        if secret is not None:
+            wipe(secret)
+
 
 class CalleeKeyAgreement:
     """The callee's side: offer's commitment -> answer() -> receive_reveal() -> keys."""
@@ -357,6 +364,13 @@ class CalleeKeyAgreement:
             )
             self._answer = Answer(eph_b=eph_b, continuity_b=continuity_b)
         return self._answer
+
+    def erase(self) -> None:
+        """The call ended: zero the ephemeral secret if no reveal used it; the agreement dies."""
+        self._done = True
+        secret, self._secret = self._secret, None
+        if secret is not None:
+            wipe(secret)
 
     def receive_reveal(
         self,

@@ -81,9 +81,15 @@ class ReplayGuard:
             self._calls[key] = _Window(highest=1 << 64, bitmap=closed, expires=expires)
             self._per_sender[key[0]] = self._per_sender.get(key[0], 0) + 1
 
-    def check(self, sender_key: bytes, header: EnvelopeHeader) -> None:
+    def check(self, sender_key: bytes, header: EnvelopeHeader, *, record: bool = True) -> bool:
         """Accept the envelope (and remember it) or raise BadEnvelope. Only call it after
-        :func:`open_envelope` succeeded, so forged envelopes cannot fill the memory."""
+        :func:`open_envelope` succeeded, so forged envelopes cannot fill the memory.
+
+        Returns True if the envelope starts a call the guard did not remember (a journal of
+        :meth:`remembered` must then be rewritten). With ``record=False`` nothing is remembered:
+        the caller learns whether the envelope would pass, and records it later (once it knows
+        the sender key is the pinned one) with a second call.
+        """
         now = self._clock()
         age = now - header.timestamp_ms / 1000.0
         if age > self._max_age or -age > self._max_skew:
@@ -98,10 +104,17 @@ class ReplayGuard:
                 or self._per_sender.get(key[0], 0) >= self._max_per_sender
             ):
                 raise BadEnvelope("bad envelope")
-            self._calls[key] = _Window(highest=header.seq, bitmap=1, expires=expires)
-            self._per_sender[key[0]] = self._per_sender.get(key[0], 0) + 1
-            return
+            if record:
+                self._calls[key] = _Window(highest=header.seq, bitmap=1, expires=expires)
+                self._per_sender[key[0]] = self._per_sender.get(key[0], 0) + 1
+            return True
         seq = header.seq
+        if seq <= state.highest:
+            offset = state.highest - seq
+            if offset >= self._window or state.bitmap >> offset & 1:
+                raise BadEnvelope("bad envelope")
+        if not record:
+            return False
         if seq > state.highest:
             # A jump of a window or more forgets everything older; shifting by the raw gap
             # would let a peer sending seq 2**62 make us allocate without bound.
@@ -110,11 +123,9 @@ class ReplayGuard:
             state.bitmap = (kept | 1) & ((1 << self._window) - 1)
             state.highest = seq
         else:
-            offset = state.highest - seq
-            if offset >= self._window or state.bitmap >> offset & 1:
-                raise BadEnvelope("bad envelope")
-            state.bitmap |= 1 << offset
+            state.bitmap |= 1 << (state.highest - seq)
         state.expires = max(state.expires, expires)
+        return False
 
     def _expire(self, now: float) -> None:
         stale = [k for k, w in self._calls.items() if w.expires < now]

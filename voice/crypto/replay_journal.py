@@ -11,10 +11,13 @@ is treated as empty: it only narrows a window that the age check already bounds.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
 from pathlib import Path
+
+from voice.crypto.identity import write_new_file
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +44,19 @@ def load_journal(path: Path) -> list[Entry]:
 
 
 def save_journal(path: Path, entries: list[Entry]) -> None:
-    """Write ``entries`` to ``path`` atomically with mode 0600."""
+    """Write ``entries`` to ``path`` atomically with mode 0600 (a fresh O_EXCL temporary file,
+    fsync'ed, then renamed: never through a file or symlink already there)."""
     data = {
         "calls": [
             [base64.b64encode(sender).decode(), base64.b64encode(call).decode(), expires]
             for sender, call, expires in entries
         ]
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    text = json.dumps(data, separators=(",", ":")).encode("utf-8")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
+        write_new_file(tmp, text)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,17 @@ def test_an_unreadable_journal_counts_as_empty(tmp_path: Path, content: str) -> 
     path.write_text(content)
     assert load_journal(path) == []
     assert load_journal(tmp_path / "missing.json") == []
+
+
+def test_saving_never_writes_through_a_planted_temporary_file(tmp_path: Path) -> None:
+    # The old code opened ".replay.json.<pid>.tmp" with O_CREAT|O_TRUNC: it followed a symlink
+    # there and kept the mode of a file already there.
+    path = tmp_path / "replay.json"
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    (tmp_path / f".replay.json.{os.getpid()}.tmp").symlink_to(victim)
+    save_journal(path, [(SENDER, CALL, NOW)])
+    assert victim.read_text() == "untouched"
+    assert not path.is_symlink() and path.stat().st_mode & 0o777 == 0o600
+    assert load_journal(path) == [(SENDER, CALL, NOW)]
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp" and not p.is_symlink()] == []

@@ -1,0 +1,99 @@
+"""Attacks on the client's replay memory and on what it keeps about refused callers.
+
+* The replay journal must record every new call, also one that arrives just as an older call
+  expires from the guard (the guard's size is then unchanged).
+* One registered account ("mallory": the honest server puts her login in ``from``) seals each
+  envelope with a fresh identity key. Such envelopes are refused as key changes; they must not
+  fill the replay memory (which would refuse every new call) nor pile up warnings and refused
+  call ids without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from tests.adversarial.malicious_server import MaliciousServer, running_server
+from tests.adversarial.phones import Person, kind_of, nothing_rings, phone, two_phones
+from voice.call import messages as m
+from voice.call.controller import MAX_ENDED_CALLS, MAX_WARNINGS, Phone
+from voice.crypto.envelope import EnvelopeHeader, ReplayGuard, seal
+from voice.crypto.identity import Identity
+
+GUARD_CALLS = 32  # a small replay memory, so that filling it takes few envelopes
+
+
+async def test_a_call_that_arrives_as_the_last_one_expires_is_journaled(tmp_path: Path) -> None:
+    alice, bob = Person.make("alice", tmp_path), Person.make("bob", tmp_path)
+    journal = tmp_path / "bob" / "replay.json"
+    offset = [0.0]
+
+    def clock() -> float:
+        return time.time() + offset[0]
+
+    async with running_server() as server:
+        async with (
+            phone(alice, server.url, clock=clock) as pa,
+            phone(bob, server.url, clock=clock, replay_journal=journal) as pb,
+        ):
+            for minutes in (0.0, 2.0):  # the second call comes after the first expired
+                offset[0] = 60.0 * minutes
+                out = await pa.call("bob")
+                inc = await pb.incoming(timeout=10)
+                await out.hangup()
+                await inc.wait_ended(timeout=10)  # bob saw the cancel before the clock moves
+        offers = [e for e in server.envelopes if e.to == "bob" and kind_of(bob, e.body) == "offer"]
+        assert len(offers) == 2
+        async with phone(bob, server.url, clock=clock, replay_journal=journal) as restarted:
+            await server.deliver("bob", "alice", offers[-1].body)  # seconds old: age check passes
+            assert await nothing_rings(restarted, 1.0)
+            assert restarted.dropped["bad_envelope"] == 1
+
+
+async def _flood(server: MaliciousServer, victim: Person, p: Phone, count: int) -> None:
+    """``count`` offers from mallory's account, each sealed with a fresh identity key."""
+    before = sum(p.dropped.values())
+    now = int(time.time() * 1000)
+    for _ in range(count):
+        header = EnvelopeHeader(os.urandom(16), 0, now)
+        offer = m.encode(m.Offer(os.urandom(32), {"any": "thing"}))
+        body = seal(Identity.generate(), victim.identity.public_key, header, offer)
+        await server.deliver(victim.name, "mallory", body)
+    for _ in range(1200):  # first one pins mallory's key and rings; the rest are dropped
+        if sum(p.dropped.values()) >= before + count - 1:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the phone handled too few deliveries: {p.dropped}")
+
+
+async def test_fresh_keys_from_one_account_do_not_fill_the_replay_memory(tmp_path: Path) -> None:
+    alice, bob = Person.make("alice", tmp_path), Person.make("bob", tmp_path)
+    async with running_server() as server, two_phones(server.url, alice, bob) as (pa, pb):
+        pb._replay = ReplayGuard(clock=pb.config.clock, max_calls=GUARD_CALLS)
+        await _flood(server, bob, pb, GUARD_CALLS + 8)
+        first = await pb.incoming(timeout=5)  # mallory's first offer: her key got pinned
+        assert first.peer == "mallory"
+        await first.decline()
+        await first.wait_ended(timeout=5)
+        # Alice's call still rings: mallory's refused envelopes took no room in the memory.
+        out = await pa.call("bob")
+        inc = await pb.incoming(timeout=5)
+        assert inc.peer == "alice" and inc.call_id == out.call_id
+        assert pb.dropped["key_changed"] == GUARD_CALLS + 7 and pb.dropped["bad_envelope"] == 0
+        await out.hangup()
+        await inc.wait_ended(timeout=10)
+
+
+async def test_refused_callers_do_not_pile_up_warnings_and_call_ids(tmp_path: Path) -> None:
+    bob = Person.make("bob", tmp_path)
+    count = MAX_ENDED_CALLS + 40
+    async with running_server() as server, phone(bob, server.url) as pb:
+        await _flood(server, bob, pb, count)
+        assert pb.dropped["key_changed"] == count - 1
+        assert len(pb.warnings) <= MAX_WARNINGS
+        assert pb._warning_queue.qsize() <= MAX_WARNINGS
+        assert len(pb._refused) <= MAX_ENDED_CALLS
+        newest = await pb.next_warning(timeout=1)  # still delivered, oldest dropped first
+        assert newest.user == "mallory"

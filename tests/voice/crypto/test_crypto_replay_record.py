@@ -1,0 +1,42 @@
+"""ReplayGuard.check: its answer says when a call is new (so the journal is rewritten), and a
+check without recording remembers nothing (the controller records only pinned senders)."""
+
+from __future__ import annotations
+
+import pytest
+
+from voice.crypto.envelope import EnvelopeHeader, ReplayGuard
+from voice.errors import BadEnvelope
+
+SENDER = b"\x01" * 32
+
+
+def header(call: bytes, seq: int, now: float) -> EnvelopeHeader:
+    return EnvelopeHeader(call_id=call, seq=seq, timestamp_ms=int(now * 1000))
+
+
+def test_check_says_when_a_call_is_new_even_as_an_old_one_expires() -> None:
+    now = [1_000.0]
+    guard = ReplayGuard(clock=lambda: now[0], max_age=60.0)
+    assert guard.check(SENDER, header(b"\x02" * 16, 0, now[0])) is True
+    assert guard.check(SENDER, header(b"\x02" * 16, 1, now[0])) is False
+    now[0] += 120.0  # the first call expires as the second one starts: the size stays 1
+    assert guard.check(SENDER, header(b"\x03" * 16, 0, now[0])) is True
+    assert len(guard) == 1
+    assert [call for _, call, _ in guard.remembered()] == [b"\x03" * 16]
+
+
+def test_check_without_recording_remembers_nothing() -> None:
+    guard = ReplayGuard(clock=lambda: 1_000.0, max_calls=1)
+    first = header(b"\x02" * 16, 5, 1_000.0)
+    for _ in range(3):
+        assert guard.check(SENDER, first, record=False) is True
+    assert len(guard) == 0
+    guard.check(SENDER, first)
+    with pytest.raises(BadEnvelope):  # now it is a replay
+        guard.check(SENDER, first, record=False)
+    later = header(b"\x02" * 16, 9, 1_000.0)
+    assert guard.check(SENDER, later, record=False) is False
+    guard.check(SENDER, later)  # not recorded by the look-ahead: still accepted once
+    with pytest.raises(BadEnvelope):  # full: a new call is refused either way
+        guard.check(SENDER, header(b"\x04" * 16, 0, 1_000.0), record=False)
