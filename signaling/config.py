@@ -35,7 +35,7 @@ class Config:
     ping_interval: float = 20.0  # seconds between keepalive pings
     ping_timeout: float = 20.0  # seconds to wait for the pong
     close_timeout: float = 5.0  # seconds to finish a close before dropping the socket
-    max_connections_per_ip: int = 32
+    max_connections_per_ip: int = 32  # an IPv6 /64 counts as one address
     max_connections: int = 10_000
     turn_secret: str = ""  # coturn static-auth-secret; empty disables TURN credentials
     turn_uris: tuple[str, ...] = field(default=())  # e.g. turn:127.0.0.1:3478?transport=udp

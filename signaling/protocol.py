@@ -54,7 +54,8 @@ Error codes (``error.code``); "closes" means the server then closes with the cod
     replaced                     the same user logged in on a newer connection (closes 4003)
     too_many_connections         per-IP or server-wide connection limit (closes 4004)
     queue_full                   this connection's outbound queue overflowed (closes 4005); with
-                                 an ``id``: the recipient's queue was full, envelope dropped
+                                 an ``id``: the recipient's queue was full, envelope dropped (the
+                                 recipient is not closed for it)
     unknown_user, offline        the recipient (or looked-up user) is not registered / not connected
     rate_limited                 over the per-user message rate; the frame was dropped
     body_too_large               the decoded body is over the body limit

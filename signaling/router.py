@@ -12,6 +12,7 @@ Bodies are never decoded past the base64 check, and never logged.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 import time
@@ -69,6 +70,7 @@ class _Session:
     user: str | None = None
     pending: int = 0
     accepted: bool = True
+    net: str = ""  # what the per-IP limit counts: the IPv4 address or the IPv6 /64
 
 
 @dataclass(slots=True)
@@ -118,10 +120,11 @@ class Router:
         self._next_id += 1
         bucket = TokenBucket(self.config.rate, self.config.burst, now)
         s = _Session(sid, ip, new_nonce(self._random), now + self.config.login_timeout, bucket)
+        s.net = address_group(ip)
         self._sessions[sid] = s
         out: list[Action] = []
         full = self._accepted >= self.config.max_connections
-        if full or self._per_ip[ip] >= self.config.max_connections_per_ip:
+        if full or self._per_ip[s.net] >= self.config.max_connections_per_ip:
             s.accepted = False
             what = "server" if full else "address"
             self._close(
@@ -133,7 +136,7 @@ class Router:
             )
             return sid, out
         self._accepted += 1
-        self._per_ip[ip] += 1
+        self._per_ip[s.net] += 1
         self._emit(s, encode(Challenge(self.config.name, s.nonce)), out)
         return sid, out
 
@@ -144,6 +147,7 @@ class Router:
             return []
         self.stats.frames_received += 1
         out: list[Action] = []
+        allowed = s.bucket.take(self._clock())  # every frame spends a token, malformed or not
         try:
             msg = parse_client_frame(
                 data,
@@ -157,7 +161,7 @@ class Router:
                 self._error(s, exc.code, exc.message, exc.id, out)
             return out
         msg_id = None if isinstance(msg, Login) else msg.id
-        if not s.bucket.take(self._clock()):
+        if not allowed:
             self._error(s, ErrorCode.RATE_LIMITED, "too many messages; slow down", msg_id, out)
         elif isinstance(msg, Login):
             self._login(s, msg, out)
@@ -206,9 +210,9 @@ class Router:
             return
         if s.accepted:
             self._accepted -= 1
-            self._per_ip[s.ip] -= 1
-            if self._per_ip[s.ip] <= 0:
-                del self._per_ip[s.ip]
+            self._per_ip[s.net] -= 1
+            if self._per_ip[s.net] <= 0:
+                del self._per_ip[s.net]
         if s.user is not None:
             self.presence.detach(s.user, sid)
 
@@ -253,11 +257,15 @@ class Router:
             else:
                 self._error(s, ErrorCode.UNKNOWN_USER, "no such user", msg.id, out)
             return
-        if not self._emit(target, deliver_frame(user, msg.body), out):
+        if target.pending >= self.config.max_queue:
+            # Drop the envelope and tell the sender; never close the recipient for what others
+            # sent it, or any user could end anyone's session. A dead reader is dropped by the
+            # keepalive; one that does not read its own answers overflows in _emit.
             self._error(
                 s, ErrorCode.QUEUE_FULL, "recipient is not keeping up; dropped", msg.id, out
             )
             return
+        self._emit(target, deliver_frame(user, msg.body), out)
         self.stats.envelopes_routed += 1
         self._emit(s, encode(Sent(msg.id)), out)
 
@@ -311,6 +319,20 @@ class Router:
         if s.user is not None:
             self.presence.detach(s.user, s.id)
         _info("close", session=s.id, code=str(code))
+
+
+def address_group(ip: str) -> str:
+    """The unit the per-IP limit counts: an IPv4 address (IPv4-mapped IPv6 included) or an
+    IPv6 /64, since one host routinely owns a whole /64; anything unparsable as itself."""
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def _info(event: str, **fields: object) -> None:

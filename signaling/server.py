@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -30,7 +31,7 @@ from signaling.messages import Error
 from signaling.metrics import make_registry
 from signaling.protocol import encode
 from signaling.registry import MemoryRegistry, Registry, SQLiteRegistry
-from signaling.router import Action, Disconnect, Router
+from signaling.router import Action, Disconnect, Router, address_group
 
 log = logging.getLogger("signaling.server")
 
@@ -52,10 +53,49 @@ class _ErrorFirstProtocol(ServerProtocol):
         super().fail(code, reason)
 
 
+class _SocketLimit:
+    """Sockets per address from TCP accept to close, handshake included: the router counts a
+    connection only once its WebSocket handshake is done, so without this one address could
+    hold any number of half-open sockets (file descriptors) until ``open_timeout``."""
+
+    def __init__(self, per_ip: int) -> None:
+        self.per_ip = per_ip
+        self.counts: Counter[str] = Counter()
+
+    def admit(self, net: str) -> bool:
+        if self.counts[net] >= self.per_ip:
+            return False
+        self.counts[net] += 1
+        return True
+
+    def release(self, net: str) -> None:
+        self.counts[net] -= 1
+        if self.counts[net] <= 0:
+            del self.counts[net]
+
+
 class _Connection(ServerConnection):
+    limit: _SocketLimit | None = None  # set on a per-server subclass
+    _net: str | None = None
+
     def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
         protocol.__class__ = _ErrorFirstProtocol  # same layout; overrides fail() only
         super().__init__(protocol, *args, **kwargs)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        net = address_group(str(peer[0])) if isinstance(peer, tuple) and peer else "?"
+        if self.limit is not None and not self.limit.admit(net):
+            cast(asyncio.Transport, transport).abort()  # no WebSocket yet: no error frame
+            return
+        self._net = net
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.limit is not None and self._net is not None:
+            self.limit.release(self._net)
+            self._net = None
+        super().connection_lost(exc)
 
 
 @dataclass(eq=False)
@@ -77,6 +117,9 @@ class SignalingServer:
         self.http_port = 0
         self._conns: dict[int, _Conn] = {}
         self._ws: Server | None = None
+        # Twice the per-IP limit, so that past the limit itself a client still gets the
+        # too_many_connections error frame; only a flood of sockets is cut off silently.
+        self._sockets = _SocketLimit(2 * config.max_connections_per_ip)
         self._http = OpsHttpServer(self.metrics, self._health)
 
     def _health(self) -> dict[str, object]:
@@ -88,6 +131,10 @@ class SignalingServer:
 
     async def start(self) -> None:
         c = self.config
+
+        class Connection(_Connection):
+            limit = self._sockets
+
         self._ws = await serve(
             self._handle,
             c.host,
@@ -98,7 +145,7 @@ class SignalingServer:
             ping_timeout=c.ping_timeout,
             close_timeout=c.close_timeout,
             open_timeout=c.login_timeout,
-            create_connection=_Connection,
+            create_connection=Connection,
             logger=logging.getLogger("signaling.websockets"),
         )
         self.port = int(next(iter(self._ws.sockets)).getsockname()[1])
@@ -130,6 +177,9 @@ class SignalingServer:
                     log.exception("router failed", extra={"fields": {"session": sid}})
                     actions = self.router.fail(sid)
                 self._apply(actions)
+                # Frames that arrived together are otherwise routed without a pause: let the
+                # writers drain, so a burst does not overflow a healthy reader's queue.
+                await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         finally:

@@ -15,7 +15,9 @@ from signaling.errors import FrameError
 
 USERNAME_RE = re.compile(r"[a-z][a-z0-9_-]{2,31}", re.ASCII)
 MAX_ID_CHARS = 64
-_BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+# A string token always matches (to its closing quote, or to the end if unterminated), so the
+# scan never restarts at each quote of an unterminated string: linear, not quadratic.
+_BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
 
 def is_username(name: object) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -85,14 +87,42 @@ async def test_outbound_queue_per_connection() -> None:
                 refused = exc
                 break
         assert refused is not None and refused.code == "queue_full"
-        assert srv.router.presence.lookup("slow") is None
-        with pytest.raises(RecipientOffline):
+        # The envelope was dropped; the recipient is not closed for what others sent it (a dead
+        # one is dropped by the keepalive, see test_idle_ping_pong).
+        assert srv.router.presence.lookup("slow") is not None
+        with pytest.raises(RequestRefused) as again:
             await fast.send("slow", b"again")
+        assert again.value.code == "queue_full"
         await still_routing(srv)
-        frames = await asyncio.wait_for(slow.read_until_eof(), 10)  # dropped after the grace
-        assert all(f.opcode in (Opcode.TEXT, Opcode.PING, Opcode.CLOSE) for f in frames)
-        slow.close()
+        slow.close()  # the writer blocked on it is released and the session forgotten
+        await eventually(lambda: srv.router.presence.lookup("slow") is None)
+        await eventually(lambda: srv.router.connections == 1)
+        with pytest.raises(RecipientOffline):
+            await fast.send("slow", b"gone")
         await fast.close()
+
+
+async def test_a_burst_of_envelopes_cannot_disconnect_a_healthy_recipient() -> None:
+    """Default limits: burst 40 > max_queue 32. Frames that arrive in one TCP segment used to be
+    routed without letting any writer run, so 33 tiny envelopes closed the recipient (and the
+    sender) with queue_full: any user could end anyone's calls."""
+    async with serve_signaling(server_config()) as srv:
+        bob = await make_user("bob").connect(url_of(srv))
+        raw, challenge = await Raw.open(url_of(srv))
+        await raw.login(make_user("mallory"), challenge)
+        count = 38  # within the default burst (the login took one token)
+        protocol = raw.ws.protocol
+        for i in range(count):
+            protocol.send_text(json.dumps(send_frame(str(i), "bob", b"x" * 10)).encode())
+        raw.ws.transport.write(b"".join(protocol.data_to_send()))  # one write, one segment
+        replies = [await asyncio.wait_for(raw.recv(), 5) for _ in range(count)]
+        assert [r["type"] for r in replies] == ["sent"] * count
+        got = [await asyncio.wait_for(bob.receive(), 5) for _ in range(count)]
+        assert all(d.from_user == "mallory" for d in got)
+        assert srv.router.presence.lookup("bob") is not None
+        await bob.send("bob", b"still here")
+        assert (await asyncio.wait_for(bob.receive(), 5)).body == b"still here"
+        await asyncio.gather(raw.close(), bob.close())
 
 
 async def test_messages_per_second_per_user() -> None:
@@ -169,3 +199,37 @@ async def test_a_refused_connection_never_gets_a_challenge() -> None:
             await SignalingClient.connect(url_of(srv), "other", b"\x00" * 32, lambda m: m)
         assert info.value.code == "too_many_connections"
         await holder.close()
+
+
+async def test_the_per_ip_limit_also_counts_connections_still_in_their_handshake() -> None:
+    """The per-IP count started only once a WebSocket handshake completed, so one address
+    could hold any number of sockets (file descriptors) that never finish it. Past twice the
+    limit, sockets from that address are now dropped as soon as they are accepted."""
+    config = server_config(max_connections_per_ip=2, login_timeout=30)
+    async with serve_signaling(config) as srv:
+        loop = asyncio.get_running_loop()
+        socks = []
+        for _ in range(8):  # TCP only: never send the HTTP upgrade
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", srv.port))
+            socks.append(sock)
+
+        async def dropped(sock: socket.socket) -> bool:
+            try:
+                async with asyncio.timeout(0.5):
+                    return await loop.sock_recv(sock, 1) == b""
+            except TimeoutError:
+                return False  # still open, still waiting for its handshake
+            except ConnectionResetError:
+                return True
+
+        states = [await dropped(s) for s in socks]
+        assert states == [False] * 4 + [True] * 4
+        for sock in socks:
+            sock.close()
+        await eventually(lambda: srv.router.connections == 0)
+        await still_routing(srv)  # the count came back down: the address may connect again
+        raw, challenge = await Raw.open(url_of(srv))
+        assert challenge["type"] == "challenge"
+        await raw.close()

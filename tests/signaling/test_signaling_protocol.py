@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,6 +124,30 @@ def test_deep_nesting_is_refused_before_json_recursion() -> None:
     assert code_of(deep, max_frame_bytes=10**6) == ErrorCode.TOO_DEEP
     brackets_in_strings = frame(type="turn", id="[[[[[[[[")
     assert parse_client_frame(brackets_in_strings) == Turn("[[[[[[[[")
+
+
+def test_depth_check_is_linear_in_unterminated_escaped_strings() -> None:
+    """A quote followed by escaped quotes never closes: the old bracket scanner restarted at
+    every quote, so one 64 KB frame held the event loop for ~30 s (256 KB: minutes)."""
+    script = (
+        "from signaling.errors import FrameError\n"
+        "from signaling.protocol import parse_client_frame\n"
+        "data = '\"' + '\\\\\"' * 131_072 + '[' * 5\n"
+        "try:\n"
+        "    parse_client_frame(data, max_frame_bytes=10**6)\n"
+        "except FrameError as exc:\n"
+        "    print(exc.code)\n"
+    )
+    # A child process, because the regex engine holds the GIL and ignores signals.
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.strip() in (ErrorCode.TOO_DEEP, ErrorCode.BAD_JSON)
 
 
 def test_size_limits_count_utf8_bytes_and_decoded_body() -> None:

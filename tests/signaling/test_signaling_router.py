@@ -141,23 +141,53 @@ def test_rate_limit_is_a_token_bucket_per_user_that_survives_relogin() -> None:
     assert frames(router.receive(sid, send("bob", "z")), sid)[0]["code"] == "rate_limited"
 
 
-def test_outbound_queue_bound_closes_the_slow_reader_only() -> None:
+def test_malformed_frames_spend_tokens_too() -> None:
+    """As documented: every frame spends a token, so garbage cannot be sent for free."""
+    clock = Clock()
+    router = make_router(clock, rate=1, burst=4)
+    a, _ = login(router, "alice"), login(router, "bob")  # the login took one token
+    for _ in range(3):
+        assert frames(router.receive(a, "not json"), a)[0]["code"] == "bad_json"
+    limited = frames(router.receive(a, send("bob", "after")), a)[0]
+    assert (limited["code"], limited["id"]) == ("rate_limited", "after")
+    clock.now += 1.0
+    assert frames(router.receive(a, send("bob", "later")), a)[0]["type"] == "sent"
+
+
+def test_a_full_recipient_queue_drops_the_envelope_but_never_closes_the_recipient() -> None:
+    """Closing a recipient whose queue is full let any user disconnect any other user (and end
+    their calls) with one burst of envelopes; the sender is told instead, the recipient stays."""
     router = make_router(max_queue=3, rate=1000, burst=1000)
     a, b = login(router, "alice"), login(router, "bob")
     for sid in (a, b):
         for _ in range(2):  # challenge and welcome were written
             router.written(sid)
     sent = []
-    for i in range(4):
+    for i in range(5):
         sent.append(router.receive(a, send("bob", str(i))))
         for action in sent[-1]:
             if action.session == a:
-                router.written(a)  # alice keeps reading; bob never does
+                router.written(a)  # alice keeps reading; bob does not, for now
     assert [frames(x, a)[0]["type"] for x in sent[:3]] == ["sent"] * 3
-    assert frames(sent[3], a)[0]["code"] == "queue_full"
-    assert closes(sent[3]) == [(b, 4005, "queue_full")]
-    assert_error_before_every_close(sent[3])
-    assert frames(router.receive(a, send("bob", "z")), a)[0]["code"] == "offline"
+    for i in (3, 4):
+        assert frames(sent[i], a)[0]["code"] == "queue_full"
+        assert frames(sent[i], a)[0]["id"] == str(i)
+        assert frames(sent[i], b) == [] and closes(sent[i]) == []
+    assert router.presence.lookup("bob") == b
+    for _ in range(3):
+        router.written(b)  # bob catches up: envelopes flow again
+    again = router.receive(a, send("bob", "later"))
+    assert frames(again, b)[0]["type"] == "deliver"
+    assert frames(again, a)[0] == {"v": 1, "type": "sent", "id": "later"}
+
+
+def test_a_connection_that_does_not_read_its_own_answers_is_closed() -> None:
+    router = make_router(max_queue=3, rate=1000, burst=1000)
+    a = login(router, "alice")  # challenge and welcome never written: 2 pending
+    first = router.receive(a, send("alice", "1", BODY))  # deliver to self fills the queue
+    assert closes(first) == [(a, 4005, "queue_full")]
+    assert_error_before_every_close(first)
+    assert router.presence.lookup("alice") is None
 
 
 def test_connection_limits_per_ip_and_in_total() -> None:
@@ -175,6 +205,22 @@ def test_connection_limits_per_ip_and_in_total() -> None:
     _, actions = router.connect("10.0.0.1")
     assert frames(actions)[0]["type"] == "challenge"
     assert router.connections == 3
+
+
+def test_the_per_ip_limit_counts_an_ipv6_slash_64_as_one_address() -> None:
+    """One IPv6 host routinely owns a whole /64: counting each address alone let it open
+    2**64 times the per-IP limit. An IPv4-mapped address counts as its IPv4 address."""
+    router = make_router(max_connections_per_ip=2)
+    for ip in ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9"):
+        assert frames(router.connect(ip)[1])[0]["type"] == "challenge"
+    sid, actions = router.connect("2001:db8:1:2:abcd::1")
+    assert closes(actions) == [(sid, 4004, "too_many_connections")]
+    assert frames(router.connect("2001:db8:1:3::1")[1])[0]["type"] == "challenge"  # next /64
+    router.connect("10.0.0.7")
+    router.connect("::ffff:10.0.0.7")
+    sid, actions = router.connect("10.0.0.7")
+    assert closes(actions) == [(sid, 4004, "too_many_connections")]
+    assert frames(router.connect("?")[1])[0]["type"] == "challenge"  # unknown: kept as is
 
 
 def test_login_failures_close_and_consume_the_challenge() -> None:

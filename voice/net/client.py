@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -55,8 +56,12 @@ from voice.errors import (
     UnknownUser,
 )
 
+log = logging.getLogger("voice.net.client")
+
 Signer = Callable[[bytes], bytes]  # Ed25519 detached signature (64 bytes) of the message
 MAX_FRAME_BYTES = 262_144
+MAX_BUFFERED_DELIVERIES = 256  # received, not yet taken by receive(); newer ones are dropped
+MAX_BUFFERED_BYTES = 4 * 1024 * 1024  # the same cap in body bytes
 _REFUSALS: dict[str, type[RequestRefused]] = {
     "offline": RecipientOffline,
     "unknown_user": UnknownUser,
@@ -89,6 +94,8 @@ class SignalingClient:
         self._ids = itertools.count(1)
         self._pending: dict[str, asyncio.Future[ServerMessage]] = {}
         self._deliveries: asyncio.Queue[Delivery | None] = asyncio.Queue()
+        self._buffered_bytes = 0
+        self.dropped_deliveries = 0  # over the buffer cap (see MAX_BUFFERED_DELIVERIES)
         self._ended: SignalingClosed | SignalingProtocolError | None = None
         self._closed_by_us = False
         self._server_error: Error | None = None
@@ -142,7 +149,8 @@ class SignalingClient:
         """Hand ``body`` to the server for ``to``; return once the server confirms it.
 
         Raises RecipientOffline, UnknownUser, RateLimited or RequestRefused(code) when the server
-        refuses it, SignalingClosed when the session ends first, TimeoutError if no answer comes.
+        refuses it, SignalingClosed when the session ends first, TimeoutError if it cannot be
+        written or answered within ``reply_timeout``.
         """
         msg_id = str(next(self._ids))
         await self._request(Send(msg_id, to, b64encode(body)), reply_timeout)
@@ -165,11 +173,17 @@ class SignalingClient:
         return TurnCredentials(answer.username, answer.password, answer.ttl, answer.uris)
 
     async def receive(self) -> Delivery:
-        """The next envelope for us; SignalingClosed (or a subclass) once the session ended."""
+        """The next envelope for us; SignalingClosed (or a subclass) once the session ended.
+
+        Envelopes wait here until received, at most MAX_BUFFERED_DELIVERIES of them and
+        MAX_BUFFERED_BYTES of bodies: past that, newer ones are dropped and counted in
+        :attr:`dropped_deliveries`, so a flooding server cannot exhaust our memory.
+        """
         item = await self._deliveries.get()
         if item is None:
             self._deliveries.put_nowait(None)  # wake any other waiter too
             raise self._ended or SignalingClosed("closed", code=None)
+        self._buffered_bytes -= len(item.body)
         return item
 
     def __aiter__(self) -> AsyncIterator[Delivery]:
@@ -208,8 +222,8 @@ class SignalingClient:
         future: asyncio.Future[ServerMessage] = asyncio.get_running_loop().create_future()
         self._pending[message.id] = future
         try:
-            await self._ws.send(encode(message))
-            async with asyncio.timeout(reply_timeout):
+            async with asyncio.timeout(reply_timeout):  # a server that stops reading blocks send
+                await self._ws.send(encode(message))
                 answer = await future
         except ConnectionClosed:
             await asyncio.wait({self._reader}, timeout=reply_timeout)
@@ -238,13 +252,24 @@ class SignalingClient:
 
     def _dispatch(self, message: ServerMessage) -> None:
         if isinstance(message, Deliver):
-            self._deliveries.put_nowait(Delivery(message.from_user, message.body))
+            self._buffer(Delivery(message.from_user, message.body))
         elif isinstance(message, Sent | TurnFrame | Key | Error) and message.id is not None:
             future = self._pending.get(message.id)
             if future is not None and not future.done():
                 future.set_result(message)
         elif isinstance(message, Error):
             self._server_error = message  # says why the server is about to close
+
+    def _buffer(self, delivery: Delivery) -> None:
+        size = len(delivery.body)
+        full = self._deliveries.qsize() >= MAX_BUFFERED_DELIVERIES
+        if full or self._buffered_bytes + size > MAX_BUFFERED_BYTES:
+            self.dropped_deliveries += 1
+            if self.dropped_deliveries == 1:
+                log.warning("delivery buffer full: dropping envelopes until receive() catches up")
+            return
+        self._buffered_bytes += size
+        self._deliveries.put_nowait(delivery)
 
     def _finish(self) -> None:
         if self._ended is None:

@@ -25,7 +25,12 @@ from voice.errors import (
     SignalingUnreachable,
     TurnUnavailable,
 )
-from voice.net.client import Delivery, SignalingClient
+from voice.net.client import (
+    MAX_BUFFERED_BYTES,
+    MAX_BUFFERED_DELIVERIES,
+    Delivery,
+    SignalingClient,
+)
 
 
 @pytest.fixture
@@ -160,4 +165,93 @@ async def test_a_hostile_server_gets_no_further_than_the_parser() -> None:
         client = await user.connect(url)
         with pytest.raises(SignalingProtocolError):
             await asyncio.wait_for(client.receive(), 5)
+        await client.close()
+
+
+def welcome_then(
+    after: Callable[[ServerConnection], Awaitable[None]],
+) -> Callable[[ServerConnection], Awaitable[None]]:
+    """A fake server that logs any client in, then runs ``after``."""
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(json.dumps(CHALLENGE))
+        login = json.loads(await ws.recv())
+        await ws.send(json.dumps({"v": 1, "type": "welcome", "user": login["user"]}))
+        await after(ws)
+
+    return handler
+
+
+def deliver(body: bytes) -> str:
+    encoded = base64.b64encode(body).decode()
+    return json.dumps({"v": 1, "type": "deliver", "from": "mallory", "body": encoded})
+
+
+async def drain(client: SignalingClient, *, dropped: int) -> list[Delivery]:
+    """Wait (without receiving) until ``dropped`` deliveries were dropped, then receive all."""
+    async with asyncio.timeout(20):
+        while client.dropped_deliveries < dropped:  # noqa: ASYNC110 - the reader counts
+            await asyncio.sleep(0.01)
+    got: list[Delivery] = []
+    with pytest.raises(SignalingClosed):
+        while True:
+            got.append(await asyncio.wait_for(client.receive(), 10))
+    return got
+
+
+async def test_a_flooding_server_cannot_grow_the_delivery_buffer_without_bound() -> None:
+    """Deliveries nobody has received yet are capped (count and bytes): past the cap the
+    newest are dropped and counted, the oldest stay in order, the session goes on."""
+    sent = MAX_BUFFERED_DELIVERIES + 500
+
+    async def flood(ws: ServerConnection) -> None:
+        for i in range(sent):
+            await ws.send(deliver(i.to_bytes(4, "big")))
+        await ws.close()
+
+    async for url in hostile(welcome_then(flood)):
+        client = await make_user("alice").connect(url)
+        got = await drain(client, dropped=sent - MAX_BUFFERED_DELIVERIES)
+        assert [d.body for d in got] == [i.to_bytes(4, "big") for i in range(len(got))]
+        assert len(got) == MAX_BUFFERED_DELIVERIES  # the oldest, in order
+        assert client.dropped_deliveries == sent - len(got)
+        await client.close()
+
+
+async def test_big_deliveries_are_capped_by_bytes_too() -> None:
+    body = b"\x05" * 180_000  # a frame just under the client's 256 KiB frame limit
+    sent = 2 * MAX_BUFFERED_BYTES // len(body)
+
+    async def flood(ws: ServerConnection) -> None:
+        for _ in range(sent):
+            await ws.send(deliver(body))
+        await ws.close()
+
+    async for url in hostile(welcome_then(flood)):
+        client = await make_user("alice").connect(url)
+        fits = MAX_BUFFERED_BYTES // len(body)
+        got = await drain(client, dropped=sent - fits)
+        assert len(got) == fits and sum(len(d.body) for d in got) <= MAX_BUFFERED_BYTES
+        assert client.dropped_deliveries == sent - len(got)
+        await client.close()
+
+
+async def test_a_server_that_stops_reading_cannot_hang_send_past_its_timeout() -> None:
+    """``send`` used to write outside its timeout: once the socket buffers were full it hung
+    until the keepalive gave up (40 s by default), whatever ``reply_timeout`` said."""
+    stop = asyncio.Event()
+
+    async def deaf(ws: ServerConnection) -> None:
+        ws.transport.pause_reading()  # never reads again, never answers
+        await stop.wait()
+
+    async for url in hostile(welcome_then(deaf)):
+        client = await make_user("alice").connect(url)
+        body = b"\x00" * 500_000
+        async with asyncio.timeout(60) as guard:
+            for _ in range(60):  # several MB: far past the kernel's socket buffers
+                with pytest.raises(TimeoutError):
+                    await client.send("bob", body, reply_timeout=0.1)
+        assert not guard.expired()
+        stop.set()
         await client.close()
