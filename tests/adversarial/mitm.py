@@ -104,6 +104,8 @@ class Mitm:
                     me=self.fake(sender).public_key,
                     peer=self.real_keys[recipient],
                     call_id=call_id,
+                    my_name=sender,
+                    peer_name=recipient,
                     sas_bits=self.sas_bits,
                 ),
                 caller_description=message.description,
@@ -148,6 +150,8 @@ class Mitm:
             peer=self.real_keys[caller],
             call_id=call_id,
             commitment=commitment,
+            my_name=callee,
+            peer_name=caller,
             sas_bits=self.sas_bits,
         )
 
@@ -166,6 +170,8 @@ class Mitm:
                 call_id=leg.call_id,
                 caller=self.real_keys[leg.caller],
                 callee=self.fake(leg.callee).public_key,
+                caller_name=leg.caller,
+                callee_name=leg.callee,
                 eph_a=eph_a,
                 eph_b=answer.eph_b,
                 continuity_a=continuity_a,

@@ -114,6 +114,8 @@ def test_disclosed_identity_keys_do_not_decrypt_the_recording(rec: Recording) ->
         call_id=rec.call_id,
         caller=rec.identity_public["alice"],
         callee=rec.identity_public["bob"],
+        caller_name="alice",
+        callee_name="bob",
         eph_a=reveal.eph_a,
         eph_b=ringing.eph_b,
         continuity_a=reveal.continuity_a,

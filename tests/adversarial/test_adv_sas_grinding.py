@@ -101,7 +101,12 @@ class Parties:
         call_id = os.urandom(16)
         alice_desc, bob_desc = description(), description()
         caller = CallerKeyAgreement(
-            me=self.alice.public_key, peer=bob_as_looked_up, call_id=call_id, sas_bits=BITS
+            me=self.alice.public_key,
+            peer=bob_as_looked_up,
+            call_id=call_id,
+            my_name="alice",
+            peer_name="bob",
+            sas_bits=BITS,
         )
         mitm.oracle = (lambda _: (caller.eph_a, caller.continuity_a)) if mitm.oracle else None
         offer = self.envelope(
@@ -115,6 +120,8 @@ class Parties:
             peer=at_bob.sender_key,  # what bob pins for "alice" on first contact
             call_id=call_id,
             commitment=got_offer.commitment,
+            my_name="bob",
+            peer_name="alice",
             sas_bits=BITS,
         )
         answer = callee.answer()

@@ -200,7 +200,7 @@ async def test_losing_the_signaling_server_ends_calls_in_setup(
     out = await pa.call("bob")
     await pb.incoming(timeout=WAIT)
     await proxy.close()  # alice's signaling connection drops
-    assert (await out.wait_ended(WAIT)).reason is FailReason.PEER_VANISHED
+    assert (await out.wait_ended(WAIT)).reason is FailReason.SIGNALING_LOST
     with pytest.raises(PhoneClosed):
         await pa.incoming(timeout=WAIT)
 

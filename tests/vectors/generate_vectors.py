@@ -83,6 +83,7 @@ def _agreement_case(
 ) -> dict[str, Any]:
     alice, bob = Identity.from_seed(seed("alice")), Identity.from_seed(seed("bob"))
     call_id = hashlib.sha256(b"call id " + name.encode()).digest()[:16]
+    caller_name, callee_name = "alice", "bob"  # the usernames both sides agree on
     caller_desc = b'{"ice":"caller","ssrc":1111}'
     callee_desc = b'{"ice":"callee","ssrc":2222}'
     rng_a, rng_b = PinnedRng(f"{name} caller"), PinnedRng(f"{name} callee")
@@ -90,6 +91,8 @@ def _agreement_case(
         me=alice.public_key,
         peer=bob.public_key,
         call_id=call_id,
+        my_name=caller_name,
+        peer_name=callee_name,
         retained=caller_retained,
         rng=rng_a,
         sas_bits=sas_bits,
@@ -99,6 +102,8 @@ def _agreement_case(
         peer=alice.public_key,
         call_id=call_id,
         commitment=caller.commitment,
+        my_name=callee_name,
+        peer_name=caller_name,
         retained=callee_retained,
         rng=rng_b,
         sas_bits=sas_bits,
@@ -122,6 +127,8 @@ def _agreement_case(
         call_id=call_id,
         caller=alice.public_key,
         callee=bob.public_key,
+        caller_name=caller_name,
+        callee_name=callee_name,
         eph_a=reveal.eph_a,
         eph_b=answer.eph_b,
         continuity_a=reveal.continuity_a,
@@ -144,6 +151,8 @@ def _agreement_case(
             "callee_seed": seed("bob").hex(),
             "caller_identity": alice.public_key.hex(),
             "callee_identity": bob.public_key.hex(),
+            "caller_name": caller_name,
+            "callee_name": callee_name,
             "call_id": call_id.hex(),
             "caller_rng_stream": [t.hex() for t in rng_a.taken],
             "callee_rng_stream": [t.hex() for t in rng_b.taken],

@@ -60,6 +60,8 @@ class CallMedia:
             me=self._cfg.identity.public_key,
             peer=self._peer_key,
             call_id=self._call_id,
+            my_name=self._cfg.user,
+            peer_name=self._peer,
             retained=self._cfg.contacts.get_retained(self._peer),
             sas_bits=self._cfg.sas_bits,
         )
@@ -74,6 +76,8 @@ class CallMedia:
             peer=self._peer_key,
             call_id=self._call_id,
             commitment=offer.commitment,
+            my_name=self._cfg.user,
+            peer_name=self._peer,
             retained=self._cfg.contacts.get_retained(self._peer),
             sas_bits=self._cfg.sas_bits,
         )

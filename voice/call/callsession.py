@@ -27,7 +27,7 @@ from voice.call.events import Role, State
 from voice.call.machine import SENT_BY, CallMachine
 from voice.crypto.envelope import EnvelopeHeader, seal
 from voice.crypto.sas import Sas
-from voice.errors import CallEnded, VoiceError
+from voice.errors import CallEnded, RequestRefused, SignalingClientError, VoiceError
 from voice.media.session import MediaSession
 from voice.media.stats import MediaStats
 
@@ -361,7 +361,7 @@ class Call:
                 if not fut.done():
                     fut.set_exception(exc)
                     fut.exception()  # retrieved: nobody may be waiting on it
-                self.post(ev.PeerVanished())
+                self.post(_send_failure(exc))
             else:
                 if not fut.done():
                     fut.set_result(None)
@@ -386,6 +386,14 @@ class Call:
             task.cancel()
         await self._media.release()
         self._timings.first_audio_at = self._timings.first_audio_at or self._media.first_audio_at
+
+
+def _send_failure(exc: BaseException) -> ev.LocalEvent:
+    """Our own session ended (SignalingLost: a connected call survives it), or the server
+    refused or never confirmed the envelope (PeerVanished: the peer is unreachable)."""
+    if isinstance(exc, SignalingClientError) and not isinstance(exc, RequestRefused):
+        return ev.SignalingLost()
+    return ev.PeerVanished()
 
 
 async def _first(*aws: Coroutine[Any, Any, Any]) -> None:

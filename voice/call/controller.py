@@ -7,6 +7,12 @@
     incoming = await phone.incoming()       # the next ringing call; accept() or decline()
     await phone.close()                     # hangs up, closes media, logs out
 
+If the signaling session is lost (server down, connection reset), calls still being set up fail
+(``signaling_lost``: they need the server), but a CONNECTED call goes on: its media is peer to
+peer. Its hangup can then not be sent: it ends locally and the peer's media timeout ends the
+other side. :attr:`Phone.signaling_lost` / :meth:`Phone.wait_signaling_lost` tell the user; no
+new call can be placed or received until a new Phone connects.
+
 Every delivery is opened (``open_envelope``), checked for freshness (``ReplayGuard``), then its
 sender key is checked against the contact book for the user the server says sent it (pinned on
 first use). A changed key refuses the call before it rings and raises a
@@ -39,10 +45,12 @@ from voice.errors import (
     AlreadyInCall,
     BadCallMessage,
     BadEnvelope,
+    BadPublicKey,
     CallControlError,
     KeyChangedError,
     PhoneClosed,
     SignalingClientError,
+    SignalingClosed,
     TurnUnavailable,
     VoiceError,
 )
@@ -75,7 +83,8 @@ class Phone:
         self._incoming: asyncio.Queue[Call | None] = asyncio.Queue()
         self._warning_queue: asyncio.Queue[KeyChangedWarning] = asyncio.Queue(MAX_WARNINGS)
         self._closed = False
-        self._lost: BaseException | None = None
+        self._lost: SignalingClientError | None = None
+        self._lost_event = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._reader = asyncio.create_task(self._read_loop(), name=f"phone-{config.user}")
 
@@ -106,6 +115,21 @@ class Phone:
         return list(self._calls.values())
 
     @property
+    def signaling_lost(self) -> SignalingClientError | None:
+        """Why the signaling session ended (None while it is up): show it to the user.
+
+        A connected call survives it; nothing new can be dialed or received.
+        """
+        return self._lost
+
+    async def wait_signaling_lost(self, timeout: float | None = None) -> SignalingClientError:  # noqa: ASYNC109
+        """Return once the signaling session is lost (not when we close the phone)."""
+        async with asyncio.timeout(timeout):
+            await self._lost_event.wait()
+        assert self._lost is not None
+        return self._lost
+
+    @property
     def active_call(self) -> Call | None:
         live = [c for c in self._calls.values() if not c.state.terminal]
         return live[0] if live else None
@@ -114,7 +138,9 @@ class Phone:
         """Dial ``user`` at once; return the Call (then ``wait_connected``).
 
         Raises UnknownUser, RecipientOffline (nobody to ring), KeyChangedError (the server's
-        key for ``user`` is not the pinned one: nothing is sent), AlreadyInCall, PhoneClosed.
+        key for ``user`` is not the pinned one: nothing is sent), BadPublicKey (the server
+        claims our own key belongs to ``user``: nothing is pinned or sent), AlreadyInCall,
+        PhoneClosed.
         If ``user`` is calling us right now, that call is accepted and returned instead.
         """
         self._check_open()
@@ -126,6 +152,10 @@ class Phone:
         loop = asyncio.get_running_loop()
         dialed_at = loop.time()
         key = await self._client.lookup(user, reply_timeout=self.config.request_timeout)
+        if key == self.config.identity.public_key:  # a lying (or broken) server: never pin it
+            raise BadPublicKey(
+                f"the server says {user!r} owns your own identity key; refusing the call"
+            )
         self.config.contacts.check(user, key)  # KeyChangedError: refuse before anything is sent
         call = Call(self, role=Role.CALLER, peer=user, peer_key=key, call_id=os.urandom(16))
         call.timings.dialed_at = dialed_at
@@ -274,11 +304,16 @@ class Phone:
                     self.count("internal")
         except SignalingClientError as exc:
             self._lost = exc
-            log.warning("signaling session lost (%s)", type(exc).__name__)
         finally:
             if not self._closed:
+                self._lost = self._lost or SignalingClosed("the signaling session ended", code=None)
+                log.warning(
+                    "signaling session lost (%s): calls in setup fail, a connected call goes on",
+                    type(self._lost).__name__,
+                )
+                self._lost_event.set()
                 for call in self._calls.values():
-                    call.post(ev.PeerVanished())
+                    call.post(ev.SignalingLost())  # the machine decides: setup fails, media stays
                 self._incoming.put_nowait(None)
 
     def _on_delivery(self, delivery: Delivery) -> None:

@@ -56,6 +56,7 @@ class FailReason(enum.Enum):
     BAD_MESSAGE = "bad_message"
     SETUP_TIMEOUT = "setup_timeout"  # accepted, but keys never became ready
     REMOTE_ERROR = "remote_error"  # the peer sent `error`; its reason is in the detail
+    SIGNALING_LOST = "signaling_lost"  # our signaling session ended while the call was set up
 
 
 # ---- local inputs (received messages are inputs too) ----------------------------------------
@@ -144,6 +145,12 @@ class PeerVanished:
 
 
 @dataclass(frozen=True)
+class SignalingLost:
+    """Our signaling session ended. Setup needs it (the call fails); a CONNECTED call's media
+    is peer to peer, so it goes on until hangup, media timeout or ICE consent ends it."""
+
+
+@dataclass(frozen=True)
 class Tick:
     """Time passed; the machine checks its deadline against ``now``."""
 
@@ -164,6 +171,7 @@ LocalEvent = (
     | IceFailed
     | MediaFailed
     | PeerVanished
+    | SignalingLost
     | Tick
 )
 Event = LocalEvent | Message

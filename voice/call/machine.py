@@ -302,3 +302,8 @@ class CallMachine:
 
     def _on_peer_vanished(self, e: object, now: float, fx: list[ev.Effect]) -> State:
         return self._fail(fx, FailReason.PEER_VANISHED, tell=False)
+
+    def _on_signaling_lost(self, e: object, now: float, fx: list[ev.Effect]) -> State:
+        if self.state is State.CONNECTED:  # media needs no server: the call goes on
+            return self.state
+        return self._fail(fx, FailReason.SIGNALING_LOST, tell=False)  # nothing can be sent

@@ -30,6 +30,7 @@ _ACTIVE: Final = (
     _S.CONNECTING,
     _S.CONNECTED,
 )
+_SETUP: Final = tuple(s for s in _ACTIVE if s is not _S.CONNECTED)  # needs signaling
 _ICE_UP: Final = (_S.RINGING_OUT, _S.RINGING_IN, _S.CONNECTING, _S.CONNECTED)
 
 
@@ -92,6 +93,8 @@ def _build() -> dict[tuple[State, type[Any]], Rule]:
     add(_ACTIVE, msg.CallError, "_on_remote_error", _S.FAILED)
     add(_ACTIVE, ev.BadMessage, "_on_bad_message", _S.FAILED)
     add(_ACTIVE, ev.PeerVanished, "_on_peer_vanished", _S.FAILED)
+    add(_SETUP, ev.SignalingLost, "_on_signaling_lost", _S.FAILED)
+    add((_S.CONNECTED,), ev.SignalingLost, "_on_signaling_lost", stay=True)  # media is P2P
     return table
 
 

@@ -45,6 +45,7 @@ _END_TEXT: dict[EndReason | FailReason, str] = {
     FailReason.BAD_MESSAGE: "{peer} sent a malformed message",
     FailReason.SETUP_TIMEOUT: "the call was accepted but the keys never became ready",
     FailReason.REMOTE_ERROR: "{peer} reported an error",
+    FailReason.SIGNALING_LOST: "lost the connection to the signaling server during call setup",
 }
 
 
@@ -108,6 +109,7 @@ class Session:
         self.interrupt = Interrupt()
         self.lines = LineReader()
         self.contacts = settings.contacts()
+        self.phone: Phone | None = None
         self._rang = False
 
     def say(self, text: str) -> None:
@@ -134,17 +136,21 @@ class Session:
             await plan.close()
             raise
         self.settings.remember_user(user)
+        self.phone = phone
         self.say(f"Logged in to {self.settings.server} as {user} ({plan.choice.describe()}).")
         return phone, plan
 
     # -- the call itself ------------------------------------------------------------------
     async def follow(self, call: Call) -> ExitCode:
         """From placing/accepting to the end: ringing, SAS, prompts, hang-up, exit code."""
-        watcher = asyncio.ensure_future(self._show_progress(call))
+        watchers = [asyncio.ensure_future(self._show_progress(call))]
+        if self.phone is not None:
+            watchers.append(asyncio.ensure_future(self._show_signaling_lost(self.phone, call)))
         try:
             return await self._follow(call)
         finally:
-            watcher.cancel()
+            for watcher in watchers:
+                watcher.cancel()
 
     async def _follow(self, call: Call) -> ExitCode:
         try:
@@ -177,6 +183,16 @@ class Session:
         while True:
             self._show_ringing(call)
             await asyncio.sleep(0.02)
+
+    async def _show_signaling_lost(self, phone: Phone, call: Call) -> None:
+        """Once: the server is gone. A connected call goes on; say what that means."""
+        await phone.wait_signaling_lost()
+        await asyncio.sleep(0.1)  # let the call take the news first (setup fails, media stays)
+        if not call.state.terminal:
+            self.say(
+                "WARNING: lost the connection to the signaling server. The call goes on "
+                f"peer to peer; when you hang up, {call.peer} only notices when the audio stops."
+            )
 
     def _show_ringing(self, call: Call) -> None:
         """Once: the callee's phone rings (timings.ringing_at stays set, so it is never missed)."""

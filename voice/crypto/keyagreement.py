@@ -16,9 +16,13 @@ peer's ephemeral key (caller's in the offer, callee's in the answer), or a MITM 
 
 Key schedule (see kdf.py for ``derive``)::
 
-    transcript = lp("voice transcript v1") || lp(call_id) || lp(caller) || lp(callee)
+    transcript = lp("voice transcript v2") || lp(call_id) || lp(caller) || lp(callee)
+                 || lp(caller_name) || lp(callee_name)
                  || lp(eph_a) || lp(eph_b) || lp(continuity_a) || lp(continuity_b)
                  || lp(caller_description) || lp(callee_description)
+    (names: UTF-8 usernames, the caller's own login and the name it dialed on the caller's side,
+    the server's ``from`` and its own login on the callee's side: a relabelled call gives two
+    different transcripts, so different keys and SASes)
     th   = SHA-256(transcript)
     dh   = X25519(eph_a_secret, eph_b) = X25519(eph_b_secret, eph_a)   (all-zero: refused)
     ikm  = dh || rs        (rs = the matched retained secret, or empty; see continuity.py)
@@ -66,7 +70,7 @@ __all__ = [
 
 Rng = Callable[[int], bytes]
 COMMIT_LABEL = b"voice commit v1"
-TRANSCRIPT_LABEL = b"voice transcript v1"
+TRANSCRIPT_LABEL = b"voice transcript v2"  # v2: usernames bound too
 CALL_ID_BYTES = 16
 GCM_KEY_SALT_BYTES = 32 + 12
 CM_KEY_SALT_BYTES = 16 + 14
@@ -161,6 +165,8 @@ def encode_transcript(
     call_id: bytes,
     caller: bytes,
     callee: bytes,
+    caller_name: str,
+    callee_name: str,
     eph_a: bytes,
     eph_b: bytes,
     continuity_a: bytes,
@@ -168,10 +174,13 @@ def encode_transcript(
     caller_description: bytes,
     callee_description: bytes,
 ) -> bytes:
+    """The transcript bytes (docs/protocol.md, Part 2, section 4); ``th`` is their SHA-256."""
     parts = (
         call_id,
         caller,
         callee,
+        _name_bytes(caller_name),
+        _name_bytes(callee_name),
         eph_a,
         eph_b,
         continuity_a,
@@ -192,11 +201,22 @@ def _new_ephemeral(rng: Rng) -> tuple[bytes, bytes]:
     return secret, crypto_scalarmult_base(secret)
 
 
-def _check_ids(me: bytes, peer: bytes, call_id: bytes) -> None:
+def _name_bytes(name: str) -> bytes:
+    """A username as the transcript holds it (UTF-8); an empty name would bind nobody."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("a username is a non-empty string")
+    return name.encode("utf-8")
+
+
+def _check_ids(me: bytes, peer: bytes, call_id: bytes, my_name: str, peer_name: str) -> None:
     if len(me) != 32 or len(peer) != 32:
         raise BadPublicKey("identity keys are 32 bytes")
+    if me == peer:
+        raise BadPublicKey("the peer's identity key is our own")
     if len(call_id) != CALL_ID_BYTES:
         raise ValueError("call_id is 16 bytes")
+    _name_bytes(my_name)
+    _name_bytes(peer_name)
 
 
 def _derive_keys(
@@ -239,12 +259,16 @@ class CallerKeyAgreement:
         me: bytes,
         peer: bytes,
         call_id: bytes,
+        my_name: str,
+        peer_name: str,
         retained: RetainedSecrets | None = None,
         rng: Rng = os.urandom,
         sas_bits: int = DEFAULT_SAS_BITS,
     ) -> None:
-        _check_ids(me, peer, call_id)
+        """``my_name``: our own login; ``peer_name``: the username we dialed."""
+        _check_ids(me, peer, call_id, my_name, peer_name)
         self._me, self._peer, self._call_id = me, peer, call_id
+        self._my_name, self._peer_name = my_name, peer_name
         self._retained, self._sas_bits = retained, sas_bits
         self._secret: bytes | None
         self._secret, self.eph_a = _new_ephemeral(rng)
@@ -294,6 +318,8 @@ class CallerKeyAgreement:
             call_id=self._call_id,
             caller=self._me,
             callee=self._peer,
+            caller_name=self._my_name,
+            callee_name=self._peer_name,
             eph_a=self.eph_a,
             eph_b=eph_b,
             continuity_a=self.continuity_a,
@@ -336,14 +362,18 @@ class CalleeKeyAgreement:
         peer: bytes,
         call_id: bytes,
         commitment: bytes,
+        my_name: str,
+        peer_name: str,
         retained: RetainedSecrets | None = None,
         rng: Rng = os.urandom,
         sas_bits: int = DEFAULT_SAS_BITS,
     ) -> None:
-        _check_ids(me, peer, call_id)
+        """``my_name``: our own login; ``peer_name``: who the server says sent the offer."""
+        _check_ids(me, peer, call_id, my_name, peer_name)
         if len(commitment) != 32:
             raise CommitmentMismatch("a commitment is 32 bytes")
         self._me, self._peer, self._call_id = me, peer, call_id
+        self._my_name, self._peer_name = my_name, peer_name
         self._commitment, self._retained, self._sas_bits = commitment, retained, sas_bits
         self._rng = rng
         self._secret: bytes | None = None
@@ -417,6 +447,8 @@ class CalleeKeyAgreement:
             call_id=self._call_id,
             caller=self._peer,
             callee=self._me,
+            caller_name=self._peer_name,
+            callee_name=self._my_name,
             eph_a=eph_a,
             eph_b=self._answer.eph_b,
             continuity_a=continuity_a,

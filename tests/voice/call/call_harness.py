@@ -78,7 +78,11 @@ class FakePhone:
         machine = CallMachine(role=ev.Role.CALLER, peer=peer, call_id=call_id)
         self.calls[call_id] = machine
         ka = CallerKeyAgreement(
-            me=self.identity, peer=self.wire.phones[peer].identity, call_id=call_id
+            me=self.identity,
+            peer=self.wire.phones[peer].identity,
+            call_id=call_id,
+            my_name=self.name,
+            peer_name=peer,
         )
         self._agreements[call_id] = ka
         desc = self._descriptions[call_id] = {"from": self.name, "ufrag": os.urandom(4).hex()}
@@ -150,6 +154,8 @@ class FakePhone:
                 peer=self.wire.phones[machine.peer].identity,
                 call_id=cid,
                 commitment=effect.offer.commitment,
+                my_name=self.name,
+                peer_name=machine.peer,
             )
             self._agreements[cid] = callee
             answer = callee.answer()

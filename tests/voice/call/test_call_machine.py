@@ -39,6 +39,7 @@ INPUTS: list[tuple[str, Any, float]] = [  # (name, input, now)
     ("IceFailed", ev.IceFailed(), 0.0),
     ("MediaFailed", ev.MediaFailed(), 0.0),
     ("PeerVanished", ev.PeerVanished(), 0.0),
+    ("SignalingLost", ev.SignalingLost(), 0.0),
     ("Tick", ev.Tick(), 1.0),
     ("Tick", ev.Tick(), LATE),
     ("Offer", OFFER, 0.0),
@@ -246,3 +247,22 @@ def test_invariants_hold_under_random_input(
 def test_every_rule_names_a_machine_method() -> None:
     for rule in TABLE.values():
         assert callable(getattr(CallMachine, rule.handler, None)), rule.handler
+
+
+def test_losing_signaling_fails_a_call_in_setup_but_not_a_connected_one() -> None:
+    a = fresh(Role.CALLER)
+    a.dial(0.0, OFFER, REVEAL)
+    a.receive(1.0, CALL_ID, RINGING)
+    step = a.handle(1.0, ev.SignalingLost())
+    assert step.effects == (ev.StopRinging(), ev.EndCall(FailReason.SIGNALING_LOST))
+    assert a.state is State.FAILED  # and nothing is sent: there is no server to send it
+    b = fresh(Role.CALLEE)
+    b.receive(0.0, CALL_ID, OFFER)
+    b.ringing_ready(0.0, RINGING)
+    b.receive(0.5, CALL_ID, REVEAL)
+    b.handle(0.5, ev.KeysReady())
+    b.accept(1.0)
+    assert b.state is State.CONNECTED
+    step = b.handle(2.0, ev.SignalingLost())
+    assert step.ok and step.effects == () and b.state is State.CONNECTED
+    assert b.hangup(3.0).effects[-1] == ev.EndCall(EndReason.HANGUP_LOCAL)  # still ours to end

@@ -33,9 +33,17 @@ def test_mixed_secret_is_in_the_key_schedule() -> None:
         return secrets[-1]
 
     rs = RetainedSecrets(S1)
-    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL, retained=rs, rng=rng)
+    caller = CallerKeyAgreement(
+        me=ALICE, peer=BOB, call_id=CALL, my_name="alice", peer_name="bob", retained=rs, rng=rng
+    )
     callee = CalleeKeyAgreement(
-        me=BOB, peer=ALICE, call_id=CALL, commitment=caller.commitment, retained=rs
+        me=BOB,
+        peer=ALICE,
+        call_id=CALL,
+        my_name="bob",
+        peer_name="alice",
+        commitment=caller.commitment,
+        retained=rs,
     )
     ans = callee.answer()
     caller.receive_answer(

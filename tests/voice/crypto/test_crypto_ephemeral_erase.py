@@ -14,7 +14,7 @@ CALL = b"c" * 16
 
 
 def test_erase_zeroes_a_caller_secret_that_no_answer_used() -> None:
-    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL, my_name="alice", peer_name="bob")
     secret = caller._secret
     assert secret is not None and secret != bytes(32)
     caller.erase()
@@ -30,8 +30,15 @@ def test_erase_zeroes_a_caller_secret_that_no_answer_used() -> None:
 
 
 def test_erase_zeroes_a_callee_secret_that_no_reveal_used() -> None:
-    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
-    callee = CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=CALL, commitment=caller.commitment)
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL, my_name="alice", peer_name="bob")
+    callee = CalleeKeyAgreement(
+        me=BOB,
+        peer=ALICE,
+        call_id=CALL,
+        my_name="bob",
+        peer_name="alice",
+        commitment=caller.commitment,
+    )
     callee.answer()
     secret = callee._secret
     assert secret is not None and secret != bytes(32)

@@ -16,11 +16,13 @@ from voice.crypto.keyagreement import (
     CallerKeyAgreement,
     CallKeys,
     commitment_of,
+    encode_transcript,
 )
 from voice.errors import BadPublicKey, CommitmentMismatch, KeyAgreementError
 
 ALICE = Identity.from_seed(b"a" * 32).public_key
 BOB = Identity.from_seed(b"b" * 32).public_key
+CAROL = Identity.from_seed(b"c" * 32).public_key
 CALL = b"c" * 16
 DESC_A, DESC_B = b"caller sdp", b"callee sdp"
 
@@ -32,10 +34,26 @@ def run_call(
     callee_descs: tuple[bytes, bytes] = (DESC_A, DESC_B),
     caller_rs: RetainedSecrets | None = None,
     callee_rs: RetainedSecrets | None = None,
+    caller_names: tuple[str, str] = ("alice", "bob"),
+    callee_names: tuple[str, str] = ("alice", "bob"),
 ) -> tuple[CallKeys, CallKeys]:
-    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=call_id, retained=caller_rs)
+    """One call; ``*_names`` = (caller's username, callee's username) as each side knows them."""
+    caller = CallerKeyAgreement(
+        me=ALICE,
+        peer=BOB,
+        call_id=call_id,
+        my_name=caller_names[0],
+        peer_name=caller_names[1],
+        retained=caller_rs,
+    )
     callee = CalleeKeyAgreement(
-        me=BOB, peer=ALICE, call_id=call_id, commitment=caller.commitment, retained=callee_rs
+        me=BOB,
+        peer=ALICE,
+        call_id=call_id,
+        my_name=callee_names[1],
+        peer_name=callee_names[0],
+        commitment=caller.commitment,
+        retained=callee_rs,
     )
     ans = callee.answer()
     rev = caller.receive_answer(
@@ -94,6 +112,73 @@ def test_different_transcripts_give_different_keys_and_sas(
     assert ka.srtp_gcm_tx != kb.srtp_gcm_rx and ka.srtp_cm_tx != kb.srtp_cm_rx
 
 
+@pytest.mark.parametrize(
+    "callee_names",
+    [
+        ("mallory", "bob"),  # the server relabelled the caller (identity misbinding)
+        ("alice", "bobby"),  # the caller dialed another name than the callee's login
+        ("bob", "alice"),  # names swapped
+        ("alic", "ebob"),  # same bytes when concatenated: the length prefixes tell them apart
+    ],
+)
+def test_usernames_are_bound_into_the_transcript(callee_names: tuple[str, str]) -> None:
+    """Same keys and messages, but the two sides disagree on a username: nothing matches."""
+    ka, kb = run_call(callee_names=callee_names)
+    assert ka.transcript_hash != kb.transcript_hash
+    assert ka.sas != kb.sas
+    assert ka.srtp_gcm_tx != kb.srtp_gcm_rx and ka.srtp_gcm_rx != kb.srtp_gcm_tx
+    assert ka.srtp_cm_tx != kb.srtp_cm_rx and ka.next_retained != kb.next_retained
+
+
+def test_agreeing_usernames_give_the_same_keys() -> None:
+    names = ("carol-2", "dave_x")
+    ka, kb = run_call(caller_names=names, callee_names=names)
+    assert_same(ka, kb)
+
+
+def test_a_username_changes_the_transcript_as_documented() -> None:
+    base = {
+        "call_id": CALL,
+        "caller": ALICE,
+        "callee": BOB,
+        "eph_a": b"\x01" * 32,
+        "eph_b": b"\x02" * 32,
+        "continuity_a": bytes(64),
+        "continuity_b": bytes(64),
+        "caller_description": DESC_A,
+        "callee_description": DESC_B,
+    }
+    honest = encode_transcript(**base, caller_name="alice", callee_name="bob")
+    relabelled = encode_transcript(**base, caller_name="mallory", callee_name="bob")
+    assert honest != relabelled
+    assert honest.startswith(b"\x00\x00\x00\x13voice transcript v2")
+    assert b"\x00\x00\x00\x05alice\x00\x00\x00\x03bob" in honest
+
+
+@pytest.mark.parametrize("names", [("", "bob"), ("alice", "")])
+def test_empty_usernames_are_refused(names: tuple[str, str]) -> None:
+    with pytest.raises(ValueError):
+        CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL, my_name=names[0], peer_name=names[1])
+    with pytest.raises(ValueError):
+        CalleeKeyAgreement(
+            me=BOB,
+            peer=ALICE,
+            call_id=CALL,
+            commitment=bytes(32),
+            my_name=names[1],
+            peer_name=names[0],
+        )
+
+
+def test_our_own_identity_key_as_the_peer_is_refused() -> None:
+    with pytest.raises(BadPublicKey):
+        CallerKeyAgreement(me=ALICE, peer=ALICE, call_id=CALL, my_name="alice", peer_name="bob")
+    with pytest.raises(BadPublicKey):
+        CalleeKeyAgreement(
+            me=BOB, peer=BOB, call_id=CALL, commitment=bytes(32), my_name="bob", peer_name="x"
+        )
+
+
 def test_every_call_has_fresh_keys() -> None:
     k1, _ = run_call()
     k2, _ = run_call()
@@ -101,8 +186,15 @@ def test_every_call_has_fresh_keys() -> None:
 
 
 def test_commitment_mismatch_is_refused() -> None:
-    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
-    callee = CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=CALL, commitment=caller.commitment)
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL, my_name="alice", peer_name="bob")
+    callee = CalleeKeyAgreement(
+        me=BOB,
+        peer=ALICE,
+        call_id=CALL,
+        my_name="bob",
+        peer_name="alice",
+        commitment=caller.commitment,
+    )
     ans = callee.answer()
     rev = caller.receive_answer(
         eph_b=ans.eph_b,
@@ -110,7 +202,9 @@ def test_commitment_mismatch_is_refused() -> None:
         caller_description=DESC_A,
         callee_description=DESC_B,
     )
-    other = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)  # a key chosen after the fact
+    other = CallerKeyAgreement(
+        me=ALICE, peer=BOB, call_id=CALL, my_name="alice", peer_name="bob"
+    )  # a key chosen after the fact
     with pytest.raises(CommitmentMismatch):
         callee.receive_reveal(
             eph_a=other.eph_a,
@@ -129,8 +223,15 @@ def test_commitment_mismatch_is_refused() -> None:
 
 @pytest.mark.parametrize("field", ["eph_a", "continuity_a"])
 def test_commitment_covers_each_revealed_field(field: str) -> None:
-    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
-    callee = CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=CALL, commitment=caller.commitment)
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL, my_name="alice", peer_name="bob")
+    callee = CalleeKeyAgreement(
+        me=BOB,
+        peer=ALICE,
+        call_id=CALL,
+        my_name="bob",
+        peer_name="alice",
+        commitment=caller.commitment,
+    )
     ans = callee.answer()
     rev = caller.receive_answer(
         eph_b=ans.eph_b,
@@ -147,9 +248,16 @@ def test_commitment_covers_each_revealed_field(field: str) -> None:
 
 
 def test_commitment_is_bound_to_call_and_identities() -> None:
-    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
-    for call_id, me, peer in ((b"d" * 16, BOB, ALICE), (CALL, ALICE, BOB), (CALL, BOB, BOB)):
-        callee = CalleeKeyAgreement(me=me, peer=peer, call_id=call_id, commitment=caller.commitment)
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL, my_name="alice", peer_name="bob")
+    for call_id, me, peer in ((b"d" * 16, BOB, ALICE), (CALL, ALICE, BOB), (CALL, BOB, CAROL)):
+        callee = CalleeKeyAgreement(
+            me=me,
+            peer=peer,
+            call_id=call_id,
+            commitment=caller.commitment,
+            my_name="bob",
+            peer_name="alice",
+        )
         callee.answer()
         if (call_id, me, peer) == (CALL, BOB, ALICE):
             continue
@@ -164,7 +272,9 @@ def test_commitment_is_bound_to_call_and_identities() -> None:
 
 def test_malformed_commitment() -> None:
     with pytest.raises(CommitmentMismatch):
-        CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=CALL, commitment=b"short")
+        CalleeKeyAgreement(
+            me=BOB, peer=ALICE, call_id=CALL, my_name="bob", peer_name="alice", commitment=b"short"
+        )
 
 
 @pytest.mark.parametrize("point", SMALL_ORDER_POINTS)
@@ -172,7 +282,7 @@ def test_malformed_commitment() -> None:
 def test_low_order_eph_b_is_refused(point: bytes, high_bit: bool) -> None:
     if high_bit:
         point = point[:31] + bytes([point[31] | 0x80])
-    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL, my_name="alice", peer_name="bob")
     with pytest.raises(BadPublicKey):
         caller.receive_answer(
             eph_b=point,
@@ -191,7 +301,9 @@ def test_low_order_eph_a_is_refused_even_with_matching_commitment(point: bytes) 
     commitment = commitment_of(
         call_id=CALL, caller=ALICE, callee=BOB, eph_a=point, continuity_a=cont
     )
-    callee = CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=CALL, commitment=commitment)
+    callee = CalleeKeyAgreement(
+        me=BOB, peer=ALICE, call_id=CALL, my_name="bob", peer_name="alice", commitment=commitment
+    )
     callee.answer()
     with pytest.raises(BadPublicKey):
         callee.receive_reveal(
@@ -209,19 +321,19 @@ def test_known_small_order_points_really_are_non_contributory() -> None:
 
 
 def test_malformed_public_keys() -> None:
-    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL, my_name="alice", peer_name="bob")
     with pytest.raises(BadPublicKey):
         caller.receive_answer(
             eph_b=b"short", continuity_b=b"", caller_description=b"", callee_description=b""
         )
     with pytest.raises(BadPublicKey):
-        CallerKeyAgreement(me=b"x", peer=BOB, call_id=CALL)
+        CallerKeyAgreement(me=b"x", peer=BOB, call_id=CALL, my_name="alice", peer_name="bob")
     with pytest.raises(ValueError):
-        CallerKeyAgreement(me=ALICE, peer=BOB, call_id=b"short")
+        CallerKeyAgreement(me=ALICE, peer=BOB, call_id=b"short", my_name="alice", peer_name="bob")
 
 
 def test_echoed_ephemeral_is_refused() -> None:
-    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL, my_name="alice", peer_name="bob")
     with pytest.raises(BadPublicKey):
         caller.receive_answer(
             eph_b=caller.eph_a,
@@ -232,10 +344,17 @@ def test_echoed_ephemeral_is_refused() -> None:
 
 
 def test_out_of_order_use() -> None:
-    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL)
+    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL, my_name="alice", peer_name="bob")
     with pytest.raises(KeyAgreementError):
         caller.keys()
-    callee = CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=CALL, commitment=caller.commitment)
+    callee = CalleeKeyAgreement(
+        me=BOB,
+        peer=ALICE,
+        call_id=CALL,
+        my_name="bob",
+        peer_name="alice",
+        commitment=caller.commitment,
+    )
     with pytest.raises(KeyAgreementError):
         callee.receive_reveal(
             eph_a=caller.eph_a,
@@ -258,10 +377,19 @@ def test_ephemeral_secret_is_wiped_and_keys_erase() -> None:
         taken.append(os.urandom(n))
         return taken[-1]
 
-    caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL, rng=rng)
+    caller = CallerKeyAgreement(
+        me=ALICE, peer=BOB, call_id=CALL, my_name="alice", peer_name="bob", rng=rng
+    )
     secret = caller._secret
     assert secret is not None and secret == taken[0]
-    callee = CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=CALL, commitment=caller.commitment)
+    callee = CalleeKeyAgreement(
+        me=BOB,
+        peer=ALICE,
+        call_id=CALL,
+        my_name="bob",
+        peer_name="alice",
+        commitment=caller.commitment,
+    )
     ans = callee.answer()
     caller.receive_answer(
         eph_b=ans.eph_b,

@@ -88,9 +88,17 @@ def _mitm_call(grind: int) -> bool:
     call_id = os.urandom(16)
     desc_a, desc_b = b"alice sdp", b"bob sdp"
     # Bob leg: Mallory is the caller.
-    m_caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=call_id, sas_bits=BITS)
+    m_caller = CallerKeyAgreement(
+        me=ALICE, peer=BOB, call_id=call_id, my_name="alice", peer_name="bob", sas_bits=BITS
+    )
     bob = CalleeKeyAgreement(
-        me=BOB, peer=ALICE, call_id=call_id, commitment=m_caller.commitment, sas_bits=BITS
+        me=BOB,
+        peer=ALICE,
+        call_id=call_id,
+        my_name="bob",
+        peer_name="alice",
+        commitment=m_caller.commitment,
+        sas_bits=BITS,
     )
     b_ans = bob.answer()
     m_rev = m_caller.receive_answer(
@@ -106,10 +114,18 @@ def _mitm_call(grind: int) -> bool:
         callee_description=desc_b,
     )
     # Alice leg: Alice commits; Mallory must answer before she sees eph_a.
-    alice = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=call_id, sas_bits=BITS)
+    alice = CallerKeyAgreement(
+        me=ALICE, peer=BOB, call_id=call_id, my_name="alice", peer_name="bob", sas_bits=BITS
+    )
     candidates = [
         CalleeKeyAgreement(
-            me=BOB, peer=ALICE, call_id=call_id, commitment=alice.commitment, sas_bits=BITS
+            me=BOB,
+            peer=ALICE,
+            call_id=call_id,
+            my_name="bob",
+            peer_name="alice",
+            commitment=alice.commitment,
+            sas_bits=BITS,
         )
         for _ in range(grind)
     ]
@@ -136,6 +152,8 @@ def _mitm_without_commitment(grind: int) -> bool:
             call_id=call_id,
             caller=ALICE,
             callee=BOB,
+            caller_name="alice",
+            callee_name="bob",
             eph_a=eph_a,
             eph_b=eph_m,
             continuity_a=cont_a,
@@ -164,10 +182,21 @@ def test_without_commitment_the_same_attacker_wins() -> None:
 
 def test_mallory_cannot_change_her_key_after_seeing_bobs() -> None:
     call_id = os.urandom(16)
-    m1 = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=call_id, sas_bits=BITS)
-    bob = CalleeKeyAgreement(me=BOB, peer=ALICE, call_id=call_id, commitment=m1.commitment)
+    m1 = CallerKeyAgreement(
+        me=ALICE, peer=BOB, call_id=call_id, my_name="alice", peer_name="bob", sas_bits=BITS
+    )
+    bob = CalleeKeyAgreement(
+        me=BOB,
+        peer=ALICE,
+        call_id=call_id,
+        my_name="bob",
+        peer_name="alice",
+        commitment=m1.commitment,
+    )
     bob.answer()
-    m2 = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=call_id, sas_bits=BITS)
+    m2 = CallerKeyAgreement(
+        me=ALICE, peer=BOB, call_id=call_id, my_name="alice", peer_name="bob", sas_bits=BITS
+    )
     with pytest.raises(CommitmentMismatch):
         bob.receive_reveal(
             eph_a=m2.eph_a,

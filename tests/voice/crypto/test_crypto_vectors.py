@@ -99,7 +99,8 @@ def test_agreement_vectors_independently(index: int) -> None:
         lp(b"voice commit v1") + ids + lp(h(o["eph_a"])) + lp(h(o["continuity_a"]))
     ).digest()
     assert commit.hex() == o["commitment"]
-    transcript = lp(b"voice transcript v1") + ids
+    names = lp(i["caller_name"].encode()) + lp(i["callee_name"].encode())
+    transcript = lp(b"voice transcript v2") + ids + names
     for key in ("eph_a", "eph_b", "continuity_a", "continuity_b"):
         transcript += lp(h(o[key]))
     transcript += lp(h(i["caller_description"])) + lp(h(i["callee_description"]))
