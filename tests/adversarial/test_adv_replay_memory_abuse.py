@@ -87,9 +87,11 @@ async def test_fresh_keys_from_one_account_do_not_fill_the_replay_memory(tmp_pat
     async with running_server() as server, two_phones(server.url, alice, bob) as (pa, pb):
         pb._replay = ReplayGuard(clock=pb.config.clock, max_calls=GUARD_CALLS)
         await _flood(server, bob, pb, GUARD_CALLS + 8)
-        first = await pb.incoming(timeout=5)  # mallory's first offer: her key got pinned
-        assert first.peer == "mallory"
-        await first.decline()
+        # Only mallory's first offer, which pinned her key, became a call. Its made-up media
+        # description fails it as soon as ICE starts, so it may have ended already.
+        (first,) = [c for c in pb._calls.values() if c.peer == "mallory"]
+        if not first.state.terminal:
+            await first.decline()
         await first.wait_ended(timeout=5)
         # Alice's call still rings: mallory's refused envelopes took no room in the memory.
         out = await pa.call("bob")
