@@ -10,7 +10,9 @@ asks the jitter buffer what to do: play a packet, rebuild a lost frame from the 
 next packet, conceal a loss (Opus PLC), or wait (the buffer is still filling: play silence so the
 sink keeps real time). The level of each decoded frame goes back to the buffer
 (``note_silence``) so it can change its depth during pauses. :attr:`first_audio` is set when the
-first frame decoded from a received packet is handed to the sink.
+first frame decoded from a received packet is handed to the sink. :attr:`loss_noticed` is set
+when a packet goes missing while our last report told the peer the link was clean: the session
+then reports at once, so the peer's FEC is armed within a round trip.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class RtpReceiver:
         self._early: tuple[int, int, bytes, float] | None = None
         self._aligned = False
         self._wakeup = asyncio.Event()
+        self.loss_noticed = asyncio.Event()
 
     @property
     def jitter_buffer(self) -> JitterBuffer:
@@ -101,6 +104,8 @@ class RtpReceiver:
             self.rejected_rtp += 1
             return
         self.reception.update(packet.sequence_number, packet.timestamp, arrival)
+        if self.reception.loss_unreported:
+            self.loss_noticed.set()
         if not packet.payload:
             return
         if not self.playing:

@@ -14,6 +14,7 @@ format: docs/media.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -227,6 +228,7 @@ class MediaSession:
             bytes_sent=c.bytes_sent,
             rtp_packets_sent=c.rtp_sent,
             rtcp_packets_sent=c.rtcp_sent,
+            rtcp_early_reports=c.rtcp_early,
             packets_dropped_by_filter=c.filtered,
             send_errors=c.send_errors,
             packets_received=c.packets_received,
@@ -327,8 +329,15 @@ class MediaSession:
     async def _rtcp_loop(self) -> None:
         loop = asyncio.get_running_loop()
         assert self._receiver is not None
+        early = self._receiver.loss_noticed
         while True:
-            await asyncio.sleep(RTCP_INTERVAL * self._rng.uniform(0.75, 1.25))
+            # A regular report every ~1 s, or one at once when a loss follows a clean report
+            # (at most one such per interval: the early report itself shows the loss).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(early.wait(), RTCP_INTERVAL * self._rng.uniform(0.75, 1.25))
+            if early.is_set():
+                self._c.rtcp_early += 1
+            early.clear()
             now = loop.time()
             block = self._receiver.report_block(now)
             blocks = [block] if block is not None else []

@@ -23,6 +23,7 @@ class MediaStats:
     bytes_sent: int
     rtp_packets_sent: int
     rtcp_packets_sent: int
+    rtcp_early_reports: int  # sent at once because a loss followed a clean report
     packets_dropped_by_filter: int  # RTP packets the loss model / send_filter dropped
     send_errors: int
     packets_received: int  # datagrams from ICE, before any check
@@ -59,6 +60,7 @@ class Counters:
     bytes_sent: int = 0
     rtp_sent: int = 0
     rtcp_sent: int = 0
+    rtcp_early: int = 0
     filtered: int = 0
     send_errors: int = 0
     packets_received: int = 0

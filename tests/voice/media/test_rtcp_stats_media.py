@@ -61,3 +61,22 @@ def test_round_trip_from_lsr_and_dlsr() -> None:
     block = receiver.report_block(now=10.5)  # held 500 ms
     rtt = round_trip_seconds(block, sent_at + 0.010 + 0.5 + 0.010)
     assert rtt is not None and abs(rtt - 0.020) < 0.001
+
+
+def test_a_loss_after_a_clean_report_is_flagged_until_a_report_tells_it() -> None:
+    stats = ReceptionStats(ssrc=1, clock_rate=48_000)
+    for seq in range(10):
+        stats.update(seq, seq * 960, seq * 0.02)
+    assert not stats.loss_unreported  # nothing lost, nothing reported yet
+    stats.update(11, 11 * 960, 0.22)  # 10 is missing
+    assert stats.loss_unreported
+    assert stats.report_block(now=0.3).fraction_lost > 0
+    assert not stats.loss_unreported  # that report told the peer
+    stats.update(13, 13 * 960, 0.26)  # 12 is missing, but the last report already showed loss
+    assert not stats.loss_unreported
+    stats.report_block(now=1.3)
+    for seq in range(14, 30):  # a clean interval, reported clean
+        stats.update(seq, seq * 960, seq * 0.02)
+    assert stats.report_block(now=2.3).fraction_lost == 0
+    stats.update(31, 31 * 960, 0.62)  # 30 is missing: flagged again
+    assert stats.loss_unreported
