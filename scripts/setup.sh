@@ -10,6 +10,10 @@ APT_PACKAGES=(
   pulseaudio          # a null sink stands in for a sound card in CI
   pulseaudio-utils    # pactl
   libopus0            # libopus: PLC and in-band FEC decoding through our ctypes binding
+  curl                # fetches the libopus 1.6.1 source from Debian's archive
+  xz-utils            # ... which is a .tar.xz
+  gcc                 # builds it (and pyaudio)
+  make
   coturn              # TURN relay for the relay tests
   redis-server        # fan-out across signaling instances
   espeak-ng           # speech sample for the demo and the audio tests
@@ -44,3 +48,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want" > "$stamp"
 fi
+
+# libopus 1.6.1 with the decoder's speech enhancement, in .venv/opt/libopus (falls back to the
+# system's libopus0 with a warning if it cannot be fetched or built).
+bash scripts/build-libopus.sh

@@ -12,5 +12,5 @@ ruff check .
 ruff format --check .
 echo "== mypy"
 mypy
-echo "== pytest"
+echo "== pytest ($(python -c 'from voice.media.opus import library_version as v; print(v())'))"
 pytest "$@"

@@ -22,6 +22,7 @@ import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from aiortc.rtp import RtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSrPacket, RtpPacket
@@ -30,8 +31,12 @@ from voice.audio.base import FRAME_BYTES, FRAME_SECONDS, AudioSink
 from voice.errors import VoiceError
 from voice.media.jitter import Conceal, JitterBuffer, Play, RecoverWithFec
 from voice.media.opus import OpusDecoder
+from voice.media.overuse import decoder_complexity
 from voice.media.rtcp import ReceptionStats
 from voice.media.sender import CLOCK_RATE, PAYLOAD_TYPE
+
+if TYPE_CHECKING:
+    from voice.media.clock import MediaClock
 
 SILENCE = bytes(FRAME_BYTES)
 PHASE_LEAD = 0.006  # s: first playout tick after the first packet: guard 2 ms + 4 ms of jitter
@@ -141,8 +146,8 @@ class RtpReceiver:
             return None
         return self.reception.report_block(now)
 
-    async def run(self) -> None:
-        """Play out until cancelled."""
+    async def run(self, clock: MediaClock | None = None) -> None:
+        """Play out until cancelled; with ``clock``, decoders follow its CPU governor."""
         loop = asyncio.get_running_loop()
         self.playing = True
         start = loop.time()
@@ -173,6 +178,9 @@ class RtpReceiver:
                 behind = int(-delay / FRAME_SECONDS)
                 tick += behind
                 self.playout.ticks_skipped += behind
+            if clock is not None:
+                best = self._decoder.max_complexity
+                self._decoder.set_complexity(decoder_complexity(clock.complexity, best))
             pcm, real, decoded = self._next_frame(loop.time())
             if decoded:
                 self._jitter.note_silence(frame_rms(pcm) < SILENCE_RMS)

@@ -252,6 +252,7 @@ class MediaSession:
             jitter=dataclasses.replace(r.jitter_buffer.stats) if r else None,
             sender_ticks_skipped=self._sender.ticks_skipped,
             encoder_complexity=self._encoder.complexity,
+            decoder_complexity=self._decoder.complexity if self._decoder else 0,
             started_at=self._started_at,
             first_audio_at=self.first_audio_at,
             error=self._error,
@@ -300,8 +301,9 @@ class MediaSession:
         await self._connected.wait()
         await self._keys_set.wait()
         assert self._receiver is not None
-        self._spawn(self._sender.run_clocked(MediaClock.for_loop()), "send")
-        self._spawn(self._receiver.run(), "playout")
+        clock = MediaClock.for_loop()
+        self._spawn(self._sender.run_clocked(clock), "send")
+        self._spawn(self._receiver.run(clock), "playout")
         self._spawn(self._rtcp_loop(), "rtcp")
 
     async def _transmit(self, data: bytes) -> None:

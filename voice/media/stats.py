@@ -47,6 +47,7 @@ class MediaStats:
     jitter: JitterStats | None
     sender_ticks_skipped: int
     encoder_complexity: int  # Opus complexity in use: lowered while the process is overloaded
+    decoder_complexity: int  # 6 = speech enhancement (libopus 1.5+), 0 under load or without it
     started_at: float | None
     first_audio_at: float | None
     error: str | None  # why a media task stopped, if one did
