@@ -35,6 +35,7 @@ from voice.audio.sinks import NullSink
 from voice.audio.sources import ToneSource, WavFileSource
 from voice.audio.speech import speech_sample
 from voice.media.loss import GilbertElliott, LossModel, RandomLoss
+from voice.media.opus import library_version
 from voice.media.session import MediaSession
 
 RESULTS = Path(__file__).resolve().parent / "results" / "media_quality.json"
@@ -346,6 +347,8 @@ def table(res: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if "libopus" in res:
+        lines.append(f"ours: {res['libopus']}; plain aiortc: PyAV's bundled libopus")
     return "\n".join(lines)
 
 
@@ -356,6 +359,7 @@ async def main(quick: bool, skip_netem: bool) -> dict[str, Any]:
         "call_seconds": seconds,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "speech": str(speech_sample().name),
+        "libopus": library_version(),
         "targets": TARGETS,
     }
     print(f"in-process loss, {seconds:.0f} s calls", flush=True)
