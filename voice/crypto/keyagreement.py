@@ -250,6 +250,66 @@ def _derive_keys(
     )
 
 
+@dataclass(frozen=True)
+class _Exchange:
+    """Everything both sides put into the transcript, named from the caller's point of view."""
+
+    call_id: bytes
+    caller: bytes
+    callee: bytes
+    caller_name: str
+    callee_name: str
+    eph_a: bytes
+    eph_b: bytes
+    continuity_a: bytes
+    continuity_b: bytes
+    caller_description: bytes
+    callee_description: bytes
+
+
+def _agree(
+    x: _Exchange,
+    *,
+    role: bytes,
+    dh: bytes,
+    retained: RetainedSecrets | None,
+    sas_bits: int,
+) -> CallKeys:
+    """The last step both roles share: continuity, transcript, keys. Wipes ``dh``."""
+    try:
+        result, mixed = resolve_continuity(
+            retained,
+            x.continuity_b if role == CALLER else x.continuity_a,
+            role=role,
+            call_id=x.call_id,
+            caller=x.caller,
+            callee=x.callee,
+        )
+        transcript = encode_transcript(
+            call_id=x.call_id,
+            caller=x.caller,
+            callee=x.callee,
+            caller_name=x.caller_name,
+            callee_name=x.callee_name,
+            eph_a=x.eph_a,
+            eph_b=x.eph_b,
+            continuity_a=x.continuity_a,
+            continuity_b=x.continuity_b,
+            caller_description=x.caller_description,
+            callee_description=x.callee_description,
+        )
+        return _derive_keys(
+            dh=dh,
+            mixed=mixed,
+            transcript=transcript,
+            is_caller=role == CALLER,
+            continuity=result,
+            sas_bits=sas_bits,
+        )
+    finally:
+        wipe(dh)
+
+
 class CallerKeyAgreement:
     """The caller's side: offer (commitment) -> receive_answer -> reveal -> keys()."""
 
@@ -306,38 +366,25 @@ class CallerKeyAgreement:
             dh = x25519_shared(secret, eph_b)
         finally:
             wipe(secret)
-        result, mixed = resolve_continuity(
-            self._retained,
-            continuity_b,
+        self._keys = _agree(
+            _Exchange(
+                call_id=self._call_id,
+                caller=self._me,
+                callee=self._peer,
+                caller_name=self._my_name,
+                callee_name=self._peer_name,
+                eph_a=self.eph_a,
+                eph_b=eph_b,
+                continuity_a=self.continuity_a,
+                continuity_b=continuity_b,
+                caller_description=caller_description,
+                callee_description=callee_description,
+            ),
             role=CALLER,
-            call_id=self._call_id,
-            caller=self._me,
-            callee=self._peer,
+            dh=dh,
+            retained=self._retained,
+            sas_bits=self._sas_bits,
         )
-        transcript = encode_transcript(
-            call_id=self._call_id,
-            caller=self._me,
-            callee=self._peer,
-            caller_name=self._my_name,
-            callee_name=self._peer_name,
-            eph_a=self.eph_a,
-            eph_b=eph_b,
-            continuity_a=self.continuity_a,
-            continuity_b=continuity_b,
-            caller_description=caller_description,
-            callee_description=callee_description,
-        )
-        try:
-            self._keys = _derive_keys(
-                dh=dh,
-                mixed=mixed,
-                transcript=transcript,
-                is_caller=True,
-                continuity=result,
-                sas_bits=self._sas_bits,
-            )
-        finally:
-            wipe(dh)
         return Reveal(eph_a=self.eph_a, continuity_a=self.continuity_a)
 
     def keys(self) -> CallKeys:
@@ -435,35 +482,22 @@ class CalleeKeyAgreement:
             dh = x25519_shared(secret, eph_a)
         finally:
             wipe(secret)
-        result, mixed = resolve_continuity(
-            self._retained,
-            continuity_a,
+        return _agree(
+            _Exchange(
+                call_id=self._call_id,
+                caller=self._peer,
+                callee=self._me,
+                caller_name=self._peer_name,
+                callee_name=self._my_name,
+                eph_a=eph_a,
+                eph_b=self._answer.eph_b,
+                continuity_a=continuity_a,
+                continuity_b=self._answer.continuity_b,
+                caller_description=caller_description,
+                callee_description=callee_description,
+            ),
             role=CALLEE,
-            call_id=self._call_id,
-            caller=self._peer,
-            callee=self._me,
+            dh=dh,
+            retained=self._retained,
+            sas_bits=self._sas_bits,
         )
-        transcript = encode_transcript(
-            call_id=self._call_id,
-            caller=self._peer,
-            callee=self._me,
-            caller_name=self._peer_name,
-            callee_name=self._my_name,
-            eph_a=eph_a,
-            eph_b=self._answer.eph_b,
-            continuity_a=continuity_a,
-            continuity_b=self._answer.continuity_b,
-            caller_description=caller_description,
-            callee_description=callee_description,
-        )
-        try:
-            return _derive_keys(
-                dh=dh,
-                mixed=mixed,
-                transcript=transcript,
-                is_caller=False,
-                continuity=result,
-                sas_bits=self._sas_bits,
-            )
-        finally:
-            wipe(dh)
