@@ -236,3 +236,20 @@ async def test_a_glare_loss_queued_behind_another_input_still_ends_as_glare_lost
         assert (await pending) is not None  # handled (refused: the call had ended)
     finally:
         await bob.close()
+
+
+async def test_a_contact_cannot_be_verified_before_a_sas_was_shown(
+    make_user: MakeUser, make_phone: MakePhone
+) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    pa, pb = await make_phone(alice), await make_phone(bob)
+    out = await pa.call("bob")
+    inc = await pb.incoming(timeout=WAIT)  # ringing: no keys, no SAS on either side
+    assert out.sas is None and inc.sas is None
+    for call in (out, inc):
+        with pytest.raises(CallControlError, match="no SAS"):
+            call.mark_verified()
+    assert alice.contacts.get("bob").state is TrustState.UNVERIFIED  # type: ignore[union-attr]
+    assert bob.contacts.get("alice").state is TrustState.UNVERIFIED  # type: ignore[union-attr]
+    await out.hangup()
+    await inc.wait_ended(timeout=WAIT)

@@ -27,7 +27,13 @@ from voice.call.events import Role, State
 from voice.call.machine import SENT_BY, CallMachine
 from voice.crypto.envelope import EnvelopeHeader, seal
 from voice.crypto.sas import Sas
-from voice.errors import CallEnded, RequestRefused, SignalingClientError, VoiceError
+from voice.errors import (
+    CallControlError,
+    CallEnded,
+    RequestRefused,
+    SignalingClientError,
+    VoiceError,
+)
 from voice.media.session import MediaSession
 from voice.media.stats import MediaStats
 
@@ -163,7 +169,10 @@ class Call:
         """The users compared the SAS aloud and it matched: verify the contact, keep continuity.
 
         The retained secret is stored only while the call's keys exist (not after it ended).
+        Refused (CallControlError) before this call showed a SAS: there was nothing to compare.
         """
+        if self._sas is None:
+            raise CallControlError("no SAS was shown on this call yet: there is nothing to verify")
         contacts = self._cfg.contacts
         contacts.mark_verified(self.peer)
         self.verified = True

@@ -20,7 +20,7 @@ from voice.call.machine import CONNECT_TIMEOUT, NO_ANSWER_TIMEOUT, RING_GRACE
 from voice.crypto.contacts import ContactBook
 from voice.crypto.identity import Identity
 from voice.crypto.keyagreement import CallKeys
-from voice.crypto.sas import DEFAULT_SAS_BITS
+from voice.crypto.sas import DEFAULT_SAS_BITS, MIN_SAFE_SAS_BITS
 from voice.media.ice import TurnServer
 from voice.media.loss import LossModel
 from voice.media.opus import OpusSettings
@@ -58,7 +58,7 @@ class PhoneConfig:
     request_timeout: float = 10.0  # every request to the signaling server
     expected_server: str | None = None  # refuse a server that names itself differently
     opus: OpusSettings = field(default_factory=OpusSettings)
-    sas_bits: int = DEFAULT_SAS_BITS  # below 20 only to measure attacks in tests
+    sas_bits: int = DEFAULT_SAS_BITS  # 20..64: fewer would let a MITM grind a matching SAS
     replay_journal: Path | None = None  # replay memory kept across restarts (CLI: config dir)
     # ---- test and benchmark hooks: off by default, never set by the CLI ----
     clock: Callable[[], float] = time.time  # wall clock: envelope timestamps and freshness
@@ -77,6 +77,8 @@ class PhoneConfig:
             raise ValueError("request_timeout must be > 0 and ring_grace >= 0")
         if self.relay_only and not self.use_turn:
             raise ValueError("relay_only needs use_turn")
+        if not MIN_SAFE_SAS_BITS <= self.sas_bits <= 64:
+            raise ValueError(f"sas_bits must be {MIN_SAFE_SAS_BITS}..64: fewer is guessable")
 
 
 @dataclass

@@ -17,9 +17,17 @@ def test_turn_uris_and_config_checks() -> None:
     assert turn_server_from(["turns:example.org", "nonsense"], "u", "p") is None
     identity = Identity.generate()
     base = {"server_url": "ws://x", "user": "alice", "identity": identity, "contacts": None}
-    for bad in ({"no_answer_timeout": 0}, {"relay_only": True}, {"media_timeout": -1}):
+    bad_configs: list[dict[str, object]] = [
+        {"no_answer_timeout": 0},
+        {"relay_only": True},
+        {"media_timeout": -1},
+        {"sas_bits": 19},  # a man in the middle could grind a matching SAS (~2^19 tries)
+        {"sas_bits": 65},
+    ]
+    for bad in bad_configs:
         with pytest.raises(ValueError):
             PhoneConfig(**base, **bad)  # type: ignore[arg-type]
+    assert PhoneConfig(**base, sas_bits=20).sas_bits == 20  # type: ignore[arg-type]
 
 
 def test_an_outcome_says_whether_the_call_failed_and_why() -> None:
