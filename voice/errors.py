@@ -221,6 +221,14 @@ class SignalingProtocolError(SignalingClientError):
     """The server sent a frame that does not follow the wire format (a buggy or hostile server)."""
 
 
+class ServerNameChanged(SignalingProtocolError):
+    """The server names itself differently than the name pinned for its address.
+
+    A server that relays another server's login challenge would get our signature for that
+    server: the pinned name makes the client refuse to sign it.
+    """
+
+
 class LoginRefused(SignalingClientError):
     """The server refused the login; ``code`` is the server's error code (e.g. username_taken)."""
 

@@ -5,7 +5,8 @@
     1   CALL_FAILED         the call broke after it was placed (ICE, media, keys, a bad message)
     2   USAGE               bad arguments, unknown contact, a fingerprint that does not match
     3   SERVER_UNREACHABLE  the signaling server cannot be reached, or the session dropped
-    4   LOGIN_REFUSED       the server refused the login (e.g. the username belongs to another key)
+    4   LOGIN_REFUSED       the server refused the login (e.g. the username belongs to another key),
+                            or we refused it: the server's name differs from the pinned one
     5   USER_OFFLINE        the callee is registered but not connected
     6   UNKNOWN_USER        no such user on this server
     7   DECLINED            the callee declined
@@ -35,6 +36,7 @@ from voice.errors import (
     NoAudioDevice,
     PhoneClosed,
     RecipientOffline,
+    ServerNameChanged,
     SignalingClosed,
     SignalingUnreachable,
     UnknownContact,
@@ -94,6 +96,7 @@ _BY_EXCEPTION: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (AudioError, ExitCode.NO_AUDIO_DEVICE),
     (SignalingUnreachable, ExitCode.SERVER_UNREACHABLE),
     (LoginRefused, ExitCode.LOGIN_REFUSED),
+    (ServerNameChanged, ExitCode.LOGIN_REFUSED),
     (RecipientOffline, ExitCode.USER_OFFLINE),
     (UnknownUser, ExitCode.UNKNOWN_USER),
     (SignalingClosed, ExitCode.SERVER_UNREACHABLE),

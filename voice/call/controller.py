@@ -110,6 +110,11 @@ class Phone:
         return self.config.user
 
     @property
+    def server_name(self) -> str:
+        """The name the signaling server gave in its login challenge (what we signed)."""
+        return self._client.server
+
+    @property
     def calls(self) -> list[Call]:
         """Every call this phone remembers (live and recently ended), oldest first."""
         return list(self._calls.values())

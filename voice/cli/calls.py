@@ -118,6 +118,8 @@ class Session:
     async def open(self) -> tuple[Phone, AudioPlan]:
         user = self.settings.require_user()
         identity = self.settings.identity()
+        pins = self.settings.server_pins()
+        expected_server = pins.get(self.settings.server)
         plan = await AudioPlan.prepare(self.options.audio)
         config_args: dict[str, Any] = {}
         if self.options.timeout is not None:
@@ -128,6 +130,7 @@ class Session:
             identity=identity,
             contacts=self.contacts,
             replay_journal=self.settings.replay_journal_path,
+            expected_server=expected_server,
             **config_args,
         )
         try:
@@ -135,6 +138,7 @@ class Session:
         except BaseException:
             await plan.close()
             raise
+        pins.pin(self.settings.server, phone.server_name)
         self.settings.remember_user(user)
         self.phone = phone
         self.say(f"Logged in to {self.settings.server} as {user} ({plan.choice.describe()}).")

@@ -5,6 +5,7 @@ The config directory (``--config-dir``, default ``$XDG_CONFIG_HOME/voice``) hold
     identity.key    the Ed25519 identity (0600; see voice.crypto.identity)
     contacts.json   pinned contacts (0600; see voice.crypto.contacts)
     user            the username last used to log in (so --user can be left out next time)
+    servers.json    each server's name, pinned on first login (see voice.cli.serverpins)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from voice.cli.serverpins import ServerPins
 from voice.crypto.contacts import ContactBook
 from voice.crypto.identity import Identity
 from voice.errors import UsageError
@@ -59,6 +61,13 @@ class Settings:
     @property
     def replay_journal_path(self) -> Path:
         return self.config_dir / "replay.json"
+
+    @property
+    def server_pins_path(self) -> Path:
+        return self.config_dir / "servers.json"
+
+    def server_pins(self) -> ServerPins:
+        return ServerPins(self.server_pins_path)
 
     def identity(self) -> Identity:
         return Identity.load_or_create(self.identity_path)

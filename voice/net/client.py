@@ -48,6 +48,7 @@ from voice.errors import (
     RateLimited,
     RecipientOffline,
     RequestRefused,
+    ServerNameChanged,
     SessionReplaced,
     SignalingClosed,
     SignalingProtocolError,
@@ -127,8 +128,9 @@ class SignalingClient:
                 if not isinstance(challenge, Challenge):
                     raise SignalingProtocolError("the server did not start with a challenge")
                 if expected_server is not None and challenge.server != expected_server:
-                    raise SignalingProtocolError(
-                        f"server calls itself {challenge.server!r}, expected {expected_server!r}"
+                    raise ServerNameChanged(
+                        f"the server at {url} calls itself {challenge.server!r}, but it was "
+                        f"{expected_server!r}: refused to log in (another server's challenge?)"
                     )
                 sig = sign(login_message(challenge.server, user, public_key, challenge.nonce))
                 await ws.send(encode(Login(user, bytes(public_key), bytes(sig))))
