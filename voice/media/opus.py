@@ -135,6 +135,9 @@ def _load() -> ctypes.CDLL:
     lib.opus_decoder_ctl.restype = ctypes.c_int
     lib.opus_get_version_string.argtypes = []
     lib.opus_get_version_string.restype = ctypes.c_char_p
+    if hasattr(lib, "opus_packet_has_lbrr"):  # libopus >= 1.5
+        lib.opus_packet_has_lbrr.argtypes = [u8p, i32]
+        lib.opus_packet_has_lbrr.restype = ctypes.c_int
     _lib = lib
     return lib
 
@@ -349,6 +352,16 @@ class OpusDecoder(_Codec):
         itself afterwards as usual.
         """
         return self._decode(self._checked(next_packet), fec=True)
+
+    def has_fec(self, packet: bytes) -> bool | None:
+        """Whether ``packet`` carries FEC data for the frame before it (None: libopus < 1.5
+        cannot tell). Without it :meth:`decode_fec` conceals, so the receiver counts that as
+        concealment, not recovery."""
+        has_lbrr = getattr(self._lib, "opus_packet_has_lbrr", None)
+        if has_lbrr is None:
+            return None
+        data = self._checked(packet)
+        return bool(_check(int(has_lbrr(data, len(data))), "packet parse"))
 
     def conceal(self) -> bytes:
         """Packet-loss concealment (a NULL packet to libopus): one 20 ms frame."""

@@ -54,7 +54,8 @@ class PlayoutCounters:
     """What the playout clock did, tick by tick."""
 
     played: int = 0  # decoded from a received packet
-    fec_recovered: int = 0  # rebuilt from the FEC data of the next packet
+    fec_recovered: int = 0  # rebuilt from the FEC data of the next packet (if it had any:
+    # libopus < 1.5 cannot tell, and then a packet without FEC data counts here too)
     concealed: int = 0  # Opus packet loss concealment
     waited: int = 0  # nothing to play yet: silence
     decode_errors: int = 0  # an authenticated payload Opus refused (concealed instead)
@@ -199,6 +200,9 @@ class RtpReceiver:
                 self.playout.played += 1
                 return pcm, True, True
             if isinstance(action, RecoverWithFec):
+                if self._decoder.has_fec(action.next_payload) is False:
+                    self.playout.concealed += 1  # no FEC bits in it: libopus would conceal
+                    return self._decoder.conceal(), False, True
                 pcm = self._decoder.decode_fec(action.next_payload)
                 self.playout.fec_recovered += 1
                 return pcm, True, True

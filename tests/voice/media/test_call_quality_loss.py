@@ -74,7 +74,9 @@ async def test_speech_through_a_call_at_ten_percent_loss_stays_above_threshold()
     dropped = sa.packets_dropped_by_filter
     assert 0.05 * sa.rtp_packets_sent < dropped < 0.15 * sa.rtp_packets_sent  # loss was real
     assert sb.playout.fec_recovered > 0  # lost frames were rebuilt from the next packet
-    assert sb.jitter is not None and sb.jitter.fec_recovered == sb.playout.fec_recovered
+    # The buffer asked for FEC this often; packets without FEC bits (before the callee's
+    # report armed it) were concealed instead, where libopus can tell (1.5+).
+    assert sb.jitter is not None and 0 < sb.playout.fec_recovered <= sb.jitter.fec_recovered
     assert sa.encoder_loss_perc > 0  # the callee's reports turned the FEC share on
     assert report.pesq_wb is not None, report.note
     assert report.pesq_wb >= PESQ_THRESHOLD, report

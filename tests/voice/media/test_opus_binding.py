@@ -283,3 +283,18 @@ def test_decoder_complexity_turns_on_speech_enhancement_where_libopus_has_it() -
         assert dec.complexity == (opus.DECODER_COMPLEXITY if has_it else 0)
     with pytest.raises(CodecError):
         OpusDecoder(complexity=11)
+
+
+def test_has_fec_tells_packets_with_fec_data_where_libopus_can() -> None:
+    signal = speechlike(1.0)
+    with_fec = _encode(signal, OpusSettings(fec=True, packet_loss_perc=10))
+    without = _encode(signal, OpusSettings(fec=False))
+    with OpusDecoder() as dec:
+        if opus.library_version().startswith(("libopus 1.3", "libopus 1.4")):
+            assert dec.has_fec(with_fec[-1]) is None  # cannot tell: counted as recovered
+            return
+        # libopus adds FEC data after active speech only (26 of these 45 packets).
+        assert sum(bool(dec.has_fec(p)) for p in with_fec[5:]) >= 0.3 * len(with_fec[5:])
+        assert not any(dec.has_fec(p) for p in without)
+        with pytest.raises(CodecError):
+            dec.has_fec(b"")
