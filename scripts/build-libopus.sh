@@ -16,9 +16,10 @@ TARBALL="opus_${VERSION}.orig.tar.xz"
 # In Debian testing (forky) and unstable as of 2026-11; the pool keeps it while a suite does.
 URLS=("http://deb.debian.org/debian/pool/main/o/opus/${TARBALL}")
 PREFIX="$PWD/.venv/opt/libopus"
-STAMP="$PREFIX/.built-$VERSION"
+STAMP="$PREFIX/.complete"   # written last; voice.media.opus loads the build only if it exists
 
-[ -f "$STAMP" ] && [ -e "$PREFIX/lib/libopus.so.0" ] && exit 0
+[ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$VERSION" ] && exit 0
+rm -rf "$PREFIX"            # an unfinished or older build is never used
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -36,16 +37,18 @@ if ! echo "$SHA256  $work/$TARBALL" | sha256sum -c --quiet -; then
 fi
 echo "setup: building libopus $VERSION (OSCE, deep PLC) into .venv/opt/libopus"
 tar -xJf "$work/$TARBALL" -C "$work"
-(
-  cd "$work/opus-$VERSION"
-  ./configure --prefix="$PREFIX" --enable-osce --enable-deep-plc --disable-dred \
-    --disable-static --disable-doc --disable-extra-programs >"$work/configure.log" 2>&1
-  make -j"$(nproc)" >"$work/make.log" 2>&1
-  make install >"$work/install.log" 2>&1
-) || {
+src="$work/opus-$VERSION"
+# Each step must succeed (errexit does not apply inside a subshell on the left of ||).
+if (cd "$src" \
+    && ./configure --prefix="$PREFIX" --enable-osce --enable-deep-plc --disable-dred \
+         --disable-static --disable-doc --disable-extra-programs >"$work/configure.log" 2>&1 \
+    && make -j"$(nproc)" >"$work/make.log" 2>&1 \
+    && make install DESTDIR="$work/stage" >"$work/install.log" 2>&1); then
+  mkdir -p "$(dirname "$PREFIX")"
+  cp -a "$work/stage$PREFIX" "$PREFIX"
+  echo "$VERSION" > "$STAMP"
+else
   echo "setup: WARNING: building libopus $VERSION failed (log below); using the system's libopus" >&2
   tail -20 "$work"/*.log >&2 || true
   rm -rf "$PREFIX"
-  exit 0
-}
-touch "$STAMP"
+fi

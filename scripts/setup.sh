@@ -13,7 +13,9 @@ APT_PACKAGES=(
   curl                # fetches the libopus 1.6.1 source from Debian's archive
   xz-utils            # ... which is a .tar.xz
   gcc                 # builds it (and pyaudio)
+  libc6-dev           # ... with the C library's headers (gcc only recommends them)
   make
+  python3.11-dev      # Python.h, for pyaudio's C extension
   coturn              # TURN relay for the relay tests
   redis-server        # fan-out across signaling instances
   espeak-ng           # speech sample for the demo and the audio tests

@@ -138,9 +138,17 @@ class Session:
         except BaseException:
             await plan.close()
             raise
-        pins.pin(self.settings.server, phone.server_name)
-        self.settings.remember_user(user)
         self.phone = phone
+        try:
+            pins.pin(self.settings.server, phone.server_name)
+            self.settings.remember_user(user)
+        except OSError as exc:  # a read-only or full config directory: say so, keep the call
+            self.say(f"WARNING: could not save to {self.settings.config_dir}: {exc}")
+        except BaseException:
+            self.phone = None
+            await phone.close()
+            await plan.close()
+            raise
         self.say(f"Logged in to {self.settings.server} as {user} ({plan.choice.describe()}).")
         return phone, plan
 

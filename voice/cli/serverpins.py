@@ -4,16 +4,16 @@ The login signature covers the server's name from its challenge. A hostile serve
 another server's challenge and forward our signature there, logging in as us elsewhere; the
 client refuses to sign a challenge whose name differs from the one pinned for that address
 (:class:`~voice.errors.ServerNameChanged`). Kept in ``servers.json`` in the config directory
-(0600, replaced atomically): ``{"ws://host:port": "server-name", ...}``. If a server was really
-renamed, delete its line.
+(0600, replaced atomically and fsync'ed): ``{"ws://host:port": "server-name", ...}``. If a
+server was really renamed, delete its line.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from voice.crypto.identity import replace_private_file
 from voice.errors import UsageError
 
 MAX_PINS = 1_000  # a hand-edited or hostile file cannot make us read without bound
@@ -34,12 +34,8 @@ class ServerPins:
         if url in pins:
             return
         pins[url] = name
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(pins, f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
+        data = (json.dumps(pins, indent=1, sort_keys=True) + "\n").encode("utf-8")
+        replace_private_file(self.path, data)
 
     def _read(self) -> dict[str, str]:
         try:

@@ -18,10 +18,8 @@ it and renames it over the old one, so a crash never leaves a half-written book:
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from voice.crypto.identity import (
     default_config_dir,
     fingerprint_of,
     read_secret_file,
-    write_new_file,
+    replace_private_file,
 )
 from voice.errors import InsecureKeyFile, KeyChangedError, UnknownContact, UnknownFingerprint
 
@@ -199,15 +197,7 @@ class ContactBook:
             "contacts": {user: _encode(rec) for user, rec in sorted(self._records.items())},
         }
         data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8")
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-        try:
-            write_new_file(tmp, data)
-            os.replace(tmp, self.path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        _fsync_dir(self.path.parent)
+        replace_private_file(self.path, data)
 
 
 def _hex_or_none(value: bytes | None) -> str | None:
@@ -249,14 +239,3 @@ def _decode(item: dict[str, Any]) -> _Record:
             previous=_bytes_or_none(retained.get("previous"), 32),
         ),
     )
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

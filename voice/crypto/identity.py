@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import errno
 import os
 import re
@@ -262,6 +263,27 @@ def _create_exclusive(path: Path, data: bytes) -> None:
         os.link(tmp, path)  # atomic, and fails if path exists
     finally:
         os.unlink(tmp)
+
+
+def replace_private_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically: a new 0600 file, fsync'ed, renamed over it,
+    the directory fsync'ed, so a crash leaves the old or the new content, never a torn file."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    try:
+        write_new_file(tmp, data)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_new_file(path: Path, data: bytes) -> None:

@@ -62,11 +62,14 @@ _ERRORS: Final = {
     -7: "memory allocation failed",
 }
 
-# Where scripts/build-libopus.sh installs its build: inside the virtualenv we run from.
+# Where scripts/build-libopus.sh installs its build: inside the virtualenv we run from. The
+# script writes the stamp last, so a build it did not finish is never loaded.
 BUNDLED_LIBOPUS: Final = Path(sys.prefix) / "opt" / "libopus" / "lib" / "libopus.so.0"
+BUNDLED_STAMP: Final = BUNDLED_LIBOPUS.parent.parent / ".complete"
 # Decoder complexity 6 turns on LACE, libopus 1.5+'s speech enhancement for SILK (ignored by
-# older libraries): +0.2 PESQ-WB under loss for ~50 µs per frame; 7 (NoLACE) adds only 0.05 more
-# for another ~90 µs, which 20 calls in one process cannot afford on the event loop thread.
+# older libraries): +0.1-0.2 PESQ-WB under loss for ~35 µs more per frame (80 against 45 µs);
+# 7 (NoLACE) adds only 0.05 more for another ~85 µs, which many calls in one process cannot
+# afford on the event loop thread (docs/opus-binding.md, "Which libopus").
 DECODER_COMPLEXITY: Final = 6
 
 _lib: ctypes.CDLL | None = None
@@ -92,6 +95,11 @@ def library_candidates() -> list[str]:
     return [str(BUNDLED_LIBOPUS), system]
 
 
+def bundled_build_complete() -> bool:
+    """Whether scripts/build-libopus.sh finished its build (library and stamp both there)."""
+    return BUNDLED_LIBOPUS.exists() and BUNDLED_STAMP.exists()
+
+
 def _load() -> ctypes.CDLL:
     """Load libopus once and declare the prototypes of the functions we call."""
     global _lib
@@ -100,7 +108,7 @@ def _load() -> ctypes.CDLL:
     errors: list[str] = []
     lib: ctypes.CDLL | None = None
     for name in library_candidates():
-        if name == str(BUNDLED_LIBOPUS) and not BUNDLED_LIBOPUS.exists():
+        if name == str(BUNDLED_LIBOPUS) and not bundled_build_complete():
             continue
         try:
             lib = ctypes.CDLL(name)

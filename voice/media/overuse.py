@@ -32,7 +32,7 @@ LEVELS: tuple[int, ...] = (9, 7, 5, 1)
 COST_RATIO: dict[int, float] = {10: 1.0, 9: 1.0, 8: 1.0, 7: 0.72, 6: 0.69, 5: 0.5, 4: 0.5,
                                 3: 0.42, 2: 0.4, 1: 0.22, 0: 0.22}  # fmt: skip
 
-# Decoders enhance speech (libopus 1.5+: LACE, deep PLC; +0.2 PESQ-WB under loss, ~35 µs per
+# Decoders enhance speech (libopus 1.5+: LACE, deep PLC; +0.1-0.2 PESQ-WB under loss, ~35 µs per
 # frame on the event loop thread, ~0.5 ms per concealed frame) only while the encoders run at
 # this level or above: under load the decoders step down with them.
 ENHANCE_FROM_LEVEL: Final = 5

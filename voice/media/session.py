@@ -329,28 +329,52 @@ class MediaSession:
         await self._transmit(data)
 
     async def _rtcp_loop(self) -> None:
+        """A regular report every 0.75-1.25 s, plus at most one early report per interval.
+
+        The early one goes out when a loss follows a report that claimed a clean link, and only
+        if that loss is still there when the task runs (a reordered packet may have filled the
+        gap): so neither reordering nor a peer can make us report more than twice per interval.
+        """
         loop = asyncio.get_running_loop()
-        assert self._receiver is not None
-        early = self._receiver.loss_noticed
         while True:
-            # A regular report every ~1 s, or one at once when a loss follows a clean report
-            # (at most one such per interval: the early report itself shows the loss).
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(early.wait(), RTCP_INTERVAL * self._rng.uniform(0.75, 1.25))
-            if early.is_set():
+            deadline = loop.time() + RTCP_INTERVAL * self._rng.uniform(0.75, 1.25)
+            if await self._loss_before(deadline):
                 self._c.rtcp_early += 1
-            early.clear()
-            now = loop.time()
-            block = self._receiver.report_block(now)
-            blocks = [block] if block is not None else []
-            report = self._sender.sender_report(now, blocks)
-            if report is None and not blocks:
-                continue
-            packet = bytes(report) if report else bytes(RtcpRrPacket(self.ssrc, blocks))
-            if self._srtp is None:
+                if not await self._send_report(loop.time()):
+                    return
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            if not await self._send_report(loop.time()):
                 return
-            self._c.rtcp_sent += 1
-            await self._transmit(self._srtp.protect_rtcp(packet))
+
+    async def _loss_before(self, deadline: float) -> bool:
+        """Wait until ``deadline``; True at once if an unreported loss shows up before it."""
+        assert self._receiver is not None
+        loop = asyncio.get_running_loop()
+        noticed, reception = self._receiver.loss_noticed, self._receiver.reception
+        while True:
+            noticed.clear()
+            if reception.loss_unreported:
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(noticed.wait(), remaining)
+
+    async def _send_report(self, now: float) -> bool:
+        """One SR or RR; False once the session has no SRTP context any more."""
+        assert self._receiver is not None
+        block = self._receiver.report_block(now)
+        blocks = [block] if block is not None else []
+        report = self._sender.sender_report(now, blocks)
+        if report is None and not blocks:
+            return True
+        packet = bytes(report) if report else bytes(RtcpRrPacket(self.ssrc, blocks))
+        if self._srtp is None:
+            return False
+        self._c.rtcp_sent += 1
+        await self._transmit(self._srtp.protect_rtcp(packet))
+        return True
 
     def _on_report_block(self, block: RtcpReceiverInfo) -> None:
         if block.ssrc != self.ssrc:

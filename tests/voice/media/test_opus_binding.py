@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -252,7 +255,7 @@ def test_the_bundled_build_comes_first_then_the_system_library(
     candidates = opus.library_candidates()
     assert candidates[0] == str(opus.BUNDLED_LIBOPUS)
     assert len(candidates) == 2
-    expected = candidates[0] if opus.BUNDLED_LIBOPUS.exists() else candidates[1]
+    expected = candidates[0] if opus.bundled_build_complete() else candidates[1]
     assert opus.library_version() == _version_of(expected)
 
 
@@ -264,16 +267,44 @@ def test_voice_libopus_names_the_only_library_tried(monkeypatch: pytest.MonkeyPa
         OpusDecoder()
 
 
-def test_the_system_library_still_works_as_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    system = ctypes.util.find_library("opus") or "libopus.so.0"
-    monkeypatch.setenv("VOICE_LIBOPUS", system)
-    monkeypatch.setattr(opus, "_lib", None)
-    assert opus.library_version() == _version_of(system)
-    signal = speechlike(1.0)
-    packets = _encode(signal, OpusSettings())
-    with OpusDecoder() as dec:
-        out = pcm([dec.decode(p) for p in packets] + [dec.decode_fec(packets[-1]), dec.conceal()])
-    assert len(out) == (len(packets) + 2) * FRAME_SAMPLES
+def _system_libopus() -> str:
+    """The absolute path of the system's libopus (a bare "libopus.so.0" would be matched by
+    SONAME against a libopus already loaded in the process, i.e. our own build)."""
+    listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=True)
+    for line in listing.stdout.splitlines():
+        if line.strip().startswith("libopus.so.0 ") and "=>" in line:
+            return line.split("=>", 1)[1].strip()
+    pytest.fail("no system libopus.so.0 in ldconfig's cache (setup installs libopus0)")
+
+
+def test_the_system_library_still_works_as_the_fallback() -> None:
+    """What a machine gets when the 1.6.1 build fails: the binding, FEC, PLC and a lossy call
+    on the system's libopus, in fresh processes so that nothing else is loaded."""
+    system = _system_libopus()
+    env = {**os.environ, "VOICE_LIBOPUS": system}
+    probe = (
+        "import ctypes, sys; from voice.media import opus; "
+        "lib = ctypes.CDLL(sys.argv[1]); lib.opus_get_version_string.restype = ctypes.c_char_p; "
+        "print(opus.library_version(), '|', lib.opus_get_version_string().decode())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, system], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    loaded, expected = (part.strip() for part in out.split("|"))
+    assert loaded == expected, out
+    tests = [
+        str(Path(__file__)),
+        str(Path(__file__).with_name("test_call_quality_loss.py")),
+        "-k",
+        "not system_library",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", *tests], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
 
 
 def test_decoder_complexity_turns_on_speech_enhancement_where_libopus_has_it() -> None:
