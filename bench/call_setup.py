@@ -52,9 +52,9 @@ from signaling.server import serve_signaling
 from voice.audio.base import AudioSink, AudioSource
 from voice.audio.sinks import NullSink
 from voice.audio.sources import ToneSource
-from voice.call.controller import Call, Phone, PhoneConfig
 from voice.crypto.contacts import ContactBook
 from voice.crypto.identity import Identity
+from voice.phone import Call, Phone, PhoneConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "call_setup.json"
 MS = 1000.0

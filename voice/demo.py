@@ -26,11 +26,11 @@ from voice.audio.sinks import WavRecorder
 from voice.audio.sources import WavFileSource
 from voice.audio.speech import speech_sample
 from voice.audio.wavfile import load_wav
-from voice.call.controller import Call, Phone, PhoneConfig
 from voice.crypto.contacts import ContactBook
 from voice.crypto.identity import Identity
 from voice.crypto.sas import Sas
 from voice.exitcodes import ExitCode
+from voice.phone import Call, Phone, PhoneConfig
 
 RING_SECONDS = 0.3  # how long bob lets it ring before answering
 MIN_CORRELATION = 0.5  # below this the speech did not get through

@@ -14,7 +14,7 @@ Other helpers add their branches here; keep the tree below up to date.
     │   ├── InsecureKeyFile         a key/contacts file is readable by group or others, or not ours
     │   └── KeyAgreementError       the key agreement was used out of order (also RuntimeError)
     ├── BadCallMessage              a call message (voice.call) is malformed (also ValueError)
-    ├── CallControlError            the call controller (voice.call.controller) refused or ended
+    ├── CallControlError            the phone (voice.phone) refused or ended
     │   ├── CallEnded               the call ended before it connected; .outcome says why
     │   ├── AlreadyInCall           a phone holds one call at a time
     │   └── PhoneClosed             the phone was closed (or lost its signaling session)
@@ -63,7 +63,7 @@ class CallControlError(VoiceError):
 class CallEnded(CallControlError):
     """The call ended (or failed) before reaching the state that was awaited.
 
-    ``outcome`` (a ``voice.call.callsession.Outcome``) holds the end or fail reason and detail.
+    ``outcome`` (a ``voice.call.events.Outcome``) holds the end or fail reason and detail.
     """
 
     def __init__(self, outcome: object) -> None:

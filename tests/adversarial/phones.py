@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.phoneconfig import phone_config
 from voice.audio.base import AudioSink, AudioSource
 from voice.audio.sinks import NullSink
 from voice.audio.sources import ToneSource
-from voice.call.controller import Call, Phone, PhoneConfig
 from voice.crypto.contacts import ContactBook
 from voice.crypto.identity import Identity
 from voice.crypto.keyagreement import CallKeys
+from voice.phone import Call, Phone, PhoneConfig
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Person:
             "request_timeout": 5.0,
         }
         base.update(changes)
-        return PhoneConfig(**base)
+        return phone_config(**base)
 
 
 AudioMaker = Callable[[Call], tuple[AudioSource, AudioSink]]

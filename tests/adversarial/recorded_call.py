@@ -27,8 +27,8 @@ from voice.audio.base import AudioSink, AudioSource
 from voice.audio.sinks import NullSink
 from voice.audio.sources import SilenceSource, ToneSource, WavFileSource
 from voice.audio.speech import speech_sample
-from voice.call.controller import Call
 from voice.crypto.sas import Sas
+from voice.phone import Call
 
 SPEECH_FRAMES = 100  # 2 s of speech, then silence
 SILENCE_SECONDS = 1.6

@@ -19,9 +19,9 @@ import pytest
 
 from tests.adversarial.malicious_server import Behaviour, Envelope, running_server
 from tests.adversarial.phones import Person, audio_flows, two_phones
-from voice.call.controller import Call, Phone
 from voice.call.events import State
 from voice.errors import CallEnded
+from voice.phone import Call, Phone
 
 SHORT = {
     "no_answer_timeout": 3.0,

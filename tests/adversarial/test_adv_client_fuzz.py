@@ -30,11 +30,11 @@ from hypothesis import strategies as st
 from tests.adversarial.malicious_server import MaliciousServer, running_server
 from tests.adversarial.phones import Person, audio_flows, connect_call
 from voice.call import messages as m
-from voice.call.controller import Call, Phone
 from voice.call.events import State
 from voice.crypto.envelope import EnvelopeHeader, seal
 from voice.crypto.identity import Identity
 from voice.errors import BadCallMessage
+from voice.phone import Call, Phone
 
 # The phones under test run on their own thread and use the global ``random`` module (aioice
 # jitters its ICE consent checks with it) while Hypothesis draws; Hypothesis notices the global

@@ -185,7 +185,7 @@ def log_haystack(logs: str) -> bytes:
 
 
 def test_no_secret_or_audio_in_the_debug_logs(rec: Recording) -> None:
-    assert "voice.call" in rec.logs and "websockets" in rec.logs  # DEBUG really was captured
+    assert "voice.phone" in rec.logs and "websockets" in rec.logs  # DEBUG really was captured
     secrets: dict[str, bytes] = {}
     for user in ("alice", "bob"):
         secrets[f"{user} identity seed"] = rec.identity_seeds[user]

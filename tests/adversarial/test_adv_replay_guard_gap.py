@@ -17,8 +17,9 @@ from pathlib import Path
 from tests.adversarial.malicious_server import running_server
 from tests.adversarial.phones import Person, nothing_rings, phone
 from voice.call import messages as m
-from voice.crypto.envelope import EnvelopeHeader, ReplayGuard, seal
+from voice.crypto.envelope import EnvelopeHeader, seal
 from voice.crypto.identity import Identity
+from voice.crypto.replay import ReplayGuard
 
 GAP = 2**62
 

@@ -18,9 +18,12 @@ from pathlib import Path
 from tests.adversarial.malicious_server import MaliciousServer, running_server
 from tests.adversarial.phones import Person, kind_of, nothing_rings, phone, two_phones
 from voice.call import messages as m
-from voice.call.controller import MAX_ENDED_CALLS, MAX_WARNINGS, Phone
-from voice.crypto.envelope import EnvelopeHeader, ReplayGuard, seal
+from voice.call.inbound import MAX_REFUSED_OFFERS
+from voice.crypto.envelope import EnvelopeHeader, seal
 from voice.crypto.identity import Identity
+from voice.crypto.replay import ReplayGuard
+from voice.phone import Phone
+from voice.phone.phone import MAX_WARNINGS
 
 GUARD_CALLS = 32  # a small replay memory, so that filling it takes few envelopes
 BATCH = 64  # offers delivered before waiting for the phone (its client buffers 256)
@@ -85,7 +88,7 @@ async def _handled(p: Phone, total: int) -> None:
 async def test_fresh_keys_from_one_account_do_not_fill_the_replay_memory(tmp_path: Path) -> None:
     alice, bob = Person.make("alice", tmp_path), Person.make("bob", tmp_path)
     async with running_server() as server, two_phones(server.url, alice, bob) as (pa, pb):
-        pb._replay = ReplayGuard(clock=pb.config.clock, max_calls=GUARD_CALLS)
+        pb._inbound.replay = ReplayGuard(clock=pb.config.hooks.clock, max_calls=GUARD_CALLS)
         await _flood(server, bob, pb, GUARD_CALLS + 8)
         # Only mallory's first offer, which pinned her key, became a call. Its made-up media
         # description fails it as soon as ICE starts, so it may have ended already.
@@ -104,12 +107,12 @@ async def test_fresh_keys_from_one_account_do_not_fill_the_replay_memory(tmp_pat
 
 async def test_refused_callers_do_not_pile_up_warnings_and_call_ids(tmp_path: Path) -> None:
     bob = Person.make("bob", tmp_path)
-    count = MAX_ENDED_CALLS + 40
+    count = MAX_REFUSED_OFFERS + 40
     async with running_server() as server, phone(bob, server.url) as pb:
         await _flood(server, bob, pb, count)
         assert pb.dropped["key_changed"] == count - 1
         assert len(pb.warnings) <= MAX_WARNINGS
         assert pb._warning_queue.qsize() <= MAX_WARNINGS
-        assert len(pb._refused) <= MAX_ENDED_CALLS
+        assert pb._inbound.refused_offers <= MAX_REFUSED_OFFERS
         newest = await pb.next_warning(timeout=1)  # still delivered, oldest dropped first
         assert newest.user == "mallory"

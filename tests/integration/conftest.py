@@ -17,14 +17,13 @@ import pytest
 
 from signaling.config import Config
 from signaling.server import SignalingServer, serve_signaling
+from tests.support.phoneconfig import phone_config
 from voice.audio.base import AudioSink, AudioSource
 from voice.audio.sinks import MemorySink
 from voice.audio.sources import ToneSource
-from voice.call.callsession import Call
-from voice.call.config import PhoneConfig
-from voice.call.controller import Phone
 from voice.crypto.contacts import ContactBook
 from voice.crypto.identity import Identity
+from voice.phone import Call, Phone, PhoneConfig
 
 WAIT = 20.0  # generous: every wait in these tests is bounded, never a timing assertion
 
@@ -68,7 +67,7 @@ class User:
         return self.source(), sink
 
     def config(self, url: str, **changes: Any) -> PhoneConfig:
-        return PhoneConfig(
+        return phone_config(
             server_url=url,
             user=self.name,
             identity=self.identity,

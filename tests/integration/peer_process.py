@@ -13,10 +13,9 @@ from pathlib import Path
 
 from voice.audio.sinks import NullSink
 from voice.audio.sources import ToneSource
-from voice.call.config import PhoneConfig
-from voice.call.controller import Phone
 from voice.crypto.contacts import ContactBook
 from voice.crypto.identity import Identity
+from voice.phone import Phone, PhoneConfig
 
 
 async def main(url: str, user: str, home: Path) -> None:

@@ -19,8 +19,6 @@ from tests.integration.conftest import (
     url_of,
     wait_until,
 )
-from voice.call.callsession import Call
-from voice.call.controller import Phone
 from voice.call.events import EndReason, FailReason, State
 from voice.errors import (
     AlreadyInCall,
@@ -30,6 +28,7 @@ from voice.errors import (
     RecipientOffline,
     UnknownUser,
 )
+from voice.phone import Call, Phone
 
 ROOT = Path(__file__).resolve().parents[2]
 

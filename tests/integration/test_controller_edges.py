@@ -16,8 +16,6 @@ from tests.integration.recording_proxy import RecordingProxy
 from tests.signaling.helpers import make_user as make_login
 from voice.call import events as ev
 from voice.call import messages as m
-from voice.call.callsession import Call
-from voice.call.controller import Phone
 from voice.call.events import EndReason, FailReason, State
 from voice.crypto.contacts import ContactBook, TrustState
 from voice.crypto.continuity import ContinuityResult
@@ -25,6 +23,7 @@ from voice.crypto.envelope import EnvelopeHeader, seal
 from voice.crypto.identity import Identity
 from voice.crypto.keyagreement import CallerKeyAgreement, CallKeys
 from voice.errors import CallControlError, PhoneClosed
+from voice.phone import Call, Phone
 
 
 async def connect(caller: Phone, callee: Phone) -> tuple[Call, Call]:
@@ -51,7 +50,7 @@ async def test_junk_replays_and_strangers_never_disturb_a_call(
     mallory = await make_login("mallory").connect(url_of(server))
 
     def sealed(call_id: bytes, payload: bytes, seq: int = 0) -> bytes:
-        header = EnvelopeHeader(call_id, seq, int(pa.config.clock() * 1000))
+        header = EnvelopeHeader(call_id, seq, int(pa.config.hooks.clock() * 1000))
         return seal(mallory_id, bob.identity.public_key, header, payload)
 
     try:
@@ -96,7 +95,7 @@ async def test_a_malformed_message_from_the_peer_fails_the_call(
     alice, bob = make_user("alice"), make_user("bob")
     pa, pb = await make_phone(alice), await make_phone(bob)
     out, inc = await connect(pa, pb)
-    header = EnvelopeHeader(out.call_id, 50, int(pa.config.clock() * 1000))
+    header = EnvelopeHeader(out.call_id, 50, int(pa.config.hooks.clock() * 1000))
     body = seal(alice.identity, bob.identity.public_key, header, b'{"v":1,"type":"nope"}')
     await pa.send_envelope("bob", body)  # authentic, fresh, but not a call message
     assert (await inc.wait_ended(WAIT)).reason is FailReason.BAD_MESSAGE
@@ -212,7 +211,7 @@ async def test_an_unused_ephemeral_secret_is_erased_when_the_call_ends(
     try:
         pa = await make_phone(make_user("alice"))
         out = await pa.call("bob")
-        agreement = out._media._agreement
+        agreement = out._media.agreement.exchange
         assert isinstance(agreement, CallerKeyAgreement)
         secret = agreement._secret  # never used: no ringing, so no eph_b
         assert secret is not None and secret != bytes(32)

@@ -15,11 +15,10 @@ import pytest
 from signaling.server import SignalingServer, serve_signaling
 from tests.integration.conftest import WAIT, MakePhone, MakeUser, server_config, url_of, wait_until
 from tests.integration.recording_proxy import RecordingProxy
-from voice.call.callsession import Call
-from voice.call.controller import Phone
 from voice.call.events import EndReason, FailReason, State
 from voice.crypto.keyagreement import CallKeys
 from voice.errors import PhoneClosed, SignalingClientError
+from voice.phone import Call, Phone
 
 MEDIA_TIMEOUT = 1.5  # short, so the far side ends soon after the hangup it never receives
 FRAMES_AFTER_LOSS = 100  # 20 ms frames: two seconds of audio, longer than MEDIA_TIMEOUT

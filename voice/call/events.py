@@ -276,3 +276,20 @@ class Step:
     @property
     def ok(self) -> bool:
         return self.rejected is None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a call ended (from its EndCall): a normal EndReason or a FailReason, with the peer's
+    detail if any."""
+
+    reason: EndReason | FailReason
+    detail: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return isinstance(self.reason, FailReason)
+
+    def __str__(self) -> str:
+        text: str = self.reason.value
+        return text + (f" ({self.detail})" if self.detail else "")

@@ -23,10 +23,10 @@ from voice.call import events as ev
 from voice.call import messages as msg
 from voice.call.events import EndReason, Event, FailReason, Role, State, Step
 from voice.call.table import TABLE, transitions
+from voice.crypto.keyschedule import CALL_ID_BYTES
 
-__all__ = ["CALL_ID_BYTES", "SENT_BY", "TABLE", "CallMachine", "transitions"]
+__all__ = ["SENT_BY", "TABLE", "CallMachine", "transitions"]
 
-CALL_ID_BYTES: Final = 16
 NO_ANSWER_TIMEOUT: Final = 60.0
 RING_GRACE: Final = 5.0  # the callee rings this much longer, so the caller's cancel comes first
 CONNECT_TIMEOUT: Final = 20.0
@@ -118,26 +118,6 @@ class CallMachine:
 
     def _refused(self, why: str) -> Step:
         return Step(self.state, (), why)
-
-    # ---- convenience wrappers for the controller -------------------------------------------
-
-    def dial(self, now: float, offer: msg.Offer, reveal: msg.Reveal) -> Step:
-        return self.handle(now, ev.UserDial(offer, reveal))
-
-    def ringing_ready(self, now: float, ringing: msg.Ringing) -> Step:
-        return self.handle(now, ev.RingingReady(ringing))
-
-    def accept(self, now: float) -> Step:
-        return self.handle(now, ev.UserAccept())
-
-    def decline(self, now: float) -> Step:
-        return self.handle(now, ev.UserDecline())
-
-    def hangup(self, now: float) -> Step:
-        return self.handle(now, ev.UserHangup())
-
-    def tick(self, now: float) -> Step:
-        return self.handle(now, ev.Tick())
 
     # ---- handlers (guards first, then changes) ---------------------------------------------
 

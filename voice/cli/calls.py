@@ -14,8 +14,6 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from voice.call.config import KeyChangedWarning
-from voice.call.controller import Call, Phone, PhoneConfig
 from voice.call.events import EndReason, FailReason, Role
 from voice.cli.audio import AudioChoice, AudioPlan
 from voice.cli.context import Settings, check_username
@@ -23,6 +21,7 @@ from voice.cli.ui import Interrupt, LineReader, ask_yes_no, sas_lines, say
 from voice.crypto.identity import Fingerprint
 from voice.errors import CallEnded, KeyChangedError, RecipientOffline, UnknownUser, UsageError
 from voice.exitcodes import ExitCode, for_reason
+from voice.phone import Call, KeyChangedWarning, Phone, PhoneConfig
 
 T = TypeVar("T")
 

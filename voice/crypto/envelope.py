@@ -15,9 +15,9 @@ anyway). Because the box key is the same in both directions, the plaintext repea
 keys: that stops a reflected envelope (A->B sent back to A) and a sender field swapped for an
 equivalent Ed25519 encoding. The header (call id, seq, timestamp) is only inside the box.
 
-:func:`open_envelope` checks everything except freshness; :class:`ReplayGuard` (re-exported
-here) then checks replay, reordering and age. Both raise the one opaque
-:class:`~voice.errors.BadEnvelope`.
+:func:`open_envelope` checks everything except freshness;
+:class:`voice.crypto.replay.ReplayGuard` then checks replay, reordering and age. Both raise the
+one opaque :class:`~voice.errors.BadEnvelope`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from nacl.bindings import crypto_box, crypto_box_open
 from nacl.exceptions import CryptoError as NaclCryptoError
 
 from voice.crypto.identity import Identity, x25519_public_of
-from voice.crypto.replay import ReplayGuard
+from voice.crypto.keyschedule import CALL_ID_BYTES
 from voice.errors import BadEnvelope, BadPublicKey
 
 __all__ = [
@@ -39,13 +39,11 @@ __all__ = [
     "BadEnvelope",
     "EnvelopeHeader",
     "OpenedEnvelope",
-    "ReplayGuard",
     "open_envelope",
     "seal",
 ]
 
 VERSION = 1
-CALL_ID_BYTES = 16
 NONCE_BYTES = 24
 TAG_BYTES = 16
 _PLAIN_HEADER = 1 + 32 + 32 + CALL_ID_BYTES + 8 + 8  # 97

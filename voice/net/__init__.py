@@ -1,5 +1,5 @@
 """Network clients of the voice client: the signaling server connection."""
 
-from voice.net.client import Delivery, SignalingClient, TurnCredentials
+from voice.net.client import Delivery, SignalingClient
 
-__all__ = ["Delivery", "SignalingClient", "TurnCredentials"]
+__all__ = ["Delivery", "SignalingClient"]

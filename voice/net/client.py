@@ -38,9 +38,9 @@ from signaling.messages import (
     Sent,
     ServerMessage,
     Turn,
+    TurnCredentials,
     Welcome,
 )
-from signaling.messages import TurnCredentials as TurnFrame
 from signaling.protocol import encode, login_message, parse_server_frame
 from signaling.wire import b64encode
 from voice.errors import (
@@ -75,14 +75,6 @@ _REFUSALS: dict[str, type[RequestRefused]] = {
 class Delivery:
     from_user: str
     body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class TurnCredentials:
-    username: str
-    password: str
-    ttl: int
-    uris: tuple[str, ...]
 
 
 class SignalingClient:
@@ -170,9 +162,9 @@ class SignalingClient:
     async def turn_credentials(self, *, reply_timeout: float = 10.0) -> TurnCredentials:
         """Short-lived TURN credentials (coturn REST format); TurnUnavailable if none."""
         answer = await self._request(Turn(str(next(self._ids))), reply_timeout)
-        if not isinstance(answer, TurnFrame):
+        if not isinstance(answer, TurnCredentials):
             raise SignalingProtocolError("unexpected answer to a TURN request")
-        return TurnCredentials(answer.username, answer.password, answer.ttl, answer.uris)
+        return answer
 
     async def receive(self) -> Delivery:
         """The next envelope for us; SignalingClosed (or a subclass) once the session ended.
@@ -255,7 +247,7 @@ class SignalingClient:
     def _dispatch(self, message: ServerMessage) -> None:
         if isinstance(message, Deliver):
             self._buffer(Delivery(message.from_user, message.body))
-        elif isinstance(message, Sent | TurnFrame | Key | Error) and message.id is not None:
+        elif isinstance(message, Sent | TurnCredentials | Key | Error) and message.id is not None:
             future = self._pending.get(message.id)
             if future is not None and not future.done():
                 future.set_result(message)

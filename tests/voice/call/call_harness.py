@@ -1,46 +1,65 @@
 """Two phones wired together in memory: the effects of one feed the other.
 
-Each FakePhone plays the controller: it carries out effects, encodes and decodes every message
-(so the wire format is exercised too), routes incoming messages with voice.call.phone, and runs the
-real committed key agreement (voice.crypto.keyagreement). No sockets, no clock.
+Each FakePhone plays the asyncio shell with the pure core's own pieces, as
+:mod:`voice.phone` does: it seals every message (:mod:`voice.call.outbound`), hands every
+delivery to :class:`voice.call.inbound.Inbound` (open, freshness, pinned key, busy and glare),
+and answers the key effects with :class:`voice.call.agreement.CallAgreement`. No sockets, no
+asyncio; the clock is the wire's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from voice.call import events as ev
+from voice.call import inbound as ib
 from voice.call import messages as m
-from voice.call import phone as ph
-from voice.call.machine import CallMachine
-from voice.crypto.keyagreement import CalleeKeyAgreement, CallerKeyAgreement, CallKeys
-from voice.errors import BadCallMessage, BadPublicKey, CommitmentMismatch
+from voice.call import routing as ph
+from voice.call.agreement import CallAgreement, Parties
+from voice.call.machine import SENT_BY, CallMachine
+from voice.call.outbound import CallSealer
+from voice.crypto.contacts import ContactBook
+from voice.crypto.identity import Identity
+from voice.crypto.keyagreement import CallKeys
+from voice.crypto.replay import ReplayGuard
 
 LOW_ORDER_KEY = bytes(32)
 
 
 @dataclass
 class Wire:
-    """FIFO of (sender, recipient, call_id, payload) with a drop filter."""
+    """FIFO of (sender, recipient, sealed body) with a drop filter by message type."""
 
+    home: Path  # contact books live here
     phones: dict[str, FakePhone] = field(default_factory=dict)
-    queue: deque[tuple[str, str, bytes, bytes]] = field(default_factory=deque)
+    queue: deque[tuple[str, str, bytes]] = field(default_factory=deque)
     now: float = 0.0
     drop: set[str] = field(default_factory=set)  # message types to drop
 
     def add(self, name: str) -> FakePhone:
-        self.phones[name] = FakePhone(name, self)
+        self.phones[name] = FakePhone(name, self, ContactBook(self.home / f"{name}.json"))
         return self.phones[name]
 
+    def clock(self) -> float:
+        return self.now
+
     def send(self, sender: str, to: str, call_id: bytes, payload: bytes) -> None:
-        if m.decode(payload).TYPE not in self.drop:
-            self.queue.append((sender, to, call_id, payload))
+        """Seal ``payload`` (an encoded message, or anything) from ``sender`` to ``to``."""
+        try:
+            kind = m.decode(payload).TYPE
+        except Exception:
+            kind = None
+        if kind not in self.drop:
+            body = self.phones[sender].sealer(to, call_id).seal_payload(payload)
+            self.queue.append((sender, to, body))
 
     def deliver_one(self) -> None:
-        sender, to, call_id, payload = self.queue.popleft()
-        self.phones[to].on_envelope(sender, call_id, payload)
+        sender, to, body = self.queue.popleft()
+        self.phones[to].on_envelope(sender, body)
 
     def run(self, limit: int = 100) -> None:
         for _ in range(limit):
@@ -53,46 +72,53 @@ class Wire:
         self.now += seconds
         for phone in self.phones.values():
             for machine in list(phone.calls.values()):
-                phone.step(machine, machine.tick(self.now))
+                phone.step(machine, machine.handle(self.now, ev.Tick()))
 
 
 class FakePhone:
-    def __init__(self, name: str, wire: Wire) -> None:
+    def __init__(self, name: str, wire: Wire, contacts: ContactBook) -> None:
         self.name = name
         self.wire = wire
-        self.identity = os.urandom(32)  # stands for the Ed25519 public key
+        self.identity = Identity.generate()
+        self.contacts = contacts
+        self.inbound = ib.Inbound(self.identity, contacts, ReplayGuard(clock=wire.clock))
         self.calls: dict[bytes, CallMachine] = {}
         self.log: list[tuple[bytes, ev.Effect]] = []
         self.rejected: list[str] = []
-        self.keys: dict[bytes, CallKeys] = {}
+        self.warnings: list[ib.KeyChangedWarning] = []
         self.tamper_reveal = False  # reveal another eph_a than the one committed to
         self.bad_eph_b = False  # answer with a low-order key
-        self._agreements: dict[bytes, CallerKeyAgreement | CalleeKeyAgreement] = {}
-        self._descriptions: dict[bytes, dict[str, object]] = {}
+        self._peer_keys: dict[bytes, bytes] = {}
+        self._agreements: dict[bytes, CallAgreement] = {}
+        self._sealers: dict[tuple[str, bytes], CallSealer] = {}
+
+    @property
+    def keys(self) -> dict[bytes, CallKeys]:
+        return {cid: a.keys for cid, a in self._agreements.items() if a.keys is not None}
+
+    def sealer(self, to: str, call_id: bytes) -> CallSealer:
+        key = (to, call_id)
+        if key not in self._sealers:
+            peer_key = self.wire.phones[to].identity.public_key
+            self._sealers[key] = CallSealer(self.identity, peer_key, call_id, self.wire.clock)
+        return self._sealers[key]
 
     # -- user actions --
     def dial(self, peer: str, call_id: bytes | None = None) -> CallMachine:
-        decision = ph.decide_dial(self.infos(), peer=peer)
+        infos = [ph.CallInfo(c.call_id, c.peer, c.role, c.state) for c in self.calls.values()]
+        decision = ph.decide_dial(infos, peer=peer)
         assert isinstance(decision, ph.Dial), decision
         call_id = call_id or os.urandom(16)
-        machine = CallMachine(role=ev.Role.CALLER, peer=peer, call_id=call_id)
-        self.calls[call_id] = machine
-        ka = CallerKeyAgreement(
-            me=self.identity,
-            peer=self.wire.phones[peer].identity,
-            call_id=call_id,
-            my_name=self.name,
-            peer_name=peer,
-        )
-        self._agreements[call_id] = ka
-        desc = self._descriptions[call_id] = {"from": self.name, "ufrag": os.urandom(4).hex()}
-        eph_a = os.urandom(32) if self.tamper_reveal else ka.eph_a
-        reveal = m.Reveal(eph_a, ka.continuity_a)
-        self.step(machine, machine.dial(self.wire.now, m.Offer(ka.commitment, desc), reveal))
+        peer_key = self.wire.phones[peer].identity.public_key
+        self.contacts.check(peer, peer_key)
+        machine = self._new_call(ev.Role.CALLER, peer, peer_key, call_id)
+        dial = self._agreements[call_id].dial({"from": self.name, "ufrag": os.urandom(4).hex()})
+        if self.tamper_reveal:
+            dial = dataclasses.replace(
+                dial, reveal=dataclasses.replace(dial.reveal, eph_a=os.urandom(32))
+            )
+        self.step(machine, machine.handle(self.wire.now, dial))
         return machine
-
-    def infos(self) -> list[ph.CallInfo]:
-        return [ph.CallInfo.of(c) for c in self.calls.values()]
 
     def only_live(self) -> CallMachine:
         live = [c for c in self.calls.values() if not c.state.terminal]
@@ -110,34 +136,33 @@ class FakePhone:
     def sent(self, call_id: bytes) -> list[str]:
         return [e.message.TYPE for e in self.effects(call_id) if isinstance(e, ev.SendMessage)]
 
-    # -- the controller's half --
-    def on_envelope(self, sender: str, call_id: bytes, payload: bytes) -> None:
-        try:
-            message = m.decode(payload)
-        except BadCallMessage:
-            if call_id in self.calls:
-                self.do(self.calls[call_id], ev.BadMessage())
-            return
-        decision = ph.route_message(self.infos(), peer=sender, call_id=call_id, message=message)
-        if isinstance(decision, ph.Deliver):
-            machine = self.calls[call_id]
-            step = machine.receive(self.wire.now, call_id, message)
-            if not step.ok:
-                self.rejected.append(step.rejected or "")
-            self.step(machine, step)
-        elif isinstance(decision, ph.AnswerBusy):
-            self.wire.send(self.name, sender, call_id, m.encode(m.Busy()))
-        elif isinstance(decision, ph.LoseGlare | ph.Answer):
-            if isinstance(decision, ph.LoseGlare):
-                self.do(self.calls[decision.abandon], ev.GlareLost())
-            assert isinstance(message, m.Offer)
-            machine = CallMachine(role=ev.Role.CALLEE, peer=sender, call_id=call_id)
-            self.calls[call_id] = machine
-            self.step(machine, machine.receive(self.wire.now, call_id, message))
-        elif isinstance(decision, ph.Reject):
-            self.rejected.append(decision.reason)
-        else:
-            self.rejected.append(type(decision).__name__)
+    # -- the shell's half --
+    def on_envelope(self, sender: str, body: bytes) -> None:
+        views = [
+            ib.CallView(cid, c.peer, self._peer_keys[cid], c.role, c.state)
+            for cid, c in self.calls.items()
+        ]
+        for action in self.inbound.receive(views, sender, body):
+            if isinstance(action, ib.Drop):
+                self.rejected.append(action.reason)
+            elif isinstance(action, ib.Post):
+                machine = self.calls[action.call_id]
+                if type(action.event) in SENT_BY:
+                    step = machine.receive(self.wire.now, action.call_id, action.event)  # type: ignore[arg-type]
+                else:
+                    step = machine.handle(self.wire.now, action.event)  # type: ignore[arg-type]
+                if not step.ok:
+                    self.rejected.append(step.rejected or "")
+                self.step(machine, step)
+            elif isinstance(action, ib.StartCall):
+                if action.replaces is not None:
+                    self.do(self.calls[action.replaces], ev.GlareLost())
+                machine = self._new_call(ev.Role.CALLEE, sender, action.peer_key, action.call_id)
+                self.step(machine, machine.receive(self.wire.now, action.call_id, action.offer))
+            elif isinstance(action, ib.SendBusy):
+                self.wire.send(self.name, sender, action.call_id, m.encode(m.Busy()))
+            elif isinstance(action, ib.Warn):
+                self.warnings.append(action.warning)
 
     def step(self, machine: CallMachine, step: ev.Step) -> None:
         for effect in step.effects:
@@ -149,45 +174,18 @@ class FakePhone:
         if isinstance(effect, ev.SendMessage):
             self.wire.send(self.name, machine.peer, cid, m.encode(effect.message))
         elif isinstance(effect, ev.PrepareRinging):
-            callee = CalleeKeyAgreement(
-                me=self.identity,
-                peer=self.wire.phones[machine.peer].identity,
-                call_id=cid,
-                commitment=effect.offer.commitment,
-                my_name=self.name,
-                peer_name=machine.peer,
-            )
-            self._agreements[cid] = callee
-            answer = callee.answer()
-            desc = self._descriptions[cid] = {"from": self.name}
-            eph_b = LOW_ORDER_KEY if self.bad_eph_b else answer.eph_b
-            ringing = m.Ringing(eph_b, answer.continuity_b, desc)
-            self.step(machine, machine.ringing_ready(self.wire.now, ringing))
+            ready = self._agreements[cid].ring(effect.offer, {"from": self.name})
+            if self.bad_eph_b:
+                bad = dataclasses.replace(ready.ringing, eph_b=LOW_ORDER_KEY)
+                ready = dataclasses.replace(ready, ringing=bad)
+            self.step(machine, machine.handle(self.wire.now, ready))
         elif isinstance(effect, ev.DeriveKeys):
-            self.do(machine, self.derive(cid, effect))
+            self.do(machine, self._agreements[cid].derive(effect))
 
-    def derive(self, cid: bytes, fx: ev.DeriveKeys) -> ev.LocalEvent:
-        ka = self._agreements[cid]
-        own = m.canonical_description(self._descriptions[cid])
-        remote = m.canonical_description(fx.remote_description)
-        try:
-            if isinstance(ka, CallerKeyAgreement):
-                ka.receive_answer(
-                    eph_b=fx.peer_eph,
-                    continuity_b=fx.peer_continuity,
-                    caller_description=own,
-                    callee_description=remote,
-                )
-                self.keys[cid] = ka.keys()
-            else:
-                self.keys[cid] = ka.receive_reveal(
-                    eph_a=fx.peer_eph,
-                    continuity_a=fx.peer_continuity,
-                    caller_description=remote,
-                    callee_description=own,
-                )
-        except CommitmentMismatch:
-            return ev.CommitmentMismatch()
-        except BadPublicKey:
-            return ev.BadKey()
-        return ev.KeysReady()
+    def _new_call(self, role: ev.Role, peer: str, peer_key: bytes, call_id: bytes) -> CallMachine:
+        machine = CallMachine(role=role, peer=peer, call_id=call_id)
+        self.calls[call_id] = machine
+        self._peer_keys[call_id] = peer_key
+        parties = Parties(self.identity.public_key, self.name, peer_key, peer, call_id)
+        self._agreements[call_id] = CallAgreement(parties)
+        return machine

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.voice.call.call_harness import FakePhone, Wire
@@ -14,8 +16,8 @@ Pair = tuple[Wire, FakePhone, FakePhone]
 
 
 @pytest.fixture
-def pair() -> Pair:
-    wire = Wire()
+def pair(tmp_path: Path) -> Pair:
+    wire = Wire(tmp_path)
     return wire, wire.add("alice"), wire.add("bob")
 
 
@@ -251,7 +253,7 @@ def test_peer_vanished_tells_nobody(pair: Pair) -> None:
 def test_garbage_payload_for_a_live_call_fails_it(pair: Pair) -> None:
     wire, _alice, _bob = pair
     a, b = ringing(pair)
-    wire.queue.append(("alice", "bob", a.call_id, b'{"type":"accept"'))
+    wire.send("alice", "bob", a.call_id, b'{"type":"accept"')
     wire.run()
     assert (b.state, b.reason) == (State.FAILED, FailReason.BAD_MESSAGE)
     assert (a.state, a.detail) == (State.FAILED, "bad_message")
@@ -278,9 +280,9 @@ def test_replayed_offer_of_an_ended_call_does_not_ring_again(pair: Pair) -> None
     alice.do(a, ev.UserHangup())
     wire.run()
     offer = next(e.message for e in alice.effects(a.call_id) if isinstance(e, ev.SendMessage))
-    wire.queue.append(("alice", "bob", a.call_id, encode(offer)))
+    wire.send("alice", "bob", a.call_id, encode(offer))  # sealed afresh: only routing refuses it
     wire.run()
-    assert bob.rejected[-1] == "offer for a call id we already know"
+    assert bob.rejected[-1] == "offer_for_a_call_id_we_already_know"
     assert [c.state for c in bob.calls.values()] == [State.ENDED]
 
 
@@ -288,9 +290,9 @@ def test_message_for_unknown_call_or_from_the_wrong_peer_is_rejected(pair: Pair)
     wire, _alice, bob = pair
     carol = wire.add("carol")
     a, b = ringing(pair)
-    wire.queue.append(("carol", "bob", a.call_id, encode(Hangup())))
-    wire.queue.append(("alice", "bob", b"\x00" * 16, encode(Hangup())))
+    wire.send("carol", "bob", a.call_id, encode(Hangup()))
+    wire.send("alice", "bob", b"\x00" * 16, encode(Hangup()))
     wire.run()
-    assert bob.rejected == ["call belongs to another peer", "unknown call id"]
+    assert bob.rejected == ["call_belongs_to_another_peer", "unknown_call_id"]
     assert b.state is State.RINGING_IN
     assert carol.calls == {}

@@ -98,8 +98,8 @@ def test_every_table_transition_is_reachable_and_nothing_else_happens() -> None:
 
 def test_terminal_states_reject_everything_but_ticks() -> None:
     machine = fresh(Role.CALLER)
-    machine.dial(0.0, OFFER, REVEAL)
-    machine.hangup(0.0)
+    machine.handle(0.0, ev.UserDial(OFFER, REVEAL))
+    machine.handle(0.0, ev.UserHangup())
     for name, item, now in INPUTS:
         step = feed(machine, item, now)
         assert step.effects == ()
@@ -109,13 +109,13 @@ def test_terminal_states_reject_everything_but_ticks() -> None:
 
 def test_wrong_call_id_and_wrong_direction_are_rejected() -> None:
     caller = fresh(Role.CALLER)
-    caller.dial(0.0, OFFER, REVEAL)
+    caller.handle(0.0, ev.UserDial(OFFER, REVEAL))
     assert caller.receive(0.0, b"\x01" * 16, RINGING).rejected == "unknown call id"
     assert not caller.receive(0.0, CALL_ID, OFFER).ok  # a caller never gets an offer
     assert not caller.receive(0.0, CALL_ID, m.Cancel()).ok
     callee = fresh(Role.CALLEE)
     assert not callee.receive(0.0, CALL_ID, RINGING).ok
-    assert not callee.dial(0.0, OFFER, REVEAL).ok  # only a caller dials
+    assert not callee.handle(0.0, ev.UserDial(OFFER, REVEAL)).ok  # only a caller dials
     assert (caller.state, callee.state) == (State.DIALING, State.IDLE)
 
 
@@ -123,7 +123,7 @@ def test_second_offer_and_second_reveal_are_rejected() -> None:
     callee = fresh(Role.CALLEE)
     assert callee.receive(0.0, CALL_ID, OFFER).ok
     assert not callee.receive(0.0, CALL_ID, OFFER).ok
-    callee.ringing_ready(0.0, RINGING)
+    callee.handle(0.0, ev.RingingReady(RINGING))
     assert callee.receive(0.0, CALL_ID, REVEAL).effects == (ev.DeriveKeys(K, C, DESC),)
     step = callee.receive(0.0, CALL_ID, REVEAL)
     assert step.rejected == "second reveal" and callee.state is State.RINGING_IN
@@ -131,9 +131,9 @@ def test_second_offer_and_second_reveal_are_rejected() -> None:
 
 def test_accept_while_idle_and_keys_ready_before_asked_are_rejected() -> None:
     callee = fresh(Role.CALLEE)
-    assert not callee.accept(0.0).ok
+    assert not callee.handle(0.0, ev.UserAccept()).ok
     callee.receive(0.0, CALL_ID, OFFER)
-    callee.ringing_ready(0.0, RINGING)
+    callee.handle(0.0, ev.RingingReady(RINGING))
     assert callee.handle(0.0, ev.KeysReady()).rejected == "no key agreement is pending"
     assert not callee.keys_ready
 
@@ -150,7 +150,7 @@ def test_messages_are_not_local_events_and_junk_is_rejected() -> None:
 
 def test_caller_effects_along_the_happy_path() -> None:
     a = fresh(Role.CALLER)
-    assert a.dial(0.0, OFFER, REVEAL).effects == (ev.SendMessage(OFFER),)
+    assert a.handle(0.0, ev.UserDial(OFFER, REVEAL)).effects == (ev.SendMessage(OFFER),)
     assert a.deadline == 60.0
     assert a.receive(1.0, CALL_ID, RINGING).effects == (
         ev.DeriveKeys(K, C, DESC),
@@ -161,7 +161,7 @@ def test_caller_effects_along_the_happy_path() -> None:
     assert a.handle(1.0, ev.KeysReady()).effects == (ev.SendMessage(REVEAL),)
     step = a.receive(2.0, CALL_ID, m.Accept())
     assert step.effects == (ev.StopRinging(), ev.StartMedia(), ev.ShowSas())
-    assert a.hangup(3.0).effects == (
+    assert a.handle(3.0, ev.UserHangup()).effects == (
         ev.SendMessage(m.Hangup()),
         ev.StopMedia(),
         ev.EndCall(EndReason.HANGUP_LOCAL),
@@ -171,12 +171,12 @@ def test_caller_effects_along_the_happy_path() -> None:
 def test_callee_effects_along_the_happy_path() -> None:
     b = fresh(Role.CALLEE)
     assert b.receive(0.0, CALL_ID, OFFER).effects == (ev.PrepareRinging(OFFER),)
-    assert b.ringing_ready(0.0, RINGING).effects == (
+    assert b.handle(0.0, ev.RingingReady(RINGING)).effects == (
         ev.SendMessage(RINGING),
         ev.StartIce(DESC),
         ev.Ring(),
     )
-    assert b.accept(1.0).effects == (ev.StopRinging(),)  # before the reveal: wait
+    assert b.handle(1.0, ev.UserAccept()).effects == (ev.StopRinging(),)  # before the reveal: wait
     assert b.state is State.CONNECTING and b.deadline == 21.0
     b.receive(1.5, CALL_ID, REVEAL)
     assert b.handle(1.5, ev.KeysReady()).effects == (
@@ -251,18 +251,20 @@ def test_every_rule_names_a_machine_method() -> None:
 
 def test_losing_signaling_fails_a_call_in_setup_but_not_a_connected_one() -> None:
     a = fresh(Role.CALLER)
-    a.dial(0.0, OFFER, REVEAL)
+    a.handle(0.0, ev.UserDial(OFFER, REVEAL))
     a.receive(1.0, CALL_ID, RINGING)
     step = a.handle(1.0, ev.SignalingLost())
     assert step.effects == (ev.StopRinging(), ev.EndCall(FailReason.SIGNALING_LOST))
     assert a.state is State.FAILED  # and nothing is sent: there is no server to send it
     b = fresh(Role.CALLEE)
     b.receive(0.0, CALL_ID, OFFER)
-    b.ringing_ready(0.0, RINGING)
+    b.handle(0.0, ev.RingingReady(RINGING))
     b.receive(0.5, CALL_ID, REVEAL)
     b.handle(0.5, ev.KeysReady())
-    b.accept(1.0)
+    b.handle(1.0, ev.UserAccept())
     assert b.state is State.CONNECTED
     step = b.handle(2.0, ev.SignalingLost())
     assert step.ok and step.effects == () and b.state is State.CONNECTED
-    assert b.hangup(3.0).effects[-1] == ev.EndCall(EndReason.HANGUP_LOCAL)  # still ours to end
+    assert b.handle(3.0, ev.UserHangup()).effects[-1] == ev.EndCall(
+        EndReason.HANGUP_LOCAL
+    )  # still ours to end

@@ -225,7 +225,8 @@ def test_guard_parameters_are_validated() -> None:
 
 def test_replay_guard_jump_far_ahead_stays_bounded_and_still_refuses_replays() -> None:
     """A sequence jump of 2**62 must cost nothing and leave the window working."""
-    from voice.crypto.envelope import EnvelopeHeader, ReplayGuard
+    from voice.crypto.envelope import EnvelopeHeader
+    from voice.crypto.replay import ReplayGuard
 
     now = 1_000.0
     guard = ReplayGuard(clock=lambda: now)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from voice.crypto.envelope import EnvelopeHeader, ReplayGuard
+from voice.crypto.envelope import EnvelopeHeader
+from voice.crypto.replay import ReplayGuard
 from voice.crypto.replay_journal import load_journal, save_journal
 from voice.errors import BadEnvelope
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from voice.crypto.envelope import EnvelopeHeader, ReplayGuard
+from voice.crypto.envelope import EnvelopeHeader
+from voice.crypto.replay import ReplayGuard
 from voice.errors import BadEnvelope
 
 SENDER = b"\x01" * 32

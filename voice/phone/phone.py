@@ -13,12 +13,11 @@ peer. Its hangup can then not be sent: it ends locally and the peer's media time
 other side. :attr:`Phone.signaling_lost` / :meth:`Phone.wait_signaling_lost` tell the user; no
 new call can be placed or received until a new Phone connects.
 
-Every delivery is opened (``open_envelope``), checked for freshness (``ReplayGuard``), then its
-sender key is checked against the contact book for the user the server says sent it (pinned on
-first use). A changed key refuses the call before it rings and raises a
-:class:`KeyChangedWarning`. Busy and glare are decided by the pure :mod:`voice.call.phone`;
-each call runs on its own task (:mod:`voice.call.callsession`). Bad, stale or misrouted
-deliveries are dropped and counted in :attr:`Phone.dropped`, never shown to a call in progress.
+Every delivery goes through the pure :class:`~voice.call.inbound.Inbound` (open, freshness,
+pinned sender key, busy and glare), and the phone carries out the actions it returns. A changed
+key refuses the call before it rings and raises a :class:`KeyChangedWarning`. Each call runs on
+its own task (:mod:`voice.phone.call`). Bad, stale or misrouted deliveries are dropped and
+counted in :attr:`Phone.dropped`, never shown to a call in progress.
 """
 
 from __future__ import annotations
@@ -28,26 +27,23 @@ import contextlib
 import logging
 import os
 from collections import Counter
-from collections.abc import Awaitable, Coroutine, Iterable
+from collections.abc import Awaitable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from voice.call import events as ev
+from voice.call import inbound as ib
 from voice.call import messages as m
-from voice.call import phone as decide
-from voice.call.callmedia import CLOSE_TIMEOUT
-from voice.call.callsession import Call
-from voice.call.config import AudioFactory, KeyChangedWarning, PhoneConfig, turn_server_from
-from voice.call.events import Role, State
-from voice.crypto.envelope import EnvelopeHeader, ReplayGuard, open_envelope, seal
+from voice.call import routing
+from voice.call.events import Role
+from voice.call.inbound import CallView, Inbound, KeyChangedWarning
+from voice.call.outbound import CallSealer
+from voice.crypto.replay import ReplayGuard
 from voice.crypto.replay_journal import load_journal, save_journal
 from voice.errors import (
     AlreadyInCall,
-    BadCallMessage,
-    BadEnvelope,
     BadPublicKey,
     CallControlError,
-    KeyChangedError,
     PhoneClosed,
     SignalingClientError,
     SignalingClosed,
@@ -57,10 +53,14 @@ from voice.errors import (
 from voice.media.ice import TurnServer
 from voice.media.session import MediaSession
 from voice.net.client import Delivery, SignalingClient
+from voice.phone.call import Call
+from voice.phone.config import AudioFactory, PhoneConfig
+from voice.phone.media import CLOSE_TIMEOUT
+from voice.phone.turn import turn_server_from
 
-__all__ = ["Call", "Phone", "PhoneConfig"]
+__all__ = ["Call", "KeyChangedWarning", "Phone", "PhoneConfig"]
 
-log = logging.getLogger("voice.call")
+log = logging.getLogger("voice.phone")
 MAX_ENDED_CALLS = 256  # ended calls remembered so their ids stay refused
 MAX_WARNINGS = 64  # key-changed warnings kept (and queued) for the user, newest last
 
@@ -75,11 +75,11 @@ class Phone:
         self.warnings: list[KeyChangedWarning] = []
         self._client = client
         self._audio = audio
-        self._replay = ReplayGuard(clock=config.clock)
+        replay = ReplayGuard(clock=config.hooks.clock)
         if config.replay_journal is not None:
-            self._replay.refuse(load_journal(config.replay_journal))
+            replay.refuse(load_journal(config.replay_journal))
+        self._inbound = Inbound(config.identity, config.contacts, replay)
         self._calls: dict[bytes, Call] = {}
-        self._refused: dict[bytes, decide.CallInfo] = {}  # offers refused before any Call
         self._incoming: asyncio.Queue[Call | None] = asyncio.Queue()
         self._warning_queue: asyncio.Queue[KeyChangedWarning] = asyncio.Queue(MAX_WARNINGS)
         self._closed = False
@@ -243,9 +243,9 @@ class Phone:
                     turn=turn,
                     relay_only=cfg.relay_only,
                     opus=cfg.opus,
-                    loss=cfg.loss,
-                    send_filter=cfg.send_filter,
-                    on_datagram_sent=cfg.on_datagram_sent,
+                    loss=cfg.hooks.loss,
+                    send_filter=cfg.hooks.send_filter,
+                    on_datagram_sent=cfg.hooks.on_datagram_sent,
                     ice_timeout=cfg.ice_timeout,
                 )
         except BaseException:
@@ -274,16 +274,15 @@ class Phone:
         if self._closed or self._lost is not None:
             raise PhoneClosed("the phone is closed") from self._lost
 
-    def _infos(self) -> Iterable[decide.CallInfo]:
-        yield from self._refused.values()
-        for c in self._calls.values():
-            yield decide.CallInfo(c.call_id, c.peer, c.role, c.state)
+    def _views(self) -> list[CallView]:
+        return [CallView(c.call_id, c.peer, c.peer_key, c.role, c.state) for c in self.calls]
 
     async def _dial_decision(self, user: str) -> Call | None:
-        decision = decide.decide_dial(self._infos(), peer=user)
-        if isinstance(decision, decide.AlreadyInCall):
+        infos = [routing.CallInfo(c.call_id, c.peer, c.role, c.state) for c in self.calls]
+        decision = routing.decide_dial(infos, peer=user)
+        if isinstance(decision, routing.AlreadyInCall):
             raise AlreadyInCall("hang up the current call first")
-        if isinstance(decision, decide.AcceptInstead):
+        if isinstance(decision, routing.AcceptInstead):
             call = self._calls[decision.call_id]
             await call.accept()
             return call
@@ -322,111 +321,58 @@ class Phone:
                 self._incoming.put_nowait(None)
 
     def _on_delivery(self, delivery: Delivery) -> None:
-        cfg = self.config
-        try:
-            opened = open_envelope(cfg.identity, delivery.body)
-            self._replay.check(opened.sender_key, opened.header, record=False)
-        except BadEnvelope:
-            self.count("bad_envelope")
-            log.debug("dropped an envelope that failed to open or was not fresh")
-            return
-        peer, call_id = delivery.from_user, opened.header.call_id
-        message: m.Message | None
-        try:
-            message = m.decode(opened.payload)
-        except BadCallMessage:
-            message = None
-        call = self._calls.get(call_id)
-        try:
-            cfg.contacts.check(peer, opened.sender_key)
-        except KeyChangedError as exc:
-            self._key_changed(peer, call_id, call, message, exc)
-            return
-        # Only envelopes under the pinned key take room in the replay memory: one account
-        # sealing with a fresh key each time must not fill it (and refuse every new call).
-        try:
-            new_call = self._replay.check(opened.sender_key, opened.header)
-        except BadEnvelope:  # it passed above; only a clock step in between can refuse it
-            self.count("bad_envelope")
-            return
-        if new_call and cfg.replay_journal is not None:
-            self._save_replay_journal(cfg.replay_journal)
-        if message is None:
-            self.count("bad_message")
-            if call is not None and call.peer == peer and call.peer_key == opened.sender_key:
-                call.post(ev.BadMessage())
-            return
-        route = decide.route_message(self._infos(), peer=peer, call_id=call_id, message=message)
-        if isinstance(route, decide.Deliver) and call is not None:
-            if call.peer_key != opened.sender_key:
-                self.count("wrong_key")
-                return
-            call.post(message)
-        elif isinstance(route, decide.Answer | decide.LoseGlare):
-            assert isinstance(message, m.Offer)
-            if isinstance(route, decide.LoseGlare):
-                ours = self._calls[route.abandon]
-                ours.handle_now(ev.GlareLost())
-            glare = isinstance(route, decide.LoseGlare)
-            new = Call(
-                self,
-                role=Role.CALLEE,
-                peer=peer,
-                peer_key=opened.sender_key,
-                call_id=call_id,
-                auto_accept=glare,
-            )
-            if isinstance(route, decide.LoseGlare):
-                ours.replaced_by = new
-            self._calls[call_id] = new
-            new.start(message)
-            log.info("call %s: offer received", new.short_id)
-        elif isinstance(route, decide.AnswerBusy):
-            self._spawn(self._send_busy(peer, opened.sender_key, call_id))
-        else:
-            reason = route.reason if isinstance(route, decide.Reject) else type(route).__name__
-            self.count(reason.replace(" ", "_"))
-            log.debug("dropped a call message: %s", reason)
+        actions = self._inbound.receive(self._views(), delivery.from_user, delivery.body)
+        for action in actions:
+            self._carry_out(action)
+
+    def _carry_out(self, action: ib.Action) -> None:
+        if isinstance(action, ib.Drop):
+            self.count(action.reason)
+        elif isinstance(action, ib.Post):
+            self._calls[action.call_id].post(action.event)
+        elif isinstance(action, ib.StartCall):
+            self._start_incoming(action)
+        elif isinstance(action, ib.SendBusy):
+            self._spawn(self._send_busy(action))
+        elif isinstance(action, ib.Warn):
+            self.warnings.append(action.warning)
+            del self.warnings[:-MAX_WARNINGS]
+            if self._warning_queue.full():
+                self._warning_queue.get_nowait()  # nobody is reading: keep the newest
+            self._warning_queue.put_nowait(action.warning)
+        elif isinstance(action, ib.SaveJournal) and self.config.replay_journal is not None:
+            self._save_replay_journal(self.config.replay_journal)
+
+    def _start_incoming(self, action: ib.StartCall) -> None:
+        ours = self._calls[action.replaces] if action.replaces is not None else None
+        if ours is not None:
+            ours.handle_now(ev.GlareLost())
+        new = Call(
+            self,
+            role=Role.CALLEE,
+            peer=action.peer,
+            peer_key=action.peer_key,
+            call_id=action.call_id,
+            auto_accept=ours is not None,
+        )
+        if ours is not None:
+            ours.replaced_by = new
+        self._calls[action.call_id] = new
+        new.start(action.offer)
+        log.info("call %s: offer received", new.short_id)
 
     def _save_replay_journal(self, path: Path) -> None:
         try:
-            save_journal(path, self._replay.remembered())
+            save_journal(path, self._inbound.replay.remembered())
         except OSError as exc:  # the call goes on; only a restart would reopen the window
             log.warning("could not write the replay journal: %s", type(exc).__name__)
 
-    def _key_changed(
-        self,
-        peer: str,
-        call_id: bytes,
-        call: Call | None,
-        message: m.Message | None,
-        exc: KeyChangedError,
-    ) -> None:
-        self.count("key_changed")
-        # A call with this peer keeps going: its peer key was pinned when it started and its
-        # keys are bound to it, so this envelope is not from that peer. Dropping it (and
-        # warning) keeps whoever holds another key, the server say, from ending the call.
-        in_call_with_peer = call is not None and call.peer == peer
-        if not in_call_with_peer:
-            if not isinstance(message, m.Offer) or call_id in self._refused:
-                return
-            self._refused[call_id] = decide.CallInfo(call_id, peer, Role.CALLEE, State.FAILED)
-            for old in list(self._refused)[: max(0, len(self._refused) - MAX_ENDED_CALLS)]:
-                del self._refused[old]  # bounded: anyone can send offers under fresh keys
-        warning = KeyChangedWarning(peer, exc.old_fingerprint, exc.new_fingerprint, str(exc))
-        self.warnings.append(warning)
-        del self.warnings[:-MAX_WARNINGS]
-        if self._warning_queue.full():
-            self._warning_queue.get_nowait()  # nobody is reading: keep the newest
-        self._warning_queue.put_nowait(warning)
-        what = "dropped its message in a call" if in_call_with_peer else "refused its call"
-        log.warning("the identity key of %s changed: %s", peer, what)
-
-    async def _send_busy(self, peer: str, peer_key: bytes, call_id: bytes) -> None:
-        header = EnvelopeHeader(call_id, 0, int(self.config.clock() * 1000))
-        body = seal(self.config.identity, peer_key, header, m.encode(m.Busy()))
+    async def _send_busy(self, action: ib.SendBusy) -> None:
+        sealer = CallSealer(
+            self.config.identity, action.peer_key, action.call_id, self.config.hooks.clock
+        )
         with contextlib.suppress(VoiceError, TimeoutError, OSError):
-            await self.send_envelope(peer, body)
+            await self.send_envelope(action.peer, sealer.seal(m.Busy()))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from voice.call.config import Outcome, PhoneConfig, turn_server_from
 from voice.call.events import EndReason, FailReason
 from voice.crypto.identity import Identity
+from voice.phone import Outcome, PhoneConfig
+from voice.phone.turn import turn_server_from
 
 
 def test_turn_uris_and_config_checks() -> None:

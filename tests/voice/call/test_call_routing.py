@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from voice.call import messages as m
-from voice.call import phone as ph
+from voice.call import routing as ph
 from voice.call.events import Role, State
 
 HIGH, LOW, OTHER = b"\xf0" * 16, b"\x0f" * 16, b"\x55" * 16

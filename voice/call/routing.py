@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from voice.call.events import Role, State
-from voice.call.machine import CALL_ID_BYTES, CallMachine
+from voice.call.machine import CallMachine
 from voice.call.messages import Message, Offer
+from voice.crypto.keyschedule import CALL_ID_BYTES
 
 _GLARE_STATES = (State.DIALING, State.RINGING_OUT)
 _INCOMING = (State.OFFERED, State.RINGING_IN)

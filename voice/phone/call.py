@@ -1,12 +1,14 @@
-"""One call, driven end to end: its CallMachine, key agreement, MediaSession and envelopes.
+"""One call in the shell: its task, its media, and its sealed messages.
 
-Each :class:`Call` is a small actor. Inputs (opened messages, user actions, ICE and media
-outcomes, ticks) go through one inbox and are fed to the pure machine one at a time by the
-call's own task, which carries the effects out in order (as ``tests/voice/call/call_harness.py``
-does in memory). Outgoing messages go through a second queue: a sender task seals each one
-(call id, a per-direction seq from 0, a timestamp from the injected clock) and hands it to the
-signaling server, so the machine never waits for the network. When the call ends, the media
-session is closed and the call keys are erased; the sender still flushes the last message.
+Each :class:`Call` is a small actor around the pure :class:`~voice.call.machine.CallMachine`.
+Inputs (opened messages, user actions, ICE and media outcomes, ticks) go through one inbox and
+are fed to the machine one at a time by the call's own task. The effect loop has no
+re-entrancy: the effects of a step run in order, the events they produce (RingingReady from
+PrepareRinging, KeysReady from DeriveKeys, ...) are queued, and only then fed, one at a time.
+Outgoing messages go through a second queue: a sender task seals each one
+(:class:`~voice.call.outbound.CallSealer`) and hands it to the signaling server, so the machine
+never waits for the network. When the call ends, the media session is closed and the call keys
+are erased; the sender still flushes the last message.
 
 Never logged: keys, SAS, descriptions, audio, message contents.
 """
@@ -16,16 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from voice.call import events as ev
 from voice.call import messages as m
-from voice.call.callmedia import CLOSE_TIMEOUT, CallMedia
-from voice.call.config import CallTimings, Outcome, PhoneConfig
-from voice.call.events import Role, State
+from voice.call.events import Outcome, Role, State
 from voice.call.machine import SENT_BY, CallMachine
-from voice.crypto.envelope import EnvelopeHeader, seal
+from voice.call.outbound import CallSealer
 from voice.crypto.sas import Sas
 from voice.errors import (
     CallControlError,
@@ -36,15 +38,30 @@ from voice.errors import (
 )
 from voice.media.session import MediaSession
 from voice.media.stats import MediaStats
+from voice.phone.config import PhoneConfig
+from voice.phone.media import CLOSE_TIMEOUT, CallMedia
 
-__all__ = ["Call", "Outcome", "PhoneLink"]
+__all__ = ["Call", "CallTimings", "Outcome", "PhoneLink"]
 
-log = logging.getLogger("voice.call")
+log = logging.getLogger("voice.phone")
 TICK = 0.1  # seconds between deadline checks
 
 
+@dataclass
+class CallTimings:
+    """Event-loop times (``loop.time()``) of a call's milestones; None until they happen."""
+
+    dialed_at: float | None = None  # caller: Phone.call() began
+    offered_at: float | None = None  # callee: the offer arrived
+    ringing_at: float | None = None  # the callee's phone rang (callee) / ringing arrived (caller)
+    answered_at: float | None = None  # the callee accepted (callee) / accept arrived (caller)
+    connected_at: float | None = None  # media started on this side
+    first_audio_at: float | None = None  # first decoded frame from the peer was played out
+    ended_at: float | None = None
+
+
 class PhoneLink(Protocol):
-    """What a call needs from its phone (voice.call.controller.Phone)."""
+    """What a call needs from its phone (voice.phone.phone.Phone)."""
 
     config: PhoneConfig
 
@@ -66,7 +83,7 @@ Input = ev.Event | _Ready
 
 
 class Call:
-    """A call as the user sees it. Made by :class:`voice.call.controller.Phone`."""
+    """A call as the user sees it. Made by :class:`voice.phone.phone.Phone`."""
 
     def __init__(
         self,
@@ -106,8 +123,8 @@ class Call:
         self._outbox: asyncio.Queue[tuple[m.Message, asyncio.Future[None]] | None]
         self._outbox = asyncio.Queue()
         self.first_send: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._seq = 0
-        self._seq_queued = 0
+        self._sealer = CallSealer(cfg.identity, peer_key, call_id, cfg.hooks.clock)
+        self._messages_queued = 0
         self._connected = asyncio.Event()
         self._ended = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -192,7 +209,7 @@ class Call:
     async def prepare_dial(self) -> ev.UserDial:
         """Caller: make the media session and key agreement; the offer is not sent yet."""
         session = await self._phone.make_media(self, controlling=True)
-        return ev.UserDial(*self._media.caller_offer(session))
+        return self._media.dial(session)
 
     def start(self, first: ev.UserDial | m.Offer) -> None:
         """Feed the first input synchronously (so routing sees the new state at once), then run.
@@ -284,8 +301,22 @@ class Call:
                     fut.set_result(None)
 
     async def _feed(self, item: Input) -> ev.Step | None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        """Feed one input, then the events its effects produced, in order; return its Step."""
+        pending: deque[Input] = deque([item])
+        first: ev.Step | None = None
+        while pending:
+            step = self._step(pending.popleft())
+            first = first or step
+            if not step.ok:
+                continue
+            for effect in step.effects:
+                follow = await self._do(effect)
+                if follow is not None:
+                    pending.append(follow)
+        return first
+
+    def _step(self, item: Input) -> ev.Step:
+        now = asyncio.get_running_loop().time()
         if isinstance(item, _Ready):
             step = item.step
         elif type(item) in SENT_BY:
@@ -295,30 +326,28 @@ class Call:
         if not step.ok:
             self._phone.count("rejected")
             log.debug("call %s: %s refused: %s", self.short_id, type(item).__name__, step.rejected)
-            return step
-        if isinstance(item, ev.UserAccept | m.Accept):
+        elif isinstance(item, ev.UserAccept | m.Accept):
             self._timings.answered_at = now
-        for effect in step.effects:
-            await self._do(effect)
         return step
 
-    async def _do(self, fx: ev.Effect) -> None:
+    async def _do(self, fx: ev.Effect) -> ev.LocalEvent | None:
+        """Carry out one effect; return the event it produced for the machine, if any."""
         now = asyncio.get_running_loop().time()
         if isinstance(fx, ev.SendMessage):
             fut = self.first_send
-            if fut.done() or self._seq_queued > 0:
+            if fut.done() or self._messages_queued > 0:
                 fut = asyncio.get_running_loop().create_future()
-            self._seq_queued += 1
+            self._messages_queued += 1
             self._outbox.put_nowait((fx.message, fut))
         elif isinstance(fx, ev.PrepareRinging):
-            await self._feed(await self._prepare_ringing(fx.offer))
+            return await self._prepare_ringing(fx.offer)
         elif isinstance(fx, ev.StartIce):
             self._spawn(self._connect_ice(fx.remote_description), "ice")
         elif isinstance(fx, ev.DeriveKeys):
             result = self._media.derive(fx)
             if self._media.keys is not None:
                 self._continuity_warning = self._media.keys.continuity_warning
-            await self._feed(result)
+            return result
         elif isinstance(fx, ev.Ring | ev.Ringback):
             self._timings.ringing_at = now
             log.info("call %s: ringing", self.short_id)
@@ -333,6 +362,7 @@ class Call:
             self.outcome = Outcome(fx.reason, fx.detail)
             await self._finish()
         # StopRinging / StopMedia: nothing rings here; EndCall closes the media session.
+        return None
 
     async def _prepare_ringing(self, offer: m.Offer) -> ev.LocalEvent:
         try:
@@ -340,7 +370,7 @@ class Call:
         except (VoiceError, OSError, TimeoutError) as exc:
             log.warning("call %s: cannot prepare media (%s)", self.short_id, type(exc).__name__)
             return ev.UserDecline()
-        return self._media.callee_ringing(session, offer)
+        return self._media.ring(session, offer)
 
     def _show_sas(self) -> None:
         keys = self._media.keys
@@ -354,15 +384,12 @@ class Call:
         self.post(await self._media.connect_ice(remote))
 
     async def _send_loop(self) -> None:
-        cfg = self._cfg
         while True:
             item = await self._outbox.get()
             if item is None:
                 return
             message, fut = item
-            header = EnvelopeHeader(self.call_id, self._seq, int(cfg.clock() * 1000))
-            self._seq += 1
-            body = seal(cfg.identity, self.peer_key, header, m.encode(message))
+            body = self._sealer.seal(message)
             try:
                 await self._phone.send_envelope(self.peer, body)
             except (VoiceError, TimeoutError, OSError) as exc:

@@ -1,0 +1,149 @@
+"""One call's key-agreement steps, pure: the answers to the machine's key effects.
+
+The machine asks; :class:`CallAgreement` answers with the event the machine expects back::
+
+    caller  dial(description)          -> UserDial(offer with commitment, reveal kept back)
+    callee  ring(offer, description)   -> RingingReady(ringing with eph_b), fixed before the
+                                          caller's key is seen
+    both    derive(DeriveKeys)          -> KeysReady | CommitmentMismatch | BadKey
+
+After KeysReady, :attr:`CallAgreement.keys` holds the call's SRTP keys and SAS until
+:meth:`erase`. The asyncio shell installs the keys on the media session; the in-memory tests run
+this same code. The retained secret (continuity) comes in from the contact book and
+:meth:`earned_retained` says when a new one may be kept. Nothing here is ever logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from voice.call import events as ev
+from voice.call import messages as m
+from voice.crypto.contacts import Contact, TrustState
+from voice.crypto.continuity import ContinuityResult, RetainedSecrets
+from voice.crypto.keyagreement import CalleeKeyAgreement, CallerKeyAgreement, CallKeys
+from voice.crypto.sas import DEFAULT_SAS_BITS
+from voice.errors import BadCallMessage, BadPublicKey, CommitmentMismatch
+
+__all__ = ["CallAgreement", "Parties"]
+
+Description = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Parties:
+    """Who the call is between, as this side knows it (identity keys and usernames)."""
+
+    me: bytes
+    my_name: str
+    peer: bytes
+    peer_name: str
+    call_id: bytes
+
+
+class CallAgreement:
+    """The committed X25519 exchange of one call, seen from one side."""
+
+    def __init__(
+        self,
+        parties: Parties,
+        *,
+        retained: RetainedSecrets | None = None,
+        sas_bits: int = DEFAULT_SAS_BITS,
+    ) -> None:
+        self.parties = parties
+        self.keys: CallKeys | None = None
+        self._retained = retained if retained is not None else RetainedSecrets()
+        self._sas_bits = sas_bits
+        self._exchange: CallerKeyAgreement | CalleeKeyAgreement | None = None
+        self._description: Description | None = None
+
+    @property
+    def exchange(self) -> CallerKeyAgreement | CalleeKeyAgreement | None:
+        """The underlying exchange (None before dial/ring and after erase)."""
+        return self._exchange
+
+    def dial(self, description: Description) -> ev.UserDial:
+        """Caller: commit to a fresh ephemeral key; the reveal goes out once keys are ready."""
+        p = self.parties
+        ka = CallerKeyAgreement(
+            me=p.me,
+            peer=p.peer,
+            call_id=p.call_id,
+            my_name=p.my_name,
+            peer_name=p.peer_name,
+            retained=self._retained,
+            sas_bits=self._sas_bits,
+        )
+        self._exchange, self._description = ka, description
+        return ev.UserDial(m.Offer(ka.commitment, description), m.Reveal(ka.eph_a, ka.continuity_a))
+
+    def ring(self, offer: m.Offer, description: Description) -> ev.RingingReady:
+        """Callee: our ephemeral key and description, fixed before we see the caller's key."""
+        p = self.parties
+        ka = CalleeKeyAgreement(
+            me=p.me,
+            peer=p.peer,
+            call_id=p.call_id,
+            commitment=offer.commitment,
+            my_name=p.my_name,
+            peer_name=p.peer_name,
+            retained=self._retained,
+            sas_bits=self._sas_bits,
+        )
+        self._exchange, self._description = ka, description
+        answer = ka.answer()
+        return ev.RingingReady(m.Ringing(answer.eph_b, answer.continuity_b, description))
+
+    def derive(self, fx: ev.DeriveKeys) -> ev.KeysReady | ev.CommitmentMismatch | ev.BadKey:
+        """Run the key agreement with the peer's values; on success :attr:`keys` is set."""
+        ka, own = self._exchange, self._description
+        assert ka is not None and own is not None, "derive before dial or ring"
+        try:
+            mine = m.canonical_description(own)
+            theirs = m.canonical_description(fx.remote_description)
+            if isinstance(ka, CallerKeyAgreement):
+                ka.receive_answer(
+                    eph_b=fx.peer_eph,
+                    continuity_b=fx.peer_continuity,
+                    caller_description=mine,
+                    callee_description=theirs,
+                )
+                keys = ka.keys()
+            else:
+                keys = ka.receive_reveal(
+                    eph_a=fx.peer_eph,
+                    continuity_a=fx.peer_continuity,
+                    caller_description=theirs,
+                    callee_description=mine,
+                )
+        except CommitmentMismatch:
+            return ev.CommitmentMismatch()
+        except (BadPublicKey, BadCallMessage):
+            return ev.BadKey()
+        self.keys = keys
+        return ev.KeysReady()
+
+    def earned_retained(self, contact: Contact | None) -> bytes | None:
+        """At connect: the secret to keep without asking, after a continuity MATCH with a
+        VERIFIED contact under the same key (None otherwise)."""
+        keys = self.keys
+        if (
+            keys is not None
+            and keys.continuity is ContinuityResult.MATCH
+            and contact is not None
+            and contact.state is TrustState.VERIFIED
+            and contact.public_key == self.parties.peer
+        ):
+            return keys.next_retained
+        return None
+
+    def erase(self) -> None:
+        """Zero the call keys and any unused ephemeral secret in place; idempotent."""
+        keys, self.keys = self.keys, None
+        if keys is not None:
+            keys.erase()
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:  # a call that ended before its key agreement ran
+            exchange.erase()

@@ -1,0 +1,131 @@
+"""The secret half of a call in the shell: its MediaSession and its key agreement.
+
+:class:`CallMedia` makes the media session's description the one the pure
+:class:`~voice.call.agreement.CallAgreement` commits to, installs the SRTP keys on the session
+the moment they exist, runs ICE, samples the session for the pure
+:class:`~voice.call.health.MediaWatch`, and erases everything in :meth:`release`. It holds the
+only references to the keys; nothing here is ever logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from voice.call import events as ev
+from voice.call import messages as m
+from voice.call.agreement import CallAgreement, Parties
+from voice.call.health import MediaWatch
+from voice.crypto.keyagreement import CallKeys
+from voice.errors import BadDescription, VoiceError
+from voice.media.session import MediaSession
+from voice.media.stats import MediaStats
+from voice.phone.config import PhoneConfig
+
+__all__ = ["CLOSE_TIMEOUT", "CallMedia"]
+
+log = logging.getLogger("voice.phone")
+CLOSE_TIMEOUT = 5.0
+
+
+class CallMedia:
+    def __init__(self, cfg: PhoneConfig, *, peer: str, peer_key: bytes, call_id: bytes) -> None:
+        self._cfg = cfg
+        self._peer, self._call_id = peer, call_id
+        parties = Parties(cfg.identity.public_key, cfg.user, peer_key, peer, call_id)
+        self.agreement = CallAgreement(
+            parties, retained=cfg.contacts.get_retained(peer), sas_bits=cfg.sas_bits
+        )
+        self.session: MediaSession | None = None
+        self.final_stats: MediaStats | None = None
+        self.first_audio_at: float | None = None
+        self._watch = MediaWatch(cfg.media_timeout)
+
+    @property
+    def keys(self) -> CallKeys | None:
+        return self.agreement.keys
+
+    def dial(self, session: MediaSession) -> ev.UserDial:
+        """Caller: the offer commits to our key and this session's description."""
+        self.session = session
+        return self.agreement.dial(session.local_description())
+
+    def ring(self, session: MediaSession, offer: m.Offer) -> ev.RingingReady:
+        """Callee: our key and this session's description, fixed before the caller's key."""
+        self.session = session
+        return self.agreement.ring(offer, session.local_description())
+
+    def derive(self, fx: ev.DeriveKeys) -> ev.LocalEvent:
+        """Run the key agreement; on success install the SRTP keys at once."""
+        result = self.agreement.derive(fx)
+        keys, session = self.agreement.keys, self.session
+        if keys is None or session is None:
+            return result
+        session.set_keys(tx=keys.srtp_gcm_tx, rx=keys.srtp_gcm_rx)
+        observer = self._cfg.hooks.key_observer
+        if observer is not None:
+            try:
+                observer(self._call_id, keys)
+            except Exception:
+                log.exception("key observer failed")
+        return result
+
+    def keep_continuity_if_earned(self) -> None:
+        """At connect: a MATCH with a VERIFIED contact (same key) keeps the new secret."""
+        contacts = self._cfg.contacts
+        secret = self.agreement.earned_retained(contacts.get(self._peer))
+        if secret is not None:
+            contacts.store_retained(self._peer, secret)
+
+    async def connect_ice(self, remote: dict[str, Any]) -> ev.LocalEvent:
+        assert self.session is not None
+        try:
+            async with asyncio.timeout(self._cfg.ice_timeout + 5.0):
+                await self.session.connect(remote)
+        except BadDescription:
+            return ev.BadMessage()
+        except (VoiceError, OSError, TimeoutError) as exc:
+            log.info("ICE failed (%s)", type(exc).__name__)
+            return ev.IceFailed()
+        self._watch.ice_up = True
+        return ev.IceConnected()
+
+    def start(self, now: float) -> None:
+        assert self.session is not None
+        self.session.start()
+        self._watch.media_started(now)
+
+    def watch(self, now: float, *, connected: bool) -> ev.LocalEvent | None:
+        """Media health (errors, lost ICE, a peer gone silent) when a check is due."""
+        session = self.session
+        if session is None or not self._watch.due(now):
+            return None
+        stats = session.stats()
+        return self._watch.check(
+            now,
+            ice_connected=stats.ice_connected,
+            failed=stats.error is not None,
+            packets_received=stats.packets_received,
+            connected=connected,
+        )
+
+    def stats(self) -> MediaStats | None:
+        return self.session.stats() if self.session is not None else self.final_stats
+
+    def current_first_audio(self) -> float | None:
+        if self.session is not None:
+            return self.session.first_audio_at
+        return self.first_audio_at
+
+    async def release(self) -> None:
+        """Close the media session and erase the keys in place; idempotent."""
+        session, self.session = self.session, None
+        if session is not None:
+            self.first_audio_at = session.first_audio_at
+            self.final_stats = session.stats()
+            try:
+                await asyncio.wait_for(session.close(), CLOSE_TIMEOUT)
+            except Exception:
+                log.exception("closing media failed")
+        self.agreement.erase()
