@@ -8,8 +8,8 @@ touches: the signaling client, media sessions, audio devices, the clock and the 
 from voice.call.events import Outcome
 from voice.call.inbound import KeyChangedWarning
 from voice.phone.call import Call, CallTimings
-from voice.phone.config import AudioFactory, PhoneConfig, TestHooks
-from voice.phone.phone import Phone
+from voice.phone.config import PhoneConfig, TestHooks
+from voice.phone.phone import AudioFactory, Phone
 
 __all__ = [
     "AudioFactory",

@@ -11,6 +11,10 @@ never waits for the network. When the call ends, the media session is closed and
 are erased; the sender still flushes the last message.
 
 Never logged: keys, SAS, descriptions, audio, message contents.
+
+About 400 lines, on purpose: the user's view of a call (accept, hangup, wait_connected, sas)
+and the one task that drives it share every field; split in two, each half would reach into
+the other's state.
 """
 
 from __future__ import annotations
@@ -32,14 +36,13 @@ from voice.crypto.sas import Sas
 from voice.errors import (
     CallControlError,
     CallEnded,
-    RequestRefused,
-    SignalingClientError,
     VoiceError,
 )
 from voice.media.session import MediaSession
 from voice.media.stats import MediaStats
 from voice.phone.config import PhoneConfig
 from voice.phone.media import CLOSE_TIMEOUT, CallMedia
+from voice.phone.outbox import CallOutbox
 
 __all__ = ["Call", "CallTimings", "Outcome", "PhoneLink"]
 
@@ -120,16 +123,17 @@ class Call:
         self._sas: Sas | None = None
         self._inbox: asyncio.Queue[tuple[Input, asyncio.Future[ev.Step | None] | None]]
         self._inbox = asyncio.Queue()
-        self._outbox: asyncio.Queue[tuple[m.Message, asyncio.Future[None]] | None]
-        self._outbox = asyncio.Queue()
-        self.first_send: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sealer = CallSealer(cfg.identity, peer_key, call_id, cfg.hooks.clock)
-        self._messages_queued = 0
+        self._outbox = CallOutbox(
+            CallSealer(cfg.identity, peer_key, call_id, cfg.hooks.clock),
+            lambda body: phone.send_envelope(peer, body),
+            self.post,
+            name=self.short_id,
+        )
+        self.first_send = self._outbox.first_send
         self._connected = asyncio.Event()
         self._ended = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
-        self._sender: asyncio.Task[None] | None = None
 
     # ---- what the user sees -----------------------------------------------------------------
 
@@ -224,7 +228,7 @@ class Call:
             step = self._machine.handle(now, first)
         self._inbox.put_nowait((_Ready(step), None))
         self._runner = asyncio.create_task(self._run(), name=f"call-{self.short_id}")
-        self._sender = asyncio.create_task(self._send_loop(), name=f"send-{self.short_id}")
+        self._outbox.start()
 
     def handle_now(self, event: ev.LocalEvent) -> None:
         """Feed a local event at once (glare); its effects run in order on the call's task."""
@@ -248,7 +252,7 @@ class Call:
 
     async def aclose(self) -> None:
         """Stop the tasks (after hangup had its chance) and release everything; idempotent."""
-        for task in (self._runner, self._sender):
+        for task in (self._runner, self._outbox.task):
             if task is not None and not task.done():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT)
@@ -334,11 +338,7 @@ class Call:
         """Carry out one effect; return the event it produced for the machine, if any."""
         now = asyncio.get_running_loop().time()
         if isinstance(fx, ev.SendMessage):
-            fut = self.first_send
-            if fut.done() or self._messages_queued > 0:
-                fut = asyncio.get_running_loop().create_future()
-            self._messages_queued += 1
-            self._outbox.put_nowait((fx.message, fut))
+            self._outbox.put(fx.message)
         elif isinstance(fx, ev.PrepareRinging):
             return await self._prepare_ringing(fx.offer)
         elif isinstance(fx, ev.StartIce):
@@ -383,25 +383,6 @@ class Call:
     async def _connect_ice(self, remote: dict[str, Any]) -> None:
         self.post(await self._media.connect_ice(remote))
 
-    async def _send_loop(self) -> None:
-        while True:
-            item = await self._outbox.get()
-            if item is None:
-                return
-            message, fut = item
-            body = self._sealer.seal(message)
-            try:
-                await self._phone.send_envelope(self.peer, body)
-            except (VoiceError, TimeoutError, OSError) as exc:
-                log.info("call %s: sending failed (%s)", self.short_id, type(exc).__name__)
-                if not fut.done():
-                    fut.set_exception(exc)
-                    fut.exception()  # retrieved: nobody may be waiting on it
-                self.post(_send_failure(exc))
-            else:
-                if not fut.done():
-                    fut.set_result(None)
-
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(coro, name=f"{name}-{self.short_id}")
         self._tasks.add(task)
@@ -411,7 +392,7 @@ class Call:
         assert self.outcome is not None
         self._timings.ended_at = asyncio.get_running_loop().time()
         log.info("call %s: ended: %s", self.short_id, self.outcome.reason.value)
-        self._outbox.put_nowait(None)  # the sender flushes the last message, then stops
+        self._outbox.close()  # the last message still goes out
         await self._release()
         self._ended.set()
         self._phone.on_end(self)
@@ -422,14 +403,6 @@ class Call:
             task.cancel()
         await self._media.release()
         self._timings.first_audio_at = self._timings.first_audio_at or self._media.first_audio_at
-
-
-def _send_failure(exc: BaseException) -> ev.LocalEvent:
-    """Our own session ended (SignalingLost: a connected call survives it), or the server
-    refused or never confirmed the envelope (PeerVanished: the peer is unreachable)."""
-    if isinstance(exc, SignalingClientError) and not isinstance(exc, RequestRefused):
-        return ev.SignalingLost()
-    return ev.PeerVanished()
 
 
 async def _first(*aws: Coroutine[Any, Any, Any]) -> None:

@@ -12,9 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from voice.audio.base import AudioSink, AudioSource
 from voice.call.machine import CONNECT_TIMEOUT, NO_ANSWER_TIMEOUT, RING_GRACE
 from voice.crypto.contacts import ContactBook
 from voice.crypto.identity import Identity
@@ -23,13 +21,7 @@ from voice.crypto.sas import DEFAULT_SAS_BITS, MIN_SAFE_SAS_BITS
 from voice.media.loss import LossModel
 from voice.media.opus import OpusSettings
 
-if TYPE_CHECKING:
-    from voice.phone.call import Call
-
-__all__ = ["AudioFactory", "PhoneConfig", "TestHooks"]
-
-AudioFactory = Callable[["Call"], tuple[AudioSource, AudioSink]]
-"""Makes the audio source and sink of a call; the call's MediaSession owns (and closes) them."""
+__all__ = ["PhoneConfig", "TestHooks"]
 
 
 @dataclass(frozen=True)

@@ -10,20 +10,23 @@ only references to the keys; nothing here is ever logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
+from voice.audio.base import AudioSink, AudioSource
 from voice.call import events as ev
 from voice.call import messages as m
 from voice.call.agreement import CallAgreement, Parties
 from voice.call.health import MediaWatch
 from voice.crypto.keyagreement import CallKeys
 from voice.errors import BadDescription, VoiceError
+from voice.media.ice import TurnServer
 from voice.media.session import MediaSession
 from voice.media.stats import MediaStats
 from voice.phone.config import PhoneConfig
 
-__all__ = ["CLOSE_TIMEOUT", "CallMedia"]
+__all__ = ["CLOSE_TIMEOUT", "CallMedia", "open_session"]
 
 log = logging.getLogger("voice.phone")
 CLOSE_TIMEOUT = 5.0
@@ -129,3 +132,34 @@ class CallMedia:
             except Exception:
                 log.exception("closing media failed")
         self.agreement.erase()
+
+
+async def open_session(
+    cfg: PhoneConfig,
+    audio: tuple[AudioSource, AudioSink],
+    *,
+    controlling: bool,
+    turn: TurnServer | None,
+) -> MediaSession:
+    """A call's media session on the configured addresses; it owns (and closes) the audio."""
+    source, sink = audio
+    try:
+        async with asyncio.timeout(cfg.request_timeout):
+            return await MediaSession.create(
+                controlling=controlling,
+                source=source,
+                sink=sink,
+                host_addresses=cfg.host_addresses,
+                turn=turn,
+                relay_only=cfg.relay_only,
+                opus=cfg.opus,
+                loss=cfg.hooks.loss,
+                send_filter=cfg.hooks.send_filter,
+                on_datagram_sent=cfg.hooks.on_datagram_sent,
+                ice_timeout=cfg.ice_timeout,
+            )
+    except BaseException:
+        for closer in (source.close, sink.close):
+            with contextlib.suppress(Exception):
+                await closer()
+        raise

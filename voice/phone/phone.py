@@ -27,10 +27,11 @@ import contextlib
 import logging
 import os
 from collections import Counter
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from voice.audio.base import AudioSink, AudioSource
 from voice.call import events as ev
 from voice.call import inbound as ib
 from voice.call import messages as m
@@ -47,20 +48,20 @@ from voice.errors import (
     PhoneClosed,
     SignalingClientError,
     SignalingClosed,
-    TurnUnavailable,
     VoiceError,
 )
-from voice.media.ice import TurnServer
 from voice.media.session import MediaSession
 from voice.net.client import Delivery, SignalingClient
 from voice.phone.call import Call
-from voice.phone.config import AudioFactory, PhoneConfig
-from voice.phone.media import CLOSE_TIMEOUT
-from voice.phone.turn import turn_server_from
+from voice.phone.config import PhoneConfig
+from voice.phone.media import CLOSE_TIMEOUT, open_session
+from voice.phone.turn import relay_for
 
-__all__ = ["Call", "KeyChangedWarning", "Phone", "PhoneConfig"]
+__all__ = ["AudioFactory", "Call", "KeyChangedWarning", "Phone", "PhoneConfig"]
 
 log = logging.getLogger("voice.phone")
+AudioFactory = Callable[[Call], tuple[AudioSource, AudioSink]]
+"""Makes the audio source and sink of a call; the call's MediaSession owns (and closes) them."""
 MAX_ENDED_CALLS = 256  # ended calls remembered so their ids stay refused
 MAX_WARNINGS = 64  # key-changed warnings kept (and queued) for the user, newest last
 
@@ -231,28 +232,8 @@ class Phone:
 
     async def make_media(self, call: Call, *, controlling: bool) -> MediaSession:
         cfg = self.config
-        turn = await self._turn_server() if cfg.use_turn else None
-        source, sink = self._audio(call)
-        try:
-            async with asyncio.timeout(cfg.request_timeout):
-                return await MediaSession.create(
-                    controlling=controlling,
-                    source=source,
-                    sink=sink,
-                    host_addresses=cfg.host_addresses,
-                    turn=turn,
-                    relay_only=cfg.relay_only,
-                    opus=cfg.opus,
-                    loss=cfg.hooks.loss,
-                    send_filter=cfg.hooks.send_filter,
-                    on_datagram_sent=cfg.hooks.on_datagram_sent,
-                    ice_timeout=cfg.ice_timeout,
-                )
-        except BaseException:
-            for closer in (source.close, sink.close):
-                with contextlib.suppress(Exception):
-                    await closer()
-            raise
+        turn = await relay_for(self._client, cfg) if cfg.use_turn else None
+        return await open_session(cfg, self._audio(call), controlling=controlling, turn=turn)
 
     def on_ring(self, call: Call) -> None:
         if self.auto_answer or call.auto_accept:
@@ -287,16 +268,6 @@ class Phone:
             await call.accept()
             return call
         return None
-
-    async def _turn_server(self) -> TurnServer | None:
-        try:
-            creds = await self._client.turn_credentials(reply_timeout=self.config.request_timeout)
-        except TurnUnavailable:
-            if self.config.relay_only:
-                raise
-            log.warning("no TURN relay available; using host candidates only")
-            return None
-        return turn_server_from(creds.uris, creds.username, creds.password)
 
     async def _read_loop(self) -> None:
         try:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 
+from voice.errors import TurnUnavailable
 from voice.media.ice import TurnServer
+from voice.net.client import SignalingClient
+from voice.phone.config import PhoneConfig
 
-__all__ = ["turn_server_from"]
+__all__ = ["relay_for", "turn_server_from"]
+
+log = logging.getLogger("voice.phone")
 
 _TURN_URI = re.compile(
     r"turn:(?P<host>\[[0-9a-fA-F:.]+\]|[^:?\[\]]+)(?::(?P<port>\d{1,5}))?"
@@ -29,3 +35,16 @@ def turn_server_from(uris: Sequence[str], username: str, password: str) -> TurnS
             return TurnServer(host, port, username, password, "tcp")
         return TurnServer(host, port, username, password, "udp")
     return None
+
+
+async def relay_for(client: SignalingClient, cfg: PhoneConfig) -> TurnServer | None:
+    """Fresh TURN credentials for one call; None (host candidates only) if the server has no
+    relay, unless the call must be relayed (TurnUnavailable)."""
+    try:
+        creds = await client.turn_credentials(reply_timeout=cfg.request_timeout)
+    except TurnUnavailable:
+        if cfg.relay_only:
+            raise
+        log.warning("no TURN relay available; using host candidates only")
+        return None
+    return turn_server_from(creds.uris, creds.username, creds.password)

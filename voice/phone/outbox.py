@@ -1,0 +1,83 @@
+"""A call's outgoing messages: sealed in order by one task and handed to the signaling server.
+
+The call's machine never waits for the network: :meth:`CallOutbox.put` queues a message and
+returns. The sender task seals each one (:class:`~voice.call.outbound.CallSealer`) and sends it;
+a failure becomes an event for the machine (``on_failure``). :meth:`CallOutbox.close` lets the
+last message (hangup, cancel, error) go out, then stops the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from voice.call import events as ev
+from voice.call import messages as m
+from voice.call.outbound import CallSealer
+from voice.errors import RequestRefused, SignalingClientError, VoiceError
+
+__all__ = ["CallOutbox", "send_failure_event"]
+
+log = logging.getLogger("voice.phone")
+
+
+class CallOutbox:
+    def __init__(
+        self,
+        sealer: CallSealer,
+        send: Callable[[bytes], Awaitable[None]],
+        on_failure: Callable[[ev.LocalEvent], object],
+        *,
+        name: str,
+    ) -> None:
+        self._sealer = sealer
+        self._send = send
+        self._on_failure = on_failure
+        self._name = name
+        self._queue: asyncio.Queue[tuple[m.Message, asyncio.Future[None]] | None]
+        self._queue = asyncio.Queue()
+        self._queued = 0
+        self.first_send: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Resolves once the first message reached the server (or fails with why it did not)."""
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"send-{self._name}")
+
+    def put(self, message: m.Message) -> None:
+        fut = self.first_send
+        if fut.done() or self._queued > 0:
+            fut = asyncio.get_running_loop().create_future()
+        self._queued += 1
+        self._queue.put_nowait((message, fut))
+
+    def close(self) -> None:
+        """Send what is queued, then stop."""
+        self._queue.put_nowait(None)
+
+    async def _run(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            message, fut = item
+            try:
+                await self._send(self._sealer.seal(message))
+            except (VoiceError, TimeoutError, OSError) as exc:
+                log.info("call %s: sending failed (%s)", self._name, type(exc).__name__)
+                if not fut.done():
+                    fut.set_exception(exc)
+                    fut.exception()  # retrieved: nobody may be waiting on it
+                self._on_failure(send_failure_event(exc))
+            else:
+                if not fut.done():
+                    fut.set_result(None)
+
+
+def send_failure_event(exc: BaseException) -> ev.LocalEvent:
+    """Our own session ended (SignalingLost: a connected call survives it), or the server
+    refused or never confirmed the envelope (PeerVanished: the peer is unreachable)."""
+    if isinstance(exc, SignalingClientError) and not isinstance(exc, RequestRefused):
+        return ev.SignalingLost()
+    return ev.PeerVanished()
