@@ -1,0 +1,115 @@
+"""The inbound decision, pure: a delivery in, actions out. Real envelopes, no sockets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from voice.call import inbound as ib
+from voice.call import messages as m
+from voice.call.events import BadMessage, Role, State
+from voice.call.outbound import CallSealer
+from voice.crypto.contacts import ContactBook
+from voice.crypto.identity import Identity
+from voice.crypto.replay import ReplayGuard
+
+NOW = 1_700_000_000.0
+OFFER = m.Offer(os.urandom(32), {"ice": "x"})
+
+
+class Bob:
+    def __init__(self, home: Path) -> None:
+        self.identity = Identity.generate()
+        self.contacts = ContactBook(home / "contacts.json")
+        self.now = NOW
+        self.inbound = ib.Inbound(self.identity, self.contacts, ReplayGuard(clock=self.clock))
+        self.calls: list[ib.CallView] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def receive(self, sender: str, body: bytes) -> list[ib.Action]:
+        return self.inbound.receive(self.calls, sender, body)
+
+
+@pytest.fixture
+def bob(tmp_path: Path) -> Bob:
+    return Bob(tmp_path)
+
+
+def sealer(sender: Identity, bob: Bob, call_id: bytes) -> CallSealer:
+    return CallSealer(sender, bob.identity.public_key, call_id, bob.clock)
+
+
+def test_an_offer_from_a_new_contact_pins_its_key_starts_a_call_and_is_journaled(bob: Bob) -> None:
+    alice, cid = Identity.generate(), os.urandom(16)
+    actions = bob.receive("alice", sealer(alice, bob, cid).seal(OFFER))
+    assert actions == [ib.SaveJournal(), ib.StartCall(cid, "alice", alice.public_key, OFFER)]
+    contact = bob.contacts.get("alice")
+    assert contact is not None and contact.public_key == alice.public_key
+
+
+def test_a_replayed_or_stale_envelope_is_dropped(bob: Bob) -> None:
+    alice, cid = Identity.generate(), os.urandom(16)
+    body = sealer(alice, bob, cid).seal(OFFER)
+    assert isinstance(bob.receive("alice", body)[-1], ib.StartCall)
+    assert bob.receive("alice", body) == [ib.Drop("bad_envelope")]  # the same envelope again
+    late = sealer(alice, bob, os.urandom(16)).seal(OFFER)
+    bob.now += 61  # older than the replay guard's 60 s
+    assert bob.receive("alice", late) == [ib.Drop("bad_envelope")]
+
+
+def test_an_offer_under_a_changed_key_never_rings_and_warns_once(bob: Bob) -> None:
+    alice = Identity.generate()
+    bob.contacts.check("alice", alice.public_key)
+    mallory, cid = Identity.generate(), os.urandom(16)
+    body = sealer(mallory, bob, cid).seal(OFFER)
+    actions = bob.receive("alice", body)
+    assert actions[0] == ib.Drop("key_changed") and isinstance(actions[1], ib.Warn)
+    assert actions[1].warning.user == "alice" and len(actions) == 2
+    assert bob.inbound.refused_offers == 1
+    again = sealer(mallory, bob, cid).seal(OFFER)  # same call id, fresh envelope: no new warning
+    assert bob.receive("alice", again) == [ib.Drop("key_changed")]
+
+
+def test_in_a_live_call_another_key_under_the_peers_name_cannot_touch_the_call(bob: Bob) -> None:
+    alice, cid = Identity.generate(), os.urandom(16)
+    bob.contacts.check("alice", alice.public_key)
+    bob.calls = [ib.CallView(cid, "alice", alice.public_key, Role.CALLEE, State.CONNECTED)]
+    genuine = sealer(alice, bob, cid).seal(m.Hangup())
+    assert bob.receive("alice", genuine)[-1] == ib.Post(cid, m.Hangup())  # control: the peer can
+    forged = sealer(Identity.generate(), bob, cid).seal(m.Hangup())
+    actions = bob.receive("alice", forged)
+    assert actions[0] == ib.Drop("key_changed")
+    assert not any(isinstance(a, ib.Post) for a in actions)
+
+
+def test_garbage_from_the_live_peer_fails_its_call_and_from_others_is_dropped(bob: Bob) -> None:
+    alice, carol, cid = Identity.generate(), Identity.generate(), os.urandom(16)
+    bob.contacts.check("alice", alice.public_key)
+    bob.calls = [ib.CallView(cid, "alice", alice.public_key, Role.CALLEE, State.RINGING_IN)]
+    actions = bob.receive("alice", sealer(alice, bob, cid).seal_payload(b"{not json"))
+    assert actions[-2:] == [ib.Drop("bad_message"), ib.Post(cid, BadMessage())]
+    actions = bob.receive("carol", sealer(carol, bob, cid).seal_payload(b"{not json"))
+    assert actions[-1] == ib.Drop("bad_message")
+    assert not any(isinstance(a, ib.Post) for a in actions)
+
+
+def test_an_offer_while_in_another_call_gets_busy(bob: Bob) -> None:
+    alice, carol = Identity.generate(), Identity.generate()
+    live = os.urandom(16)
+    bob.calls = [ib.CallView(live, "alice", alice.public_key, Role.CALLEE, State.CONNECTED)]
+    cid = os.urandom(16)
+    actions = bob.receive("carol", sealer(carol, bob, cid).seal(OFFER))
+    assert actions[-1] == ib.SendBusy(cid, "carol", carol.public_key)
+
+
+def test_glare_the_smaller_call_id_is_replaced_by_the_peers_offer(bob: Bob) -> None:
+    alice = Identity.generate()
+    ours, theirs = b"\x01" * 16, b"\xff" * 16
+    bob.contacts.check("alice", alice.public_key)
+    bob.calls = [ib.CallView(ours, "alice", alice.public_key, Role.CALLER, State.DIALING)]
+    actions = bob.receive("alice", sealer(alice, bob, theirs).seal(OFFER))
+    assert actions[-1] == ib.StartCall(theirs, "alice", alice.public_key, OFFER, replaces=ours)
