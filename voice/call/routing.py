@@ -1,8 +1,8 @@
 """Decisions that span calls, pure: where a message goes, busy, and glare.
 
-A phone holds at most one live call. The controller passes a snapshot of its calls
-(:class:`CallInfo`, ended ones included for a while so a replayed offer cannot ring again) and
-gets a decision back.
+A phone holds at most one live call. The inbound decision and the phone pass a snapshot of
+their calls (:class:`CallInfo`, ended ones included for a while so a replayed offer cannot ring
+again) and get a decision back.
 
 Glare: both users dial each other at once. Each side sees an offer from the peer while its own
 offer to that peer is unanswered (DIALING or RINGING_OUT). The call with the larger call_id
@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from voice.call.events import Role, State
-from voice.call.machine import CallMachine
 from voice.call.messages import Message, Offer
 from voice.crypto.keyschedule import CALL_ID_BYTES
 
@@ -31,10 +30,6 @@ class CallInfo:
     peer: str
     role: Role
     state: State
-
-    @classmethod
-    def of(cls, machine: CallMachine) -> CallInfo:
-        return cls(machine.call_id, machine.peer, machine.role, machine.state)
 
 
 @dataclass(frozen=True)
