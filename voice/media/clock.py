@@ -184,8 +184,7 @@ class MediaClock:
 
         Waits for it if it is still ahead. A member that is behind (its previous frame took
         long) gets it at once while it is less than a period overdue, else the newest tick due
-        (it skips the ones in between, like a late timer would): the same rule as
-        :meth:`RtpSender.run <voice.media.sender.RtpSender.run>`'s own deadlines.
+        (it skips the ones in between, like a late timer would).
         """
         origin = self._origin
         if origin is None:

@@ -1,10 +1,11 @@
-"""A small typed ctypes binding to libopus: CBR encoding with in-band FEC, decoding with FEC, PLC.
+"""The Opus codec API: CBR encoding with in-band FEC, decoding with FEC, PLC (20 ms, mono).
 
 Why our own binding (docs/opus-binding.md): PyAV cannot decode with FEC or conceal a lost
 packet, and opuslib's high-level decoder cannot pass the NULL packet that asks libopus for
-packet-loss concealment. This module calls the few libopus functions we need directly, in
-whichever libopus :func:`library_candidates` finds first: libopus 1.6.1 built by
-``scripts/build-libopus.sh`` (decoders then enhance SILK speech, LACE) or the system's 1.3.1.
+packet-loss concealment. This module calls the few libopus functions we need directly; which
+library is loaded, and the C declarations, are :mod:`voice.media.libopus`'s job (libopus 1.6.1
+built by ``scripts/build-libopus.sh``, decoders then enhance SILK speech, LACE; or the system's
+1.3.1). :func:`library_version` is re-exported here.
 
 Audio format everywhere: 48 kHz, mono, signed 16-bit little-endian PCM, 20 ms frames (960
 samples, 1,920 bytes). With ``cbr=True`` every packet has exactly ``bitrate * 20 ms / 8`` bytes
@@ -20,140 +21,39 @@ The decoder is not thread-safe (the receiver uses it on the loop thread only).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import os
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, Self
 
-from voice.errors import CodecError, CodecUnavailable
+from voice.errors import CodecError
+from voice.media import libopus
+from voice.media.libopus import check, library_version
+
+__all__ = [
+    "CHANNELS",
+    "DECODER_COMPLEXITY",
+    "FRAME_BYTES",
+    "FRAME_SAMPLES",
+    "MAX_PACKET_BYTES",
+    "SAMPLE_RATE",
+    "OpusDecoder",
+    "OpusEncoder",
+    "OpusSettings",
+    "library_version",
+]
 
 SAMPLE_RATE: Final = 48_000
 CHANNELS: Final = 1
 FRAME_SAMPLES: Final = 960
 FRAME_BYTES: Final = FRAME_SAMPLES * 2
 MAX_PACKET_BYTES: Final = 1_275  # one Opus frame never exceeds this (RFC 6716, 3.2.1)
-
-# opus_defines.h
-_OK: Final = 0
-_APPLICATION_VOIP: Final = 2048
-_SIGNAL_VOICE: Final = 3001
-_SET_BITRATE: Final = 4002
-_SET_MAX_BANDWIDTH: Final = 4004
-_SET_VBR: Final = 4006
-_GET_VBR: Final = 4007
-_SET_COMPLEXITY: Final = 4010
-_SET_INBAND_FEC: Final = 4012
-_SET_PACKET_LOSS_PERC: Final = 4014
-_SET_DTX: Final = 4016
-_GET_DTX: Final = 4017
-_SET_SIGNAL: Final = 4024
-_BANDWIDTHS: Final = {"wideband": 1103, "superwideband": 1104, "fullband": 1105}
-_ERRORS: Final = {
-    -1: "bad argument",
-    -2: "buffer too small",
-    -3: "internal error",
-    -4: "invalid or corrupted packet",
-    -5: "unimplemented request",
-    -6: "invalid state",
-    -7: "memory allocation failed",
-}
-
-# Where scripts/build-libopus.sh installs its build: inside the virtualenv we run from. The
-# script writes the stamp last, so a build it did not finish is never loaded.
-BUNDLED_LIBOPUS: Final = Path(sys.prefix) / "opt" / "libopus" / "lib" / "libopus.so.0"
-BUNDLED_STAMP: Final = BUNDLED_LIBOPUS.parent.parent / ".complete"
 # Decoder complexity 6 turns on LACE, libopus 1.5+'s speech enhancement for SILK (ignored by
 # older libraries): +0.1-0.2 PESQ-WB under loss for ~35 µs more per frame (80 against 45 µs);
 # 7 (NoLACE) adds only 0.05 more for another ~85 µs, which many calls in one process cannot
 # afford on the event loop thread (docs/opus-binding.md, "Which libopus").
 DECODER_COMPLEXITY: Final = 6
-
-_lib: ctypes.CDLL | None = None
-
-
-def library_version() -> str:
-    """The loaded libopus's version string, e.g. ``"libopus 1.6.1"``."""
-    raw = _load().opus_get_version_string()
-    return raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
-
-
-def library_candidates() -> list[str]:
-    """Where libopus is looked for, in order (docs/opus-binding.md, "Which libopus").
-
-    ``VOICE_LIBOPUS`` names one library and nothing else is tried. Otherwise the build that
-    ``scripts/build-libopus.sh`` leaves in the virtualenv (libopus 1.6.1 with the decoder's
-    speech enhancement) comes first, then the system's libopus0.
-    """
-    explicit = os.environ.get("VOICE_LIBOPUS")
-    if explicit:
-        return [explicit]
-    system = ctypes.util.find_library("opus") or "libopus.so.0"
-    return [str(BUNDLED_LIBOPUS), system]
-
-
-def bundled_build_complete() -> bool:
-    """Whether scripts/build-libopus.sh finished its build (library and stamp both there)."""
-    return BUNDLED_LIBOPUS.exists() and BUNDLED_STAMP.exists()
-
-
-def _load() -> ctypes.CDLL:
-    """Load libopus once and declare the prototypes of the functions we call."""
-    global _lib
-    if _lib is not None:
-        return _lib
-    errors: list[str] = []
-    lib: ctypes.CDLL | None = None
-    for name in library_candidates():
-        if name == str(BUNDLED_LIBOPUS) and not bundled_build_complete():
-            continue
-        try:
-            lib = ctypes.CDLL(name)
-            break
-        except OSError as exc:
-            errors.append(f"{name}: {exc}")
-    if lib is None:
-        raise CodecUnavailable(f"cannot load libopus ({'; '.join(errors)}); install libopus0")
-    p, i32, i16p, u8p = (
-        ctypes.c_void_p,
-        ctypes.c_int32,
-        ctypes.POINTER(ctypes.c_int16),
-        ctypes.c_char_p,
-    )
-    errp = ctypes.POINTER(ctypes.c_int)
-    for fn, argtypes, restype in (
-        ("opus_encoder_create", [i32, ctypes.c_int, ctypes.c_int, errp], p),
-        ("opus_encode", [p, i16p, ctypes.c_int, u8p, i32], i32),
-        ("opus_encoder_destroy", [p], None),
-        ("opus_decoder_create", [i32, ctypes.c_int, errp], p),
-        ("opus_decode", [p, u8p, i32, i16p, ctypes.c_int, ctypes.c_int], ctypes.c_int),
-        ("opus_decoder_destroy", [p], None),
-        ("opus_packet_get_nb_samples", [u8p, i32, i32], ctypes.c_int),
-    ):
-        func = getattr(lib, fn)
-        func.argtypes = argtypes
-        func.restype = restype
-    # opus_encoder_ctl is variadic: declare the fixed arguments only, pass the rest as c_int32.
-    lib.opus_encoder_ctl.argtypes = [p, ctypes.c_int]
-    lib.opus_encoder_ctl.restype = ctypes.c_int
-    lib.opus_decoder_ctl.argtypes = [p, ctypes.c_int]
-    lib.opus_decoder_ctl.restype = ctypes.c_int
-    lib.opus_get_version_string.argtypes = []
-    lib.opus_get_version_string.restype = ctypes.c_char_p
-    if hasattr(lib, "opus_packet_has_lbrr"):  # libopus >= 1.5
-        lib.opus_packet_has_lbrr.argtypes = [u8p, i32]
-        lib.opus_packet_has_lbrr.restype = ctypes.c_int
-    _lib = lib
-    return lib
-
-
-def _check(code: int, what: str) -> int:
-    if code < 0:
-        raise CodecError(f"opus {what} failed: {_ERRORS.get(code, f'error {code}')}")
-    return code
 
 
 @dataclass(frozen=True)
@@ -183,7 +83,7 @@ class OpusSettings:
             raise CodecError(f"complexity {self.complexity} outside 0..10")
         if self.application != "voip":
             raise CodecError(f"application {self.application!r}: only 'voip' is supported")
-        if self.max_bandwidth not in _BANDWIDTHS:
+        if self.max_bandwidth not in libopus.BANDWIDTHS:
             raise CodecError(f"max_bandwidth {self.max_bandwidth!r} unknown")
 
 
@@ -222,10 +122,12 @@ class OpusEncoder(_Codec):
     _destroy_name = "opus_encoder_destroy"
 
     def __init__(self, settings: OpusSettings = OpusSettings()) -> None:
-        self._lib = lib = _load()
+        self._lib = lib = libopus.load()
         err = ctypes.c_int(0)
-        state = lib.opus_encoder_create(SAMPLE_RATE, CHANNELS, _APPLICATION_VOIP, ctypes.byref(err))
-        _check(err.value, "encoder_create")
+        state = lib.opus_encoder_create(
+            SAMPLE_RATE, CHANNELS, libopus.APPLICATION_VOIP, ctypes.byref(err)
+        )
+        check(err.value, "encoder_create")
         if not state:
             raise CodecError("opus encoder_create returned NULL")
         self._state = int(state)
@@ -233,14 +135,14 @@ class OpusEncoder(_Codec):
         self._lock = threading.Lock()  # one libopus call at a time on this state (loop + worker)
         self._loss_perc = settings.packet_loss_perc
         self._complexity = settings.complexity
-        self._ctl(_SET_BITRATE, settings.bitrate)
-        self._ctl(_SET_VBR, 0 if settings.cbr else 1)
-        self._ctl(_SET_COMPLEXITY, settings.complexity)
-        self._ctl(_SET_INBAND_FEC, 1 if settings.fec else 0)
-        self._ctl(_SET_PACKET_LOSS_PERC, settings.packet_loss_perc)
-        self._ctl(_SET_DTX, 0)  # DTX would send tiny packets in pauses: sizes would leak speech
-        self._ctl(_SET_SIGNAL, _SIGNAL_VOICE)
-        self._ctl(_SET_MAX_BANDWIDTH, _BANDWIDTHS[settings.max_bandwidth])
+        self._ctl(libopus.SET_BITRATE, settings.bitrate)
+        self._ctl(libopus.SET_VBR, 0 if settings.cbr else 1)
+        self._ctl(libopus.SET_COMPLEXITY, settings.complexity)
+        self._ctl(libopus.SET_INBAND_FEC, 1 if settings.fec else 0)
+        self._ctl(libopus.SET_PACKET_LOSS_PERC, settings.packet_loss_perc)
+        self._ctl(libopus.SET_DTX, 0)  # DTX sends tiny packets in pauses: sizes would leak speech
+        self._ctl(libopus.SET_SIGNAL, libopus.SIGNAL_VOICE)
+        self._ctl(libopus.SET_MAX_BANDWIDTH, libopus.BANDWIDTHS[settings.max_bandwidth])
         self._buf = ctypes.create_string_buffer(MAX_PACKET_BYTES)
 
     def close(self) -> None:
@@ -256,30 +158,30 @@ class OpusEncoder(_Codec):
         lib = self._lib
         with self._lock:
             code = lib.opus_encoder_ctl(self._live(), request, ctypes.c_int32(value))
-        _check(int(code), "ctl")
+        check(int(code), "ctl")
 
     def _get(self, request: int) -> int:
         out = ctypes.c_int32(0)
         with self._lock:
             code = self._lib.opus_encoder_ctl(self._live(), request, ctypes.byref(out))
-        _check(int(code), "ctl")
+        check(int(code), "ctl")
         return out.value
 
     @property
     def vbr(self) -> bool:
         """What libopus reports (False means hard CBR)."""
-        return bool(self._get(_GET_VBR))
+        return bool(self._get(libopus.GET_VBR))
 
     @property
     def dtx(self) -> bool:
         """What libopus reports (must stay False for constant packet sizes)."""
-        return bool(self._get(_GET_DTX))
+        return bool(self._get(libopus.GET_DTX))
 
     def set_packet_loss_perc(self, perc: int) -> None:
         """Expected loss in percent (0-100), e.g. from RTCP receiver reports; tunes FEC bits."""
         if not 0 <= perc <= 100:
             raise CodecError(f"packet loss {perc} % outside 0..100")
-        self._ctl(_SET_PACKET_LOSS_PERC, perc)
+        self._ctl(libopus.SET_PACKET_LOSS_PERC, perc)
         self._loss_perc = perc
 
     @property
@@ -300,7 +202,7 @@ class OpusEncoder(_Codec):
         if not 0 <= complexity <= 10:
             raise CodecError(f"complexity {complexity} outside 0..10")
         if complexity != self._complexity:
-            self._ctl(_SET_COMPLEXITY, complexity)
+            self._ctl(libopus.SET_COMPLEXITY, complexity)
             self._complexity = complexity
 
     def encode(self, pcm: bytes) -> bytes:
@@ -311,7 +213,7 @@ class OpusEncoder(_Codec):
         lib = self._lib
         with self._lock:
             n = lib.opus_encode(self._live(), samples, FRAME_SAMPLES, self._buf, MAX_PACKET_BYTES)
-            return self._buf.raw[: _check(int(n), "encode")]
+            return self._buf.raw[: check(int(n), "encode")]
 
 
 class OpusDecoder(_Codec):
@@ -322,17 +224,17 @@ class OpusDecoder(_Codec):
     def __init__(self, complexity: int = DECODER_COMPLEXITY) -> None:
         if not 0 <= complexity <= 10:
             raise CodecError(f"complexity {complexity} outside 0..10")
-        self._lib = lib = _load()
+        self._lib = lib = libopus.load()
         err = ctypes.c_int(0)
         state = lib.opus_decoder_create(SAMPLE_RATE, CHANNELS, ctypes.byref(err))
-        _check(err.value, "decoder_create")
+        check(err.value, "decoder_create")
         if not state:
             raise CodecError("opus decoder_create returned NULL")
         self._state = int(state)
         self._pcm = (ctypes.c_int16 * FRAME_SAMPLES)()
         # libopus < 1.5 has no decoder complexity (OPUS_UNIMPLEMENTED): nothing to enhance.
-        code = lib.opus_decoder_ctl(self._state, _SET_COMPLEXITY, ctypes.c_int32(complexity))
-        self.max_complexity = complexity if code == _OK else 0
+        code = lib.opus_decoder_ctl(self._state, libopus.SET_COMPLEXITY, ctypes.c_int32(complexity))
+        self.max_complexity = complexity if code == libopus.OK else 0
         self.complexity = self.max_complexity
 
     def set_complexity(self, complexity: int) -> None:
@@ -345,8 +247,8 @@ class OpusDecoder(_Codec):
             raise CodecError(f"complexity {complexity} outside 0..10")
         complexity = min(complexity, self.max_complexity)
         if complexity != self.complexity:
-            args = (self._live(), _SET_COMPLEXITY, ctypes.c_int32(complexity))
-            _check(int(self._lib.opus_decoder_ctl(*args)), "decoder_ctl")
+            args = (self._live(), libopus.SET_COMPLEXITY, ctypes.c_int32(complexity))
+            check(int(self._lib.opus_decoder_ctl(*args)), "decoder_ctl")
             self.complexity = complexity
 
     def decode(self, packet: bytes) -> bytes:
@@ -369,7 +271,7 @@ class OpusDecoder(_Codec):
         if has_lbrr is None:
             return None
         data = self._checked(packet)
-        return bool(_check(int(has_lbrr(data, len(data))), "packet parse"))
+        return bool(check(int(has_lbrr(data, len(data))), "packet parse"))
 
     def conceal(self) -> bytes:
         """Packet-loss concealment (a NULL packet to libopus): one 20 ms frame."""
@@ -380,14 +282,14 @@ class OpusDecoder(_Codec):
             raise CodecError("an Opus packet is 1 to 3825 bytes; use conceal() for a lost one")
         data = packet if type(packet) is bytes else bytes(packet)
         n = int(self._lib.opus_packet_get_nb_samples(data, len(data), SAMPLE_RATE))
-        if _check(n, "packet parse") != FRAME_SAMPLES:
+        if check(n, "packet parse") != FRAME_SAMPLES:
             raise CodecError(f"expected a 20 ms packet ({FRAME_SAMPLES} samples), got {n} samples")
         return data
 
     def _decode(self, packet: bytes | None, *, fec: bool) -> bytes:
         size = 0 if packet is None else len(packet)
         args: list[Any] = [self._live(), packet, size, self._pcm, FRAME_SAMPLES, int(fec)]
-        n = _check(int(self._lib.opus_decode(*args)), "decode")
+        n = check(int(self._lib.opus_decode(*args)), "decode")
         if n != FRAME_SAMPLES:
             raise CodecError(f"opus decoded {n} samples instead of {FRAME_SAMPLES}")
         return bytes(self._pcm)

@@ -1,9 +1,10 @@
 """The RTP receiver: authenticated packets into the jitter buffer, 20 ms playout into the sink.
 
-The session's receive loop verifies each SRTP packet and calls :meth:`RtpReceiver.on_rtp`, which
-checks the header (payload type 111, the SSRC the peer announced) and pushes the Opus payload into
-the :class:`~voice.media.jitter.JitterBuffer` with its arrival time. Nothing is buffered before
-playout starts (before the call is accepted nothing may be heard).
+The transport's receive loop (``voice.media.transport``) verifies each SRTP packet and calls
+:meth:`RtpReceiver.on_rtp`, which checks the header (payload type 111, the SSRC the peer
+announced) and pushes the Opus payload into the :class:`~voice.media.jitter.JitterBuffer` with
+its arrival time. Nothing is buffered before playout starts (before the call is accepted nothing
+may be heard).
 
 Playout runs on its own steady 20 ms clock (absolute deadlines, skip ahead when late). Each tick
 asks the jitter buffer what to do: play a packet, rebuild a lost frame from the FEC data in the
@@ -11,8 +12,9 @@ next packet, conceal a loss (Opus PLC), or wait (the buffer is still filling: pl
 sink keeps real time). The level of each decoded frame goes back to the buffer
 (``note_silence``) so it can change its depth during pauses. :attr:`first_audio` is set when the
 first frame decoded from a received packet is handed to the sink. :attr:`loss_noticed` is set
-when a packet goes missing while our last report told the peer the link was clean: the session
-then reports at once, so the peer's FEC is armed within a round trip.
+when a packet goes missing while our last report told the peer the link was clean: the RTCP
+scheduler (``voice.media.rtcpsched``) then reports at once, so the peer's FEC is armed within a
+round trip.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ extended highest sequence number, cumulative and interval loss (the ``fraction_l
 uses to tune Opus FEC) and interarrival jitter. No I/O and no clock of its own.
 
 :attr:`ReceptionStats.loss_unreported` says when a loss happened since a report that claimed a
-clean link: the session then sends its next report early (RFC 4585's idea of early feedback),
-so the peer's sender arms Opus FEC within a round trip instead of up to 1.25 s later.
+clean link: the RTCP scheduler (``voice.media.rtcpsched``) then sends its next report early
+(RFC 4585's idea of early feedback), so the peer's sender arms Opus FEC within a round trip
+instead of up to 1.25 s later.
 """
 
 from __future__ import annotations

@@ -4,14 +4,16 @@ Each tick reads a frame from the :class:`~voice.audio.base.AudioSource` (at end 
 sends silence, so the constant-bitrate stream and its timing stay the same until hang-up),
 encodes it with Opus (CBR, in-band FEC), wraps it in RTP (payload type 111, random SSRC, random
 initial sequence number and timestamp, marker on the first packet) and hands the plaintext packet
-to ``send_rtp`` (the session protects it with SRTP and puts it on the ICE path).
+to ``send_rtp`` (the media transport protects it with SRTP and puts it on the ICE path).
 
-Timing: tick *n* is due at ``start + n * 20 ms`` (absolute deadlines from ``loop.time()``, so
-sleep overshoot never accumulates). If the loop falls more than a frame behind, the missed ticks
-are skipped (the RTP timestamp still advances with real time) instead of sending a burst.
+Timing: the ticks are those of the process's shared :class:`~voice.media.clock.MediaClock`, tick
+*n* due at ``origin + n * 20 ms`` (absolute deadlines from ``loop.time()``, so sleep overshoot
+never accumulates). If the loop falls more than a frame behind, the missed ticks are skipped (the
+RTP timestamp still advances with real time) instead of sending a burst.
 
 The peer's RTCP receiver reports feed :meth:`RtpSender.on_report_block`, which sets the encoder's
-expected packet loss (how many bits Opus spends on FEC) from the reported ``fraction_lost``.
+expected packet loss (how many bits Opus spends on FEC) from the reported ``fraction_lost`` and
+measures the round-trip time from the report's LSR/DLSR.
 With ``fec_on_demand`` (what :class:`~voice.media.session.MediaSession` uses) in-band FEC stays
 enabled but costs no bits while the peer reports a clean link: expected loss 0 until a report
 shows loss, and again after ``CLEAN_REPORTS_TO_DISARM`` clean reports in a row. At 32 kbit/s CBR
@@ -21,7 +23,6 @@ docs/media.md), and a clean link is the common case.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import struct
 import time
@@ -30,9 +31,9 @@ from typing import TYPE_CHECKING
 
 from aiortc.rtp import RtcpReceiverInfo, RtcpSenderInfo, RtcpSrPacket
 
-from voice.audio.base import FRAME_BYTES, FRAME_SAMPLES, FRAME_SECONDS, AudioSource
+from voice.audio.base import FRAME_BYTES, FRAME_SAMPLES, AudioSource
 from voice.media.opus import OpusEncoder
-from voice.media.rtcp import ntp_time
+from voice.media.rtcp import ntp_time, round_trip_seconds
 
 if TYPE_CHECKING:
     from voice.media.clock import MediaClock
@@ -101,38 +102,19 @@ class RtpSender:
         self._loss_perc = float(initial_loss_perc)  # the prior for the first lossy report
         self.loss_perc = initial_loss_perc
         self.remote_fraction_lost: int | None = None
+        self.rtt_seconds: float | None = None  # from the newest report that echoed one of our SRs
         self._on_demand = fec_on_demand
         self._clean_reports = CLEAN_REPORTS_TO_DISARM  # "clean so far" until a report says not
         if fec_on_demand:
             self.loss_perc = 0
             encoder.set_packet_loss_perc(0)
 
-    async def run(self) -> None:
-        """Send until cancelled."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        tick = 0
-        while True:
-            deadline = start + tick * FRAME_SECONDS
-            delay = deadline - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif -delay >= FRAME_SECONDS:
-                behind = int(-delay / FRAME_SECONDS)
-                tick += behind
-                deadline += behind * FRAME_SECONDS
-                self._timestamp = (self._timestamp + behind * FRAME_SAMPLES) & 0xFFFF_FFFF
-                self.ticks_skipped += behind
-            pcm = await self._read()
-            await self._send_frame(pcm, deadline)
-            tick += 1
-
     async def run_clocked(self, clock: MediaClock) -> None:
         """Send until cancelled, on the process's shared tick grid (``voice.media.clock``).
 
         Encoding goes to the clock's codec worker with the other senders' frames of the tick. A
-        tick missed (the loop or a slow source was late) advances the RTP timestamp as in
-        :meth:`run`.
+        tick missed (the loop or a slow source was late) is skipped, not sent late in a burst:
+        the RTP timestamp still advances by its 960 samples and ``ticks_skipped`` counts it.
         """
         first = clock.join()
         try:
@@ -163,9 +145,6 @@ class RtpSender:
         if len(pcm) != FRAME_BYTES:  # a short last frame: pad; never send a wrong-sized frame
             pcm = (pcm + SILENCE)[:FRAME_BYTES]
         return pcm
-
-    async def _send_frame(self, pcm: bytes, deadline: float) -> None:
-        await self._send_payload(self._encoder.encode(pcm), deadline)
 
     async def _send_payload(self, payload: bytes, deadline: float) -> None:
         packet = rtp_packet(
@@ -199,7 +178,11 @@ class RtpSender:
         return RtcpSrPacket(ssrc=self.ssrc, sender_info=info, reports=reports)
 
     def on_report_block(self, block: RtcpReceiverInfo) -> None:
-        """Adapt the encoder's expected loss to what the peer reports receiving from us."""
+        """Adapt the encoder's expected loss to what the peer reports receiving from us.
+
+        Blocks about another SSRC are ignored. The round-trip time is measured after the
+        encoder was retuned.
+        """
         if block.ssrc != self.ssrc:
             return
         self.remote_fraction_lost = block.fraction_lost
@@ -211,3 +194,6 @@ class RtpSender:
         if perc != self.loss_perc:
             self.loss_perc = perc
             self._encoder.set_packet_loss_perc(perc)
+        rtt = round_trip_seconds(block, self._wallclock())
+        if rtt is not None:
+            self.rtt_seconds = rtt

@@ -9,22 +9,25 @@
 Nothing is sent before :meth:`start` (and not before ICE and the keys are both ready); packets
 that arrive before the keys are set are dropped and counted. Packet flow and the description
 format: docs/media.md.
+
+The session composes one object per job, as aiortc's RTCPeerConnection composes its transports,
+and owns their tasks (a task that fails is reported in ``stats().error``):
+
+    MediaTransport (voice.media.transport)   ICE, SRTP, datagrams in and out, their counters
+    RtpSender      (voice.media.sender)      source -> Opus -> RTP, every 20 ms; reacts to reports
+    RtpReceiver    (voice.media.receiver)    RTP -> jitter buffer -> Opus -> sink, every 20 ms
+    RtcpScheduler  (voice.media.rtcpsched)   when our SR/RR reports go out
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import random
 import secrets
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
-
-from aioice import Connection
-from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
 
 from voice.audio.base import AudioSink, AudioSource
 from voice.errors import MediaError
@@ -36,16 +39,14 @@ from voice.media.jitter import JitterBuffer
 from voice.media.loss import LossModel, as_send_filter
 from voice.media.opus import OpusDecoder, OpusEncoder, OpusSettings
 from voice.media.receiver import PlayoutCounters, RtpReceiver
-from voice.media.rtcp import is_rtcp, is_rtp_or_rtcp, round_trip_seconds
+from voice.media.rtcpsched import RtcpScheduler
 from voice.media.sender import RtpSender
-from voice.media.srtp import SrtpContext, SrtpCounters
-from voice.media.stats import Counters, MediaStats
+from voice.media.stats import MediaStats
+from voice.media.transport import MediaTransport
 
 __all__ = ["LossModel", "MediaSession", "MediaStats", "OpusSettings", "TurnServer"]
 
 logger = logging.getLogger(__name__)
-
-RTCP_INTERVAL = 1.0  # seconds, randomised by +-25 % per report (RFC 3550 section 6.2)
 
 
 class MediaSession:
@@ -54,21 +55,17 @@ class MediaSession:
     def __init__(
         self,
         *,
-        connection: Connection,
+        transport: MediaTransport,
         source: AudioSource,
         sink: AudioSink,
         opus: OpusSettings,
-        send_filter: Callable[[bytes], bool] | None,
-        on_datagram_sent: Callable[[bytes], None] | None,
         ice_timeout: float,
         rng: random.Random,
     ) -> None:
-        self._connection = connection
+        self._transport = transport
         self._source = source
         self._sink = sink
         self._opus = opus
-        self._send_filter = send_filter
-        self._on_datagram_sent = on_datagram_sent
         self._ice_timeout = ice_timeout
         self._rng = rng
         self.ssrc = secrets.randbits(32)
@@ -77,7 +74,7 @@ class MediaSession:
         self._sender = RtpSender(
             source=source,
             encoder=self._encoder,
-            send_rtp=self._send_rtp,
+            send_rtp=transport.send_rtp,
             ssrc=self.ssrc,
             initial_seq=secrets.randbits(16),
             initial_timestamp=secrets.randbits(32),
@@ -86,23 +83,14 @@ class MediaSession:
         )
         self._decoder: OpusDecoder | None = None
         self._receiver: RtpReceiver | None = None
-        self._srtp: SrtpContext | None = None
-        self._srtp_counters = SrtpCounters()
+        self._rtcp: RtcpScheduler | None = None
         self._remote: RemoteDescription | None = None
-        self._connected = asyncio.Event()
-        self._ice_lost = False
-        self._keys_set = asyncio.Event()
         self._connect_called = False
         self._started = False
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._ice_connect_seconds: float | None = None
         self._started_at: float | None = None
         self._error: str | None = None
-        self._srtp_sizes: set[int] = set()
-        self._srtp_sizes_received: set[int] = set()
-        self._rtt: float | None = None
-        self._c = Counters()
 
     @classmethod
     async def create(
@@ -132,31 +120,31 @@ class MediaSession:
             raise MediaError("give either loss or send_filter, not both")
         if loss is not None:
             send_filter = as_send_filter(loss)
-        connection = ice.make_connection(controlling=controlling, turn=turn, relay_only=relay_only)
+        transport = await MediaTransport.create(
+            controlling=controlling,
+            host_addresses=host_addresses,
+            turn=turn,
+            relay_only=relay_only,
+            send_filter=send_filter,
+            on_datagram_sent=on_datagram_sent,
+        )
         try:
-            await ice.gather(connection, host_addresses)
             return cls(
-                connection=connection,
+                transport=transport,
                 source=source,
                 sink=sink,
                 opus=opus,
-                send_filter=send_filter,
-                on_datagram_sent=on_datagram_sent,
                 ice_timeout=ice_timeout,
                 rng=rng or random.Random(),
             )
         except BaseException:
-            await connection.close()  # no socket left open behind a failed create()
+            await transport.close()  # no socket left open behind a failed create()
             raise
 
     def local_description(self) -> dict[str, Any]:
         """What the peer needs to reach us and decode us (JSON-able; see docs/media.md)."""
         return {
-            "ice": {
-                "ufrag": self._connection.local_username,
-                "pwd": self._connection.local_password,
-                "candidates": ice.candidates_to_sdp(self._connection),
-            },
+            "ice": self._transport.local_parameters(),
             "ssrc": self.ssrc,
             "codec": codec_description(self._opus.bitrate),
         }
@@ -175,33 +163,23 @@ class MediaSession:
             decoder=self._decoder,
             jitter=JitterBuffer(),
             remote_ssrc=self._remote.ssrc,
-            on_report_block=self._on_report_block,
+            on_report_block=self._sender.on_report_block,
             first_audio=self.first_audio,
         )
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        await ice.connect(
-            self._connection,
-            ufrag=self._remote.ufrag,
-            pwd=self._remote.pwd,
-            candidates=self._remote.candidates,
-            connect_timeout=self._ice_timeout,
+        self._rtcp = RtcpScheduler(
+            sender=self._sender,
+            receiver=self._receiver,
+            send_rtcp=self._transport.send_rtcp,
+            rng=self._rng,
         )
-        if self._closed:
-            raise MediaError("media session was closed during connect()")
-        self._ice_connect_seconds = loop.time() - began
-        self._connected.set()
-        self._spawn(self._recv_loop(), "recv")
+        await self._transport.connect(self._remote, connect_timeout=self._ice_timeout)
+        self._spawn(self._receive(), "recv")
 
     def set_keys(self, *, tx: bytes, rx: bytes) -> None:
         """Install the SRTP keys (44-byte AES-256-GCM key||salt per direction), once."""
         if self._closed:
             raise MediaError("media session is closed")
-        if self._srtp is not None:
-            raise MediaError("SRTP keys are already set")
-        self._srtp = SrtpContext(tx, rx)
-        self._srtp_counters = self._srtp.counters  # outlives the context, for stats()
-        self._keys_set.set()
+        self._transport.set_keys(tx=tx, rx=rx)
 
     def start(self) -> None:
         """Begin sending and playing out (as soon as ICE and the keys are ready)."""
@@ -219,16 +197,17 @@ class MediaSession:
         return self._receiver.first_audio_at if self._receiver else None
 
     def stats(self) -> MediaStats:
-        c, r, k = self._c, self._receiver, self._srtp_counters
-        fraction = self._sender.remote_fraction_lost
+        t, r, s = self._transport, self._receiver, self._sender
+        c, k = t.counters, t.srtp_counters
+        fraction = s.remote_fraction_lost
         return MediaStats(
-            ice_connected=self._connected.is_set() and not (self._closed or self._ice_lost),
-            ice_connect_seconds=self._ice_connect_seconds,
+            ice_connected=t.ice_connected and not self._closed,
+            ice_connect_seconds=t.ice_connect_seconds,
             packets_sent=c.packets_sent,
             bytes_sent=c.bytes_sent,
             rtp_packets_sent=c.rtp_sent,
             rtcp_packets_sent=c.rtcp_sent,
-            rtcp_early_reports=c.rtcp_early,
+            rtcp_early_reports=self._rtcp.early_reports if self._rtcp else 0,
             packets_dropped_by_filter=c.filtered,
             send_errors=c.send_errors,
             packets_received=c.packets_received,
@@ -240,17 +219,17 @@ class MediaSession:
             replays=k.replays,
             malformed=k.malformed,
             rejected_rtp=r.rejected_rtp if r else 0,
-            srtp_packet_sizes=tuple(sorted(self._srtp_sizes)),
-            srtp_packet_sizes_received=tuple(sorted(self._srtp_sizes_received)),
-            opus_payload_sizes=tuple(sorted(self._sender.payload_sizes)),
-            encoder_loss_perc=self._sender.loss_perc,
+            srtp_packet_sizes=tuple(sorted(t.sizes_sent)),
+            srtp_packet_sizes_received=tuple(sorted(t.sizes_received)),
+            opus_payload_sizes=tuple(sorted(s.payload_sizes)),
+            encoder_loss_perc=s.loss_perc,
             remote_fraction_lost=None if fraction is None else fraction / 256.0,
             packets_lost=r.reception.lost if r else 0,
             interarrival_jitter_ms=1000.0 * r.reception.jitter_seconds if r else 0.0,
-            rtt_seconds=self._rtt,
+            rtt_seconds=s.rtt_seconds,
             playout=PlayoutCounters(**vars(r.playout)) if r else PlayoutCounters(),
             jitter=dataclasses.replace(r.jitter_buffer.stats) if r else None,
-            sender_ticks_skipped=self._sender.ticks_skipped,
+            sender_ticks_skipped=s.ticks_skipped,
             encoder_complexity=self._encoder.complexity,
             decoder_complexity=self._decoder.complexity if self._decoder else 0,
             started_at=self._started_at,
@@ -263,15 +242,13 @@ class MediaSession:
         if self._closed:
             return
         self._closed = True
+        self._transport.stop()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
-        await self._connection.close()
-        if self._srtp is not None:
-            self._srtp.close()
-            self._srtp = None
+        await self._transport.close()
         for closer in (self._source.close, self._sink.close):
             try:
                 await closer()
@@ -298,122 +275,15 @@ class MediaSession:
             logger.error("media task %s stopped: %s", task.get_name(), type(exc).__name__)
 
     async def _run_media(self) -> None:
-        await self._connected.wait()
-        await self._keys_set.wait()
-        assert self._receiver is not None
+        await self._transport.ready()
+        assert self._receiver is not None and self._rtcp is not None
         clock = MediaClock.for_loop()
         self._spawn(self._sender.run_clocked(clock), "send")
         self._spawn(self._receiver.run(clock), "playout")
-        self._spawn(self._rtcp_loop(), "rtcp")
+        self._spawn(self._rtcp.run(), "rtcp")
 
-    async def _transmit(self, data: bytes) -> None:
-        if self._on_datagram_sent is not None:
-            self._on_datagram_sent(data)
-        try:
-            await self._connection.send(data)
-        except ConnectionError:
-            self._c.send_errors += 1
-            return
-        self._c.packets_sent += 1
-        self._c.bytes_sent += len(data)
-
-    async def _send_rtp(self, packet: bytes) -> None:
-        if self._srtp is None or self._closed:
-            return
-        data = self._srtp.protect(packet)
-        self._srtp_sizes.add(len(data))
-        if self._send_filter is not None and not self._send_filter(data):
-            self._c.filtered += 1
-            return
-        self._c.rtp_sent += 1
-        await self._transmit(data)
-
-    async def _rtcp_loop(self) -> None:
-        """A regular report every 0.75-1.25 s, plus at most one early report per interval.
-
-        The early one goes out when a loss follows a report that claimed a clean link, and only
-        if that loss is still there when the task runs (a reordered packet may have filled the
-        gap): so neither reordering nor a peer can make us report more than twice per interval.
-        """
-        loop = asyncio.get_running_loop()
-        while True:
-            deadline = loop.time() + RTCP_INTERVAL * self._rng.uniform(0.75, 1.25)
-            if await self._loss_before(deadline):
-                self._c.rtcp_early += 1
-                if not await self._send_report(loop.time()):
-                    return
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
-            if not await self._send_report(loop.time()):
-                return
-
-    async def _loss_before(self, deadline: float) -> bool:
-        """Wait until ``deadline``; True at once if an unreported loss shows up before it."""
+    async def _receive(self) -> None:
         assert self._receiver is not None
-        loop = asyncio.get_running_loop()
-        noticed, reception = self._receiver.loss_noticed, self._receiver.reception
-        while True:
-            noticed.clear()
-            if reception.loss_unreported:
-                return True
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(noticed.wait(), remaining)
-
-    async def _send_report(self, now: float) -> bool:
-        """One SR or RR; False once the session has no SRTP context any more."""
-        assert self._receiver is not None
-        block = self._receiver.report_block(now)
-        blocks = [block] if block is not None else []
-        report = self._sender.sender_report(now, blocks)
-        if report is None and not blocks:
-            return True
-        packet = bytes(report) if report else bytes(RtcpRrPacket(self.ssrc, blocks))
-        if self._srtp is None:
-            return False
-        self._c.rtcp_sent += 1
-        await self._transmit(self._srtp.protect_rtcp(packet))
-        return True
-
-    def _on_report_block(self, block: RtcpReceiverInfo) -> None:
-        if block.ssrc != self.ssrc:
-            return
-        self._sender.on_report_block(block)
-        rtt = round_trip_seconds(block, time.time())
-        if rtt is not None:
-            self._rtt = rtt
-
-    async def _recv_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._receiver is not None
-        receiver = self._receiver
-        while True:
-            try:
-                data = await self._connection.recv()
-            except ConnectionError:
-                if not self._closed:  # aioice closed itself: consent expired (RFC 7675)
-                    self._ice_lost = True
-                    self._error = self._error or "ICE connection lost: the peer stopped answering"
-                    logger.warning("media: ICE connection lost")
-                return
-            arrival = loop.time()
-            self._c.packets_received += 1
-            self._c.bytes_received += len(data)
-            if not is_rtp_or_rtcp(data):
-                continue
-            srtp = self._srtp
-            if srtp is None:
-                self._c.before_keys += 1
-                continue
-            if is_rtcp(data):
-                plain = srtp.unprotect_rtcp(data)
-                if plain is not None:
-                    self._c.rtcp_received += 1
-                    receiver.on_rtcp(plain, arrival)
-            else:
-                plain = srtp.unprotect(data)
-                if plain is not None:
-                    self._c.rtp_received += 1
-                    self._srtp_sizes_received.add(len(data))
-                    receiver.on_rtp(plain, arrival)
+        await self._transport.receive(self._receiver.on_rtp, self._receiver.on_rtcp)
+        if self._transport.lost:
+            self._error = self._error or "ICE connection lost: the peer stopped answering"

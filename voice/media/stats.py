@@ -51,21 +51,3 @@ class MediaStats:
     started_at: float | None
     first_audio_at: float | None
     error: str | None  # why a media task stopped, if one did
-
-
-@dataclass
-class Counters:
-    """The session's own mutable packet counters (see MediaStats for their meaning)."""
-
-    packets_sent: int = 0
-    bytes_sent: int = 0
-    rtp_sent: int = 0
-    rtcp_sent: int = 0
-    rtcp_early: int = 0
-    filtered: int = 0
-    send_errors: int = 0
-    packets_received: int = 0
-    bytes_received: int = 0
-    rtp_received: int = 0
-    rtcp_received: int = 0
-    before_keys: int = 0

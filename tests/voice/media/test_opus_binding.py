@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voice.errors import CodecError, CodecUnavailable, VoiceError
-from voice.media import opus
+from voice.media import libopus, opus
 from voice.media.opus import FRAME_BYTES, FRAME_SAMPLES, OpusDecoder, OpusEncoder, OpusSettings
 
 RATE = 48_000
@@ -233,8 +233,8 @@ def test_invalid_settings_are_codec_errors() -> None:
 
 def test_missing_library_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("VOICE_LIBOPUS", raising=False)
-    monkeypatch.setattr(opus, "_lib", None)
-    monkeypatch.setattr(opus, "BUNDLED_LIBOPUS", Path("/nonexistent/bundled/libopus.so.0"))
+    monkeypatch.setattr(libopus, "_lib", None)
+    monkeypatch.setattr(libopus, "BUNDLED_LIBOPUS", Path("/nonexistent/bundled/libopus.so.0"))
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: "/nonexistent/libopus.so")
     with pytest.raises(CodecUnavailable, match="libopus"):
         OpusDecoder()
@@ -251,18 +251,18 @@ def test_the_bundled_build_comes_first_then_the_system_library(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("VOICE_LIBOPUS", raising=False)
-    monkeypatch.setattr(opus, "_lib", None)
-    candidates = opus.library_candidates()
-    assert candidates[0] == str(opus.BUNDLED_LIBOPUS)
+    monkeypatch.setattr(libopus, "_lib", None)
+    candidates = libopus.library_candidates()
+    assert candidates[0] == str(libopus.BUNDLED_LIBOPUS)
     assert len(candidates) == 2
-    expected = candidates[0] if opus.bundled_build_complete() else candidates[1]
-    assert opus.library_version() == _version_of(expected)
+    expected = candidates[0] if libopus.bundled_build_complete() else candidates[1]
+    assert libopus.library_version() == _version_of(expected)
 
 
 def test_voice_libopus_names_the_only_library_tried(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VOICE_LIBOPUS", "/nonexistent/chosen/libopus.so.0")
-    assert opus.library_candidates() == ["/nonexistent/chosen/libopus.so.0"]
-    monkeypatch.setattr(opus, "_lib", None)
+    assert libopus.library_candidates() == ["/nonexistent/chosen/libopus.so.0"]
+    monkeypatch.setattr(libopus, "_lib", None)
     with pytest.raises(CodecUnavailable, match="/nonexistent/chosen"):
         OpusDecoder()
 

@@ -16,7 +16,8 @@ import pytest
 from voice.audio.sinks import MemorySink
 from voice.audio.sources import ToneSource
 from voice.media.rtcp import ReceptionStats
-from voice.media.session import RTCP_INTERVAL, MediaSession
+from voice.media.rtcpsched import RTCP_INTERVAL
+from voice.media.session import MediaSession
 
 LOST_PACKET = 10
 SECONDS_WATCHED = 3.0

@@ -1,4 +1,5 @@
-"""voice.media.sender: RTP packetisation, silence after end of stream, pacing, loss adaptation."""
+"""voice.media.sender: RTP packetisation, silence after end of stream, pacing, loss adaptation,
+round-trip time."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 from aiortc.rtp import RtcpReceiverInfo, RtpPacket
 
 from voice.audio.sources import ToneSource
+from voice.media.clock import MediaClock
 from voice.media.opus import OpusDecoder, OpusEncoder, OpusSettings
+from voice.media.rtcp import ntp_middle32, ntp_time
 from voice.media.sender import MAX_LOSS_PERC, MIN_LOSS_PERC, RtpSender, loss_perc_target
 
 
@@ -43,7 +46,8 @@ async def run_sender(
         initial_timestamp=2**32 - 960 * 2,
         initial_loss_perc=10,
     )
-    task = asyncio.create_task(sender.run())
+    clock = MediaClock(loop)  # a clock of its own, encoding inline on the loop thread
+    task = asyncio.create_task(sender.run_clocked(clock))
     await asyncio.sleep(seconds)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
@@ -116,3 +120,31 @@ def test_receiver_reports_adapt_the_encoder() -> None:
         sender.on_report_block(report(ssrc=5, fraction_lost=0))
     assert sender.loss_perc == MIN_LOSS_PERC
     assert sender.remote_fraction_lost == 0
+
+
+def test_receiver_reports_that_echo_our_sender_report_give_the_round_trip_time() -> None:
+    wallclock = 1_700_000_000.0
+
+    async def nowhere(_: bytes) -> None:
+        return None
+
+    sender = RtpSender(
+        source=ToneSource(),
+        encoder=OpusEncoder(),
+        send_rtp=nowhere,
+        ssrc=5,
+        initial_seq=0,
+        initial_timestamp=0,
+        initial_loss_perc=10,
+        wallclock=lambda: wallclock,
+    )
+    sent = ntp_middle32(ntp_time(wallclock - 0.25))  # our SR left 250 ms ago ...
+    dlsr = int(0.2 * 65536)  # ... and the peer held it for 200 ms before reporting
+    sender.on_report_block(RtcpReceiverInfo(6, 0, 0, 0, 0, sent, dlsr))  # someone else's
+    assert sender.rtt_seconds is None
+    sender.on_report_block(RtcpReceiverInfo(5, 0, 0, 0, 0, 0, 0))  # echoes no SR: no RTT
+    assert sender.rtt_seconds is None
+    sender.on_report_block(RtcpReceiverInfo(5, 0, 0, 0, 0, sent, dlsr))
+    assert sender.rtt_seconds == pytest.approx(0.05, abs=0.001)
+    sender.on_report_block(RtcpReceiverInfo(5, 0, 0, 0, 0, 0, 0))  # keeps the last RTT
+    assert sender.rtt_seconds == pytest.approx(0.05, abs=0.001)
