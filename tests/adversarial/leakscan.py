@@ -154,6 +154,20 @@ def decrypts(key: bytes, packet: bytes) -> bytes | None:
         return None
 
 
+def decrypt_stream(key: bytes, packets: Iterable[bytes]) -> list[bytes | None]:
+    """Each packet of one stream, in the order sent, through one receiving session (as the
+    real receiver does): a fresh session per packet would lose the rollover counter once the
+    16-bit sequence number wraps, and refuse every later packet."""
+    session = inbound_session(key)
+    out: list[bytes | None] = []
+    for packet in packets:
+        try:
+            out.append(bytes(session.unprotect(packet)))
+        except (pylibsrtp.Error, ValueError, TypeError):
+            out.append(None)
+    return out
+
+
 def candidate_keys(material: Iterable[bytes]) -> set[bytes]:
     """Every 44-byte window of every blob, and of every hex/base64 run found inside it."""
     keys: set[bytes] = set()
