@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 from voice.crypto.envelope import (
     ENVELOPE_OVERHEAD,
     EnvelopeHeader,
-    ReplayGuard,
     open_envelope,
     seal,
 )
+from voice.crypto.replay import ReplayGuard
 from voice.crypto.identity import Identity
 from voice.crypto.keyagreement import SMALL_ORDER_POINTS
 from voice.errors import BadEnvelope, BadPublicKey, VoiceError
