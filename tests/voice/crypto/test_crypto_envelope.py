@@ -12,9 +12,9 @@ from voice.crypto.envelope import (
     open_envelope,
     seal,
 )
-from voice.crypto.replay import ReplayGuard
 from voice.crypto.identity import Identity
 from voice.crypto.keyagreement import SMALL_ORDER_POINTS
+from voice.crypto.replay import ReplayGuard
 from voice.errors import BadEnvelope, BadPublicKey, VoiceError
 
 ALICE = Identity.from_seed(b"a" * 32)
