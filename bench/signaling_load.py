@@ -73,6 +73,10 @@ def start_server(clients: int, tmp: str) -> tuple[subprocess.Popen[bytes], int, 
         "VOICE_SIGNALING_BURST": "100000",
         "VOICE_SIGNALING_MAX_QUEUE": "256",
         "VOICE_SIGNALING_LOGIN_TIMEOUT": "60",
+        # One address registers every client: open the registration allowances wide.
+        "VOICE_SIGNALING_REGISTRATION_IP_BURST": str(clients + 100),
+        "VOICE_SIGNALING_REGISTRATION_BURST": str(clients + 100),
+        "VOICE_SIGNALING_MAX_HANDSHAKES": "4096",  # 256 logins in flight from one address
         "VOICE_SIGNALING_LOG_LEVEL": "WARNING",
     }
     proc = subprocess.Popen([sys.executable, "-m", "signaling"], env=env)

@@ -2,6 +2,7 @@
 
 Every setting is a flag (``--max-queue``) and an environment variable
 (``VOICE_SIGNALING_MAX_QUEUE``); flags win. See :class:`signaling.config.Config` for the list.
+``voice-signaling admin ...`` runs the operator commands of :mod:`signaling.admin` instead.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from signaling import admin
 from signaling.config import ENV_PREFIX, Config
 from signaling.errors import ConfigError
 from signaling.logs import configure_logging
@@ -50,6 +52,9 @@ async def run(config: Config) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["admin"]:  # voice-signaling admin ...: registry commands (signaling.admin)
+        return admin.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         config = Config.from_sources(os.environ, vars(args))
@@ -62,4 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # e.g. the port is taken
         print(f"voice-signaling: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # found on start: an unreadable certificate, a bad server id file
+        print(f"voice-signaling: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -13,7 +13,7 @@ from typing import Any
 
 from signaling.errors import ConfigError
 from signaling.turn import TurnConfig
-from signaling.wire import MAX_ID_CHARS
+from signaling.wire import MAX_ID_CHARS, is_server_id, normalize_host
 
 ENV_PREFIX = "VOICE_SIGNALING_"
 
@@ -26,6 +26,10 @@ class Config:
     http_port: int = 8766  # 0 picks a free port
     db: str = "signaling.sqlite3"  # registry file; ":memory:" forgets on exit
     name: str = "voice-signaling"  # server name, bound into every login signature
+    server_id: str = ""  # per deployment, in every login; empty: generated once, kept by db
+    tls_cert: str = ""  # PEM certificate chain: serve wss:// (logins bind its hash); empty: ws://
+    tls_key: str = ""  # PEM private key of tls_cert
+    public_host: tuple[str, ...] = field(default=())  # names clients dial; empty: cert's/loopback
     max_frame_bytes: int = 65_536  # largest frame accepted (bigger: error, close 1009)
     max_body_bytes: int = 32_768  # largest decoded envelope body
     max_queue: int = 32  # frames waiting to be written per connection
@@ -36,7 +40,18 @@ class Config:
     ping_timeout: float = 20.0  # seconds to wait for the pong
     close_timeout: float = 5.0  # seconds to finish a close before dropping the socket
     max_connections_per_ip: int = 32  # an IPv6 /64 counts as one address
-    max_connections: int = 10_000
+    max_connections: int = 10_000  # at most; lowered to fit RLIMIT_NOFILE (signaling.admission)
+    max_handshakes: int = 1_024  # sockets not logged in yet, in all; lowered to fit too
+    registration: str = "open"  # who may register a new username: open, invite or closed
+    registration_ip_burst: int = 5  # open: new usernames one address may register at once,
+    registrations_per_ip_per_hour: float = 10.0  # then this many an hour
+    registration_burst: int = 50  # open: new usernames the whole server registers at once,
+    registrations_per_hour: float = 200.0  # then this many an hour
+    max_users: int = 100_000  # registered usernames; past it no new one is registered
+    lookup_burst: int = 20  # per user: lookups and sends naming someone new, at once,
+    lookups_per_minute: float = 20.0  # then this many a minute
+    turn_burst: int = 10  # per user: TURN credentials at once,
+    turn_per_minute: float = 2.0  # then this many a minute
     turn_secret: str = ""  # coturn static-auth-secret; empty disables TURN credentials
     turn_uris: tuple[str, ...] = field(default=())  # e.g. turn:127.0.0.1:3478?transport=udp
     turn_ttl: int = 3_600  # seconds the TURN credentials stay valid
@@ -50,11 +65,21 @@ class Config:
         for name in ("ping_interval", "ping_timeout", "max_connections_per_ip", "max_connections"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0")
+        limits = ("max_handshakes", "max_users", "registrations_per_ip_per_hour")
+        for name in (*limits, "registrations_per_hour", "lookups_per_minute", "turn_per_minute"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0")
+        for name in ("registration_ip_burst", "registration_burst", "lookup_burst", "turn_burst"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if self.registration not in ("open", "invite", "closed"):
+            raise ConfigError("registration must be open, invite or closed")
         for name in ("port", "http_port"):
             if not 0 <= getattr(self, name) <= 65_535:
                 raise ConfigError(f"{name} must be 0-65535")
         if not 0 < len(self.name) <= 255 or not self.name.isprintable():
             raise ConfigError("name must be 1-255 printable characters")
+        _check_identity(self)
         if self.max_body_bytes * 4 // 3 + 2 * MAX_ID_CHARS + 200 > self.max_frame_bytes:
             raise ConfigError("max_frame_bytes must leave room for a base64 body of max_body_bytes")
         if self.burst < 1:
@@ -88,6 +113,19 @@ class Config:
             if raw is not None:
                 values[f.name] = _convert(f.name, type(getattr(defaults, f.name)), raw)
         return cls(**values)
+
+
+def _check_identity(c: Config) -> None:
+    """TLS files come in pairs; a set server id and public host names are well formed."""
+    if bool(c.tls_cert) != bool(c.tls_key):
+        raise ConfigError("tls_cert and tls_key go together: set both or neither")
+    if c.server_id and not is_server_id(c.server_id):
+        raise ConfigError("server_id must be 16-64 characters of a-z 0-9 -")
+    for host in c.public_host:
+        try:
+            normalize_host(host[2:] if host.startswith("*.") else host)
+        except ValueError:
+            raise ConfigError(f"public_host: {host!r} is not a host name") from None
 
 
 def _convert(name: str, kind: type, raw: str) -> Any:

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 
@@ -39,3 +40,23 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("signaling.websockets").setLevel(logging.WARNING)
+
+
+class Throttle:
+    """At most one event per ``interval`` seconds (clock injected); counts what it held back."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._next = float("-inf")
+        self._held = 0
+
+    def allow(self) -> int | None:
+        """None to hold this event back; else how many were held back since the last one."""
+        now = self._clock()
+        if now < self._next:
+            self._held += 1
+            return None
+        self._next = now + self._interval
+        held, self._held = self._held, 0
+        return held

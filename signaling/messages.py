@@ -15,13 +15,25 @@ from signaling.wire import b64encode
 
 @dataclass(frozen=True, slots=True)
 class Login:
+    """``host``: the host the client dialed (normalised); ``binding``: the RFC 5929
+    tls-server-end-point hash of the certificate it saw, empty over plain ``ws://``. Both are
+    inside the signature; they travel in clear only so that a mismatch gets a precise error."""
+
     TYPE: ClassVar[str] = "login"
     user: str
     key: bytes
     sig: bytes
+    host: str
+    binding: bytes
 
     def fields(self) -> dict[str, Any]:
-        return {"user": self.user, "key": b64encode(self.key), "sig": b64encode(self.sig)}
+        return {
+            "user": self.user,
+            "key": b64encode(self.key),
+            "sig": b64encode(self.sig),
+            "host": self.host,
+            "binding": b64encode(self.binding),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +71,16 @@ class Lookup:
 
 @dataclass(frozen=True, slots=True)
 class Challenge:
+    """``server``: the configured name (for people); ``server_id``: random per deployment,
+    generated once and kept (what clients pin); ``nonce``: fresh per connection."""
+
     TYPE: ClassVar[str] = "challenge"
     server: str
+    server_id: str
     nonce: bytes
 
     def fields(self) -> dict[str, Any]:
-        return {"server": self.server, "nonce": b64encode(self.nonce)}
+        return {"server": self.server, "server_id": self.server_id, "nonce": b64encode(self.nonce)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,13 @@ can run in one process, as the tests do.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from signaling.admission import SocketTable
 from signaling.router import Router
 
 
@@ -49,9 +51,40 @@ class RouterCollector(Collector):
         for result, count in sorted(r.stats.logins.items()):
             logins.add_metric([result], count)
         yield logins
+        registrations = CounterMetricFamily(
+            "signaling_registrations",
+            "New usernames: ok, or the error code that refused one.",
+            labels=["result"],
+        )
+        for result, count in sorted(r.stats.registrations.items()):
+            registrations.add_metric([result], count)
+        yield registrations
 
 
-def make_registry(router: Router) -> CollectorRegistry:
+class SocketCollector(Collector):
+    def __init__(self, sockets: SocketTable[Any]) -> None:
+        self._sockets = sockets
+
+    def collect(self) -> Iterator[Metric]:
+        t = self._sockets
+        yield GaugeMetricFamily(
+            "signaling_handshakes_in_progress",
+            "Sockets accepted but not logged in yet.",
+            value=t.in_handshake,
+        )
+        dropped = CounterMetricFamily(
+            "signaling_sockets_dropped",
+            "Sockets dropped at accept, by reason (address, address_handshakes, oldest).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(t.dropped.items()):
+            dropped.add_metric([reason], count)
+        yield dropped
+
+
+def make_registry(router: Router, sockets: SocketTable[Any] | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RouterCollector(router))
+    if sockets is not None:
+        registry.register(SocketCollector(sockets))
     return registry

@@ -14,8 +14,10 @@ Frames
     ======  ====================  ==============================================================
     dir     type                  fields
     ======  ====================  ==============================================================
-    S->C    challenge             server (name, 1-255 chars), nonce (b64, 32 bytes); sent first
-    C->S    login                 user, key (b64 Ed25519 public key, 32 B), sig (b64, 64 B)
+    S->C    challenge             server (name, 1-255 chars), server_id (16-64 chars of a-z 0-9 -),
+                                  nonce (b64, 32 bytes); sent first
+    C->S    login                 user, key (b64 Ed25519 public key, 32 B), sig (b64, 64 B),
+                                  host (the host dialed, normalised), binding (b64, 0-64 B)
     S->C    welcome               user
     C->S    send                  id, to, body (b64, opaque to the server, bounded)
     S->C    sent                  id (the envelope was handed to the recipient's connection)
@@ -31,11 +33,16 @@ Frames
     ``key`` or ``error``; an ``error`` always reaches the client before any close the server starts.
 
 Login
-    The signature is Ed25519 over :func:`login_message`: ``b"voice-login-v1" || lp(server) ||
-    lp(user) || lp(key) || lp(nonce)`` with ``lp(x)`` = 4-byte big-endian length, then ``x``
-    (strings as UTF-8). One challenge per connection, one login attempt per challenge: any
-    error answering a login closes the connection (4001); a login after a successful one gets
-    ``already_logged_in``. The first key to log in with a username owns it for good.
+    The signature is Ed25519 over :func:`login_message`: ``b"voice-login-v2" || lp(server) ||
+    lp(server_id) || lp(host) || lp(binding) || lp(user) || lp(key) || lp(nonce)`` with
+    ``lp(x)`` = 4-byte big-endian length, then ``x`` (strings as UTF-8). ``binding`` is the RFC
+    5929 tls-server-end-point hash of the certificate the client saw (:mod:`signaling.auth`),
+    empty over plain ``ws://``; ``host`` is the host it dialed. A server accepts only its own
+    binding and host names (``wrong_server`` otherwise), so a relaying server's victim signs
+    the relay's certificate and host, which the real server refuses. One challenge per
+    connection, one login attempt per challenge: any error answering a login closes the
+    connection (4001); a login after a successful one gets ``already_logged_in``. The first
+    key to log in with a username owns it for good.
 
 Error codes (``error.code``); "closes" means the server then closes with the code shown
     bad_json, bad_frame          not a JSON object / binary frame, invalid UTF-8, bad framing
@@ -49,7 +56,12 @@ Error codes (``error.code``); "closes" means the server then closes with the cod
     not_logged_in                send/turn/lookup before login
     already_logged_in            a second login on a logged-in connection
     bad_signature                the login signature does not verify (closes 4001)
-    username_taken               another key owns the username (closes 4001)
+    wrong_server                 the login is bound to another certificate or host (closes 4001)
+    username_taken               another key owns the username, or it is reserved (closes 4001)
+    registration_closed          a new username needs an invitation here (closes 4001)
+    registration_limited         too many new usernames (address, server) or users (closes 4001)
+    bad_invite                   the invitation is unknown, used, expired or for another name
+                                 (closes 4001)
     login_timeout                no login before the deadline (closes 4002)
     replaced                     the same user logged in on a newer connection (closes 4003)
     too_many_connections         per-IP or server-wide connection limit (closes 4004)
@@ -57,7 +69,7 @@ Error codes (``error.code``); "closes" means the server then closes with the cod
                                  an ``id``: the recipient's queue was full, envelope dropped (the
                                  recipient is not closed for it)
     unknown_user, offline        the recipient (or looked-up user) is not registered / not connected
-    rate_limited                 over the per-user message rate; the frame was dropped
+    rate_limited                 over a per-user rate (messages, directory, TURN); dropped
     body_too_large               the decoded body is over the body limit
     turn_unavailable             the server has no TURN secret and URIs configured
     internal                     a server bug while handling this connection (closes 4011)
@@ -95,9 +107,11 @@ from signaling.messages import (
 from signaling.wire import (
     check_depth,
     field_b64,
+    field_host,
     field_id,
     field_str,
     field_username,
+    is_server_id,
     readable_id,
 )
 
@@ -115,8 +129,9 @@ __all__ = [
 ]
 
 VERSION = 1
-LOGIN_CONTEXT = b"voice-login-v1"
+LOGIN_CONTEXT = b"voice-login-v2"
 MAX_DEPTH = 4
+MIN_BINDING_BYTES, MAX_BINDING_BYTES = 28, 64  # SHA-224 .. SHA-512 (RFC 5929 end-point hash)
 DEFAULT_MAX_FRAME_BYTES = 65_536
 DEFAULT_MAX_BODY_BYTES = 32_768
 _MAX_TEXT = 1_024  # error messages, TURN usernames and passwords, URIs
@@ -138,7 +153,11 @@ class ErrorCode(StrEnum):
     NOT_LOGGED_IN = "not_logged_in"
     ALREADY_LOGGED_IN = "already_logged_in"
     BAD_SIGNATURE = "bad_signature"
+    WRONG_SERVER = "wrong_server"
     USERNAME_TAKEN = "username_taken"
+    REGISTRATION_CLOSED = "registration_closed"
+    REGISTRATION_LIMITED = "registration_limited"
+    BAD_INVITE = "bad_invite"
     LOGIN_TIMEOUT = "login_timeout"
     REPLACED = "replaced"
     TOO_MANY_CONNECTIONS = "too_many_connections"
@@ -160,9 +179,31 @@ class CloseCode(IntEnum):
     INTERNAL = 4011
 
 
-def login_message(server: str, user: str, key: bytes, nonce: bytes) -> bytes:
-    """The exact bytes a client signs to log in; binds the challenge to server, user and key."""
-    parts = (server.encode("utf-8"), user.encode("utf-8"), bytes(key), bytes(nonce))
+def login_message(
+    *,
+    server: str,
+    server_id: str,
+    host: str,
+    binding: bytes,
+    user: str,
+    key: bytes,
+    nonce: bytes,
+) -> bytes:
+    """The exact bytes a client signs to log in (login v2), and the server checks.
+
+    Binds the challenge (``server``, ``server_id``, ``nonce``) to what the client saw of the
+    connection (the ``host`` it dialed, the ``binding`` of the certificate it verified) and to
+    the account (``user``, ``key``).
+    """
+    parts = (
+        server.encode("utf-8"),
+        server_id.encode("utf-8"),
+        host.encode("utf-8"),
+        bytes(binding),
+        user.encode("utf-8"),
+        bytes(key),
+        bytes(nonce),
+    )
     return LOGIN_CONTEXT + b"".join(struct.pack(">I", len(p)) + p for p in parts)
 
 
@@ -195,11 +236,13 @@ def deliver_frame(from_user: str, body_b64: str) -> str:
 
 def _client_message(obj: dict[str, Any], kind: str, max_body_bytes: int) -> ClientMessage:
     if kind == "login":
-        _keys(obj, ("user", "key", "sig"), ())
+        _keys(obj, ("user", "key", "sig", "host", "binding"), ())
         return Login(
             user=field_username(obj, "user"),
             key=field_b64(obj, "key", exact=32),
             sig=field_b64(obj, "sig", exact=64),
+            host=field_host(obj, "host"),
+            binding=_binding(obj),
         )
     if kind == "send":
         _keys(obj, ("id", "to", "body"), ())
@@ -222,9 +265,13 @@ def parse_server_frame(
     kinds = {"challenge", "welcome", "sent", "deliver", "turn_credentials", "key", "error"}
     obj, kind = _envelope(data, max_frame_bytes, kinds)
     if kind == "challenge":
-        _keys(obj, ("server", "nonce"), ())
+        _keys(obj, ("server", "server_id", "nonce"), ())
+        server_id = field_str(obj, "server_id", max_chars=64)
+        if not is_server_id(server_id):
+            raise FrameError(ErrorCode.BAD_TYPE, "'server_id' must be 16-64 of a-z 0-9 -")
         return Challenge(
             server=field_str(obj, "server", max_chars=255),
+            server_id=server_id,
             nonce=field_b64(obj, "nonce", exact=32),
         )
     if kind == "welcome":
@@ -267,6 +314,14 @@ def parse_server_frame(
         message=field_str(obj, "message", max_chars=_MAX_TEXT, min_chars=0),
         id=field_id(obj) if "id" in obj else None,
     )
+
+
+def _binding(obj: dict[str, Any]) -> bytes:
+    """A tls-server-end-point hash (RFC 5929: 28 to 64 bytes), or empty over plain ws://."""
+    value = field_b64(obj, "binding")  # the frame size bounds the decoding
+    if value and not MIN_BINDING_BYTES <= len(value) <= MAX_BINDING_BYTES:
+        raise FrameError(ErrorCode.BAD_BASE64, "'binding' must be empty or 28-64 bytes")
+    return value
 
 
 def _envelope(data: str | bytes, max_bytes: int, kinds: set[str]) -> tuple[dict[str, Any], str]:

@@ -1,15 +1,32 @@
-"""Username -> Ed25519 key registry: the first key to log in with a name owns it for good.
+"""Username -> Ed25519 key registry, and the invitations that let a new name in.
+
+The first key to log in with a name owns it for good, unless an operator releases the name
+(``voice-signaling admin release``). Whether a *new* name may be registered at all is the
+registration policy's decision (:mod:`signaling.registration`); this module only stores.
+
+Invitations are stored as SHA-256 digests of the token, so a copy of the database holds no
+usable invitation. An invitation may be bound to one username: while it is outstanding, that
+name is reserved for it.
 
 SQLite by default so ownership survives a restart; an in-memory one for tests and benchmarks.
-Lookups are small primary-key queries, cheap enough to run on the event loop; owners are cached
-so routing to a known user never touches the disk.
+Lookups are small primary-key queries, cheap enough to run on the event loop; owners are kept in
+a bounded cache that is dropped whenever another process (the admin command) wrote the file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
+from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
+
+CACHE_SIZE = 4_096
+
+
+def invite_digest(token: str) -> bytes:
+    """What the registry stores and compares for an invitation token."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
 
 
 class Registry(Protocol):
@@ -25,6 +42,30 @@ class Registry(Protocol):
         """The key that owns ``user`` (the key directory), or None if nobody does."""
         ...
 
+    def count(self) -> int:
+        """How many names are registered."""
+        ...
+
+    def release(self, user: str) -> bool:
+        """Forget who owns ``user`` (the name is free again); False if nobody owned it."""
+        ...
+
+    def add_invite(self, token: str, user: str | None, expires: float) -> None:
+        """Store an invitation, usable until ``expires`` (wall clock), for ``user`` or any name."""
+        ...
+
+    def redeem(
+        self, token: str, user: str, key: bytes, now: float, *, bound_only: bool = False
+    ) -> bool:
+        """In one step: if ``token`` is a valid invitation for ``user`` (bound to that name, or
+        to none unless ``bound_only``) and the name is free, bind it to ``key`` and use the
+        invitation up. False (and nothing changes) otherwise."""
+        ...
+
+    def reserved(self, user: str, now: float) -> bool:
+        """Whether an outstanding invitation is bound to ``user``."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -33,6 +74,7 @@ class MemoryRegistry:
 
     def __init__(self) -> None:
         self._owners: dict[str, bytes] = {}
+        self._invites: dict[bytes, tuple[str | None, float]] = {}
 
     def claim(self, user: str, key: bytes) -> bool:
         return self._owners.setdefault(user, bytes(key)) == key
@@ -43,40 +85,97 @@ class MemoryRegistry:
     def key_of(self, user: str) -> bytes | None:
         return self._owners.get(user)
 
+    def count(self) -> int:
+        return len(self._owners)
+
+    def release(self, user: str) -> bool:
+        return self._owners.pop(user, None) is not None
+
+    def add_invite(self, token: str, user: str | None, expires: float) -> None:
+        self._invites[invite_digest(token)] = (user, expires)
+
+    def redeem(
+        self, token: str, user: str, key: bytes, now: float, *, bound_only: bool = False
+    ) -> bool:
+        digest = invite_digest(token)
+        bound, expires = self._invites.get(digest, ("", float("-inf")))
+        for_user = bound == user or (bound is None and not bound_only)
+        if expires < now or not for_user or user in self._owners:
+            return False
+        self._owners[user] = bytes(key)
+        del self._invites[digest]
+        return True
+
+    def reserved(self, user: str, now: float) -> bool:
+        return any(u == user and expires >= now for u, expires in self._invites.values())
+
     def close(self) -> None:
         self._owners.clear()
+        self._invites.clear()
 
 
 class SQLiteRegistry:
     """Registry in one SQLite file (WAL); ``":memory:"`` works too."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, cache_size: int = CACHE_SIZE) -> None:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=2000")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS users ("
             " name TEXT PRIMARY KEY, key BLOB NOT NULL,"
             " created INTEGER NOT NULL DEFAULT (strftime('%s','now')))"
         )
-        self._cache: dict[str, bytes] = {}
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS invites ("
+            " digest BLOB PRIMARY KEY, user TEXT, expires REAL NOT NULL)"
+        )
+        self._cache_size = max(0, cache_size)
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._count: int | None = None
+        self._version = self._data_version()
+
+    def _data_version(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def _sync(self) -> None:
+        """Drop what is cached if another connection (an admin command) changed the file."""
+        version = self._data_version()
+        if version != self._version:
+            self._version = version
+            self._cache.clear()
+            self._count = None
 
     def _owner(self, user: str) -> bytes | None:
+        self._sync()
         cached = self._cache.get(user)
         if cached is not None:
+            self._cache.move_to_end(user)
             return cached
         row = self._db.execute("SELECT key FROM users WHERE name = ?", (user,)).fetchone()
         if row is None:
             return None
-        self._cache[user] = bytes(row[0])
-        return self._cache[user]
+        owner = bytes(row[0])
+        self._remember(user, owner)
+        return owner
+
+    def _remember(self, user: str, key: bytes) -> None:
+        if self._cache_size == 0:
+            return
+        self._cache[user] = key
+        self._cache.move_to_end(user)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
 
     def claim(self, user: str, key: bytes) -> bool:
         owner = self._owner(user)
         if owner is None:
-            self._db.execute(
+            cursor = self._db.execute(
                 "INSERT OR IGNORE INTO users (name, key) VALUES (?, ?)", (user, bytes(key))
             )
+            if cursor.rowcount == 1 and self._count is not None:
+                self._count += 1
             owner = self._owner(user)
         return owner == key
 
@@ -85,6 +184,61 @@ class SQLiteRegistry:
 
     def key_of(self, user: str) -> bytes | None:
         return self._owner(user)
+
+    def count(self) -> int:
+        self._sync()
+        if self._count is None:
+            self._count = int(self._db.execute("SELECT COUNT(*) FROM users").fetchone()[0])
+        return self._count
+
+    def release(self, user: str) -> bool:
+        self._sync()
+        self._cache.pop(user, None)
+        released = self._db.execute("DELETE FROM users WHERE name = ?", (user,)).rowcount == 1
+        if released and self._count is not None:
+            self._count -= 1
+        return released
+
+    def add_invite(self, token: str, user: str | None, expires: float) -> None:
+        self._db.execute(
+            "INSERT INTO invites (digest, user, expires) VALUES (?, ?, ?)",
+            (invite_digest(token), user, float(expires)),
+        )
+
+    def redeem(
+        self, token: str, user: str, key: bytes, now: float, *, bound_only: bool = False
+    ) -> bool:
+        self._sync()
+        digest = invite_digest(token)
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            used = self._db.execute(
+                "DELETE FROM invites WHERE digest = ? AND expires >= ?"
+                " AND (user = ? OR (user IS NULL AND NOT ?))",
+                (digest, float(now), user, bound_only),
+            ).rowcount
+            added = 0
+            if used == 1:
+                added = self._db.execute(
+                    "INSERT OR IGNORE INTO users (name, key) VALUES (?, ?)", (user, bytes(key))
+                ).rowcount
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        if added != 1:
+            self._db.execute("ROLLBACK")  # a bad invitation, or the name was taken meanwhile
+            return False
+        self._db.execute("COMMIT")
+        self._remember(user, bytes(key))
+        if self._count is not None:
+            self._count += 1
+        return True
+
+    def reserved(self, user: str, now: float) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM invites WHERE user = ? AND expires >= ? LIMIT 1", (user, float(now))
+        ).fetchone()
+        return row is not None
 
     def close(self) -> None:
         self._db.close()

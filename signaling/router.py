@@ -8,6 +8,11 @@ disconnect, a deadline) and carries out the actions it returns: :class:`Transmit
 Session states: ``waiting`` (challenge sent) -> ``open`` (logged in) -> ``closing`` (an error
 and a Disconnect were emitted; every later input is ignored) -> removed on disconnect.
 Bodies are never decoded past the base64 check, and never logged.
+
+Per-user allowances besides the message rate, each kept across reconnections: the directory
+(a ``lookup``, or a ``send`` to a name this session has not exchanged an envelope with, spends a
+token, whatever the answer, so probing who exists or who is online is slow) and TURN
+credentials. New usernames go through :class:`signaling.registration.Registrations`.
 """
 
 from __future__ import annotations
@@ -16,11 +21,11 @@ import ipaddress
 import logging
 import secrets
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from signaling.auth import RandomBytes, new_nonce, verify_login
+from signaling.auth import RandomBytes, ServerIdentity, new_nonce, new_server_id
 from signaling.config import Config
 from signaling.errors import FrameError
 from signaling.messages import (
@@ -36,11 +41,15 @@ from signaling.messages import (
 )
 from signaling.presence import LocalPresence, Presence, SessionId
 from signaling.protocol import CloseCode, ErrorCode, deliver_frame, encode, parse_client_frame
-from signaling.ratelimit import TokenBucket
+from signaling.ratelimit import KeyedBuckets, TokenBucket
+from signaling.registration import Registrations
 from signaling.registry import Registry
 from signaling.turn import turn_credentials
 
 log = logging.getLogger("signaling.router")
+
+MAX_PEERS = 64  # names per session that can be sent to without spending a directory token
+MAX_TRACKED_USERS = 65_536  # per-user allowances kept (least recently used forgotten first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,10 @@ class _Session:
     pending: int = 0
     accepted: bool = True
     net: str = ""  # what the per-IP limit counts: the IPv4 address or the IPv6 /64
+    invite: str | None = None  # the invitation token the client dialed with, if any
+    # Names this session exchanged an envelope with (sent to, or delivered from): sending to
+    # them again spends no directory token. Bounded; the oldest is forgotten first.
+    peers: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
 
 @dataclass(slots=True)
@@ -81,6 +94,7 @@ class RouterStats:
     frames_received: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     logins: Counter[str] = field(default_factory=Counter)
+    registrations: Counter[str] = field(default_factory=Counter)
 
 
 class Router:
@@ -93,6 +107,7 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         random_bytes: RandomBytes = secrets.token_bytes,
+        identity: ServerIdentity | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -101,10 +116,18 @@ class Router:
         self._clock = clock
         self._wall_clock = wall_clock
         self._random = random_bytes
+        # What logins are bound to (signaling.auth); the adapter passes the TLS one. Default:
+        # a plain server answering to loopback names, with the configured or a fresh id.
+        self.identity = identity or ServerIdentity(
+            config.name, config.server_id or new_server_id(random_bytes)
+        )
         self._sessions: dict[SessionId, _Session] = {}
         self._per_ip: Counter[str] = Counter()
         self._accepted = 0
         self._next_id = 1
+        self._registrations = Registrations(config, clock())
+        self._directory = _per_user(config.lookups_per_minute, config.lookup_burst)
+        self._turn_allowance = _per_user(config.turn_per_minute, config.turn_burst)
 
     @property
     def connections(self) -> int:
@@ -114,13 +137,17 @@ class Router:
     def logged_in(self) -> int:
         return len(self.presence)
 
-    def connect(self, ip: str) -> tuple[SessionId, list[Action]]:
-        """A socket opened: send the challenge, or refuse it if a connection limit is reached."""
+    def connect(self, ip: str, *, invite: str | None = None) -> tuple[SessionId, list[Action]]:
+        """A socket opened: send the challenge, or refuse it if a connection limit is reached.
+
+        ``invite`` is the invitation token the client dialed with (used only if its login
+        registers a new username)."""
         sid, now = self._next_id, self._clock()
         self._next_id += 1
         bucket = TokenBucket(self.config.rate, self.config.burst, now)
         s = _Session(sid, ip, new_nonce(self._random), now + self.config.login_timeout, bucket)
         s.net = address_group(ip)
+        s.invite = invite
         self._sessions[sid] = s
         out: list[Action] = []
         full = self._accepted >= self.config.max_connections
@@ -137,7 +164,8 @@ class Router:
             return sid, out
         self._accepted += 1
         self._per_ip[s.net] += 1
-        self._emit(s, encode(Challenge(self.config.name, s.nonce)), out)
+        challenge = Challenge(self.identity.name, self.identity.server_id, s.nonce)
+        self._emit(s, encode(challenge), out)
         return sid, out
 
     def receive(self, sid: SessionId, data: str | bytes) -> list[Action]:
@@ -174,6 +202,11 @@ class Router:
         else:
             self._turn(s, s.user, msg.id, out)
         return out
+
+    def logged_in_session(self, sid: SessionId) -> bool:
+        """Whether ``sid`` has logged in (and is not closing)."""
+        s = self._sessions.get(sid)
+        return s is not None and s.state == "open"
 
     def written(self, sid: SessionId) -> None:
         """The adapter handed one queued frame of ``sid`` to the socket."""
@@ -221,10 +254,27 @@ class Router:
             self._error(s, ErrorCode.ALREADY_LOGGED_IN, "this connection is logged in", None, out)
             return
         nonce, s.nonce = s.nonce, b""  # single use, whatever happens next
-        if not verify_login(self.config.name, msg, nonce):
-            self._login_failed(s, ErrorCode.BAD_SIGNATURE, "signature does not verify", out)
+        refused = self.identity.check_login(msg, nonce)  # certificate, host, signature
+        if refused is not None:
+            self._login_failed(s, refused.code, refused.message, out)
             return
-        if not self.registry.claim(msg.user, msg.key):
+        owner = self.registry.key_of(msg.user)
+        if owner is None:
+            refusal = self._registrations.register(
+                self.registry,
+                msg.user,
+                msg.key,
+                net=s.net,
+                invite=s.invite,
+                now=self._clock(),
+                wall=self._wall_clock(),
+            )
+            self.stats.registrations["ok" if refusal is None else refusal.code] += 1
+            if refusal is not None:
+                self._login_failed(s, refusal.code, refusal.message, out)
+                return
+            _info("registered", session=s.id, user=msg.user, ip=s.ip, invite=s.invite is not None)
+        elif owner != msg.key:
             self._login_failed(s, ErrorCode.USERNAME_TAKEN, "username owned by another key", out)
             return
         old_sid = self.presence.attach(msg.user, s.id)
@@ -233,6 +283,7 @@ class Router:
         old = self._sessions.get(old_sid) if old_sid is not None else None
         if old is not None:
             s.bucket = old.bucket  # logging in again does not reset the rate limit
+            s.peers = old.peers
             self._close(
                 old,
                 ErrorCode.REPLACED,
@@ -249,6 +300,9 @@ class Router:
         self._close(s, code, message, CloseCode.LOGIN_FAILED, out)
 
     def _route(self, s: _Session, user: str, msg: Send, out: list[Action]) -> None:
+        if not self._directory_allows(s, user, msg.to):
+            self._error(s, ErrorCode.RATE_LIMITED, "too many new names; slow down", msg.id, out)
+            return
         target_id = self.presence.lookup(msg.to)
         target = self._sessions.get(target_id) if target_id is not None else None
         if target is None or target.state != "open":
@@ -267,10 +321,15 @@ class Router:
             return
         self._emit(target, deliver_frame(user, msg.body), out)
         self.stats.envelopes_routed += 1
+        _remember_peer(s, msg.to)
+        _remember_peer(target, user)
         self._emit(s, encode(Sent(msg.id)), out)
 
     def _lookup(self, s: _Session, msg: Lookup, out: list[Action]) -> None:
         """Key directory: the key that owns a username (clients pin it on first use)."""
+        if s.user is None or not self._directory_allows(s, s.user, msg.user):
+            self._error(s, ErrorCode.RATE_LIMITED, "too many lookups; slow down", msg.id, out)
+            return
         key = self.registry.key_of(msg.user)
         if key is None:
             self._error(s, ErrorCode.UNKNOWN_USER, "no such user", msg.id, out)
@@ -282,9 +341,21 @@ class Router:
         if turn is None:
             self._error(s, ErrorCode.TURN_UNAVAILABLE, "no TURN relay configured", msg_id, out)
             return
+        if not self._turn_allowance.take(user, self._clock()):
+            message = "too many TURN credentials; reuse the last ones"
+            self._error(s, ErrorCode.RATE_LIMITED, message, msg_id, out)
+            return
         username, password = turn_credentials(turn.secret, user, turn.ttl, self._wall_clock())
         creds = TurnCredentials(msg_id, username, password, turn.ttl, turn.uris)
         self._emit(s, encode(creds), out)
+
+    def _directory_allows(self, s: _Session, user: str, name: str) -> bool:
+        """Naming ``name`` costs ``user`` a directory token unless it is themself or a peer of
+        this session. Decided before anything about ``name`` is looked at, so a refusal says
+        nothing about it."""
+        if name == user or name in s.peers:
+            return True
+        return self._directory.take(user, self._clock())
 
     def _error(
         self, s: _Session, code: str, message: str, msg_id: str | None, out: list[Action]
@@ -319,6 +390,17 @@ class Router:
         if s.user is not None:
             self.presence.detach(s.user, s.id)
         _info("close", session=s.id, code=str(code))
+
+
+def _per_user(per_minute: float, burst: int) -> KeyedBuckets:
+    return KeyedBuckets(per_minute / 60.0, burst, max_keys=MAX_TRACKED_USERS)
+
+
+def _remember_peer(s: _Session, name: str) -> None:
+    s.peers[name] = None
+    s.peers.move_to_end(name)
+    if len(s.peers) > MAX_PEERS:
+        s.peers.popitem(last=False)
 
 
 def address_group(ip: str) -> str:

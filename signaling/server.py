@@ -2,10 +2,12 @@
 
 One reader loop and one writer task per connection. The router decides everything (answers,
 routing, limits, closes); this module only carries its actions out, schedules the login
-deadline, and enforces the close grace period. The ops HTTP endpoints run on their own port.
+deadline, and enforces the close grace period. The ops HTTP endpoints run on their own port,
+in plain HTTP. With ``tls_cert`` and ``tls_key`` it serves ``wss://``
+(:mod:`signaling.serveridentity`).
 
     async with serve_signaling(Config(port=0, http_port=0, db=":memory:")) as server:
-        url = f"ws://127.0.0.1:{server.port}"
+        url = server.url  # ws://127.0.0.1:PORT
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
-from collections.abc import AsyncIterator
+import resource
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -25,15 +28,21 @@ from websockets.frames import CloseCode as WsCloseCode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from signaling.admission import SocketTable, fit_to_fd_limit
 from signaling.config import Config
-from signaling.httpd import OpsHttpServer
+from signaling.httpd import MAX_CLIENTS, OpsHttpServer
+from signaling.logs import Throttle
 from signaling.messages import Error
 from signaling.metrics import make_registry
 from signaling.protocol import encode
 from signaling.registry import MemoryRegistry, Registry, SQLiteRegistry
 from signaling.router import Action, Disconnect, Router, address_group
+from signaling.serveridentity import load_server_identity
 
 log = logging.getLogger("signaling.server")
+
+ACCEPT_ERROR_LOG_INTERVAL = 10.0  # seconds between two accept_failed lines
+_LoopHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 
 # Failures detected inside the WebSocket layer, answered with an error frame before the close.
 _TRANSPORT_ERRORS: dict[int, tuple[str, str]] = {
@@ -53,30 +62,10 @@ class _ErrorFirstProtocol(ServerProtocol):
         super().fail(code, reason)
 
 
-class _SocketLimit:
-    """Sockets per address from TCP accept to close, handshake included: the router counts a
-    connection only once its WebSocket handshake is done, so without this one address could
-    hold any number of half-open sockets (file descriptors) until ``open_timeout``."""
-
-    def __init__(self, per_ip: int) -> None:
-        self.per_ip = per_ip
-        self.counts: Counter[str] = Counter()
-
-    def admit(self, net: str) -> bool:
-        if self.counts[net] >= self.per_ip:
-            return False
-        self.counts[net] += 1
-        return True
-
-    def release(self, net: str) -> None:
-        self.counts[net] -= 1
-        if self.counts[net] <= 0:
-            del self.counts[net]
-
-
 class _Connection(ServerConnection):
-    limit: _SocketLimit | None = None  # set on a per-server subclass
-    _net: str | None = None
+    # Sockets from TCP accept to close (signaling.admission): the router counts a connection
+    # only once its WebSocket handshake is done. Set on a per-server subclass.
+    limit: SocketTable[_Connection] | None = None
 
     def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
         protocol.__class__ = _ErrorFirstProtocol  # same layout; overrides fail() only
@@ -86,15 +75,17 @@ class _Connection(ServerConnection):
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
         net = address_group(str(peer[0])) if isinstance(peer, tuple) and peer else "?"
-        if self.limit is not None and not self.limit.admit(net):
-            cast(asyncio.Transport, transport).abort()  # no WebSocket yet: no error frame
+        if self.limit is None:
             return
-        self._net = net
+        admitted, evicted = self.limit.admit(self, net)
+        for old in evicted:  # the oldest handshakes in progress, dropped to make room
+            old.transport.abort()
+        if not admitted:
+            cast(asyncio.Transport, transport).abort()  # no WebSocket yet: no error frame
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.limit is not None and self._net is not None:
-            self.limit.release(self._net)
-            self._net = None
+        if self.limit is not None:
+            self.limit.release(self)
         super().connection_lost(exc)
 
 
@@ -106,21 +97,33 @@ class _Conn:
 
 
 class SignalingServer:
-    """A running server: ``port``, ``http_port``, ``name``, ``router``, ``metrics``."""
+    """A running server: ``port``, ``http_port``, ``url``, ``name``, ``identity`` (server id,
+    certificate binding, host names), ``tls``, ``router``, ``metrics``."""
 
     def __init__(self, config: Config, registry: Registry) -> None:
+        self.requested = config
+        config = fit_to_fd_limit(config, _open_files_limit(), http_clients=MAX_CLIENTS)
         self.config = config
         self.name = config.name
-        self.router = Router(config, registry)
-        self.metrics = make_registry(self.router)
+        # Logins are bound to the server id, our certificate's hash and our host names.
+        self.identity, self.tls = load_server_identity(config)
+        self.router = Router(config, registry, identity=self.identity)
+        self.sockets: SocketTable[_Connection] = SocketTable.for_config(config)
+        self.metrics = make_registry(self.router, self.sockets)
         self.port = 0
         self.http_port = 0
         self._conns: dict[int, _Conn] = {}
         self._ws: Server | None = None
-        # Twice the per-IP limit, so that past the limit itself a client still gets the
-        # too_many_connections error frame; only a flood of sockets is cut off silently.
-        self._sockets = _SocketLimit(2 * config.max_connections_per_ip)
         self._http = OpsHttpServer(self.metrics, self._health)
+        self._accept_errors = Throttle(ACCEPT_ERROR_LOG_INTERVAL)
+        self._loop_handler: _LoopHandler | None = None
+
+    @property
+    def url(self) -> str:
+        """``ws://`` or ``wss://`` and the listening address (loopback for a wildcard bind)."""
+        host = self.config.host if self.config.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        return f"{'wss' if self.tls is not None else 'ws'}://{host}:{self.port}"
 
     def _health(self) -> dict[str, object]:
         return {
@@ -133,7 +136,12 @@ class SignalingServer:
         c = self.config
 
         class Connection(_Connection):
-            limit = self._sockets
+            limit = self.sockets
+
+        loop = asyncio.get_running_loop()
+        self._loop_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._on_loop_error)
+        self._log_lowered_limits()
 
         self._ws = await serve(
             self._handle,
@@ -147,10 +155,24 @@ class SignalingServer:
             open_timeout=c.login_timeout,
             create_connection=Connection,
             logger=logging.getLogger("signaling.websockets"),
+            ssl=self.tls,  # None: plain ws://
+            **self._tls_options(),
         )
         self.port = int(next(iter(self._ws.sockets)).getsockname()[1])
         self.http_port = await self._http.start(c.http_bind, c.http_port)
-        _info("listening", host=c.host, port=self.port, http_port=self.http_port, name=self.name)
+        _info(
+            "listening",
+            host=c.host,
+            port=self.port,
+            http_port=self.http_port,
+            name=self.name,
+            server_id=self.identity.server_id,
+            tls=self.tls is not None,
+        )
+
+    def _tls_options(self) -> dict[str, Any]:
+        """A TLS handshake gets no longer than a login (asyncio's default is 60 s)."""
+        return {} if self.tls is None else {"ssl_handshake_timeout": self.config.login_timeout}
 
     async def stop(self) -> None:
         if self._ws is not None:
@@ -158,12 +180,38 @@ class SignalingServer:
             await self._ws.wait_closed()
         await self._http.close()
         self.router.registry.close()
+        if asyncio.get_running_loop().get_exception_handler() == self._on_loop_error:
+            asyncio.get_running_loop().set_exception_handler(self._loop_handler)
         _info("stopped")
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio reports a failed accept() (EMFILE...) here, once per pending connection and
+        with a traceback each time, then pauses that listener for a second. Log it once per
+        interval instead, without a traceback; pass everything else on."""
+        if context.get("message") == "socket.accept() out of system resource":
+            held = self._accept_errors.allow()
+            if held is not None:
+                error = str(context.get("exception"))
+                fields = {"error": error, "held_back": held, "retry_s": 1}
+                log.warning("accept_failed", extra={"fields": fields})
+            return
+        if self._loop_handler is not None:
+            self._loop_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    def _log_lowered_limits(self) -> None:
+        asked, got = self.requested, self.config
+        names = ("max_connections", "max_handshakes", "max_connections_per_ip")
+        lowered = {n: getattr(got, n) for n in names if getattr(got, n) < getattr(asked, n)}
+        if lowered:
+            fields = {"open_files": _open_files_limit(), **lowered}
+            log.warning("limits_lowered_to_fit_open_files", extra={"fields": fields})
 
     async def _handle(self, ws: ServerConnection) -> None:
         address = ws.remote_address
         ip = str(address[0]) if address else "?"
-        sid, actions = self.router.connect(ip)
+        sid, actions = self.router.connect(ip, invite=_invite_of(ws))
         conn = _Conn(ws)
         self._conns[sid] = conn
         writer = asyncio.create_task(self._write_loop(sid, conn))
@@ -177,6 +225,8 @@ class SignalingServer:
                     log.exception("router failed", extra={"fields": {"session": sid}})
                     actions = self.router.fail(sid)
                 self._apply(actions)
+                if isinstance(ws, _Connection) and self.router.logged_in_session(sid):
+                    self.sockets.logged_in(ws)  # no longer a handshake in progress
                 # Frames that arrived together are otherwise routed without a pause: let the
                 # writers drain, so a burst does not overflow a healthy reader's queue.
                 await asyncio.sleep(0)
@@ -231,6 +281,21 @@ class SignalingServer:
         self._apply(actions)
         if again is not None and sid in self._conns:
             self._arm_deadline(sid, conn, again)
+
+
+def _open_files_limit() -> int | None:
+    """The soft RLIMIT_NOFILE, or None when unlimited."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def _invite_of(ws: ServerConnection) -> str | None:
+    """The invitation token in the URL the client dialed (``/?invite=TOKEN``), if any."""
+    request = ws.request
+    if request is None:
+        return None
+    values = parse_qs(urlsplit(request.path).query).get("invite")
+    return values[0] if values else None
 
 
 def _abort(ws: ServerConnection) -> None:

@@ -1,4 +1,4 @@
-"""Field checks for the wire parser: strict base64, usernames, ids, JSON nesting depth.
+"""Field checks for the wire parser: strict base64, usernames, ids, hosts, server ids, nesting.
 
 Each check raises :class:`FrameError` with the wire error code for what is wrong, and carries
 the client's message id when there is one, so the ``error`` frame can name the request.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from typing import Any
 
@@ -15,6 +16,9 @@ from signaling.errors import FrameError
 
 USERNAME_RE = re.compile(r"[a-z][a-z0-9_-]{2,31}", re.ASCII)
 MAX_ID_CHARS = 64
+SERVER_ID_RE = re.compile(r"[a-z0-9-]{16,64}", re.ASCII)  # a deployment's id (challenge)
+MAX_HOST_CHARS = 253
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)", re.ASCII)
 # A string token always matches (to its closing quote, or to the end if unterminated), so the
 # scan never restarts at each quote of an unterminated string: linear, not quadratic.
 _BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
@@ -23,6 +27,36 @@ _BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 def is_username(name: object) -> bool:
     """3-32 characters of ``a-z 0-9 _ -``, starting with a letter."""
     return isinstance(name, str) and USERNAME_RE.fullmatch(name) is not None
+
+
+def is_server_id(value: object) -> bool:
+    """16-64 characters of ``a-z 0-9 -`` (generated: 32 hex digits)."""
+    return isinstance(value, str) and SERVER_ID_RE.fullmatch(value) is not None
+
+
+def normalize_host(host: str) -> str:
+    """The one spelling of a host name that a login binds: what the client dialed, as in its URL.
+
+    IP addresses in their compressed form (IPv6 without brackets, no zone); DNS names in lower
+    case, IDNA (punycode) for non-ASCII labels, without the trailing dot, labels of
+    ``a-z 0-9 _ -``. Raises ValueError for anything else.
+    """
+    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if "%" in text:
+        raise ValueError("a host with a zone index is not accepted")
+    try:
+        return ipaddress.ip_address(text).compressed
+    except ValueError:
+        pass
+    name = text[:-1] if text.endswith(".") else text
+    try:
+        name = name.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ValueError(f"{host!r} is not a valid host name") from None
+    labels = name.split(".")
+    if not 0 < len(name) <= MAX_HOST_CHARS or not all(_LABEL.fullmatch(x) for x in labels):
+        raise ValueError(f"{host!r} is not a valid host name")
+    return name
 
 
 def b64encode(data: bytes) -> str:
@@ -88,6 +122,20 @@ def field_id(obj: dict[str, Any]) -> str:
         raise FrameError("bad_type", "'id' must be a string")
     if not 0 < len(value) <= MAX_ID_CHARS:
         raise FrameError("bad_id", f"'id' must be 1-{MAX_ID_CHARS} characters")
+    return value
+
+
+def field_host(obj: dict[str, Any], key: str) -> str:
+    """A host name in the form :func:`normalize_host` gives (the client normalises first)."""
+    value = obj[key]
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_HOST_CHARS:
+        raise FrameError("bad_type", f"{key!r} must be a host name of 1-253 characters")
+    try:
+        canonical = normalize_host(value)
+    except ValueError:
+        canonical = ""
+    if canonical != value:
+        raise FrameError("bad_type", f"{key!r} must be a host name in its normal form")
     return value
 
 

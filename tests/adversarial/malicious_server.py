@@ -1,7 +1,7 @@
 """A malicious signaling server: the real wire protocol, with pluggable misbehaviour.
 
 It is a real websockets server speaking signaling v1 (frames parsed and built with
-:mod:`signaling.protocol`, the login checked with :func:`signaling.auth.verify_login`), so the
+:mod:`signaling.protocol`, the login checked with :mod:`signaling.auth`), so the
 real client (``voice.net.client`` inside a real ``Phone``) cannot tell it from the honest one.
 Unlike the honest server it records everything it sees (every frame in and out, every envelope
 body), and hands every ``send`` and ``lookup`` to a :class:`Behaviour` that decides what to do
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from signaling.auth import verify_login
+from signaling.auth import ServerIdentity
 from signaling.errors import FrameError
 from signaling.messages import (
     Challenge,
@@ -41,6 +41,8 @@ from signaling.protocol import deliver_frame, encode, parse_client_frame
 from signaling.wire import b64decode_strict, b64encode
 
 SERVER_NAME = "voice-signaling"
+SERVER_ID = "badbadbadbadbadbadbadbadbadbad00"
+IDENTITY = ServerIdentity(SERVER_NAME, SERVER_ID)  # plain ws:// on loopback
 
 
 @dataclass(frozen=True)
@@ -182,13 +184,13 @@ class MaliciousServer:
     async def _handle(self, ws: ServerConnection) -> None:
         session = _Session(ws)
         nonce = os.urandom(32)
-        await self._send(session, encode(Challenge(SERVER_NAME, nonce)))
+        await self._send(session, encode(Challenge(SERVER_NAME, SERVER_ID, nonce)))
         try:
             text = await ws.recv()
             assert isinstance(text, str)
             self._record("in", None, text)
             login = parse_client_frame(text)
-            if not isinstance(login, Login) or not verify_login(SERVER_NAME, login, nonce):
+            if not isinstance(login, Login) or IDENTITY.check_login(login, nonce) is not None:
                 await self._send(session, encode(Error("bad_signature", "no")))
                 return
             if self.keys.setdefault(login.user, login.key) != login.key:

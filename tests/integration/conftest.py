@@ -17,6 +17,7 @@ import pytest
 
 from signaling.config import Config
 from signaling.server import SignalingServer, serve_signaling
+from tests.signaling.helpers import PERMISSIVE
 from tests.support.phoneconfig import phone_config
 from voice.audio.base import AudioSink, AudioSource
 from voice.audio.sinks import MemorySink
@@ -38,6 +39,7 @@ async def wait_until(predicate: Callable[[], bool], limit: float = WAIT) -> None
 def server_config(**changes: Any) -> Config:
     base: dict[str, Any] = {"port": 0, "http_port": 0, "db": ":memory:"}
     base["max_connections_per_ip"] = 1_000
+    base.update(PERMISSIVE)  # tests register and look up many names from one address
     base.update(changes)
     return Config(**base)
 

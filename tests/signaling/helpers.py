@@ -36,12 +36,28 @@ class User:
     async def connect(self, url: str) -> SignalingClient:
         return await SignalingClient.connect(url, self.name, self.pub, self.sign)
 
-    def login_frame(self, challenge: dict[str, Any], *, user: str | None = None) -> str:
+    def login_frame(
+        self,
+        challenge: dict[str, Any],
+        *,
+        user: str | None = None,
+        host: str = "127.0.0.1",
+        binding: bytes = b"",
+    ) -> str:
+        """A login v2 answering ``challenge``, as dialed to ``host`` over plain ws:// (no
+        certificate: empty ``binding``) unless told otherwise."""
         name = user or self.name
-        nonce = base64.b64decode(challenge["nonce"])
-        sig = self.sign(login_message(challenge["server"], name, self.pub, nonce))
+        message = login_message(
+            server=challenge["server"],
+            server_id=challenge["server_id"],
+            host=host,
+            binding=binding,
+            user=name,
+            key=self.pub,
+            nonce=base64.b64decode(challenge["nonce"]),
+        )
         frame = {"v": 1, "type": "login", "user": name, "key": b64encode(self.pub)}
-        frame["sig"] = b64encode(sig)
+        frame |= {"sig": b64encode(self.sign(message)), "host": host, "binding": b64encode(binding)}
         return json.dumps(frame)
 
 
@@ -50,9 +66,20 @@ def make_user(name: str, seed: int | None = None) -> User:
     return User(name, key)
 
 
+# The per-address and per-user allowances of a real deployment, opened wide: the tests log in
+# hundreds of fresh names from 127.0.0.1. tests/adversarial/ checks the real defaults.
+PERMISSIVE: dict[str, Any] = {
+    "registration_ip_burst": 1_000_000,
+    "registration_burst": 1_000_000,
+    "lookup_burst": 1_000_000,
+    "turn_burst": 1_000_000,
+}
+
+
 def server_config(**changes: Any) -> Config:
     base: dict[str, Any] = {"port": 0, "http_port": 0, "db": ":memory:"}
     base["max_connections_per_ip"] = 10_000
+    base.update(PERMISSIVE)  # tests register and look up many names from one address
     base.update(changes)
     return Config(**base)
 

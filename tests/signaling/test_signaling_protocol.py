@@ -41,6 +41,16 @@ SIG = base64.b64encode(b"s" * 64).decode()
 BODY = base64.b64encode(b"sealed").decode()
 
 
+def B64(n: int) -> str:
+    return base64.b64encode(b"x" * n).decode()
+
+
+def LOGIN(**changes: Any) -> dict[str, Any]:
+    """The fields of a well-formed login v2 frame, with ``changes``."""
+    base = {"user": "alice", "key": KEY, "sig": SIG, "host": "127.0.0.1", "binding": B64(32)}
+    return {**base, **changes}
+
+
 def frame(**fields: Any) -> str:
     return json.dumps({"v": 1, **fields})
 
@@ -51,27 +61,40 @@ def code_of(data: str | bytes, **limits: int) -> str:
     return info.value.code
 
 
+LOGIN_FIELDS: dict[str, Any] = {
+    "server": "srv",
+    "server_id": "0123456789abcdef",
+    "host": "example.org",
+    "binding": b"B" * 32,
+    "user": "alice",
+    "key": b"K" * 32,
+    "nonce": b"N" * 32,
+}
+
+
 def test_login_message_is_the_documented_layout() -> None:
-    got = login_message("srv", "alice", b"K" * 32, b"N" * 32)
-    want = (
-        b"voice-login-v1"
-        + struct.pack(">I", 3)
-        + b"srv"
-        + struct.pack(">I", 5)
-        + b"alice"
-        + struct.pack(">I", 32)
-        + b"K" * 32
-        + struct.pack(">I", 32)
-        + b"N" * 32
-    )
+    got = login_message(**LOGIN_FIELDS)
+    want = b"voice-login-v2"
+    for value in (b"srv", b"0123456789abcdef", b"example.org", b"B" * 32, b"alice"):
+        want += struct.pack(">I", len(value)) + value
+    want += struct.pack(">I", 32) + b"K" * 32 + struct.pack(">I", 32) + b"N" * 32
     assert got == want
     # length prefixes keep fields apart: moving a byte between server and user changes it
-    assert login_message("sr", "valice", b"K" * 32, b"N" * 32) != got
+    assert (
+        login_message(**{**LOGIN_FIELDS, "server": "sr", "server_id": "v0123456789abcdef"}) != got
+    )
+    # every field is bound: the certificate hash, the host and the id included
+    for name, other in (("binding", b""), ("host", "example.com"), ("server_id", "f" * 16)):
+        assert login_message(**{**LOGIN_FIELDS, name: other}) != got
 
 
 def test_valid_client_frames_parse() -> None:
-    login = parse_client_frame(frame(type="login", user="alice", key=KEY, sig=SIG))
-    assert login == Login("alice", b"k" * 32, b"s" * 64)
+    fields = {"user": "alice", "key": KEY, "sig": SIG, "host": "127.0.0.1", "binding": ""}
+    login = parse_client_frame(frame(type="login", **fields))
+    assert login == Login("alice", b"k" * 32, b"s" * 64, "127.0.0.1", b"")
+    binding = base64.b64encode(b"h" * 32).decode()
+    login = parse_client_frame(frame(type="login", **{**fields, "binding": binding}))
+    assert login.binding == b"h" * 32  # type: ignore[union-attr]
     send = parse_client_frame(frame(type="send", id="1", to="bob", body=BODY))
     assert send == Send("1", "bob", BODY, body_len=6)
     assert parse_client_frame(frame(type="turn", id="x" * 64)) == Turn("x" * 64)
@@ -105,12 +128,19 @@ def test_valid_client_frames_parse() -> None:
         (frame(type="send", id="1", to="Bob", body=BODY), ErrorCode.BAD_USERNAME),
         (frame(type="send", id="1", to="bob", body=None), ErrorCode.BAD_TYPE),
         (frame(type="send", id="1", to="bob", body="QR=="), ErrorCode.BAD_BASE64),
-        (frame(type="login", user="alice", key=KEY[:-4], sig=SIG), ErrorCode.BAD_BASE64),
-        (
-            frame(type="login", user="alice", key=KEY, sig=SIG.replace("c", "-")),
-            ErrorCode.BAD_BASE64,
-        ),
-        (frame(type="login", user="9lives", key=KEY, sig=SIG), ErrorCode.BAD_USERNAME),
+        (frame(type="login", **LOGIN(key=KEY[:-4])), ErrorCode.BAD_BASE64),
+        (frame(type="login", **LOGIN(sig=SIG.replace("c", "-"))), ErrorCode.BAD_BASE64),
+        (frame(type="login", **LOGIN(user="9lives")), ErrorCode.BAD_USERNAME),
+        (frame(type="login", user="alice", key=KEY, sig=SIG), ErrorCode.MISSING_FIELD),  # v1
+        (frame(type="login", **LOGIN(host="Example.org")), ErrorCode.BAD_TYPE),  # not normal
+        (frame(type="login", **LOGIN(host="[::1]")), ErrorCode.BAD_TYPE),
+        (frame(type="login", **LOGIN(host="a b")), ErrorCode.BAD_TYPE),
+        (frame(type="login", **LOGIN(host="")), ErrorCode.BAD_TYPE),
+        (frame(type="login", **LOGIN(host=7)), ErrorCode.BAD_TYPE),
+        (frame(type="login", **LOGIN(binding="AAAA")), ErrorCode.BAD_BASE64),  # 3 bytes
+        (frame(type="login", **LOGIN(binding=B64(65))), ErrorCode.BAD_BASE64),
+        (frame(type="login", **LOGIN(binding=None)), ErrorCode.BAD_TYPE),
+        (frame(type="login", **LOGIN(extra="x")), ErrorCode.EXTRA_FIELD),
         ('{"v":1,"type":"turn","id":"1","x":[[[[[1]]]]]}', ErrorCode.TOO_DEEP),
         ("[" * 100_000 + "]" * 100_000, ErrorCode.TOO_LARGE),
     ],
@@ -195,7 +225,12 @@ def test_usernames_refused(name: str) -> None:
 
 
 server_messages = st.one_of(
-    st.builds(Challenge, st.text(min_size=1, max_size=255), st.binary(min_size=32, max_size=32)),
+    st.builds(
+        Challenge,
+        st.text(min_size=1, max_size=255),
+        st.from_regex(r"[a-z0-9-]{16,64}", fullmatch=True),
+        st.binary(min_size=32, max_size=32),
+    ),
     st.builds(Welcome, st.from_regex(r"[a-z][a-z0-9_-]{2,31}", fullmatch=True)),
     st.builds(Sent, st.text(min_size=1, max_size=64)),
     st.builds(

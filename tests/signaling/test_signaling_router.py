@@ -63,6 +63,7 @@ def login(router: Router, name: str, ip: str = "10.0.0.1") -> int:
         "v": 1,
         "type": "challenge",
         "server": "voice-signaling",
+        "server_id": "07" * 16,  # a Router without an identity makes one from random_bytes
         "nonce": base64.b64encode(b"\x07" * 32).decode(),
     }
     answer = router.receive(sid, make_user(name, seed=len(name)).login_frame(challenge))
@@ -243,7 +244,8 @@ def test_not_logged_in_and_already_logged_in() -> None:
     answer = frames(router.receive(sid, send("bob", "5")))[0]
     assert (answer["code"], answer["id"]) == ("not_logged_in", "5")
     a = login(router, "alice")
-    again = make_user("alice", seed=5).login_frame({"server": "voice-signaling", "nonce": BODY})
+    challenge = {"server": "voice-signaling", "server_id": "07" * 16, "nonce": BODY}
+    again = make_user("alice", seed=5).login_frame(challenge)
     actions = router.receive(a, again)
     assert frames(actions)[0]["code"] == "already_logged_in" and closes(actions) == []
 

@@ -18,14 +18,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 VOICE = [sys.executable, "-m", "voice.cli"]
+HARNESS_SERVER_ID = "0123456789abcdef0123456789abcdef"
 
 
 @contextlib.asynccontextmanager
-async def signaling_server() -> AsyncIterator[str]:
-    """A real `python -m signaling` on a free loopback port (memory registry); yields its URL."""
-    env = {**os.environ, "VOICE_SIGNALING_HTTP_PORT": "0"}
+async def signaling_server(port: int = 0, server_id: str = HARNESS_SERVER_ID) -> AsyncIterator[str]:
+    """A real `python -m signaling` on ``port`` (default: a free one) with a registry in memory;
+    yields its URL. Every one has the same ``server_id`` unless told otherwise: restarted on
+    the same port, it is the same deployment that lost its registry (the CLI pins the id)."""
+    env = {**os.environ, "VOICE_SIGNALING_HTTP_PORT": "0", "VOICE_SIGNALING_SERVER_ID": server_id}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "signaling", "--port", "0", "--db", ":memory:",
+        sys.executable, "-m", "signaling", "--port", str(port), "--db", ":memory:",
         env=env, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     assert proc.stderr is not None

@@ -10,6 +10,13 @@ by construction. Signing is a plain callable, so this module needs no key classe
 
 ``from_user`` is the sender's login as the server states it: authenticated to the server, but
 the server itself is untrusted, so callers still authenticate the body end to end.
+
+Transport: ``wss://`` verifies the server's certificate against the system CAs, or only against
+``ca_file`` when given (:class:`ServerCertificateRejected` otherwise). Plain ``ws://`` is allowed
+only to a loopback host (``localhost``, 127.0.0.0/8, ::1) unless ``insecure=True``
+(:class:`InsecureServerUrl`). The login (v2) signs the host of the URL and the RFC 5929
+tls-server-end-point hash of the certificate the server presented (empty over ``ws://``), so a
+server that relays another server's challenge gets a signature that server refuses.
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from websockets.asyncio.client import ClientConnection
@@ -48,6 +57,7 @@ from voice.errors import (
     RateLimited,
     RecipientOffline,
     RequestRefused,
+    ServerCertificateRejected,
     ServerNameChanged,
     SessionReplaced,
     SignalingClosed,
@@ -56,6 +66,7 @@ from voice.errors import (
     TurnUnavailable,
     UnknownUser,
 )
+from voice.net.transport import channel_binding, client_tls_context, server_address
 
 log = logging.getLogger("voice.net.client")
 
@@ -80,10 +91,19 @@ class Delivery:
 class SignalingClient:
     """One logged-in session. Create it with :meth:`connect`; close it with :meth:`close`."""
 
-    def __init__(self, ws: ClientConnection, user: str, server: str) -> None:
+    def __init__(
+        self,
+        ws: ClientConnection,
+        user: str,
+        server: str,
+        server_id: str = "",
+        binding: bytes = b"",
+    ) -> None:
         self._ws = ws
         self.user = user
-        self.server = server
+        self.server = server  # the name and id from the challenge (what we signed)
+        self.server_id = server_id
+        self.binding = binding  # tls-server-end-point of the certificate seen; b"" over ws://
         self._ids = itertools.count(1)
         self._pending: dict[str, asyncio.Future[ServerMessage]] = {}
         self._deliveries: asyncio.Queue[Delivery | None] = asyncio.Queue()
@@ -103,16 +123,38 @@ class SignalingClient:
         sign: Signer,
         *,
         expected_server: str | None = None,
+        expected_server_id: str | None = None,
+        ca_file: str | Path | None = None,
+        tls: ssl.SSLContext | None = None,
+        insecure: bool = False,
         open_timeout: float = 10.0,
     ) -> SignalingClient:
-        """Connect and log in; raise SignalingUnreachable or LoginRefused(code) on failure."""
+        """Connect and log in; raise SignalingUnreachable or LoginRefused(code) on failure.
+
+        ``expected_server`` / ``expected_server_id``: refuse (ServerNameChanged) a challenge
+        with another name or id, before signing anything. ``tls`` (or ``ca_file``, a PEM file
+        of trusted CAs) verifies ``wss://``; default: the system CAs. ``insecure`` allows
+        ``ws://`` to a host that is not loopback (InsecureServerUrl otherwise).
+        """
+        secure, host = server_address(url, insecure=insecure)
+        context = (tls or client_tls_context(ca_file)) if secure else None
         try:
             ws = await ws_connect(
-                url, open_timeout=open_timeout, compression=None, max_size=MAX_FRAME_BYTES
+                url,
+                open_timeout=open_timeout,
+                compression=None,
+                max_size=MAX_FRAME_BYTES,
+                ssl=context,  # None for ws://
             )
+        except ssl.SSLCertVerificationError as exc:
+            raise ServerCertificateRejected(
+                f"refused {url}: its TLS certificate does not verify ({exc.verify_message}); "
+                "use its real address, or pass the CA that issued it with --ca"
+            ) from exc
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise SignalingUnreachable(f"cannot reach {url}: {exc}") from exc
         try:
+            binding = channel_binding(ws) if secure else b""
             async with asyncio.timeout(open_timeout):
                 challenge = await _next_frame(ws)
                 if isinstance(challenge, Error):
@@ -124,8 +166,22 @@ class SignalingClient:
                         f"the server at {url} calls itself {challenge.server!r}, but it was "
                         f"{expected_server!r}: refused to log in (another server's challenge?)"
                     )
-                sig = sign(login_message(challenge.server, user, public_key, challenge.nonce))
-                await ws.send(encode(Login(user, bytes(public_key), bytes(sig))))
+                if expected_server_id is not None and challenge.server_id != expected_server_id:
+                    raise ServerNameChanged(
+                        f"the server at {url} has the id {challenge.server_id!r}, but it was "
+                        f"{expected_server_id!r}: refused to log in (another deployment there?)"
+                    )
+                message = login_message(
+                    server=challenge.server,
+                    server_id=challenge.server_id,
+                    host=host,
+                    binding=binding,
+                    user=user,
+                    key=bytes(public_key),
+                    nonce=challenge.nonce,
+                )
+                login = Login(user, bytes(public_key), bytes(sign(message)), host, binding)
+                await ws.send(encode(login))
                 answer = await _next_frame(ws)
                 if isinstance(answer, Error):
                     raise LoginRefused(answer.message, code=answer.code)
@@ -137,7 +193,7 @@ class SignalingClient:
         except BaseException:
             await ws.close()
             raise
-        return cls(ws, user, challenge.server)
+        return cls(ws, user, challenge.server, challenge.server_id, binding)
 
     async def send(self, to: str, body: bytes, *, reply_timeout: float = 10.0) -> None:
         """Hand ``body`` to the server for ``to``; return once the server confirms it.

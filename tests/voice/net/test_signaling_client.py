@@ -142,12 +142,14 @@ async def hostile(
 
 
 NONCE = base64.b64encode(b"n" * 32).decode()
-CHALLENGE = {"v": 1, "type": "challenge", "server": "fake", "nonce": NONCE}
+SERVER_ID = "fa4e" * 8
+CHALLENGE = {"v": 1, "type": "challenge", "server": "fake", "server_id": SERVER_ID, "nonce": NONCE}
 
 
 async def test_a_hostile_server_gets_no_further_than_the_parser() -> None:
     async def bad_challenge(ws: ServerConnection) -> None:
-        await ws.send(json.dumps({"v": 1, "type": "challenge", "server": "x", "nonce": "AA=="}))
+        short_nonce = {**CHALLENGE, "nonce": "AA=="}
+        await ws.send(json.dumps(short_nonce))
         await ws.wait_closed()
 
     async def spoofing_deliver(ws: ServerConnection) -> None:
