@@ -1,14 +1,19 @@
 """The user's long-term Ed25519 identity key, its key file, and its fingerprints.
 
-Key file (``$XDG_CONFIG_HOME/voice/identity.key``, mode 0600), ASCII::
+Key file (``$XDG_CONFIG_HOME/voice/identity.key``, mode 0600), ASCII, in one of two forms::
 
     voice-identity-v1
     <base64 of the 32-byte Ed25519 seed>
 
-The file is created with ``os.open(..., 0o600)`` (never chmod after writing) in a 0700 directory,
-written to a temporary name and hard-linked into place so a concurrent first run never sees a
-half-written key. A key file that group or others can access, or that belongs to another user,
-is refused with :class:`~voice.errors.InsecureKeyFile`.
+or, protected by a passphrase, the seed sealed as :mod:`voice.crypto.keyseal` describes, whose
+first line is ``voice-identity-locked-v1``. The form is recognised on load; a protected key asks
+its ``passphrase`` source (a callable, so that a prompt happens only when needed).
+
+The file is written through :mod:`voice.crypto.privatefile`: created with ``os.open(..., 0o600)``
+(never chmod after writing) in a 0700 directory, under a random temporary name, and hard-linked
+(or, when it replaces a key, renamed) into place, so nobody ever sees a half-written key. A key
+file that group or others can access, that belongs to another user or sits in a folder others
+can write to, is refused with :class:`~voice.errors.InsecureKeyFile`.
 
 Fingerprints (what users compare out of band) are both built from ``SHA-256(public_key)``:
 
@@ -24,11 +29,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import errno
 import os
 import re
-import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,20 +41,44 @@ from nacl.public import PrivateKey as X25519PrivateKey
 from nacl.signing import SigningKey, VerifyKey
 
 from voice.crypto._bytes import sha256
-from voice.errors import BadPublicKey, InsecureKeyFile
+from voice.crypto.keyseal import DEFAULT_KDF, LOCKED_MAGIC, KdfParams, open_seed, seal_seed
+from voice.crypto.keyseal import sealed_public_key as _sealed_public_key
+from voice.crypto.privatefile import (
+    check_private_dir,
+    check_secret_file_mode,
+    create_private_file,
+    ensure_private_dir,
+    read_secret_file,
+    replace_private_file,
+    write_new_file,
+)
+from voice.errors import BadPublicKey, InsecureKeyFile, WrongPassphrase
 
 __all__ = [
     "KEY_FILE_HEADER",
+    "LOCKED_KEY_FILE_HEADER",
     "Fingerprint",
     "Identity",
+    "KeyFileInfo",
+    "PassphraseSource",
+    "check_private_dir",
+    "check_secret_file_mode",
+    "create_private_file",
     "default_config_dir",
     "default_identity_path",
+    "ensure_private_dir",
     "fingerprint_of",
+    "key_file_info",
+    "read_secret_file",
+    "replace_private_file",
     "verify_signature",
+    "write_new_file",
     "x25519_public_of",
 ]
 
 KEY_FILE_HEADER = "voice-identity-v1"
+LOCKED_KEY_FILE_HEADER = LOCKED_MAGIC  # "voice-identity-locked-v1"
+PassphraseSource = Callable[[], str]
 _MACHINE_PREFIX = "ed25519:"
 _GROUP = 4
 
@@ -172,43 +199,70 @@ class Identity:
         return cls(SigningKey(seed))
 
     @classmethod
-    def load_or_create(cls, path: Path | None = None) -> Identity:
-        """Load the key file, creating it (0600, in a 0700 directory) on first use."""
+    def load_or_create(
+        cls, path: Path | None = None, *, passphrase: PassphraseSource | None = None
+    ) -> Identity:
+        """Load the key file, creating it (0600, in a 0700 directory, no passphrase) on first
+        use. ``passphrase`` is called only if the file is protected by one."""
         path = default_identity_path() if path is None else Path(path)
         try:
-            return cls._load(path)
+            return cls.load(path, passphrase=passphrase)
         except FileNotFoundError:
             pass
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ensure_private_dir(path.parent)
         identity = cls.generate()
         try:
-            _create_exclusive(path, identity._key_file_text())
+            create_private_file(path, identity.key_file_bytes())
         except FileExistsError:  # another process won the race: use its key
-            return cls._load(path)
+            return cls.load(path, passphrase=passphrase)
         return identity
 
     @classmethod
-    def _load(cls, path: Path) -> Identity:
-        text = read_secret_file(path).decode("ascii", errors="replace")
-        lines = text.split()
-        if len(lines) != 2 or lines[0] != KEY_FILE_HEADER:
-            raise InsecureKeyFile(f"{path} is not a voice identity key file")
-        try:
-            seed = base64.b64decode(lines[1], validate=True)
-        except binascii.Error as exc:
-            raise InsecureKeyFile(f"{path} is not a voice identity key file") from exc
-        if len(seed) != 32:
-            raise InsecureKeyFile(f"{path} is not a voice identity key file")
-        return cls.from_seed(seed)
+    def load(cls, path: Path, *, passphrase: PassphraseSource | None = None) -> Identity:
+        """Read an existing key file (FileNotFoundError if there is none).
 
-    def _key_file_text(self) -> bytes:
+        A protected one calls ``passphrase()`` and raises WrongPassphrase if that does not open
+        it (or if ``passphrase`` is None).
+        """
+        data = read_secret_file(path)
+        if data.startswith(LOCKED_KEY_FILE_HEADER.encode("ascii") + b"\n"):
+            if passphrase is None:
+                raise WrongPassphrase(f"{path} is protected by a passphrase, and none was given")
+            return cls.from_seed(
+                open_seed(data, passphrase(), magic=LOCKED_KEY_FILE_HEADER, source=str(path))
+            )
+        return cls.from_seed(_plain_seed(path, data))
+
+    def key_file_bytes(
+        self, *, passphrase: str | None = None, kdf: KdfParams = DEFAULT_KDF
+    ) -> bytes:
+        """The key file's content: plain, or sealed under ``passphrase``."""
+        if passphrase is not None:
+            return self.sealed(LOCKED_KEY_FILE_HEADER, passphrase, kdf=kdf)
         seed = base64.b64encode(bytes(self._signing_key)).decode("ascii")
         return f"{KEY_FILE_HEADER}\n{seed}\n".encode("ascii")
 
-    def save(self, path: Path) -> None:
+    def sealed(self, magic: str, passphrase: str, *, kdf: KdfParams = DEFAULT_KDF) -> bytes:
+        """The seed sealed under ``passphrase`` (voice.crypto.keyseal): key file or backup."""
+        return seal_seed(magic, bytes(self._signing_key), passphrase, kdf=kdf)
+
+    @classmethod
+    def unseal(cls, data: bytes, passphrase: str, *, magic: str, source: str) -> Identity:
+        """The identity sealed in ``data``; WrongPassphrase for every way that can fail."""
+        return cls.from_seed(open_seed(data, passphrase, magic=magic, source=source))
+
+    def save(
+        self, path: Path, *, passphrase: str | None = None, kdf: KdfParams = DEFAULT_KDF
+    ) -> None:
         """Write the key to a new file (0600); refuses to overwrite an existing one."""
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _create_exclusive(path, self._key_file_text())
+        ensure_private_dir(path.parent)
+        create_private_file(path, self.key_file_bytes(passphrase=passphrase, kdf=kdf))
+
+    def replace_key_file(
+        self, path: Path, *, passphrase: str | None = None, kdf: KdfParams = DEFAULT_KDF
+    ) -> None:
+        """Write the key over ``path`` atomically (a crash leaves the old key or this one)."""
+        replace_private_file(path, self.key_file_bytes(passphrase=passphrase, kdf=kdf))
 
     def sign(self, message: bytes) -> bytes:
         """A 64-byte Ed25519 signature (used for the signaling login)."""
@@ -223,77 +277,41 @@ class Identity:
         return x25519_public_of(self.public_key)
 
 
-def check_secret_file_mode(path: Path, st: os.stat_result) -> None:
-    """Refuse a secret file that group/others can access, that is not ours, or not a file."""
-    if not stat.S_ISREG(st.st_mode):
-        raise InsecureKeyFile(f"{path} is not a regular file")
-    if st.st_mode & 0o077:
-        raise InsecureKeyFile(
-            f"{path} has mode {stat.S_IMODE(st.st_mode):04o}: group or others can access it. "
-            f"Run 'chmod 600 {path}' if you are sure nobody copied it."
-        )
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        raise InsecureKeyFile(f"{path} belongs to another user")
+@dataclass(frozen=True)
+class KeyFileInfo:
+    """What a key file shows without its passphrase."""
+
+    public_key: bytes = field(repr=False)
+    protected: bool
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return fingerprint_of(self.public_key)
 
 
-def read_secret_file(path: Path) -> bytes:
-    """Read a secret file after checking (on the open descriptor) that only we can access it."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+def key_file_info(path: Path) -> KeyFileInfo:
+    """The public key of the key file at ``path`` and whether a passphrase protects it.
+
+    For a protected file the public key is read from its (unauthenticated) second line: good
+    for showing whose key it is, not for trusting it. FileNotFoundError if there is none.
+    """
+    data = read_secret_file(path)
+    if data.startswith(LOCKED_KEY_FILE_HEADER.encode("ascii") + b"\n"):
+        try:
+            return KeyFileInfo(_sealed_public_key(data, magic=LOCKED_KEY_FILE_HEADER), True)
+        except ValueError:
+            raise InsecureKeyFile(f"{path} is not a voice identity key file") from None
+    return KeyFileInfo(Identity.from_seed(_plain_seed(path, data)).public_key, False)
+
+
+def _plain_seed(path: Path, data: bytes) -> bytes:
+    lines = data.decode("ascii", errors="replace").split()
+    if len(lines) != 2 or lines[0] != KEY_FILE_HEADER:
+        raise InsecureKeyFile(f"{path} is not a voice identity key file")
     try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise InsecureKeyFile(f"{path} is a symbolic link") from exc
-        raise
-    try:
-        check_secret_file_mode(path, os.fstat(fd))
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _create_exclusive(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 holding ``data``; FileExistsError if it already exists."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    write_new_file(tmp, data)
-    try:
-        os.link(tmp, path)  # atomic, and fails if path exists
-    finally:
-        os.unlink(tmp)
-
-
-def replace_private_file(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically: a new 0600 file, fsync'ed, renamed over it,
-    the directory fsync'ed, so a crash leaves the old or the new content, never a torn file."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        write_new_file(tmp, data)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_new_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new 0600 file (O_EXCL), fsync'ed."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        seed = base64.b64decode(lines[1], validate=True)
+    except binascii.Error as exc:
+        raise InsecureKeyFile(f"{path} is not a voice identity key file") from exc
+    if len(seed) != 32:
+        raise InsecureKeyFile(f"{path} is not a voice identity key file")
+    return seed
