@@ -11,7 +11,9 @@ Other helpers add their branches here; keep the tree below up to date.
     │   ├── UnknownFingerprint      matches no key known for the contact (also ValueError)
     │   ├── CommitmentMismatch      the caller's revealed key does not match its commitment
     │   ├── BadPublicKey            malformed, low-order or non-contributory key (also ValueError)
-    │   ├── InsecureKeyFile         a key/contacts file is readable by group or others, or not ours
+    │   ├── InsecureKeyFile         a private file or its folder is open to others, or not ours
+    │   ├── WrongPassphrase         a passphrase does not open a sealed key (or it was changed)
+    │   ├── IdentityExists          importing would replace a different identity (needs --force)
     │   └── KeyAgreementError       the key agreement was used out of order (also RuntimeError)
     ├── BadCallMessage              a call message (voice.call) is malformed (also ValueError)
     ├── CallControlError            the phone (voice.phone) refused or ended
@@ -28,10 +30,13 @@ Other helpers add their branches here; keep the tree below up to date.
     │   ├── NoAudioDevice           no such input/output device, or PortAudio cannot open it
     │   └── AudioFormatError        audio data is not in a format we read (also ValueError)
     ├── SignalingClientError        talking to the signaling server (voice.net) failed
+    │   ├── InsecureServerUrl       plain ws:// to a host that is not loopback (also ValueError)
     │   ├── SignalingUnreachable    cannot connect or the handshake failed (also ConnectionError)
+    │   │   └── ServerCertificateRejected  its TLS certificate did not verify (CA, name, date)
     │   ├── SignalingClosed         the session ended; .code says why (also ConnectionError)
     │   │   └── SessionReplaced     the same user logged in elsewhere; this session was closed
     │   ├── SignalingProtocolError  the server sent something that breaks the wire format
+    │   │   └── ServerNameChanged   its name or id differs from the one pinned for the address
     │   ├── LoginRefused            the server refused the login; .code says why
     │   └── RequestRefused          the server answered a send/turn with an error; .code
     │       ├── RecipientOffline    the recipient is registered but not connected
@@ -39,6 +44,7 @@ Other helpers add their branches here; keep the tree below up to date.
     │       ├── RateLimited         too many messages per second; slow down and retry
     │       └── TurnUnavailable     the server has no TURN relay configured
     └── UsageError                  the `voice` command line asks for something impossible
+        └── PassphraseRequired      a passphrase is needed, and there is no terminal or variable
 """
 
 from __future__ import annotations
@@ -144,20 +150,26 @@ class BadEnvelope(CryptoError):
 class KeyChangedError(CryptoError):
     """A known contact presented a different identity key than the one pinned.
 
-    This is what a man-in-the-middle looks like, and also what a reinstall looks like. Calls with
-    this contact are refused until the user checks the new fingerprint out of band and runs
-    ``voice trust USER FINGERPRINT``.
+    This is what a man-in-the-middle looks like, and also what a reinstall looks like. The new
+    key is refused until the user checks its fingerprint out of band and runs
+    ``voice trust USER FINGERPRINT``; the pinned key keeps working. Only the server vouches that
+    the new key belongs to the user (``source`` says how it came: a key lookup, an incoming
+    call), and the message says so.
     """
 
-    def __init__(self, user: str, old_fingerprint: str, new_fingerprint: str) -> None:
+    def __init__(
+        self, user: str, old_fingerprint: str, new_fingerprint: str, *, source: str = "the server"
+    ) -> None:
         super().__init__(
-            f"the identity key of {user!r} changed: pinned {old_fingerprint}, "
-            f"now {new_fingerprint}. Verify the new fingerprint with {user} out of band, "
-            f"then run: voice trust {user} <fingerprint>"
+            f"the identity key of {user!r} changed: pinned {old_fingerprint}; another key, "
+            f"{new_fingerprint}, came from {source}. Only the signaling server vouches that it is "
+            f"{user}'s: check it with {user} in person or over another channel before you run "
+            f"voice trust {user} <fingerprint>"
         )
         self.user = user
         self.old_fingerprint = old_fingerprint
         self.new_fingerprint = new_fingerprint
+        self.source = source
 
 
 class UnknownContact(CryptoError, KeyError):
@@ -184,9 +196,28 @@ class BadPublicKey(CryptoError, ValueError):
 
 
 class InsecureKeyFile(CryptoError):
-    """A secret file (identity key, contacts) is readable by group or others, or is not ours.
+    """A private file (identity key, contacts, server pins, replay journal, ``user``) is readable
+    by group or others, is not ours, or is a symlink; or the folder holding it is not ours or is
+    writable by group or others.
 
-    Fix it with ``chmod 600 FILE`` after checking nobody else copied the key.
+    Fix it with ``chmod 600 FILE`` (a folder: ``chmod 700 DIR``) after checking nobody else
+    copied the key; a file or folder of another user is not ours to use.
+    """
+
+
+class WrongPassphrase(CryptoError):
+    """A passphrase does not open a sealed identity key (a protected key file or a backup).
+
+    Deliberately one error: a wrong passphrase and a changed or damaged file cannot be told
+    apart. Nothing was changed; try again with the right passphrase, or another copy.
+    """
+
+
+class IdentityExists(CryptoError):
+    """Importing a backup would replace another identity already in the config directory.
+
+    That identity (and the usernames bound to it) would be lost unless it was backed up:
+    ``voice id --export FILE`` first, then ``voice id --import BACKUP --force``.
     """
 
 
@@ -203,6 +234,20 @@ class SignalingUnreachable(SignalingClientError, ConnectionError):
 
     Check the URL (ws://host:port) and that the server runs: ``voice-signaling --port ...``.
     """
+
+
+class ServerCertificateRejected(SignalingUnreachable):
+    """The server's TLS certificate did not verify: not issued by a trusted CA (the system's,
+    or ``--ca FILE``), not for the host in the URL, or expired. Nothing was sent or signed.
+
+    Use the server's real address, or pass the CA that issued its certificate with ``--ca``.
+    """
+
+
+class InsecureServerUrl(SignalingClientError, ValueError):
+    """A plain ``ws://`` URL to a host that is not loopback: the login and every routing field
+    would cross the network unprotected, and the login would not be bound to a certificate, so
+    a relaying server could borrow it. Use ``wss://``, or pass ``--insecure`` to allow it."""
 
 
 class SignalingClosed(SignalingClientError, ConnectionError):
@@ -222,10 +267,11 @@ class SignalingProtocolError(SignalingClientError):
 
 
 class ServerNameChanged(SignalingProtocolError):
-    """The server names itself differently than the name pinned for its address.
+    """The server's name or id (from its challenge) differs from the one pinned for its address.
 
-    A server that relays another server's login challenge would get our signature for that
-    server: the pinned name makes the client refuse to sign it.
+    Another deployment answers at that address: nothing was signed. If the server really was
+    reinstalled, delete its line in ``servers.json``. (A relay that forwards the real server's
+    challenge is stopped by the certificate binding of the login, pinned or not.)
     """
 
 
@@ -264,3 +310,8 @@ class TurnUnavailable(RequestRefused):
 class UsageError(VoiceError, ValueError):
     """The ``voice`` command line asks for something impossible (no --user, a bad username,
     an unreadable option value). The message says what to pass instead."""
+
+
+class PassphraseRequired(UsageError):
+    """A passphrase is needed, stdin is not a terminal to ask it on, and the environment
+    variable that would give it (e.g. ``VOICE_PASSPHRASE``) is not set."""

@@ -3,10 +3,12 @@
     0   OK                  the command did what was asked (a call that connected and was hung
                             up, by either side or by Ctrl-C, is a success)
     1   CALL_FAILED         the call broke after it was placed (ICE, media, keys, a bad message)
-    2   USAGE               bad arguments, unknown contact, a fingerprint that does not match
+    2   USAGE               bad arguments, unknown contact, a fingerprint that does not match,
+                            plain ws:// to a server that is not loopback without --insecure
     3   SERVER_UNREACHABLE  the signaling server cannot be reached, or the session dropped
     4   LOGIN_REFUSED       the server refused the login (e.g. the username belongs to another key),
-                            or we refused it: the server's name differs from the pinned one
+                            or we refused the server: its TLS certificate does not verify, or its
+                            name or id differs from the pinned one
     5   USER_OFFLINE        the callee is registered but not connected
     6   UNKNOWN_USER        no such user on this server
     7   DECLINED            the callee declined
@@ -14,7 +16,8 @@
     9   NO_ANSWER           nobody answered before the timeout (``listen``: no call came)
     10  KEY_CHANGED         the contact's identity key differs from the pinned one
     11  NO_AUDIO_DEVICE     the audio device asked for does not exist or cannot be opened
-    12  LOCAL_ERROR         a local file is unusable (insecure key file, unreadable WAV, ...)
+    12  LOCAL_ERROR         a local file is unusable (insecure key file or config directory, wrong
+                            passphrase or damaged backup, unreadable WAV, ...)
 
 The mapping from exceptions and call outcomes lives here too, so the CLI, the demo and the tests
 agree on it.
@@ -30,12 +33,16 @@ from voice.errors import (
     AudioFormatError,
     CallControlError,
     CryptoError,
+    IdentityExists,
     InsecureKeyFile,
+    InsecureServerUrl,
     KeyChangedError,
     LoginRefused,
     NoAudioDevice,
     PhoneClosed,
     RecipientOffline,
+    RequestRefused,
+    ServerCertificateRejected,
     ServerNameChanged,
     SignalingClosed,
     SignalingUnreachable,
@@ -43,6 +50,7 @@ from voice.errors import (
     UnknownFingerprint,
     UnknownUser,
     UsageError,
+    WrongPassphrase,
 )
 
 __all__ = ["ExitCode", "for_exception", "for_reason"]
@@ -70,10 +78,13 @@ class ExitCode(enum.IntEnum):
 
 _MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "ok (a connected call that was hung up, by either side, is a success)",
-    ExitCode.CALL_FAILED: "the call failed after it was placed (ICE, media, keys, bad message)",
-    ExitCode.USAGE: "bad arguments, unknown contact, or a fingerprint that matches no key",
+    ExitCode.CALL_FAILED: "the call failed after it was placed (ICE, media, keys, bad message), "
+    "or the server refused a request (rate limited, no relay)",
+    ExitCode.USAGE: "bad arguments, unknown contact, a fingerprint that matches no key, ws:// "
+    "to a remote server without --insecure",
     ExitCode.SERVER_UNREACHABLE: "the signaling server cannot be reached, or the session dropped",
-    ExitCode.LOGIN_REFUSED: "the server refused the login (username taken by another key?)",
+    ExitCode.LOGIN_REFUSED: "the server refused the login (username taken by another key?), or "
+    "we refused the server (untrusted certificate, another server id)",
     ExitCode.USER_OFFLINE: "the user is registered but not online",
     ExitCode.UNKNOWN_USER: "no such user on this server",
     ExitCode.DECLINED: "the callee declined",
@@ -81,24 +92,29 @@ _MEANINGS: dict[ExitCode, str] = {
     ExitCode.NO_ANSWER: "no answer before the timeout (listen: no call came)",
     ExitCode.KEY_CHANGED: "the contact's identity key changed: check it, then `voice trust`",
     ExitCode.NO_AUDIO_DEVICE: "no such audio device, or it cannot be opened",
-    ExitCode.LOCAL_ERROR: "a local file is unusable (insecure key file, unreadable WAV, ...)",
+    ExitCode.LOCAL_ERROR: "a local file is unusable (insecure file or folder, wrong passphrase)",
 }
 
 # Most specific first: the first matching class wins.
 _BY_EXCEPTION: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (KeyChangedError, ExitCode.KEY_CHANGED),
     (UsageError, ExitCode.USAGE),
+    (InsecureServerUrl, ExitCode.USAGE),
     (UnknownContact, ExitCode.USAGE),
     (UnknownFingerprint, ExitCode.USAGE),
     (InsecureKeyFile, ExitCode.LOCAL_ERROR),
+    (WrongPassphrase, ExitCode.LOCAL_ERROR),
+    (IdentityExists, ExitCode.USAGE),
     (NoAudioDevice, ExitCode.NO_AUDIO_DEVICE),
     (AudioFormatError, ExitCode.LOCAL_ERROR),
     (AudioError, ExitCode.NO_AUDIO_DEVICE),
+    (ServerCertificateRejected, ExitCode.LOGIN_REFUSED),
     (SignalingUnreachable, ExitCode.SERVER_UNREACHABLE),
     (LoginRefused, ExitCode.LOGIN_REFUSED),
     (ServerNameChanged, ExitCode.LOGIN_REFUSED),
     (RecipientOffline, ExitCode.USER_OFFLINE),
     (UnknownUser, ExitCode.UNKNOWN_USER),
+    (RequestRefused, ExitCode.CALL_FAILED),  # rate limited, no TURN relay
     (SignalingClosed, ExitCode.SERVER_UNREACHABLE),
     (PhoneClosed, ExitCode.SERVER_UNREACHABLE),
     (CallControlError, ExitCode.CALL_FAILED),

@@ -8,23 +8,22 @@ from the fake identity of the real sender, exactly as an honest client would. De
 passed on unchanged, so ICE connects the two phones directly; the SRTP keys differ on the two
 legs and the SASes differ with probability 1 - 2^-bits.
 
-With ``grind`` set, the attacker also tries to steer the SAS: when it answers the caller it has
-already agreed keys with the callee (so it knows the SAS it must hit), and it tries ``grind``
-different continuity fields, keeping one whose SAS matches under its best guess of the caller's
-committed key. The commitment is what makes that guess worthless. ``oracle`` (tests only) hands
-it the caller's real key before the reveal: that is the protocol *without* a commitment, and
-grinding then succeeds, which shows the measurement can tell the difference.
+With ``grind`` set, the attacker also tries to steer the SAS, using only what the protocol shows
+it (:mod:`tests.support.grinding`): when the caller's reveal arrives it knows the caller's SAS,
+and before it passes its own reveal on to the callee it tries up to ``grind`` changed reveals
+(new ephemeral key, new continuity field), keeping one that the callee's commitment check would
+accept and that gives the callee the same SAS. The commitment in its offer is what makes every
+changed reveal unacceptable; a test that breaks ``commitment_of`` sees the attacker win.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tests.adversarial.malicious_server import Behaviour, Envelope, MaliciousServer
+from tests.support.grinding import GrindStats, Opening, grind_reveal
 from voice.call import messages as m
-from voice.crypto._bytes import sha256
+from voice.crypto.callenvelope import call_key_id, is_call_envelope, key_id_of, open_call, seal_call
 from voice.crypto.envelope import EnvelopeHeader, open_envelope, seal
 from voice.crypto.identity import Identity
 from voice.crypto.keyagreement import (
@@ -32,12 +31,10 @@ from voice.crypto.keyagreement import (
     CallerKeyAgreement,
     CallKeys,
     Reveal,
-    encode_transcript,
 )
-from voice.crypto.sas import DEFAULT_SAS_BITS, Sas
+from voice.crypto.keyschedule import Exchange
+from voice.crypto.sas import DEFAULT_SAS_BITS
 from voice.errors import BadCallMessage, BadEnvelope
-
-Oracle = Callable[[bytes], tuple[bytes, bytes] | None]  # call_id -> (eph_a, continuity_a)
 
 
 @dataclass
@@ -50,13 +47,13 @@ class Leg:
     towards_caller: CalleeKeyAgreement
     towards_callee: CallerKeyAgreement
     caller_description: dict[str, object]
-    commitment: bytes
-    callee_description: dict[str, object] | None = None
+    commitment: bytes  # the caller's, in its offer
+    opening_to_callee: Opening  # what the attacker committed to towards the callee
+    callee_answer: m.Ringing | None = None  # the callee's key message and description
     reveal_to_callee: Reveal | None = None
     keys_with_caller: CallKeys | None = None
     keys_with_callee: CallKeys | None = None
-    candidates_tried: int = 0
-    predicted_match: bool = False
+    grinding: GrindStats | None = None
 
 
 @dataclass
@@ -65,8 +62,7 @@ class Mitm:
 
     real_keys: dict[str, bytes]  # username -> the key that really owns it
     sas_bits: int = DEFAULT_SAS_BITS
-    grind: int = 0
-    oracle: Oracle | None = None
+    grind: int = 0  # changed reveals to try per call (0: no grinding)
     fakes: dict[str, Identity] = field(default_factory=dict)
     legs: dict[bytes, Leg] = field(default_factory=dict)
     refused: int = 0
@@ -77,6 +73,8 @@ class Mitm:
         return self.fakes[user]
 
     def relay(self, sender: str, recipient: str, body: bytes) -> bytes | None:
+        if is_call_envelope(body):
+            return self._relay_call_keyed(body)
         try:
             opened = open_envelope(self.fake(recipient), body)
             message = m.decode(opened.payload)
@@ -88,11 +86,28 @@ class Mitm:
             self.fake(sender), self.real_keys[recipient], opened.header, m.encode(rewritten)
         )
 
+    def _relay_call_keyed(self, body: bytes) -> bytes | None:
+        """After the key reveal each side seals with its call key: the attacker, who agreed a
+        key with each side, opens with one and seals again with the other (as a real man in
+        the middle would)."""
+        for leg in self.legs.values():
+            caller, callee = leg.keys_with_caller, leg.keys_with_callee
+            if caller is None or callee is None:
+                continue
+            for rx, tx in ((caller.envelope_rx, callee.envelope_tx),
+                           (callee.envelope_rx, caller.envelope_tx)):  # fmt: skip
+                if key_id_of(body) == call_key_id(rx):
+                    header, payload = open_call(rx, body)
+                    return seal_call(tx, header, payload)
+        self.refused += 1
+        return None
+
     def _rewrite(
         self, sender: str, recipient: str, header: EnvelopeHeader, message: m.Message
     ) -> m.Message:
         call_id = header.call_id
         if isinstance(message, m.Offer):
+            opening = Opening.fresh()
             leg = Leg(
                 call_id=call_id,
                 caller=sender,
@@ -100,16 +115,10 @@ class Mitm:
                 towards_caller=self._callee_agreement(
                     sender, recipient, call_id, message.commitment
                 ),
-                towards_callee=CallerKeyAgreement(
-                    me=self.fake(sender).public_key,
-                    peer=self.real_keys[recipient],
-                    call_id=call_id,
-                    my_name=sender,
-                    peer_name=recipient,
-                    sas_bits=self.sas_bits,
-                ),
+                towards_callee=self._caller_agreement(sender, recipient, call_id, opening),
                 caller_description=message.description,
                 commitment=message.commitment,
+                opening_to_callee=opening,
             )
             self.legs[call_id] = leg
             return m.Offer(leg.towards_callee.commitment, message.description)
@@ -118,7 +127,7 @@ class Mitm:
             return message
         leg = found
         if isinstance(message, m.Ringing):
-            leg.callee_description = message.description
+            leg.callee_answer = message
             leg.reveal_to_callee = leg.towards_callee.receive_answer(
                 eph_b=message.eph_b,
                 continuity_b=message.continuity_b,
@@ -126,18 +135,18 @@ class Mitm:
                 callee_description=m.canonical_description(message.description),
             )
             leg.keys_with_callee = leg.towards_callee.keys()
-            if self.grind:
-                self._grind(leg)
             answer = leg.towards_caller.answer()
             return m.Ringing(answer.eph_b, answer.continuity_b, message.description)
         if isinstance(message, m.Reveal) and leg.reveal_to_callee is not None:
-            assert leg.callee_description is not None
+            assert leg.callee_answer is not None
             leg.keys_with_caller = leg.towards_caller.receive_reveal(
                 eph_a=message.eph_a,
                 continuity_a=message.continuity_a,
                 caller_description=m.canonical_description(leg.caller_description),
-                callee_description=m.canonical_description(leg.callee_description),
+                callee_description=m.canonical_description(leg.callee_answer.description),
             )
+            if self.grind:
+                self._grind(leg)
             mine = leg.reveal_to_callee
             return m.Reveal(mine.eph_a, mine.continuity_a)
         return message
@@ -155,35 +164,55 @@ class Mitm:
             sas_bits=self.sas_bits,
         )
 
+    def _caller_agreement(
+        self, caller: str, callee: str, call_id: bytes, opening: Opening
+    ) -> CallerKeyAgreement:
+        return CallerKeyAgreement(
+            me=self.fake(caller).public_key,
+            peer=self.real_keys[callee],
+            call_id=call_id,
+            my_name=caller,
+            peer_name=callee,
+            rng=opening.rng(),
+            sas_bits=self.sas_bits,
+        )
+
     def _grind(self, leg: Leg) -> None:
-        """Pick, among ``grind`` answers to the caller, one predicted to match the callee SAS."""
-        assert leg.keys_with_callee is not None and leg.callee_description is not None
-        target = leg.keys_with_callee.sas.value
-        known = self.oracle(leg.call_id) if self.oracle is not None else None
-        eph_a, continuity_a = known or (os.urandom(32), os.urandom(64))  # the best guess
-        caller_description = m.canonical_description(leg.caller_description)
-        callee_description = m.canonical_description(leg.callee_description)
-        for _ in range(self.grind):
-            candidate = self._callee_agreement(leg.caller, leg.callee, leg.call_id, leg.commitment)
-            answer = candidate.answer()
-            transcript = encode_transcript(
-                call_id=leg.call_id,
-                caller=self.real_keys[leg.caller],
-                callee=self.fake(leg.callee).public_key,
-                caller_name=leg.caller,
-                callee_name=leg.callee,
-                eph_a=eph_a,
-                eph_b=answer.eph_b,
-                continuity_a=continuity_a,
-                continuity_b=answer.continuity_b,
-                caller_description=caller_description,
-                callee_description=callee_description,
-            )
-            leg.candidates_tried += 1
-            leg.towards_caller = candidate
-            if Sas.from_transcript_hash(sha256(transcript), self.sas_bits).value == target:
-                leg.predicted_match = True
-                return
+        """Replace the reveal to the callee by one that gives it the caller's SAS, if the
+        commitment sent to the callee lets any through (:func:`grind_reveal`)."""
+        assert leg.keys_with_caller is not None and leg.callee_answer is not None
+        answer = leg.callee_answer
+        callee_leg = Exchange(
+            call_id=leg.call_id,
+            caller=self.fake(leg.caller).public_key,
+            callee=self.real_keys[leg.callee],
+            caller_name=leg.caller,
+            callee_name=leg.callee,
+            eph_a=b"",  # the reveal being ground
+            eph_b=answer.eph_b,
+            continuity_a=b"",
+            continuity_b=answer.continuity_b,
+            caller_description=m.canonical_description(leg.caller_description),
+            callee_description=m.canonical_description(answer.description),
+        )
+        chosen, leg.grinding = grind_reveal(
+            callee_leg,
+            committed=leg.opening_to_callee,
+            commitment=leg.towards_callee.commitment,
+            target=leg.keys_with_caller.sas.value,
+            sas_bits=self.sas_bits,
+            budget=self.grind,
+        )
+        if chosen == leg.opening_to_callee:
+            return
+        agreement = self._caller_agreement(leg.caller, leg.callee, leg.call_id, chosen)
+        leg.reveal_to_callee = agreement.receive_answer(
+            eph_b=answer.eph_b,
+            continuity_b=answer.continuity_b,
+            caller_description=callee_leg.caller_description,
+            callee_description=callee_leg.callee_description,
+        )
+        leg.towards_callee, leg.keys_with_callee = agreement, agreement.keys()
 
 
 class MitmBehaviour(Behaviour):

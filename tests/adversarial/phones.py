@@ -24,12 +24,21 @@ class ObservedKeys:
     """The SRTP keys of each call as the key observer saw them (copied: they get erased)."""
 
     by_call: dict[bytes, list[tuple[bytes, bytes]]] = field(default_factory=dict)
-    other_secrets: list[bytes] = field(default_factory=list)  # CM keys, th, next retained
+    other_secrets: list[bytes] = field(default_factory=list)  # CM and envelope keys, th, ...
+    envelope_rx: dict[bytes, bytes] = field(default_factory=dict)  # the peer's, per call
 
     def __call__(self, call_id: bytes, keys: CallKeys) -> None:
         pair = (bytes(bytearray(keys.srtp_gcm_tx)), bytes(bytearray(keys.srtp_gcm_rx)))
         self.by_call.setdefault(bytes(call_id), []).append(pair)
-        for value in (keys.srtp_cm_tx, keys.srtp_cm_rx, keys.transcript_hash, keys.next_retained):
+        self.envelope_rx[bytes(call_id)] = bytes(bytearray(keys.envelope_rx))
+        for value in (
+            keys.srtp_cm_tx,
+            keys.srtp_cm_rx,
+            keys.transcript_hash,
+            keys.next_retained,
+            keys.envelope_tx,
+            keys.envelope_rx,
+        ):
             self.other_secrets.append(bytes(bytearray(value)))
 
     def all_keys(self) -> set[bytes]:
@@ -125,8 +134,18 @@ async def two_phones(
 
 
 def kind_of(person: Person, body: bytes) -> str:
-    """What call message an envelope addressed to ``person`` carries (the test can open it)."""
+    """What call message an envelope addressed to ``person`` carries (the test can open it:
+    with the identity key, or with the call's envelope key the key observer saw)."""
     from voice.call import messages as m
+    from voice.crypto.callenvelope import is_call_envelope, open_call
     from voice.crypto.envelope import open_envelope
+    from voice.errors import BadEnvelope
 
-    return m.decode(open_envelope(person.identity, body).payload).TYPE
+    if not is_call_envelope(body):
+        return m.decode(open_envelope(person.identity, body).payload).TYPE
+    for key in person.keys.envelope_rx.values():
+        try:
+            return m.decode(open_call(key, body)[1]).TYPE
+        except BadEnvelope:
+            continue
+    raise BadEnvelope("no observed call key opens it")

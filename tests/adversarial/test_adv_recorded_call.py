@@ -33,10 +33,12 @@ from voice.audio.base import pcm_to_array
 from voice.call import messages as m
 from voice.crypto import kdf
 from voice.crypto._bytes import sha256
+from voice.crypto.callenvelope import is_call_envelope, open_call
 from voice.crypto.envelope import open_envelope
 from voice.crypto.identity import Identity, x25519_public_of
 from voice.crypto.keyagreement import encode_transcript
 from voice.crypto.sas import Sas
+from voice.errors import BadEnvelope
 from voice.media.opus import OpusDecoder
 
 
@@ -97,17 +99,33 @@ def test_nothing_the_server_saw_decrypts_the_recording(rec: Recording) -> None:
 
 
 def test_disclosed_identity_keys_do_not_decrypt_the_recording(rec: Recording) -> None:
-    """Forward secrecy: the long-term keys, stolen after the call, open every envelope the
-    server recorded (so the attacker learns both ephemeral *public* keys, the continuity
-    fields and both descriptions: the whole transcript) but no SRTP key follows."""
+    """Forward secrecy: the long-term keys, stolen after the call, open the set-up envelopes
+    the server recorded (so the attacker learns both ephemeral *public* keys, the continuity
+    fields and both descriptions: the whole transcript) but no SRTP key follows, and the
+    envelopes sealed with the call's own keys (accept, hangup) stay closed (audit finding 10)."""
     ids = {u: Identity.from_seed(seed) for u, seed in rec.identity_seeds.items()}
     msgs: dict[str, m.Message] = {}
     plaintexts: list[bytes] = []
+    closed = 0
     for e in rec.envelopes:
-        opened = open_envelope(ids[e.to], e.body)
+        try:
+            opened = open_envelope(ids[e.to], e.body)
+        except BadEnvelope:
+            assert is_call_envelope(e.body)
+            closed += 1
+            continue
         if opened.header.call_id == rec.call_id:
             msgs.setdefault(m.decode(opened.payload).TYPE, m.decode(opened.payload))
             plaintexts.append(opened.payload)
+    assert set(msgs) == {"offer", "ringing", "reveal"}  # the thief reads the set-up only
+    assert closed >= 2  # accept and the hangup, at least
+    # Control: the call's own keys (erased after the call; the test kept copies) open them.
+    opened_late = [
+        m.decode(open_call(rec.keys[e.to].envelope_rx[rec.call_id], e.body)[1]).TYPE
+        for e in rec.envelopes
+        if is_call_envelope(e.body)
+    ]
+    assert "accept" in opened_late and "hangup" in opened_late
     offer, ringing, reveal = msgs["offer"], msgs["ringing"], msgs["reveal"]
     assert isinstance(offer, m.Offer) and isinstance(ringing, m.Ringing)
     assert isinstance(reveal, m.Reveal)
@@ -198,6 +216,8 @@ def test_no_secret_or_audio_in_the_debug_logs(rec: Recording) -> None:
             secrets[f"{user} secret {i}"] = other
     ids = {u: Identity.from_seed(s) for u, s in rec.identity_seeds.items()}
     for e in rec.envelopes:
+        if is_call_envelope(e.body):
+            continue  # sealed with a call key: none of the messages with secrets in them
         msg = m.decode(open_envelope(ids[e.to], e.body).payload)
         if isinstance(msg, m.Reveal):
             secrets["eph_a"], secrets["continuity_a"] = msg.eph_a, msg.continuity_a

@@ -180,6 +180,8 @@ def _agreement_case(
             "caller_to_callee_cm": ka.srtp_cm_tx.hex(),
             "callee_to_caller_cm": ka.srtp_cm_rx.hex(),
             "next_retained": ka.next_retained.hex(),
+            "caller_to_callee_envelope": ka.envelope_tx.hex(),
+            "callee_to_caller_envelope": ka.envelope_rx.hex(),
             "sas_value": ka.sas.value,
             "sas_words": list(ka.sas.words),
             "sas_emoji": list(ka.sas.emoji),
@@ -196,6 +198,8 @@ def kdf_vectors() -> dict[str, Any]:
         (kdf.LABEL_CM_CALLER_TO_CALLEE, 30),
         (kdf.LABEL_CM_CALLEE_TO_CALLER, 30),
         (kdf.LABEL_RETAINED, 32),
+        (kdf.LABEL_ENVELOPE_CALLER_TO_CALLEE, 32),
+        (kdf.LABEL_ENVELOPE_CALLEE_TO_CALLER, 32),
         (kdf.LABEL_SAS, 8),
     ]
     derive_cases = [

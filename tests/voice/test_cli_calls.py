@@ -61,17 +61,19 @@ async def test_call_shows_equal_sas_carries_audio_and_marks_verified(tmp_path: P
                              "--record", str(heard), "--no-prompt")  # fmt: skip
         alice = await run_voice(
             tmp_path / "alice", "call", "bob", "--play", str(speech_sample()), "--no-output",
-            "--duration", "3", "--verified", server=url, user="alice",
+            "--duration", "3", server=url, user="alice", stdin=b"y\n",
         )  # fmt: skip
         assert alice.proc.returncode == ExitCode.OK, alice.stdout + alice.stderr
         assert await bob.finish() == ExitCode.OK, bob.stdout + bob.stderr
     assert sas_of(alice) == sas_of(bob)
     assert "Incoming call from alice" in bob.stdout
     assert "Call ended: you hung up" in alice.stdout and "alice hung up" in bob.stdout
-    alice_book = ContactBook(tmp_path / "alice" / "contacts.json")
-    bob_book = ContactBook(tmp_path / "bob" / "contacts.json")
+    alice_book = ContactBook(tmp_path / "alice" / "contacts.json", server=url)
+    bob_book = ContactBook(tmp_path / "bob" / "contacts.json", server=url)
     seen = alice_book.get("bob")
-    assert seen is not None and seen.state is TrustState.VERIFIED  # --verified
+    assert seen is not None and seen.state is TrustState.VERIFIED  # "y" after the SAS
+    out = alice.stdout
+    assert out.index("Security code (SAS)") < out.index("bob marked verified")
     assert seen.public_key == Identity.load_or_create(tmp_path / "bob" / "identity.key").public_key
     seen = bob_book.get("alice")
     assert seen is not None and seen.state is TrustState.UNVERIFIED  # pinned, not compared
@@ -92,7 +94,7 @@ async def test_sas_prompt_marks_the_contact_verified(tmp_path: Path) -> None:
     assert "Ringing bob" in alice.stdout
     assert "Accept the call from alice? [y/N]" in bob.stdout
     assert "Does alice read the same words? [y/N]" in bob.stdout
-    contact = ContactBook(tmp_path / "bob" / "contacts.json").get("alice")
+    contact = ContactBook(tmp_path / "bob" / "contacts.json", server=url).get("alice")
     assert contact is not None and contact.state is TrustState.VERIFIED
 
 
@@ -154,10 +156,11 @@ async def test_key_changed_then_trust(tmp_path: Path) -> None:
         refused = await run_voice(tmp_path / "bob2", "listen", *HEADLESS, "--timeout", "1",
                                   server=url, user="bob")  # fmt: skip
         assert refused.proc.returncode == ExitCode.LOGIN_REFUSED, refused.stderr
-    # a fresh server (or a lying one) lets a new key take the name: alice's pin catches it
+    # the server at that address restarts with a fresh registry (or lies): a new key takes the
+    # name there, and alice's pin for bob on that server catches it
     new_key = Identity.load_or_create(tmp_path / "bob2" / "identity.key")
     old_key = Identity.load_or_create(tmp_path / "bob" / "identity.key")
-    async with signaling_server() as url:
+    async with signaling_server(port=int(url.rsplit(":", 1)[1])) as url:
         bob = await listener(tmp_path / "bob2", url, "bob", "--auto-answer", *HEADLESS)
         alice = await run_voice(tmp_path / "alice", "call", "bob", *HEADLESS,
                                 server=url, user="alice")  # fmt: skip

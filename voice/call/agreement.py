@@ -125,6 +125,22 @@ class CallAgreement:
         self.keys = keys
         return ev.KeysReady()
 
+    def sealing_key(self, *, connected: bool) -> bytes | None:
+        """The call's own key for our messages from now on, or None (identity keys still).
+
+        The callee's as soon as it has keys: the caller derived its own before it revealed.
+        The caller's once connected: the callee's accept proves the callee has its keys. From
+        then on a thief of an identity key can neither read nor forge the call's messages.
+        """
+        keys = self.keys
+        if keys is None or not (connected or isinstance(self._exchange, CalleeKeyAgreement)):
+            return None
+        return keys.envelope_tx
+
+    def opening_key(self) -> bytes | None:
+        """The key the peer's call envelopes open with (None before our keys exist)."""
+        return self.keys.envelope_rx if self.keys is not None else None
+
     def earned_retained(self, contact: Contact | None) -> bytes | None:
         """At connect: the secret to keep without asking, after a continuity MATCH with a
         VERIFIED contact under the same key (None otherwise)."""

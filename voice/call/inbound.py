@@ -1,23 +1,28 @@
-"""Where an incoming envelope goes, decided purely: open, freshness, pinned key, route.
+"""Where an incoming envelope goes, decided purely: open, pinned key, freshness, route.
 
     inbound = Inbound(identity, contacts, replay)
     for action in inbound.receive(calls, from_user, body): ...   # the shell carries them out
 
 Steps, in this order (each failure is a :class:`Drop` with a reason the phone counts):
 
-1. open the envelope with our identity (``bad_envelope``) and check freshness without
-   recording it (``bad_envelope``);
-2. check the sender key against the contact book for the user the server says sent it (pinned
-   on first use). A changed key never rings: an offer is refused (remembered, so a replay is
-   refused too) and a :class:`Warn` goes to the user; a message for a live call with that user
-   is dropped (whoever holds another key, the server say, cannot end the call);
-3. record the envelope in the replay memory (only under the pinned key: a sender sealing with
-   a fresh key each time must not fill it). A new call in the memory gives :class:`SaveJournal`;
-4. decode the message: garbage from the authenticated peer of a live call fails that call
-   (:class:`Post` of ``BadMessage``); otherwise it is dropped;
-5. route it (:mod:`voice.call.routing`): to its call (:class:`Post`), as a new incoming call
+1. open the envelope with our identity (``bad_envelope``) and decode its message;
+2. check the sender key against the contact book for the user the server says sent it.
+   Only an offer, the one message that can start a call, may pin a new contact's key (when it
+   rings) or record another key as pending (a changed key, with where it came from); anything
+   else from a stranger is dropped (``unsolicited``) and leaves no trace. A changed key never
+   rings: the offer is refused (remembered, so a replay is refused too) and a :class:`Warn`
+   goes to the user; a message for a live call with that user is dropped (whoever holds
+   another key, the server say, cannot end the call). The pinned key keeps working even while
+   another key is pending;
+3. check freshness in the replay memory, in the pool the sender deserves: *solicited*
+   contacts (dialed, verified, or a past call) apart from everyone else, who share a small
+   pool that evicts its oldest entry, so strangers can never crowd out the people we know or a
+   genuine first contact (``bad_envelope``);
+4. route it (:mod:`voice.call.routing`): to its call (:class:`Post`), as a new incoming call
    (:class:`StartCall`, which may replace our own call after glare), ``busy``
-   (:class:`SendBusy`), or a drop.
+   (:class:`SendBusy`), or a drop. Garbage from the authenticated peer of a live call fails that
+   call (:class:`Post` of ``BadMessage``). Only an envelope that is delivered, rings or is
+   answered takes room in the replay memory; a new entry there gives :class:`SaveJournal`.
 
 The contact book, the replay guard and (through it) the clock are parameters, as the server's
 ``Router`` takes its ``Registry``. Never logged: contents, keys.
@@ -27,16 +32,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from voice.call import events as ev
 from voice.call import messages as m
 from voice.call import routing
 from voice.call.events import Role, State
-from voice.crypto.contacts import ContactBook
-from voice.crypto.envelope import open_envelope
-from voice.crypto.identity import Identity
-from voice.crypto.replay import ReplayGuard
+from voice.crypto.callenvelope import call_key_id, is_call_envelope, key_id_of, open_call
+from voice.crypto.contacts import ContactBook, KeySource
+from voice.crypto.envelope import EnvelopeHeader, open_envelope
+from voice.crypto.identity import Identity, fingerprint_of
+from voice.crypto.replay import Entry, ReplayGuard
 from voice.errors import BadCallMessage, BadEnvelope, KeyChangedError
 
 __all__ = [
@@ -51,10 +57,18 @@ __all__ = [
     "SendBusy",
     "StartCall",
     "Warn",
+    "refuses_identity_sealed",
 ]
 
 log = logging.getLogger("voice.call")
 MAX_REFUSED_OFFERS = 256  # offers refused for a changed key, remembered so a replay stays refused
+
+
+def refuses_identity_sealed(state: State, peer_used_call_key: bool) -> bool:
+    """Whether the peer of a call must seal with the call's own key by now: once it did, and
+    once the call connected (the caller switches when the callee's accept arrives, the callee
+    as soon as it has keys). Identity-sealed envelopes for the call are then refused."""
+    return peer_used_call_key or state is State.CONNECTED
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,8 @@ class CallView:
     peer_key: bytes
     role: Role
     state: State
+    open_key: bytes | None = field(default=None, repr=False)  # the peer's call-envelope key
+    identity_sealed_refused: bool = False  # the peer must use the call's key now
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,7 @@ class Post:
 
     call_id: bytes
     event: ev.Event
+    call_keyed: bool = False  # it came sealed with the call's own key
 
 
 @dataclass(frozen=True)
@@ -127,6 +144,8 @@ class Warn:
 class SaveJournal:
     """The replay memory learned a new call: write it down, so a restart does not reopen it."""
 
+    entry: Entry
+
 
 Action = Drop | Post | StartCall | SendBusy | Warn | SaveJournal
 
@@ -146,13 +165,16 @@ class Inbound:
 
     def receive(self, calls: Iterable[CallView], from_user: str, body: bytes) -> list[Action]:
         """Every action for one delivery, in the order to carry them out."""
+        calls = list(calls)
+        if is_call_envelope(body):
+            return self._receive_call_keyed(calls, from_user, body)
         try:
             opened = open_envelope(self.identity, body)
-            self.replay.check(opened.sender_key, opened.header, record=False)
         except BadEnvelope:
-            log.debug("dropped an envelope that failed to open or was not fresh")
+            log.debug("dropped an envelope that failed to open")
             return [Drop("bad_envelope")]
-        peer, key, call_id = from_user, opened.sender_key, opened.header.call_id
+        peer, key, header = from_user, opened.sender_key, opened.header
+        call_id = header.call_id
         message: m.Message | None
         try:
             message = m.decode(opened.payload)
@@ -160,56 +182,127 @@ class Inbound:
             message = None
         known = {c.call_id: c for c in calls}
         call = known.get(call_id)
+        in_call = call is not None and call.peer == peer and call.peer_key == key
+        if in_call and call is not None and call.identity_sealed_refused:
+            # Past this point the peer seals with the call's key: an envelope under the
+            # identity key can only come from a thief of that key (audit finding 10).
+            return [Drop("identity_sealed")]
+        contact = self.contacts.get(peer)
+        solicited = in_call or (
+            contact is not None and contact.public_key == key and contact.solicited
+        )
         try:
-            self.contacts.check(peer, key)
-        except KeyChangedError as exc:
-            return self._key_changed(peer, call_id, call, message, exc)
-        try:
-            new_call = self.replay.check(key, opened.header)
-        except BadEnvelope:  # it passed above; only a clock step in between can refuse it
+            self.replay.check(key, header, record=False, solicited=solicited)
+        except BadEnvelope:
+            log.debug("dropped an envelope that was not fresh")
             return [Drop("bad_envelope")]
-        actions: list[Action] = [SaveJournal()] if new_call else []
+        if contact is not None and contact.public_key != key:
+            return self._key_changed(peer, key, call_id, call, message)
         if message is None:
-            actions.append(Drop("bad_message"))
-            if call is not None and call.peer == peer and call.peer_key == key:
-                actions.append(Post(call_id, ev.BadMessage()))
-            return actions
+            if not in_call:
+                return [Drop("bad_message")]
+            return self._recorded(
+                key, header, solicited, Drop("bad_message"), Post(call_id, ev.BadMessage())
+            )
+        if contact is None and not isinstance(message, m.Offer):
+            log.debug("dropped a call message from a stranger")
+            return [Drop("unsolicited")]
         infos = [*self._refused.values()]
         infos += [routing.CallInfo(c.call_id, c.peer, c.role, c.state) for c in known.values()]
         route = routing.route_message(infos, peer=peer, call_id=call_id, message=message)
         if isinstance(route, routing.Deliver) and call is not None:
-            actions.append(Post(call_id, message) if call.peer_key == key else Drop("wrong_key"))
-        elif isinstance(route, routing.Answer | routing.LoseGlare):
+            if call.peer_key != key:
+                return [Drop("wrong_key")]
+            return self._recorded(key, header, solicited, Post(call_id, message))
+        if isinstance(route, routing.Answer | routing.LoseGlare):
             assert isinstance(message, m.Offer)
+            if contact is None:  # a first contact that rings: pin its key now
+                try:
+                    self.contacts.check(peer, key, source=KeySource.OFFER)
+                except KeyChangedError:  # another process pinned another key meanwhile
+                    return self._key_changed(peer, key, call_id, call, message)
             replaces = route.abandon if isinstance(route, routing.LoseGlare) else None
-            actions.append(StartCall(call_id, peer, key, message, replaces))
-        elif isinstance(route, routing.AnswerBusy):
-            actions.append(SendBusy(call_id, peer, key))
-        else:
-            reason = route.reason if isinstance(route, routing.Reject) else type(route).__name__
-            log.debug("dropped a call message: %s", reason)
-            actions.append(Drop(reason.replace(" ", "_")))
-        return actions
+            start = StartCall(call_id, peer, key, message, replaces)
+            return self._recorded(key, header, solicited, start)
+        if isinstance(route, routing.AnswerBusy):
+            return self._recorded(key, header, solicited, SendBusy(call_id, peer, key))
+        reason = route.reason if isinstance(route, routing.Reject) else type(route).__name__
+        log.debug("dropped a call message: %s", reason)
+        return [Drop(reason.replace(" ", "_"))]
+
+    def _receive_call_keyed(
+        self, calls: list[CallView], from_user: str, body: bytes
+    ) -> list[Action]:
+        """An envelope sealed with a call's own key: only that call's peer can have sealed it."""
+        kid = key_id_of(body)
+        call = next(
+            (c for c in calls if c.open_key is not None and call_key_id(c.open_key) == kid), None
+        )
+        if call is None or call.open_key is None or call.peer != from_user:
+            return [Drop("bad_envelope")]
+        try:
+            header, payload = open_call(call.open_key, body)
+            if header.call_id != call.call_id:
+                raise BadEnvelope("bad envelope")
+            self.replay.check(call.peer_key, header, record=False)
+        except BadEnvelope:
+            log.debug("dropped a call envelope that failed to open or was not fresh")
+            return [Drop("bad_envelope")]
+        try:
+            message: m.Message = m.decode(payload)
+        except BadCallMessage:
+            return self._recorded(
+                call.peer_key,
+                header,
+                True,
+                Drop("bad_message"),
+                Post(call.call_id, ev.BadMessage()),
+            )
+        if isinstance(message, m.Offer):
+            return [Drop("offer_in_a_call")]
+        return self._recorded(call.peer_key, header, True, Post(call.call_id, message, True))
+
+    def _recorded(
+        self, key: bytes, header: EnvelopeHeader, solicited: bool, *actions: Action
+    ) -> list[Action]:
+        """Record the envelope in the replay memory, then the actions (journal first)."""
+        try:
+            new_call = self.replay.check(key, header, solicited=solicited)
+        except BadEnvelope:  # it passed above; only a clock step in between can refuse it
+            return [Drop("bad_envelope")]
+        entry = self.replay.entry(key, header.call_id) if new_call else None
+        return [*([SaveJournal(entry)] if entry is not None else []), *actions]
 
     def _key_changed(
         self,
         peer: str,
+        key: bytes,
         call_id: bytes,
         call: CallView | None,
         message: m.Message | None,
-        exc: KeyChangedError,
     ) -> list[Action]:
         drop = Drop("key_changed")
         # A call with this peer keeps going: its peer key was pinned when it started and its
         # keys are bound to it, so this envelope is not from that peer. Dropping it (and
         # warning) keeps whoever holds another key, the server say, from ending the call.
         in_call_with_peer = call is not None and call.peer == peer
-        if not in_call_with_peer:
+        if in_call_with_peer:
+            contact = self.contacts.get(peer)
+            old = contact.fingerprint.human if contact is not None else "?"
+            new = fingerprint_of(key).human
+            exc = KeyChangedError(peer, old, new, source="a message in a call")
+        else:
             if not isinstance(message, m.Offer) or call_id in self._refused:
                 return [drop]
+            try:  # records the other key as pending, with where it came from
+                self.contacts.check(peer, key, source=KeySource.OFFER)
+            except KeyChangedError as changed:
+                exc = changed
+            else:  # cannot happen: the key differed from the pinned one
+                return [drop]
             self._refused[call_id] = routing.CallInfo(call_id, peer, Role.CALLEE, State.FAILED)
-            for old in list(self._refused)[: max(0, len(self._refused) - MAX_REFUSED_OFFERS)]:
-                del self._refused[old]  # bounded: anyone can send offers under fresh keys
+            for old_id in list(self._refused)[: max(0, len(self._refused) - MAX_REFUSED_OFFERS)]:
+                del self._refused[old_id]  # bounded: anyone can send offers under fresh keys
         warning = KeyChangedWarning(peer, exc.old_fingerprint, exc.new_fingerprint, str(exc))
         what = "dropped its message in a call" if in_call_with_peer else "refused its call"
         log.warning("the identity key of %s changed: %s", peer, what)

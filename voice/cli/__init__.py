@@ -38,7 +38,22 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--server",
         default=default,
         metavar="URL",
-        help="signaling server (env VOICE_SERVER; default ws://127.0.0.1:8765)",
+        help="signaling server, wss://HOST:PORT (env VOICE_SERVER; default ws://127.0.0.1:8765; "
+        "plain ws:// only to loopback unless --insecure)",
+    )
+    parser.add_argument(
+        "--ca",
+        default=default,
+        metavar="FILE",
+        help="PEM file of the CAs that verify the server's certificate, instead of the system "
+        "CAs (env VOICE_CA)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="allow plain ws:// to a server that is not loopback: no TLS, and a login that a "
+        "server on the path can relay",
     )
     parser.add_argument(
         "--user",
@@ -76,11 +91,6 @@ def _add_audio(parser: argparse.ArgumentParser) -> None:
         help="give up if nobody answers (call; default 60) or no call comes (listen; default: "
         "wait forever)",
     )
-    call.add_argument(
-        "--verified",
-        action="store_true",
-        help="mark the contact verified without asking (you compared the SAS)",
-    )
     call.add_argument("--no-prompt", action="store_true", help="do not ask to confirm the SAS")
 
 
@@ -107,7 +117,39 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    add("id", "create your identity on first use, and show its fingerprint")
+    ident = add("id", "create your identity on first use, and show its fingerprint")
+    what = ident.add_mutually_exclusive_group()
+    what.add_argument(
+        "--export",
+        metavar="FILE",
+        type=Path,
+        help="write an encrypted backup of your identity to a new FILE (passphrase: asked, "
+        "or env VOICE_BACKUP_PASSPHRASE)",
+    )
+    what.add_argument(
+        "--import",
+        dest="import_from",
+        metavar="FILE",
+        type=Path,
+        help="restore your identity from a backup (passphrase: asked, or env "
+        "VOICE_BACKUP_PASSPHRASE)",
+    )
+    what.add_argument(
+        "--remove-passphrase",
+        action="store_true",
+        help="store the key file without a passphrase again",
+    )
+    ident.add_argument(
+        "--force",
+        action="store_true",
+        help="with --import: replace another identity that is here (lost unless backed up)",
+    )
+    ident.add_argument(
+        "--set-passphrase",
+        action="store_true",
+        help="protect the key file with a new passphrase (asked, or env VOICE_NEW_PASSPHRASE); "
+        "every use then asks for it (or env VOICE_PASSPHRASE)",
+    )
     listen = add("listen", "log in and wait for a call; accept it at a prompt or automatically")
     listen.add_argument("--auto-answer", action="store_true", help="accept the call at once")
     _add_audio(listen)
@@ -137,7 +179,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
 
     command: str = args.command
     if command == "id":
-        return local.cmd_id(settings)
+        from voice.cli.identity import IdOptions, cmd_id
+
+        return cmd_id(settings, IdOptions.from_args(args))
     if command == "contacts":
         return local.cmd_contacts(settings)
     if command == "trust":
@@ -149,8 +193,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
 
         return asyncio.run(run_demo(out=settings.out, keep=args.keep, seconds=args.seconds))
     from voice.cli import calls  # loads aiortc: only for calls
+    from voice.cli.options import CallOptions
 
-    options = calls.CallOptions.from_args(args)
+    options = CallOptions.from_args(args)
     if command == "listen":
         return asyncio.run(calls.listen(settings, options))
     return asyncio.run(calls.call(settings, args.peer, options))
@@ -162,19 +207,26 @@ def main(
     """Run ``voice`` with ``argv``; return the exit code (see ``voice --help``)."""
     args = build_parser().parse_args(argv)
     _configure_logging(args.verbose)
-    settings = resolve_settings(
-        config_dir=args.config_dir, server=args.server, user=args.user, out=out, err=err
-    )
+    err = err or sys.stderr
     try:
+        settings = resolve_settings(  # may read the config dir (the remembered username)
+            config_dir=args.config_dir,
+            server=args.server,
+            user=args.user,
+            ca=args.ca,
+            insecure=args.insecure,
+            out=out,
+            err=err,
+        )
         return int(_run(args, settings))
     except KeyboardInterrupt:
-        print("voice: interrupted", file=settings.err)
+        print("voice: interrupted", file=err)
         return int(ExitCode.OK)
     except Exception as exc:
         code = for_exception(exc)
         if code is None:
             raise
-        print(f"voice: {exc}", file=settings.err)
+        print(f"voice: {exc}", file=err)
         return int(code)
 
 

@@ -7,19 +7,18 @@ the end reason, which becomes the exit code (:mod:`voice.exitcodes`). Ctrl-C han
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from voice.call.events import EndReason, FailReason, Role
-from voice.cli.audio import AudioChoice, AudioPlan
+from voice.cli.audio import AudioPlan
 from voice.cli.context import Settings, check_username
+from voice.cli.options import CallOptions
 from voice.cli.ui import Interrupt, LineReader, ask_yes_no, sas_lines, say
 from voice.crypto.identity import Fingerprint
-from voice.errors import CallEnded, KeyChangedError, RecipientOffline, UnknownUser, UsageError
+from voice.errors import CallEnded, KeyChangedError, RecipientOffline, UnknownUser
 from voice.exitcodes import ExitCode, for_reason
 from voice.phone import Call, KeyChangedWarning, Phone, PhoneConfig
 
@@ -46,39 +45,6 @@ _END_TEXT: dict[EndReason | FailReason, str] = {
     FailReason.REMOTE_ERROR: "{peer} reported an error",
     FailReason.SIGNALING_LOST: "lost the connection to the signaling server during call setup",
 }
-
-
-@dataclass(frozen=True)
-class CallOptions:
-    audio: AudioChoice
-    auto_answer: bool = False
-    duration: float | None = None
-    timeout: float | None = None
-    verified: bool = False
-    prompt: bool = True
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> CallOptions:
-        for name in ("duration", "timeout"):
-            value = getattr(args, name)
-            if value is not None and value <= 0:
-                raise UsageError(f"--{name} must be a positive number of seconds")
-        return cls(
-            audio=AudioChoice(
-                input=args.input,
-                output=args.output,
-                play=args.play,
-                tone=args.tone,
-                silence=args.silence,
-                record=args.record,
-                mute_output=args.no_output,
-            ),
-            auto_answer=getattr(args, "auto_answer", False),
-            duration=args.duration,
-            timeout=args.timeout,
-            verified=args.verified,
-            prompt=not args.no_prompt,
-        )
 
 
 async def _race(main: Awaitable[T], *stoppers: asyncio.Event) -> T | None:
@@ -118,7 +84,7 @@ class Session:
         user = self.settings.require_user()
         identity = self.settings.identity()
         pins = self.settings.server_pins()
-        expected_server = pins.get(self.settings.server)
+        pin = pins.get(self.settings.server)  # the server id pinned for this address, if any
         plan = await AudioPlan.prepare(self.options.audio)
         config_args: dict[str, Any] = {}
         if self.options.timeout is not None:
@@ -129,7 +95,10 @@ class Session:
             identity=identity,
             contacts=self.contacts,
             replay_journal=self.settings.replay_journal_path,
-            expected_server=expected_server,
+            expected_server=pin.name if pin is not None and pin.server_id is None else None,
+            expected_server_id=pin.server_id if pin is not None else None,
+            ca_file=self.settings.ca_file,
+            insecure=self.settings.insecure,
             **config_args,
         )
         try:
@@ -139,7 +108,7 @@ class Session:
             raise
         self.phone = phone
         try:
-            pins.pin(self.settings.server, phone.server_name)
+            pins.pin(self.settings.server, phone.server_name, phone.server_id)
             self.settings.remember_user(user)
         except OSError as exc:  # a read-only or full config directory: say so, keep the call
             self.say(f"WARNING: could not save to {self.settings.config_dir}: {exc}")
@@ -223,10 +192,8 @@ class Session:
         self.say("Ctrl-C hangs up.")
 
     async def _confirm_sas(self, call: Call) -> None:
-        if self.options.verified:
-            call.mark_verified()
-            self.say(f"{call.peer} marked verified.")
-            return
+        """Verification follows a shown SAS, always: only the user's answer to this question,
+        asked after the SAS is on screen, marks the contact verified."""
         if not self.options.prompt:
             return
         if await ask_yes_no(self.out, f"Does {call.peer} read the same words?", self.lines):
@@ -247,21 +214,27 @@ class Session:
             self.explain_key_change(call.peer, None, None)
         return code
 
-    def explain_key_change(self, peer: str, old: str | None, new: str | None) -> None:
-        """Both fingerprints and the exact command that accepts the new key (on stderr)."""
+    def explain_key_change(
+        self, peer: str, old: str | None, new: str | None, source: str | None = None
+    ) -> None:
+        """Both fingerprints, where the other one came from, and what to check before the
+        ``voice trust`` command (on stderr)."""
         contact = self.settings.contacts().get(peer)
         if contact is not None:
             old = old or contact.fingerprint.human
             if contact.pending_fingerprint is not None:
                 new = new or contact.pending_fingerprint.human
+            if source is None and contact.pending_source is not None:
+                source = contact.pending_source.description
+        source = source or "the server"
         err = self.settings.err
-        say(err, f"voice: the identity key of {peer} CHANGED.")
-        say(err, f"  pinned: {old or '?'}")
-        say(err, f"  now:    {new or '?'}")
+        say(err, f"voice: another identity key was presented for {peer}.")
+        say(err, f"  pinned: {old or '?'} (still works: calls under it go through)")
+        say(err, f"  other:  {new or '?'} (from {source}; only the server vouches for it)")
         say(err, "This is what a man-in-the-middle looks like (or a reinstall).")
         if new:
-            say(err, f"Check the new fingerprint with {peer} in person; if it matches, run:")
-            say(err, f"  voice trust {peer} {Fingerprint.parse(new).machine}")
+            say(err, f"Only if {peer} confirms this other fingerprint in person or over another")
+            say(err, f"channel: voice trust {peer} {Fingerprint.parse(new).machine}")
 
 
 async def call(settings: Settings, peer: str, options: CallOptions) -> ExitCode:
@@ -275,7 +248,9 @@ async def call(settings: Settings, peer: str, options: CallOptions) -> ExitCode:
             try:
                 placed = await phone.call(peer)
             except KeyChangedError as exc:
-                session.explain_key_change(peer, exc.old_fingerprint, exc.new_fingerprint)
+                session.explain_key_change(
+                    peer, exc.old_fingerprint, exc.new_fingerprint, exc.source
+                )
                 return ExitCode.KEY_CHANGED
             except RecipientOffline:
                 say(settings.err, f"voice: {peer} is offline (registered, not connected now).")
@@ -301,17 +276,21 @@ async def listen(settings: Settings, options: CallOptions) -> ExitCode:
             session.say(f"Waiting for a call ({mode}; Ctrl-C stops).")
             try:
                 async with asyncio.timeout(options.timeout):
-                    first = await _race(_incoming_or_warning(phone), session.interrupt.event)
+                    while True:
+                        first = await _race(_incoming_or_warning(phone), session.interrupt.event)
+                        if not isinstance(first, KeyChangedWarning):
+                            break
+                        # A warning never ends listen: anyone can send one (audit finding 3).
+                        session.say(f"Refused a call from {first.user}: another identity key.")
+                        session.explain_key_change(
+                            first.user, first.old_fingerprint, first.new_fingerprint
+                        )
+                        session.say("Still waiting for a call.")
             except TimeoutError:
                 session.say("No call came.")
                 return ExitCode.NO_ANSWER
             if first is None:
                 return ExitCode.OK
-            if isinstance(first, KeyChangedWarning):
-                session.say(f"Refused a call from {first.user}: its identity key changed.")
-                session.explain_key_change(first.user, first.old_fingerprint,
-                                           first.new_fingerprint)  # fmt: skip
-                return ExitCode.KEY_CHANGED
             incoming = first
             session.say(f"Incoming call from {incoming.peer}.")
             if options.auto_answer:

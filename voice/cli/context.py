@@ -2,24 +2,33 @@
 
 The config directory (``--config-dir``, default ``$XDG_CONFIG_HOME/voice``) holds::
 
-    identity.key    the Ed25519 identity (0600; see voice.crypto.identity)
+    identity.key    the Ed25519 identity (0600, optionally under a passphrase; see
+                    voice.crypto.identity)
     contacts.json   pinned contacts (0600; see voice.crypto.contacts)
     user            the username last used to log in (so --user can be left out next time)
-    servers.json    each server's name, pinned on first login (see voice.cli.serverpins)
+    servers.json    each server's id, pinned on first login (see voice.cli.serverpins)
+    replay.json     recent calls, so a restart does not reopen the replay window
+
+The directory is created 0700. It and every file in it are read and written only through
+voice.crypto.privatefile: a directory that is not ours or that group or others can write to, and
+a file that is not ours, is readable by others or is a symlink, are refused (InsecureKeyFile,
+exit code 12) with the command that fixes it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from voice.cli.passphrase import Passphrases
 from voice.cli.serverpins import ServerPins
 from voice.crypto.contacts import ContactBook
-from voice.crypto.identity import Identity
+from voice.crypto.identity import Identity, read_secret_file, replace_private_file
 from voice.errors import UsageError
 
 DEFAULT_SERVER = "ws://127.0.0.1:8765"
@@ -45,6 +54,9 @@ class Settings:
     user: str | None
     out: TextIO = sys.stdout
     err: TextIO = sys.stderr
+    passphrases: Passphrases = field(default_factory=Passphrases)
+    ca_file: Path | None = None  # --ca / VOICE_CA: the CAs that verify wss:// (else the system's)
+    insecure: bool = False  # --insecure: allow plain ws:// to a host that is not loopback
 
     @property
     def identity_path(self) -> Path:
@@ -70,10 +82,13 @@ class Settings:
         return ServerPins(self.server_pins_path)
 
     def identity(self) -> Identity:
-        return Identity.load_or_create(self.identity_path)
+        """The identity, created on first use; a protected key asks for its passphrase."""
+        return Identity.load_or_create(
+            self.identity_path, passphrase=self.passphrases.unlock(self.identity_path)
+        )
 
     def contacts(self) -> ContactBook:
-        return ContactBook(self.contacts_path)
+        return ContactBook(self.contacts_path, server=self.server)  # contacts are per server
 
     def require_user(self) -> str:
         if self.user is None:
@@ -81,20 +96,18 @@ class Settings:
         return check_username(self.user)
 
     def remember_user(self, user: str) -> None:
-        """Keep the username for next time (not secret; plain 0600 text file)."""
+        """Keep the username for next time (not secret, but private: a 0600 file written under
+        a random temporary name with O_EXCL|O_NOFOLLOW, then renamed into place)."""
         if self.stored_user() == user:
             return
-        self.config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.user_path.with_name(f".user.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(user + "\n")
-        os.replace(tmp, self.user_path)
+        replace_private_file(self.user_path, (user + "\n").encode("ascii"))
 
     def stored_user(self) -> str | None:
+        """The remembered username, or None. A ``user`` file or config directory that others
+        could have written is refused (InsecureKeyFile), not silently used."""
         try:
-            text = self.user_path.read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError):
+            text = read_secret_file(self.user_path).decode("ascii").strip()
+        except (FileNotFoundError, UnicodeDecodeError):
             return None
         return text if _USERNAME.fullmatch(text) else None
 
@@ -104,6 +117,8 @@ def resolve_settings(
     config_dir: str | None,
     server: str | None,
     user: str | None,
+    ca: str | None = None,
+    insecure: bool = False,
     env: dict[str, str] | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
@@ -121,6 +136,9 @@ def resolve_settings(
         user=None,
         out=out or sys.stdout,
         err=err or sys.stderr,
+        passphrases=Passphrases(env),
+        ca_file=Path(ca_file).expanduser() if (ca_file := ca or env.get("VOICE_CA")) else None,
+        insecure=insecure,
     )
     chosen = user or env.get("VOICE_USER") or settings.stored_user()
-    return Settings(settings.config_dir, settings.server, chosen, settings.out, settings.err)
+    return dataclasses.replace(settings, user=chosen)

@@ -1,59 +1,49 @@
-"""The subcommands that need no server: ``id``, ``contacts``, ``trust``, ``devices``."""
+"""The subcommands that need no server: ``contacts``, ``trust``, ``devices``.
+
+``voice id`` lives in :mod:`voice.cli.identity`.
+"""
 
 from __future__ import annotations
 
 from voice.cli.context import Settings, check_username
-from voice.crypto.contacts import Contact, TrustState
+from voice.crypto.contacts import Contact, ContactBook, TrustState
 from voice.crypto.identity import Fingerprint
 from voice.errors import UsageError
 from voice.exitcodes import ExitCode
 
 
-def cmd_id(settings: Settings) -> ExitCode:
-    """Create the identity on first use, then show it (the same on every later run)."""
-    existed = settings.identity_path.exists()
-    identity = settings.identity()
-    out = settings.out
-    if not existed:
-        print(f"Created a new identity key: {settings.identity_path} (mode 0600)", file=out)
-    else:
-        print(f"Identity key: {settings.identity_path}", file=out)
-    if settings.user is not None:
-        print(f"User:         {settings.user}", file=out)
-    print(f"Fingerprint:  {identity.fingerprint.human}", file=out)
-    print(f"              {identity.fingerprint.machine}", file=out)
-    print(
-        "Give your contacts this fingerprint (in person or over a channel you trust); "
-        "they check it with `voice trust`.",
-        file=out,
-    )
-    return ExitCode.OK
-
-
 def _describe(contact: Contact) -> list[str]:
     lines = [f"{contact.user:<16} {contact.state.value:<10} {contact.fingerprint.human}"]
     if contact.state is TrustState.CHANGED and contact.pending_fingerprint is not None:
-        lines.append(f"{'':<16} {'new key':<10} {contact.pending_fingerprint.human}")
+        source = contact.pending_source.description if contact.pending_source else "the server"
+        lines.append(f"{'':<16} {'other key':<10} {contact.pending_fingerprint.human}")
         lines.append(
-            f"{'':<16} check the new fingerprint with {contact.user}, then run: "
-            f"voice trust {contact.user} {contact.pending_fingerprint.machine}"
+            f"{'':<16} from {source}: only the server vouches that it is {contact.user}'s. "
+            "The pinned key still works."
+        )
+        lines.append(
+            f"{'':<16} only if {contact.user} confirms this fingerprint in person or over "
+            f"another channel: voice trust {contact.user} {contact.pending_fingerprint.machine}"
         )
     return lines
 
 
 def cmd_contacts(settings: Settings) -> ExitCode:
-    """List pinned contacts: unverified (pinned on first use), verified, or changed."""
-    contacts = settings.contacts().all()
-    if not contacts:
+    """List pinned contacts of every server: unverified (pinned on first use), verified, or
+    changed (another key was presented)."""
+    servers = settings.contacts().by_server()
+    if not servers:
         print(
             "No contacts yet: a contact is pinned the first time you call each other.",
             file=(settings.out),
         )
         return ExitCode.OK
-    print(f"{'USER':<16} {'STATE':<10} FINGERPRINT", file=settings.out)
-    for contact in contacts:
-        for line in _describe(contact):
-            print(line, file=settings.out)
+    for server, contacts in servers.items():
+        print(f"On {server or 'no named server'}:", file=settings.out)
+        print(f"{'USER':<16} {'STATE':<10} FINGERPRINT", file=settings.out)
+        for contact in contacts:
+            for line in _describe(contact):
+                print(line, file=settings.out)
     return ExitCode.OK
 
 
@@ -67,7 +57,14 @@ def cmd_trust(settings: Settings, user: str, fingerprint: str) -> ExitCode:
         Fingerprint.parse(fingerprint)
     except ValueError as exc:
         raise UsageError(f"{fingerprint!r} is not a fingerprint: {exc}") from None
-    contact = settings.contacts().trust(user, fingerprint)
+    book = settings.contacts()
+    if book.get(user) is None:  # not on --server: the one server where user is a contact
+        servers = book.servers_with(user)
+        if len(servers) > 1:
+            raise UsageError(f"{user} is a contact on several servers: pass --server URL")
+        if servers:
+            book = ContactBook(book.path, server=servers[0])
+    contact = book.trust(user, fingerprint)
     print(f"{user} is now verified: {contact.fingerprint.human}", file=settings.out)
     return ExitCode.OK
 

@@ -12,6 +12,8 @@ from voice.crypto._bytes import hkdf_sha256, lp
 __all__ = [
     "LABEL_CM_CALLEE_TO_CALLER",
     "LABEL_CM_CALLER_TO_CALLEE",
+    "LABEL_ENVELOPE_CALLEE_TO_CALLER",
+    "LABEL_ENVELOPE_CALLER_TO_CALLEE",
     "LABEL_GCM_CALLEE_TO_CALLER",
     "LABEL_GCM_CALLER_TO_CALLEE",
     "LABEL_RETAINED",
@@ -25,6 +27,8 @@ LABEL_GCM_CALLER_TO_CALLEE = b"srtp AEAD_AES_256_GCM caller to callee"
 LABEL_GCM_CALLEE_TO_CALLER = b"srtp AEAD_AES_256_GCM callee to caller"
 LABEL_CM_CALLER_TO_CALLEE = b"srtp AES128_CM_SHA1_80 caller to callee"
 LABEL_CM_CALLEE_TO_CALLER = b"srtp AES128_CM_SHA1_80 callee to caller"
+LABEL_ENVELOPE_CALLER_TO_CALLEE = b"envelope caller to callee"
+LABEL_ENVELOPE_CALLEE_TO_CALLER = b"envelope callee to caller"
 LABEL_RETAINED = b"retained secret"
 LABEL_SAS = b"sas"
 

@@ -65,6 +65,8 @@ class CallKeys:
     transcript_hash: bytes = field(repr=False)  # the SAS follows from it: do not log
     continuity: ContinuityResult
     next_retained: bytes = field(repr=False)  # keep after a verified call: store_retained()
+    envelope_tx: bytes = field(repr=False)  # 32-byte secretbox key for our call envelopes
+    envelope_rx: bytes = field(repr=False)  # ... and for the peer's (voice.crypto.callenvelope)
 
     @property
     def continuity_warning(self) -> str | None:
@@ -79,7 +81,15 @@ class CallKeys:
 
     def erase(self) -> None:
         """Zero the key material in place (best effort; every reference then reads zeros)."""
-        for name in ("srtp_gcm_tx", "srtp_gcm_rx", "srtp_cm_tx", "srtp_cm_rx", "next_retained"):
+        for name in (
+            "srtp_gcm_tx",
+            "srtp_gcm_rx",
+            "srtp_cm_tx",
+            "srtp_cm_rx",
+            "next_retained",
+            "envelope_tx",
+            "envelope_rx",
+        ):
             wipe(getattr(self, name))
 
 
@@ -188,6 +198,8 @@ def _derive_keys(
         cm_ab = kdf.derive(ikm, kdf.LABEL_CM_CALLER_TO_CALLEE, th, CM_KEY_SALT_BYTES)
         cm_ba = kdf.derive(ikm, kdf.LABEL_CM_CALLEE_TO_CALLER, th, CM_KEY_SALT_BYTES)
         retained = kdf.derive(ikm, kdf.LABEL_RETAINED, th, 32)
+        env_ab = kdf.derive(ikm, kdf.LABEL_ENVELOPE_CALLER_TO_CALLEE, th, 32)
+        env_ba = kdf.derive(ikm, kdf.LABEL_ENVELOPE_CALLEE_TO_CALLER, th, 32)
     finally:
         wipe(ikm)
     return CallKeys(
@@ -199,6 +211,8 @@ def _derive_keys(
         transcript_hash=th,
         continuity=continuity,
         next_retained=retained,
+        envelope_tx=env_ab if is_caller else env_ba,
+        envelope_rx=env_ba if is_caller else env_ab,
     )
 
 

@@ -3,60 +3,129 @@
 A ``ReplayGuard`` refuses an envelope it has seen; after a restart it has seen nothing, and for
 ``max_age`` (60 s) a replayed offer would pass the age check and ring the phone (it could never
 connect: the replayer lacks the caller's ephemeral key). The journal keeps (sender key, call id,
-expiry) of recent calls in a small JSON file, 0600, rewritten atomically when a new call id is
-seen (a few times per call, never per media packet). A missing, unreadable or malformed journal
-is treated as empty: it only narrows a window that the age check already bounds.
+expiry, pool) of recent calls, one line each, appended as the calls are seen::
+
+    <base64 sender key> <base64 call id> <expires, seconds since the epoch> <s | u>\\n
+
+Appends are incremental (a line per new call, ``O_APPEND``, fsync'ed), and the phone makes them
+off its event loop. When the file holds many more lines than calls still remembered it is
+compacted: rewritten atomically (a new 0600 file renamed over it) under an exclusive lock, so a
+second process appending at the same time (``voice listen`` and ``voice call``) loses nothing
+but lines of calls that expired. The file must be ours and 0600 (checked on the open
+descriptor, never through a symlink): another user's journal is refused with InsecureKeyFile. A
+malformed line is skipped: the journal only narrows a window that the age check already bounds.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
-import json
+import fcntl
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from voice.crypto.identity import write_new_file
+from voice.crypto.privatefile import (
+    check_secret_file_mode,
+    ensure_private_dir,
+    read_secret_file,
+    replace_private_file,
+)
+from voice.crypto.replay import Entry
+
+__all__ = ["ReplayJournal"]
 
 log = logging.getLogger(__name__)
-
-Entry = tuple[bytes, bytes, float]
-
-
-def load_journal(path: Path) -> list[Entry]:
-    """The entries in ``path`` (expired ones included; the guard skips them)."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return [
-            (
-                base64.b64decode(sender, validate=True),
-                base64.b64decode(call, validate=True),
-                float(t),
-            )
-            for sender, call, t in raw["calls"]
-        ]
-    except FileNotFoundError:
-        return []
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("ignoring an unreadable replay journal %s: %s", path, type(exc).__name__)
-        return []
+COMPACT_SLACK = 1024  # lines beyond twice the live entries before the file is rewritten
 
 
-def save_journal(path: Path, entries: list[Entry]) -> None:
-    """Write ``entries`` to ``path`` atomically with mode 0600 (a fresh O_EXCL temporary file,
-    fsync'ed, then renamed: never through a file or symlink already there)."""
-    data = {
-        "calls": [
-            [base64.b64encode(sender).decode(), base64.b64encode(call).decode(), expires]
-            for sender, call, expires in entries
-        ]
-    }
-    text = json.dumps(data, separators=(",", ":")).encode("utf-8")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        write_new_file(tmp, text)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+def _line(entry: Entry) -> bytes:
+    sender, call_id, expires, solicited = entry
+    return b"%s %s %.3f %s\n" % (
+        base64.b64encode(sender),
+        base64.b64encode(call_id),
+        expires,
+        b"s" if solicited else b"u",
+    )
+
+
+def _parse(line: bytes) -> Entry:
+    sender, call_id, expires, pool = line.split()
+    if pool not in (b"s", b"u"):
+        raise ValueError("bad pool")
+    return (
+        base64.b64decode(sender, validate=True),
+        base64.b64decode(call_id, validate=True),
+        float(expires),
+        pool == b"s",
+    )
+
+
+class ReplayJournal:
+    """One journal file. Not thread-safe: the phone uses it from one writer at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.lines = 0  # lines in the file, as far as we know (for compaction)
+
+    def load(self) -> list[Entry]:
+        """The entries in the file (expired ones included; the guard skips them)."""
+        try:
+            raw = read_secret_file(self.path)
+        except FileNotFoundError:
+            return []
+        entries: list[Entry] = []
+        bad = 0
+        for line in raw.splitlines():
+            try:
+                entries.append(_parse(line))
+            except (ValueError, binascii.Error):
+                bad += 1
+        if bad:
+            log.warning("skipped %d malformed lines of the replay journal %s", bad, self.path)
+        self.lines = len(entries) + bad
+        return entries
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Add these calls at the end of the file, and sync it."""
+        if not entries:
+            return
+        ensure_private_dir(self.path.parent)  # 0700, ours: else InsecureKeyFile
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        with self._locked(fcntl.LOCK_SH):  # appenders share; a compaction waits for them
+            fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
+            try:
+                check_secret_file_mode(self.path, os.fstat(fd))
+                view = memoryview(b"".join(_line(e) for e in entries))
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.lines += len(entries)
+
+    def needs_compaction(self, live: int) -> bool:
+        return self.lines > 2 * live + COMPACT_SLACK
+
+    def compact(self, live: Sequence[Entry], now: float) -> None:
+        """Rewrite the file with ``live`` plus whatever another process appended meanwhile,
+        dropping what expired before ``now``."""
+        with self._locked(fcntl.LOCK_EX):
+            keep = {(e[0], e[1]): e for e in self.load() if e[2] >= now}
+            keep.update({(e[0], e[1]): e for e in live if e[2] >= now})
+            replace_private_file(self.path, b"".join(_line(e) for e in keep.values()))
+            self.lines = len(keep)
+
+    @contextlib.contextmanager
+    def _locked(self, mode: int) -> Iterator[None]:
+        ensure_private_dir(self.path.parent)  # 0700, ours: else InsecureKeyFile
+        lock = self.path.with_name(self.path.name + ".lock")
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(lock, flags, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)

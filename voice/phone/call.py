@@ -12,7 +12,7 @@ are erased; the sender still flushes the last message.
 
 Never logged: keys, SAS, descriptions, audio, message contents.
 
-About 400 lines, on purpose: the user's view of a call (accept, hangup, wait_connected, sas)
+About 440 lines, on purpose: the user's view of a call (accept, hangup, wait_connected, sas)
 and the one task that drives it share every field; split in two, each half would reach into
 the other's state.
 """
@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from voice.call import events as ev
 from voice.call import messages as m
 from voice.call.events import Outcome, Role, State
+from voice.call.inbound import CallView, refuses_identity_sealed
 from voice.call.machine import SENT_BY, CallMachine
 from voice.call.outbound import CallSealer
 from voice.crypto.sas import Sas
@@ -123,8 +124,10 @@ class Call:
         self._sas: Sas | None = None
         self._inbox: asyncio.Queue[tuple[Input, asyncio.Future[ev.Step | None] | None]]
         self._inbox = asyncio.Queue()
+        self._sealer = CallSealer(cfg.identity, peer_key, call_id, cfg.hooks.clock)
+        self.peer_used_call_key = False  # set by the phone when the peer's first one arrives
         self._outbox = CallOutbox(
-            CallSealer(cfg.identity, peer_key, call_id, cfg.hooks.clock),
+            self._sealer,
             lambda body: phone.send_envelope(peer, body),
             self.post,
             name=self.short_id,
@@ -313,11 +316,31 @@ class Call:
             first = first or step
             if not step.ok:
                 continue
+            self._rekey()
             for effect in step.effects:
                 follow = await self._do(effect)
                 if follow is not None:
                     pending.append(follow)
         return first
+
+    def _rekey(self) -> None:
+        """Seal with the call's own key as soon as the agreement says the peer has it."""
+        if not self._sealer.call_keyed:
+            key = self._media.agreement.sealing_key(connected=self.state is State.CONNECTED)
+            if key is not None:
+                self._sealer.use_call_key(key)
+
+    def view(self) -> CallView:
+        """What the phone's inbound decision needs to know of this call."""
+        return CallView(
+            self.call_id,
+            self.peer,
+            self.peer_key,
+            self.role,
+            self.state,
+            self._media.agreement.opening_key(),
+            refuses_identity_sealed(self.state, self.peer_used_call_key),
+        )
 
     def _step(self, item: Input) -> ev.Step:
         now = asyncio.get_running_loop().time()
@@ -378,6 +401,7 @@ class Call:
         self._sas = keys.sas
         self._connected.set()
         log.info("call %s: connected", self.short_id)
+        self._cfg.contacts.note_connected(self.peer, self.peer_key)
         self._media.keep_continuity_if_earned()
 
     async def _connect_ice(self, remote: dict[str, Any]) -> None:

@@ -41,7 +41,7 @@ class TestHooks:
 
 @dataclass(frozen=True)
 class PhoneConfig:
-    server_url: str  # ws://127.0.0.1:PORT
+    server_url: str  # wss://HOST:PORT (ws:// only to loopback, unless insecure)
     user: str
     identity: Identity
     contacts: ContactBook
@@ -55,6 +55,9 @@ class PhoneConfig:
     media_timeout: float = 10.0  # connected, but nothing from the peer this long: peer vanished
     request_timeout: float = 10.0  # every request to the signaling server
     expected_server: str | None = None  # refuse a server that names itself differently
+    expected_server_id: str | None = None  # refuse another deployment's challenge (server id)
+    ca_file: Path | None = None  # PEM CAs that verify wss:// (None: the system CAs)
+    insecure: bool = False  # allow plain ws:// to a host that is not loopback
     opus: OpusSettings = field(default_factory=OpusSettings)
     sas_bits: int = DEFAULT_SAS_BITS  # 20..64: fewer would let a MITM grind a matching SAS
     replay_journal: Path | None = None  # replay memory kept across restarts (CLI: config dir)

@@ -1,7 +1,8 @@
-"""A call's outgoing messages: sealed in order by one task and handed to the signaling server.
+"""A call's outgoing messages: sealed in order and handed to the signaling server by one task.
 
-The call's machine never waits for the network: :meth:`CallOutbox.put` queues a message and
-returns. The sender task seals each one (:class:`~voice.call.outbound.CallSealer`) and sends it;
+The call's machine never waits for the network: :meth:`CallOutbox.put` seals a message at once
+(:class:`~voice.call.outbound.CallSealer`: so the call's keys may be erased right after the
+last one) and queues it; the sender task sends each one in order;
 a failure becomes an event for the machine (``on_failure``). :meth:`CallOutbox.close` lets the
 last message (hangup, cancel, error) go out, then stops the task.
 """
@@ -35,7 +36,7 @@ class CallOutbox:
         self._send = send
         self._on_failure = on_failure
         self._name = name
-        self._queue: asyncio.Queue[tuple[m.Message, asyncio.Future[None]] | None]
+        self._queue: asyncio.Queue[tuple[bytes, asyncio.Future[None]] | None]
         self._queue = asyncio.Queue()
         self._queued = 0
         self.first_send: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -50,7 +51,7 @@ class CallOutbox:
         if fut.done() or self._queued > 0:
             fut = asyncio.get_running_loop().create_future()
         self._queued += 1
-        self._queue.put_nowait((message, fut))
+        self._queue.put_nowait((self._sealer.seal(message), fut))
 
     def close(self) -> None:
         """Send what is queued, then stop."""
@@ -61,9 +62,9 @@ class CallOutbox:
             item = await self._queue.get()
             if item is None:
                 return
-            message, fut = item
+            body, fut = item
             try:
-                await self._send(self._sealer.seal(message))
+                await self._send(body)
             except (VoiceError, TimeoutError, OSError) as exc:
                 log.info("call %s: sending failed (%s)", self._name, type(exc).__name__)
                 if not fut.done():

@@ -28,7 +28,6 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 from voice.audio.base import AudioSink, AudioSource
@@ -40,7 +39,6 @@ from voice.call.events import Role
 from voice.call.inbound import CallView, Inbound, KeyChangedWarning
 from voice.call.outbound import CallSealer
 from voice.crypto.replay import ReplayGuard
-from voice.crypto.replay_journal import load_journal, save_journal
 from voice.errors import (
     AlreadyInCall,
     BadPublicKey,
@@ -54,6 +52,7 @@ from voice.media.session import MediaSession
 from voice.net.client import Delivery, SignalingClient
 from voice.phone.call import Call
 from voice.phone.config import PhoneConfig
+from voice.phone.journal import JournalWriter
 from voice.phone.media import CLOSE_TIMEOUT, open_session
 from voice.phone.turn import relay_for
 
@@ -73,12 +72,15 @@ class Phone:
         self.config = config
         self.auto_answer = False  # accept every incoming call at once (demo, benchmarks)
         self.dropped: Counter[str] = Counter()  # deliveries dropped, by reason
+        self.deliveries = 0  # deliveries handled (dropped, delivered, rang or answered busy)
         self.warnings: list[KeyChangedWarning] = []
         self._client = client
         self._audio = audio
         replay = ReplayGuard(clock=config.hooks.clock)
+        self._journal: JournalWriter | None = None
         if config.replay_journal is not None:
-            replay.refuse(load_journal(config.replay_journal))
+            self._journal = JournalWriter(config.replay_journal, replay, config.hooks.clock)
+            self._journal.restore()
         self._inbound = Inbound(config.identity, config.contacts, replay)
         self._calls: dict[bytes, Call] = {}
         self._incoming: asyncio.Queue[Call | None] = asyncio.Queue()
@@ -100,6 +102,9 @@ class Phone:
             config.identity.public_key,
             config.identity.sign,
             expected_server=config.expected_server,
+            expected_server_id=config.expected_server_id,
+            ca_file=config.ca_file,
+            insecure=config.insecure,
             open_timeout=config.request_timeout,
         )
         phone = cls(config, client, audio)
@@ -114,6 +119,11 @@ class Phone:
     def server_name(self) -> str:
         """The name the signaling server gave in its login challenge (what we signed)."""
         return self._client.server
+
+    @property
+    def server_id(self) -> str:
+        """The signaling server's deployment id from its login challenge (what we signed)."""
+        return self._client.server_id
 
     @property
     def calls(self) -> list[Call]:
@@ -210,6 +220,8 @@ class Phone:
         for call in live:
             call.post(ev.UserHangup())
         await _bounded(asyncio.gather(*(c.aclose() for c in self._calls.values())))
+        if self._journal is not None:
+            await _bounded(self._journal.flush())
         for task in list(self._background):
             task.cancel()
         with contextlib.suppress(Exception):
@@ -256,7 +268,7 @@ class Phone:
             raise PhoneClosed("the phone is closed") from self._lost
 
     def _views(self) -> list[CallView]:
-        return [CallView(c.call_id, c.peer, c.peer_key, c.role, c.state) for c in self.calls]
+        return [c.view() for c in self.calls]
 
     async def _dial_decision(self, user: str) -> Call | None:
         infos = [routing.CallInfo(c.call_id, c.peer, c.role, c.state) for c in self.calls]
@@ -292,6 +304,7 @@ class Phone:
                 self._incoming.put_nowait(None)
 
     def _on_delivery(self, delivery: Delivery) -> None:
+        self.deliveries += 1
         actions = self._inbound.receive(self._views(), delivery.from_user, delivery.body)
         for action in actions:
             self._carry_out(action)
@@ -300,7 +313,9 @@ class Phone:
         if isinstance(action, ib.Drop):
             self.count(action.reason)
         elif isinstance(action, ib.Post):
-            self._calls[action.call_id].post(action.event)
+            call = self._calls[action.call_id]
+            call.peer_used_call_key = call.peer_used_call_key or action.call_keyed
+            call.post(action.event)
         elif isinstance(action, ib.StartCall):
             self._start_incoming(action)
         elif isinstance(action, ib.SendBusy):
@@ -311,8 +326,8 @@ class Phone:
             if self._warning_queue.full():
                 self._warning_queue.get_nowait()  # nobody is reading: keep the newest
             self._warning_queue.put_nowait(action.warning)
-        elif isinstance(action, ib.SaveJournal) and self.config.replay_journal is not None:
-            self._save_replay_journal(self.config.replay_journal)
+        elif isinstance(action, ib.SaveJournal) and self._journal is not None:
+            self._journal.add(action.entry)
 
     def _start_incoming(self, action: ib.StartCall) -> None:
         ours = self._calls[action.replaces] if action.replaces is not None else None
@@ -331,12 +346,6 @@ class Phone:
         self._calls[action.call_id] = new
         new.start(action.offer)
         log.info("call %s: offer received", new.short_id)
-
-    def _save_replay_journal(self, path: Path) -> None:
-        try:
-            save_journal(path, self._inbound.replay.remembered())
-        except OSError as exc:  # the call goes on; only a restart would reopen the window
-            log.warning("could not write the replay journal: %s", type(exc).__name__)
 
     async def _send_busy(self, action: ib.SendBusy) -> None:
         sealer = CallSealer(

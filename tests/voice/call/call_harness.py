@@ -89,6 +89,7 @@ class FakePhone:
         self.tamper_reveal = False  # reveal another eph_a than the one committed to
         self.bad_eph_b = False  # answer with a low-order key
         self._peer_keys: dict[bytes, bytes] = {}
+        self.peer_used_call_key: set[bytes] = set()
         self._agreements: dict[bytes, CallAgreement] = {}
         self._sealers: dict[tuple[str, bytes], CallSealer] = {}
 
@@ -139,13 +140,23 @@ class FakePhone:
     # -- the shell's half --
     def on_envelope(self, sender: str, body: bytes) -> None:
         views = [
-            ib.CallView(cid, c.peer, self._peer_keys[cid], c.role, c.state)
+            ib.CallView(
+                cid,
+                c.peer,
+                self._peer_keys[cid],
+                c.role,
+                c.state,
+                self._agreements[cid].opening_key(),
+                ib.refuses_identity_sealed(c.state, cid in self.peer_used_call_key),
+            )
             for cid, c in self.calls.items()
         ]
         for action in self.inbound.receive(views, sender, body):
             if isinstance(action, ib.Drop):
                 self.rejected.append(action.reason)
             elif isinstance(action, ib.Post):
+                if action.call_keyed:
+                    self.peer_used_call_key.add(action.call_id)
                 machine = self.calls[action.call_id]
                 if type(action.event) in SENT_BY:
                     step = machine.receive(self.wire.now, action.call_id, action.event)  # type: ignore[arg-type]
@@ -165,6 +176,12 @@ class FakePhone:
                 self.warnings.append(action.warning)
 
     def step(self, machine: CallMachine, step: ev.Step) -> None:
+        if step.ok:  # as the shell does: seal with the call's key once the peer has it
+            connected = machine.state is ev.State.CONNECTED
+            key = self._agreements[machine.call_id].sealing_key(connected=connected)
+            sealer = self.sealer(machine.peer, machine.call_id)
+            if key is not None and not sealer.call_keyed:
+                sealer.use_call_key(key)
         for effect in step.effects:
             self.log.append((machine.call_id, effect))
             self.carry_out(machine, effect)

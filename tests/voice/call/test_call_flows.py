@@ -11,6 +11,7 @@ from voice.call import events as ev
 from voice.call.events import EndReason, FailReason, State
 from voice.call.machine import CallMachine
 from voice.call.messages import Hangup, encode
+from voice.call.outbound import CallSealer
 
 Pair = tuple[Wire, FakePhone, FakePhone]
 
@@ -288,11 +289,49 @@ def test_replayed_offer_of_an_ended_call_does_not_ring_again(pair: Pair) -> None
 
 def test_message_for_unknown_call_or_from_the_wrong_peer_is_rejected(pair: Pair) -> None:
     wire, _alice, bob = pair
-    carol = wire.add("carol")
+    carol, _dave = wire.add("carol"), wire.add("dave")
+    bob.contacts.check("carol", carol.identity.public_key)  # someone bob knows
     a, b = ringing(pair)
     wire.send("carol", "bob", a.call_id, encode(Hangup()))
+    wire.send("dave", "bob", a.call_id, encode(Hangup()))  # a stranger: only offers get in
     wire.send("alice", "bob", b"\x00" * 16, encode(Hangup()))
     wire.run()
-    assert bob.rejected == ["call_belongs_to_another_peer", "unknown_call_id"]
+    assert bob.rejected == ["call_belongs_to_another_peer", "unsolicited", "unknown_call_id"]
+    assert bob.contacts.get("dave") is None  # and left no trace
     assert b.state is State.RINGING_IN
     assert carol.calls == {}
+
+
+def test_after_connect_every_message_is_sealed_with_the_calls_own_key(pair: Pair) -> None:
+    """Audit finding 10: a later thief of an identity key reads at most the set-up messages."""
+    wire, alice, bob = pair
+    a = alice.dial("bob")
+    bodies: list[tuple[str, bytes]] = []
+    while wire.queue:
+        sender, _, body = wire.queue[0]
+        bodies.append((sender, body))
+        wire.deliver_one()
+    b = bob.calls[a.call_id]
+    bob.do(b, ev.UserAccept())
+    accept = wire.queue[0][2]
+    wire.run()
+    alice.do(a, ev.UserHangup())
+    hangup = wire.queue[0][2]
+    wire.run()
+    assert [body[0] for _, body in bodies] == [1, 1, 1]  # offer, ringing, reveal: identities
+    assert accept[0] == 2 and hangup[0] == 2  # the call's own keys
+    assert (b.state, b.reason) == (State.ENDED, EndReason.HANGUP_REMOTE)
+
+
+def test_an_identity_sealed_message_in_a_connected_call_is_refused(pair: Pair) -> None:
+    """What a thief of alice's identity key could forge: refused once the call connected."""
+    wire, alice, bob = pair
+    a, b = connected(pair)
+    sealer = alice.sealer("bob", a.call_id)
+    forged = CallSealer(alice.identity, bob.identity.public_key, a.call_id, wire.clock)
+    for _ in range(10):  # past the seqs alice used
+        forged.seal(Hangup())
+    wire.queue.append(("alice", "bob", forged.seal(Hangup())))
+    wire.run()
+    assert b.state is State.CONNECTED and bob.rejected[-1] == "identity_sealed"
+    assert sealer.call_keyed

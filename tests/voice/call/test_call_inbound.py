@@ -11,7 +11,7 @@ from voice.call import inbound as ib
 from voice.call import messages as m
 from voice.call.events import BadMessage, Role, State
 from voice.call.outbound import CallSealer
-from voice.crypto.contacts import ContactBook
+from voice.crypto.contacts import ContactBook, KeySource
 from voice.crypto.identity import Identity
 from voice.crypto.replay import ReplayGuard
 
@@ -46,9 +46,13 @@ def sealer(sender: Identity, bob: Bob, call_id: bytes) -> CallSealer:
 def test_an_offer_from_a_new_contact_pins_its_key_starts_a_call_and_is_journaled(bob: Bob) -> None:
     alice, cid = Identity.generate(), os.urandom(16)
     actions = bob.receive("alice", sealer(alice, bob, cid).seal(OFFER))
-    assert actions == [ib.SaveJournal(), ib.StartCall(cid, "alice", alice.public_key, OFFER)]
+    journal, start = actions
+    assert isinstance(journal, ib.SaveJournal) and journal.entry[:2] == (alice.public_key, cid)
+    assert journal.entry[3] is False  # a stranger: the unsolicited pool
+    assert start == ib.StartCall(cid, "alice", alice.public_key, OFFER)
     contact = bob.contacts.get("alice")
     assert contact is not None and contact.public_key == alice.public_key
+    assert contact.introduced is KeySource.OFFER and not contact.solicited
 
 
 def test_a_replayed_or_stale_envelope_is_dropped(bob: Bob) -> None:

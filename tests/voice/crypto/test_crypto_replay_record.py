@@ -24,7 +24,7 @@ def test_check_says_when_a_call_is_new_even_as_an_old_one_expires() -> None:
     now[0] += 120.0  # the first call expires as the second one starts: the size stays 1
     assert guard.check(SENDER, header(b"\x03" * 16, 0, now[0])) is True
     assert len(guard) == 1
-    assert [call for _, call, _ in guard.remembered()] == [b"\x03" * 16]
+    assert [entry[1] for entry in guard.remembered()] == [b"\x03" * 16]
 
 
 def test_check_without_recording_remembers_nothing() -> None:

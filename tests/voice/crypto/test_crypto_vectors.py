@@ -128,6 +128,8 @@ def test_agreement_vectors_independently(index: int) -> None:
         "caller_to_callee_cm": (b"srtp AES128_CM_SHA1_80 caller to callee", 30),
         "callee_to_caller_cm": (b"srtp AES128_CM_SHA1_80 callee to caller", 30),
         "next_retained": (b"retained secret", 32),
+        "caller_to_callee_envelope": (b"envelope caller to callee", 32),
+        "callee_to_caller_envelope": (b"envelope callee to caller", 32),
     }
     for key, (label, n) in labels.items():
         assert hkdf(ikm, salt, lp(label) + lp(th), n).hex() == o[key], key

@@ -1,0 +1,42 @@
+"""What ``voice call`` and ``voice listen`` were asked to do, checked once from the arguments."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from voice.cli.audio import AudioChoice
+from voice.errors import UsageError
+
+__all__ = ["CallOptions"]
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    audio: AudioChoice
+    auto_answer: bool = False
+    duration: float | None = None
+    timeout: float | None = None
+    prompt: bool = True
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> CallOptions:
+        for name in ("duration", "timeout"):
+            value = getattr(args, name)
+            if value is not None and value <= 0:
+                raise UsageError(f"--{name} must be a positive number of seconds")
+        return cls(
+            audio=AudioChoice(
+                input=args.input,
+                output=args.output,
+                play=args.play,
+                tone=args.tone,
+                silence=args.silence,
+                record=args.record,
+                mute_output=args.no_output,
+            ),
+            auto_answer=getattr(args, "auto_answer", False),
+            duration=args.duration,
+            timeout=args.timeout,
+            prompt=not args.no_prompt,
+        )
