@@ -15,7 +15,14 @@ import pytest
 
 from tests.adversarial.malicious_server import Behaviour, running_server
 from tests.adversarial.mitm import MitmBehaviour
-from tests.adversarial.phones import Person, connect_call, nothing_rings, phone, two_phones
+from tests.adversarial.phones import (
+    Person,
+    audio_flows,
+    connect_call,
+    nothing_rings,
+    phone,
+    two_phones,
+)
 from voice.call import messages as m
 from voice.call.events import State
 from voice.crypto.contacts import TrustState
@@ -96,4 +103,12 @@ async def test_honest_behaviour_is_the_control(tmp_path: Path) -> None:
         pa, pb = ph
         a, b = await connect_call(pa, pb, "bob")
         assert a.sas is not None and a.sas == b.sas
+        # The audio flows: each phone keeps authenticating the other's packets, and not one
+        # packet fails authentication (the MITM call above has none and many).
+        assert await audio_flows(a) and await audio_flows(b)
+        for call in (a, b):
+            stats = call.media_stats()
+            assert stats is not None and stats.rtp_packets_received > 0
+            assert stats.auth_failures == 0
         await a.hangup()
+        await b.wait_ended(timeout=10)

@@ -20,7 +20,7 @@ from tests.adversarial.phones import Person, kind_of, nothing_rings, phone, two_
 from voice.call import messages as m
 from voice.call.inbound import MAX_REFUSED_OFFERS
 from voice.crypto.envelope import EnvelopeHeader, seal
-from voice.crypto.identity import Identity
+from voice.crypto.identity import Identity, fingerprint_of
 from voice.crypto.replay import ReplayGuard
 from voice.phone import Phone
 from voice.phone.phone import MAX_WARNINGS
@@ -56,8 +56,9 @@ async def test_a_call_that_arrives_as_the_last_one_expires_is_journaled(tmp_path
             assert restarted.dropped["bad_envelope"] == 1
 
 
-async def _flood(server: MaliciousServer, victim: Person, p: Phone, count: int) -> None:
-    """``count`` offers from mallory's account, each sealed with a fresh identity key.
+async def _flood(server: MaliciousServer, victim: Person, p: Phone, count: int) -> list[bytes]:
+    """``count`` offers from mallory's account, each sealed with a fresh identity key; returns
+    those keys, in the order sent.
 
     Sent in batches the phone handles before the next one: the signaling client buffers at most
     MAX_BUFFERED_DELIVERIES unread deliveries and drops the rest, which under load would make
@@ -65,16 +66,18 @@ async def _flood(server: MaliciousServer, victim: Person, p: Phone, count: int) 
     """
     before = sum(p.dropped.values())
     now = int(time.time() * 1000)
-    sent = 0
-    while sent < count:
-        for _ in range(min(BATCH, count - sent)):
+    keys: list[bytes] = []
+    while len(keys) < count:
+        for _ in range(min(BATCH, count - len(keys))):
             header = EnvelopeHeader(os.urandom(16), 0, now)
             offer = m.encode(m.Offer(os.urandom(32), {"any": "thing"}))
-            body = seal(Identity.generate(), victim.identity.public_key, header, offer)
+            sender = Identity.generate()
+            body = seal(sender, victim.identity.public_key, header, offer)
             await server.deliver(victim.name, "mallory", body)
-            sent += 1
-        await _handled(p, before + sent - 1)  # the first one pins mallory's key and rings
+            keys.append(sender.public_key)
+        await _handled(p, before + len(keys) - 1)  # the first one pins mallory's key and rings
     assert p._client.dropped_deliveries == 0
+    return keys
 
 
 async def _handled(p: Phone, total: int) -> None:
@@ -109,10 +112,15 @@ async def test_refused_callers_do_not_pile_up_warnings_and_call_ids(tmp_path: Pa
     bob = Person.make("bob", tmp_path)
     count = MAX_REFUSED_OFFERS + 40
     async with running_server() as server, phone(bob, server.url) as pb:
-        await _flood(server, bob, pb, count)
+        keys = await _flood(server, bob, pb, count)
         assert pb.dropped["key_changed"] == count - 1
-        assert len(pb.warnings) <= MAX_WARNINGS
-        assert pb._warning_queue.qsize() <= MAX_WARNINGS
         assert pb._inbound.refused_offers <= MAX_REFUSED_OFFERS
-        newest = await pb.next_warning(timeout=1)  # still delivered, oldest dropped first
-        assert newest.user == "mallory"
+        # The first offer pinned mallory's key; each later one was refused with a warning naming
+        # its key. The newest MAX_WARNINGS are kept, in order: the oldest were dropped first.
+        newest = [fingerprint_of(key).human for key in keys[1:]][-MAX_WARNINGS:]
+        assert count - 1 > MAX_WARNINGS and len(set(newest)) == MAX_WARNINGS
+        assert [w.new_fingerprint for w in pb.warnings] == newest
+        assert pb._warning_queue.qsize() == MAX_WARNINGS
+        queued = [await pb.next_warning(timeout=1) for _ in range(MAX_WARNINGS)]
+        assert [w.new_fingerprint for w in queued] == newest  # still delivered, oldest first
+        assert all(w.user == "mallory" for w in queued)

@@ -4,13 +4,15 @@ Two honest parties run the real call messages (voice.call.messages) inside real 
 (voice.crypto.envelope) with the real committed key agreement, exactly the sequence the call
 controller runs (offer, ringing, reveal). Between them sits :class:`tests.adversarial.mitm.Mitm`:
 it substituted its own identity for both users (first contact), opens and re-seals every
-envelope, runs its own agreement with each side, and before answering the caller it tries many
-candidate answers, keeping one predicted to give the caller the SAS the callee will show.
+envelope, and runs its own agreement with each side. It knows only what it relays. When the
+caller's reveal arrives it knows the caller's SAS, and it grinds its own reveal to the callee
+(:mod:`tests.support.grinding`): new ephemeral keys, new continuity fields, each checked with the
+protocol's commitment function, trying to give the callee the same SAS.
 
 With an 8-bit test SAS the two SASes must match no more often than 2^-8: we run many calls and
 require the number of matches to stay under the binomial bound (false alarm below 1e-6). The
-same attacker given the caller's key before the reveal (the protocol without a commitment) wins
-far more often, so the measurement does detect a broken commitment.
+control, in the same test, breaks ``commitment_of`` on purpose (it returns the key in clear, the
+audit's mutation of the production code): the same attacker then wins nearly every call.
 """
 
 from __future__ import annotations
@@ -19,17 +21,21 @@ import math
 import os
 from dataclasses import dataclass
 
+import pytest
+
 from tests.adversarial.mitm import Mitm
+from tests.support.grinding import BROKEN_COMMITMENTS, PROBES, WAYS, GrindStats
 from voice.call import messages as m
+from voice.crypto import keyagreement
 from voice.crypto.envelope import EnvelopeHeader, open_envelope, seal
 from voice.crypto.identity import Identity
 from voice.crypto.keyagreement import CalleeKeyAgreement, CallerKeyAgreement
 
 BITS = 8
 TRIALS = 1_000
-GRIND = 8
-ORACLE_TRIALS = 100
-ORACLE_GRIND = 64
+GRIND = 4_096  # changed reveals per call: (255/256)^4096 < 1e-7 to miss where they are accepted
+CONTROL_TRIALS = 100
+OTHER_CONTROL_TRIALS = 40
 FALSE_ALARM = 1e-6
 
 
@@ -78,8 +84,7 @@ class Outcome:
     callee_sas: int
     attacker_caller_sas: int
     attacker_callee_sas: int
-    predicted_match: bool
-    candidates_tried: int
+    grinding: GrindStats
 
 
 class Parties:
@@ -108,7 +113,6 @@ class Parties:
             peer_name="bob",
             sas_bits=BITS,
         )
-        mitm.oracle = (lambda _: (caller.eph_a, caller.continuity_a)) if mitm.oracle else None
         offer = self.envelope(
             self.alice, bob_as_looked_up, call_id, m.Offer(caller.commitment, alice_desc)
         )
@@ -155,13 +159,13 @@ class Parties:
         )
         leg = mitm.legs[call_id]
         assert leg.keys_with_caller is not None and leg.keys_with_callee is not None
+        assert leg.grinding is not None
         return Outcome(
             caller_sas=caller.keys().sas.value,
             callee_sas=bob_keys.sas.value,
             attacker_caller_sas=leg.keys_with_caller.sas.value,
             attacker_callee_sas=leg.keys_with_callee.sas.value,
-            predicted_match=leg.predicted_match,
-            candidates_tried=leg.candidates_tried,
+            grinding=leg.grinding,
         )
 
     @staticmethod
@@ -171,13 +175,15 @@ class Parties:
         return out
 
 
-def run(trials: int, grind: int, *, oracle: bool) -> tuple[int, list[Outcome]]:
+def run(trials: int) -> tuple[int, list[Outcome]]:
     parties = Parties()
-    mitm = Mitm(real_keys={}, sas_bits=BITS, grind=grind)
-    outcomes = []
-    for _ in range(trials):
-        mitm.oracle = (lambda _: None) if oracle else None  # one_call wires the real one in
-        outcomes.append(parties.one_call(mitm))
+    mitm = Mitm(real_keys={}, sas_bits=BITS, grind=GRIND)
+    outcomes = [parties.one_call(mitm) for _ in range(trials)]
+    # The attacker really is in the middle of every call: each user's SAS is its leg's SAS ...
+    assert all(o.caller_sas == o.attacker_caller_sas for o in outcomes)
+    assert all(o.callee_sas == o.attacker_callee_sas for o in outcomes)
+    # ... and it knows every input of the callee's SAS: it predicts each match exactly.
+    assert all(o.grinding.predicted_match == (o.caller_sas == o.callee_sas) for o in outcomes)
     matches = sum(o.caller_sas == o.callee_sas for o in outcomes)
     return matches, outcomes
 
@@ -189,31 +195,46 @@ def test_binomial_bound_is_sane() -> None:
     assert TRIALS * 2.0**-BITS < bound < 5 * TRIALS * 2.0**-BITS
 
 
-def test_grinding_mitm_matches_no_more_than_two_to_minus_bits() -> None:
-    """1,000 calls through a grinding MITM (8 candidates each): matches within the bound."""
-    matches, outcomes = run(TRIALS, GRIND, oracle=False)
-    # The attacker really is in the middle of every call: each user's SAS is its leg's SAS.
-    assert all(o.caller_sas == o.attacker_caller_sas for o in outcomes)
-    assert all(o.callee_sas == o.attacker_callee_sas for o in outcomes)
-    # It did grind: it tried candidates in every call until one was predicted to match.
-    tried = sum(o.candidates_tried for o in outcomes)
-    predicted = sum(o.predicted_match for o in outcomes)
-    assert tried > TRIALS * GRIND // 2 and predicted > 0
+def test_grinding_mitm_matches_no_more_than_two_to_minus_bits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """1,000 calls through a grinding MITM: matches within the bound; with the commitment
+    broken (the key in clear), the same attacker wins nearly every call."""
     bound = max_matches(TRIALS, 2.0**-BITS)
+    with monkeypatch.context() as broken:
+        broken.setattr(keyagreement, "commitment_of", BROKEN_COMMITMENTS["discloses_the_key"])
+        wins, control = run(CONTROL_TRIALS)
+    spent = sum(o.grinding.changed_tried for o in control) / CONTROL_TRIALS
+    print(
+        f"control, commitment = the key in clear: {wins}/{CONTROL_TRIALS} SAS matches, "
+        f"{spent:.0f} changed reveals tried per call"
+    )
+    assert wins >= CONTROL_TRIALS - 1, "the attacker cannot win even without a commitment"
+    assert wins > max_matches(CONTROL_TRIALS, 2.0**-BITS)  # far beyond what the bound allows
+    assert all(o.grinding.changed_accepted > 0 for o in control if o.grinding.changed_tried)
+
+    matches, outcomes = run(TRIALS)
+    tried = sum(o.grinding.changed_tried for o in outcomes)
+    accepted = sum(o.grinding.changed_accepted for o in outcomes)
     print(
         f"grinding MITM: {matches}/{TRIALS} SAS matches (expected {TRIALS / 2**BITS:.1f}, "
-        f"bound {bound}); {tried} candidates tried, {predicted} predicted matches"
+        f"bound {bound}); {tried} changed reveals tried, {accepted} accepted"
     )
     assert matches <= bound, f"{matches} matches in {TRIALS} calls: more than 2^-{BITS} allows"
+    # It tried every way of changing its reveal, in every call it had not already won ...
+    gave_up = len(WAYS) * PROBES  # each way refused PROBES times
+    assert all(o.grinding.changed_tried in (0, gave_up) for o in outcomes)
+    assert sum(o.grinding.changed_tried == 0 for o in outcomes) == matches
+    # ... and the commitment refused every one: the callee got the committed reveal.
+    assert accepted == 0
 
 
-def test_without_the_commitment_grinding_would_win() -> None:
-    """Control: given eph_a before answering (no commitment), the same grinding wins often."""
-    matches, outcomes = run(ORACLE_TRIALS, ORACLE_GRIND, oracle=True)
-    assert all(o.caller_sas == o.attacker_caller_sas for o in outcomes)
-    # Every predicted match is a real match once the prediction uses the real key.
-    assert all(o.caller_sas == o.callee_sas for o in outcomes if o.predicted_match)
-    expected = 1 - (1 - 2.0**-BITS) ** ORACLE_GRIND  # ~22 % per call
-    print(f"no-commitment control: {matches}/{ORACLE_TRIALS} matches (~{expected:.0%} expected)")
-    # The bound used above would have flagged this attacker.
-    assert matches > max_matches(ORACLE_TRIALS, 2.0**-BITS)
+@pytest.mark.parametrize("broken", ["binds_nothing", "omits_the_key"])
+def test_other_broken_commitments_let_the_same_attacker_win(
+    monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    """More controls: a commitment any reveal opens, and one that leaves the key out."""
+    monkeypatch.setattr(keyagreement, "commitment_of", BROKEN_COMMITMENTS[broken])
+    wins, _ = run(OTHER_CONTROL_TRIALS)
+    print(f"control, commitment {broken}: {wins}/{OTHER_CONTROL_TRIALS} SAS matches")
+    assert wins >= OTHER_CONTROL_TRIALS - 1

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.grinding import GrindStats, Opening, discloses_the_key, grind_reveal
 from tests.voice.crypto.test_crypto_keyagreement import ALICE, BOB
-from voice.crypto._bytes import sha256
-from voice.crypto.keyagreement import CalleeKeyAgreement, CallerKeyAgreement, encode_transcript
+from voice.crypto import keyagreement
+from voice.crypto.keyagreement import CalleeKeyAgreement, CallerKeyAgreement
+from voice.crypto.keyschedule import Exchange
 from voice.crypto.sas import DEFAULT_SAS_BITS, MIN_SAFE_SAS_BITS, Sas
 from voice.crypto.wordlists import EMOJI, WORDS
 from voice.errors import CommitmentMismatch
@@ -79,105 +82,96 @@ def test_bits_are_validated() -> None:
 # ---- a grinding man-in-the-middle ---------------------------------------------------------------
 
 BITS = 8  # small on purpose so the match rate is measurable: 1/256
+TRIALS = 1500
+BUDGET = 4096  # changed reveals per call: (255/256)^4096 < 1e-7 to miss where they are accepted
+CONTROL_TRIALS = 40
 
 
-def _mitm_call(grind: int) -> bool:
+def _mitm_call() -> tuple[bool, GrindStats]:
     """Mallory sits between Alice (caller) and Bob (callee), pretending to each to be the other
-    (as if she had both identity keys). She finishes the Bob leg first, so Bob's SAS is known,
-    then tries ``grind`` candidate keys on the Alice leg. Returns whether the two SAS matched."""
+    (as if she had both identity keys). The messages go in their real order: Alice's offer,
+    Mallory's offer to Bob, Bob's answer, Mallory's answer to Alice, Alice's reveal. Mallory then
+    knows Alice's SAS and grinds her reveal to Bob (tests.support.grinding) before sending it.
+    Returns whether the two SAS matched, and what the grinding did."""
     call_id = os.urandom(16)
     desc_a, desc_b = b"alice sdp", b"bob sdp"
-    # Bob leg: Mallory is the caller.
-    m_caller = CallerKeyAgreement(
-        me=ALICE, peer=BOB, call_id=call_id, my_name="alice", peer_name="bob", sas_bits=BITS
-    )
-    bob = CalleeKeyAgreement(
-        me=BOB,
-        peer=ALICE,
-        call_id=call_id,
-        my_name="bob",
-        peer_name="alice",
-        commitment=m_caller.commitment,
-        sas_bits=BITS,
-    )
-    b_ans = bob.answer()
-    m_rev = m_caller.receive_answer(
-        eph_b=b_ans.eph_b,
-        continuity_b=b_ans.continuity_b,
-        caller_description=desc_a,
-        callee_description=desc_b,
-    )
-    bob_keys = bob.receive_reveal(
-        eph_a=m_rev.eph_a,
-        continuity_a=m_rev.continuity_a,
-        caller_description=desc_a,
-        callee_description=desc_b,
-    )
-    # Alice leg: Alice commits; Mallory must answer before she sees eph_a.
-    alice = CallerKeyAgreement(
-        me=ALICE, peer=BOB, call_id=call_id, my_name="alice", peer_name="bob", sas_bits=BITS
-    )
-    candidates = [
-        CalleeKeyAgreement(
+    descs = {"caller_description": desc_a, "callee_description": desc_b}
+
+    def caller(rng: Callable[[int], bytes] = os.urandom) -> CallerKeyAgreement:
+        return CallerKeyAgreement(
+            me=ALICE,
+            peer=BOB,
+            call_id=call_id,
+            my_name="alice",
+            peer_name="bob",
+            rng=rng,
+            sas_bits=BITS,
+        )
+
+    def callee(commitment: bytes) -> CalleeKeyAgreement:
+        return CalleeKeyAgreement(
             me=BOB,
             peer=ALICE,
             call_id=call_id,
             my_name="bob",
             peer_name="alice",
-            commitment=alice.commitment,
+            commitment=commitment,
             sas_bits=BITS,
         )
-        for _ in range(grind)
-    ]
-    # With only H(eph_a) she cannot evaluate any candidate's SAS, so the choice is blind.
-    chosen = candidates[0].answer()
-    alice.receive_answer(
-        eph_b=chosen.eph_b,
-        continuity_b=chosen.continuity_b,
-        caller_description=desc_a,
-        callee_description=desc_b,
+
+    alice = caller()
+    committed = Opening.fresh()  # Mallory's, towards Bob
+    m_caller = caller(committed.rng())
+    bob = callee(m_caller.commitment)
+    b_ans = bob.answer()
+    m_callee = callee(alice.commitment)
+    m_ans = m_callee.answer()
+    a_rev = alice.receive_answer(eph_b=m_ans.eph_b, continuity_b=m_ans.continuity_b, **descs)
+    with_alice = m_callee.receive_reveal(
+        eph_a=a_rev.eph_a, continuity_a=a_rev.continuity_a, **descs
     )
-    return alice.keys().sas == bob_keys.sas
+    bob_leg = Exchange(
+        call_id=call_id,
+        caller=ALICE,
+        callee=BOB,
+        caller_name="alice",
+        callee_name="bob",
+        eph_a=b"",  # the reveal being ground
+        eph_b=b_ans.eph_b,
+        continuity_a=b"",
+        continuity_b=b_ans.continuity_b,
+        **descs,
+    )
+    chosen, stats = grind_reveal(
+        bob_leg,
+        committed=committed,
+        commitment=m_caller.commitment,
+        target=with_alice.sas.value,
+        sas_bits=BITS,
+        budget=BUDGET,
+    )
+    bob_keys = bob.receive_reveal(eph_a=chosen.eph_a, continuity_a=chosen.continuity_a, **descs)
+    match = alice.keys().sas == bob_keys.sas
+    assert with_alice.sas == alice.keys().sas and stats.predicted_match == match
+    return match, stats
 
 
-def _mitm_without_commitment(grind: int) -> bool:
-    """The same attack against a protocol that sent eph_a in the clear before the answer: Mallory
-    computes Alice's SAS for each candidate and picks a matching one."""
-    call_id = os.urandom(16)
-    target = Sas.from_transcript_hash(os.urandom(32), BITS)  # Bob's leg, already fixed
-    eph_a, cont_a = os.urandom(32), os.urandom(64)
-    for _ in range(grind):
-        eph_m, cont_m = os.urandom(32), os.urandom(64)
-        th = encode_transcript(
-            call_id=call_id,
-            caller=ALICE,
-            callee=BOB,
-            caller_name="alice",
-            callee_name="bob",
-            eph_a=eph_a,
-            eph_b=eph_m,
-            continuity_a=cont_a,
-            continuity_b=cont_m,
-            caller_description=b"alice sdp",
-            callee_description=b"bob sdp",
-        )
-        if Sas.from_transcript_hash(sha256(th), BITS) == target:
-            return True
-    return False
-
-
-def test_grinding_mitm_match_rate_is_about_2_to_minus_bits() -> None:
-    trials = 1500
-    matches = sum(_mitm_call(grind=16) for _ in range(trials))
-    expected = trials / 2**BITS  # about 5.9
+def test_grinding_mitm_match_rate_is_about_2_to_minus_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Control: with the commitment broken (the key in clear), the same attacker wins.
+    with monkeypatch.context() as broken:
+        broken.setattr(keyagreement, "commitment_of", discloses_the_key)
+        wins = sum(_mitm_call()[0] for _ in range(CONTROL_TRIALS))
+    assert wins >= CONTROL_TRIALS - 1
+    results = [_mitm_call() for _ in range(TRIALS)]
+    matches = sum(match for match, _ in results)
+    expected = TRIALS / 2**BITS  # about 5.9
+    print(f"control (key in clear): {wins}/{CONTROL_TRIALS} wins; {matches}/{TRIALS} matches")
     # P(X >= 25) for Binomial(1500, 1/256) is below 1e-8: a real bias would show.
-    assert matches <= 25, f"{matches} matches in {trials} trials (expected ~{expected:.1f})"
-
-
-def test_without_commitment_the_same_attacker_wins() -> None:
-    """Control: the measurement above would catch a protocol without the commitment."""
-    wins = sum(_mitm_without_commitment(grind=2048) for _ in range(40))
-    assert wins >= 36  # 1 - (255/256)^2048 is about 0.9997
+    assert matches <= 25, f"{matches} matches in {TRIALS} trials (expected ~{expected:.1f})"
+    # Mallory tried to change her reveal in every call she had not won yet; Bob's check would
+    # have refused every change.
+    assert all(stats.changed_tried > 0 for match, stats in results if not match)
+    assert sum(stats.changed_accepted for _, stats in results) == 0
 
 
 def test_mallory_cannot_change_her_key_after_seeing_bobs() -> None:
