@@ -27,13 +27,11 @@ is read as the contacts of the first server that opens it.
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import fcntl
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -41,7 +39,7 @@ from typing import TypeVar
 from voice.crypto.contactstore import LEGACY, Books, KeySource, Record, decode_book, encode_book
 from voice.crypto.continuity import RetainedSecrets
 from voice.crypto.identity import Fingerprint, default_config_dir, fingerprint_of
-from voice.crypto.privatefile import ensure_private_dir, read_secret_file, replace_private_file
+from voice.crypto.privatefile import locked, read_secret_file, replace_private_file
 from voice.errors import InsecureKeyFile, KeyChangedError, UnknownContact, UnknownFingerprint
 
 __all__ = ["Contact", "ContactBook", "KeySource", "TrustState", "default_contacts_path"]
@@ -247,27 +245,12 @@ class ContactBook:
         return books.setdefault(self.server, {})
 
     def _change(self, apply: Callable[[dict[str, Record]], T]) -> T:
-        with self._locked():
+        with locked(self.path):
             self._seen = None  # re-read under the lock, whatever we saw before
             self._refresh()
             result = apply(self._scope(self._books))
             self._save()
         return result
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        ensure_private_dir(self.path.parent)  # 0700, ours: else InsecureKeyFile
-        lock = self.path.with_name(self.path.name + ".lock")
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(lock, flags, 0o600)
-        except OSError as exc:
-            raise InsecureKeyFile(f"cannot open the lock file {lock}: {exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
 
     def _refresh(self) -> None:
         try:

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from voice.errors import InsecureKeyFile
@@ -33,6 +35,7 @@ __all__ = [
     "check_secret_file_mode",
     "create_private_file",
     "ensure_private_dir",
+    "locked",
     "read_secret_file",
     "replace_private_file",
     "write_new_file",
@@ -177,3 +180,22 @@ def _sync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
+    """Hold an advisory lock on ``path`` (through ``PATH.lock``, 0600, never through a symlink)
+    while the block runs: exclusive, or shared among readers-appenders. Several processes (a
+    ``voice listen`` and a ``voice call``) coordinate their writes to one private file with it."""
+    ensure_private_dir(path.parent)
+    lock = path.with_name(path.name + ".lock")
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(lock, flags, 0o600)
+    except OSError as exc:
+        raise InsecureKeyFile(f"cannot open the lock file {lock}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

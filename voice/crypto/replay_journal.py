@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
-import fcntl
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from voice.crypto.privatefile import (
     check_secret_file_mode,
-    ensure_private_dir,
+    locked,
     read_secret_file,
     replace_private_file,
 )
@@ -92,9 +90,8 @@ class ReplayJournal:
         """Add these calls at the end of the file, and sync it."""
         if not entries:
             return
-        ensure_private_dir(self.path.parent)  # 0700, ours: else InsecureKeyFile
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-        with self._locked(fcntl.LOCK_SH):  # appenders share; a compaction waits for them
+        with locked(self.path, shared=True):  # appenders share; a compaction waits for them
             fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0), 0o600)
             try:
                 check_secret_file_mode(self.path, os.fstat(fd))
@@ -112,20 +109,8 @@ class ReplayJournal:
     def compact(self, live: Sequence[Entry], now: float) -> None:
         """Rewrite the file with ``live`` plus whatever another process appended meanwhile,
         dropping what expired before ``now``."""
-        with self._locked(fcntl.LOCK_EX):
+        with locked(self.path):
             keep = {(e[0], e[1]): e for e in self.load() if e[2] >= now}
             keep.update({(e[0], e[1]): e for e in live if e[2] >= now})
             replace_private_file(self.path, b"".join(_line(e) for e in keep.values()))
             self.lines = len(keep)
-
-    @contextlib.contextmanager
-    def _locked(self, mode: int) -> Iterator[None]:
-        ensure_private_dir(self.path.parent)  # 0700, ours: else InsecureKeyFile
-        lock = self.path.with_name(self.path.name + ".lock")
-        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(lock, flags, 0o600)
-        try:
-            fcntl.flock(fd, mode)
-            yield
-        finally:
-            os.close(fd)
