@@ -16,10 +16,10 @@ import pytest
 
 from tests.adversarial.malicious_server import running_server
 from tests.adversarial.phones import Person, audio_flows, connect_call, two_phones
+from voice.call import inbound as inbound_module
 from voice.call import messages as m
 from voice.call.events import State
 from voice.call.outbound import CallSealer
-from voice.phone import call as call_module
 
 
 async def _forge_hangup_in_a_connected_call(tmp_path: Path) -> tuple[State, bool]:
@@ -49,6 +49,6 @@ async def test_control_without_the_call_keys_the_forgery_ends_the_call(
 ) -> None:
     """The defence removed (identity-sealed envelopes accepted all call long): the forged
     hangup is obeyed, as it was before the fix."""
-    monkeypatch.setattr(call_module, "refuses_identity_sealed", lambda state, used: False)
+    monkeypatch.setattr(inbound_module, "identity_sealed_accepted", lambda *a, **k: True)
     state, _ = await _forge_hangup_in_a_connected_call(tmp_path)
     assert state is State.ENDED

@@ -15,7 +15,7 @@ Steps, in this order (each failure is a :class:`Drop` with a reason the phone co
    another key, the server say, cannot end the call). The pinned key keeps working even while
    another key is pending;
 3. check freshness in the replay memory, in the pool the sender deserves: *solicited*
-   contacts (dialed, verified, or a past call) apart from everyone else, who share a small
+   contacts (dialed or verified) apart from everyone else, who share a small
    pool that evicts its oldest entry, so strangers can never crowd out the people we know or a
    genuine first contact (``bad_envelope``);
 4. route it (:mod:`voice.call.routing`): to its call (:class:`Post`), as a new incoming call
@@ -31,6 +31,7 @@ The contact book, the replay guard and (through it) the clock are parameters, as
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -46,6 +47,7 @@ from voice.crypto.replay import Entry, ReplayGuard
 from voice.errors import BadCallMessage, BadEnvelope, KeyChangedError
 
 __all__ = [
+    "CROSSING_GRACE",
     "MAX_REFUSED_OFFERS",
     "Action",
     "CallView",
@@ -57,18 +59,38 @@ __all__ = [
     "SendBusy",
     "StartCall",
     "Warn",
-    "refuses_identity_sealed",
+    "identity_sealed_accepted",
 ]
 
 log = logging.getLogger("voice.call")
 MAX_REFUSED_OFFERS = 256  # offers refused for a changed key, remembered so a replay stays refused
+MAX_OFFERS_SEEN = 65_536  # call ids of offers answered in the last max_age (16 bytes each)
 
 
-def refuses_identity_sealed(state: State, peer_used_call_key: bool) -> bool:
-    """Whether the peer of a call must seal with the call's own key by now: once it did, and
-    once the call connected (the caller switches when the callee's accept arrives, the callee
-    as soon as it has keys). Identity-sealed envelopes for the call are then refused."""
-    return peer_used_call_key or state is State.CONNECTED
+CROSSING_GRACE = 5.0  # seconds after connecting during which a crossing cancel is taken
+
+
+def identity_sealed_accepted(
+    message: m.Message | None,
+    *,
+    state: State,
+    peer_used_call_key: bool,
+    connected_for: float | None,
+) -> bool:
+    """Whether a message of a live call may still come sealed with the peer's identity key.
+
+    Never an ``accept``: an honest callee sends it only once it has its keys, so it always seals
+    it with the call's key. Nothing once the peer used its call key. In a connected call, only a
+    ``cancel`` or ``error`` that crossed our ``accept`` (the caller switches to the call's key
+    when the accept arrives), for :data:`CROSSING_GRACE` seconds. Everything else is what a
+    thief of the identity key could forge, and is refused (audit finding 10).
+    """
+    if isinstance(message, m.Accept) or peer_used_call_key:
+        return False
+    if state is not State.CONNECTED:
+        return True
+    crossing = isinstance(message, m.Cancel | m.CallError)
+    return crossing and connected_for is not None and connected_for < CROSSING_GRACE
 
 
 @dataclass(frozen=True)
@@ -95,7 +117,8 @@ class CallView:
     role: Role
     state: State
     open_key: bytes | None = field(default=None, repr=False)  # the peer's call-envelope key
-    identity_sealed_refused: bool = False  # the peer must use the call's key now
+    peer_used_call_key: bool = False  # a call-keyed envelope of the peer was accepted
+    connected_for: float | None = None  # seconds since the call connected (None: not yet)
 
 
 @dataclass(frozen=True)
@@ -158,6 +181,9 @@ class Inbound:
         self.contacts = contacts
         self.replay = replay
         self._refused: dict[bytes, routing.CallInfo] = {}
+        # Every offer answered (rang or busy) in the last max_age: a larger, cheaper memory than
+        # the replay guard's unsolicited pool, which strangers can make evict an entry.
+        self._offers: OrderedDict[bytes, float] = OrderedDict()
 
     @property
     def refused_offers(self) -> int:
@@ -183,9 +209,18 @@ class Inbound:
         known = {c.call_id: c for c in calls}
         call = known.get(call_id)
         in_call = call is not None and call.peer == peer and call.peer_key == key
-        if in_call and call is not None and call.identity_sealed_refused:
-            # Past this point the peer seals with the call's key: an envelope under the
-            # identity key can only come from a thief of that key (audit finding 10).
+        if (
+            in_call
+            and call is not None
+            and not identity_sealed_accepted(
+                message,
+                state=call.state,
+                peer_used_call_key=call.peer_used_call_key,
+                connected_for=call.connected_for,
+            )
+        ):
+            # The peer seals this with the call's key by now: under the identity key it can
+            # only come from a thief of that key (audit finding 10).
             return [Drop("identity_sealed")]
         contact = self.contacts.get(peer)
         solicited = in_call or (
@@ -207,6 +242,8 @@ class Inbound:
         if contact is None and not isinstance(message, m.Offer):
             log.debug("dropped a call message from a stranger")
             return [Drop("unsolicited")]
+        if isinstance(message, m.Offer) and self._offer_seen(call_id):
+            return [Drop("offer_for_a_call_id_we_already_know")]
         infos = [*self._refused.values()]
         infos += [routing.CallInfo(c.call_id, c.peer, c.role, c.state) for c in known.values()]
         route = routing.route_message(infos, peer=peer, call_id=call_id, message=message)
@@ -226,9 +263,22 @@ class Inbound:
             return self._recorded(key, header, solicited, start)
         if isinstance(route, routing.AnswerBusy):
             return self._recorded(key, header, solicited, SendBusy(call_id, peer, key))
-        reason = route.reason if isinstance(route, routing.Reject) else type(route).__name__
+        reason = route.reason if isinstance(route, routing.Reject) else "refused call"
         log.debug("dropped a call message: %s", reason)
         return [Drop(reason.replace(" ", "_"))]
+
+    def _offer_seen(self, call_id: bytes) -> bool:
+        """Remember an offer's call id until no replay of it can pass the age check; True if it
+        was seen already. Bounded: the oldest goes first (it expires first too)."""
+        now = self.replay.now()
+        while self._offers and next(iter(self._offers.values())) < now:
+            self._offers.popitem(last=False)
+        if call_id in self._offers:
+            return True
+        self._offers[call_id] = now + 2 * self.replay.max_age  # age limit plus future skew
+        if len(self._offers) > MAX_OFFERS_SEEN:
+            self._offers.popitem(last=False)
+        return False
 
     def _receive_call_keyed(
         self, calls: list[CallView], from_user: str, body: bytes

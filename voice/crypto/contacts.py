@@ -72,12 +72,9 @@ class Contact:
 
     @property
     def solicited(self) -> bool:
-        """Verified, dialed by us, or a past connected call: not someone who only called us."""
-        return (
-            self.state is TrustState.VERIFIED
-            or self.introduced is not KeySource.OFFER
-            or self.connected_calls > 0
-        )
+        """Verified, dialed by us, or trusted by fingerprint: not someone who only ever called us
+        (a connected call does not count: an attacker's auto-answered call would buy it room)."""
+        return self.state is TrustState.VERIFIED or self.introduced is not KeySource.OFFER
 
 
 def _contact(user: str, rec: Record) -> Contact:

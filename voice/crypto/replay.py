@@ -8,16 +8,16 @@ first by this memory, later by the age check.
 
 Memory is bounded, in two pools, so that strangers can never crowd out the people we know:
 
-* **solicited** senders (contacts we dialed, verified, or had a call with): at most
+* **solicited** senders (contacts we dialed or verified, peers of live calls): at most
   ``max_calls`` entries in all and ``max_calls_per_sender`` per sender. When full, a *new* call
   is refused (never an old entry forgotten): failing closed means a replay can never get
   through, and the per-sender cap keeps one peer from locking out the others.
 * **unsolicited** senders (first contacts, and contacts that only ever called us): a small pool
   of their own (``max_unsolicited``, ``max_unsolicited_per_sender``). When it is full, the
   least recently used entry is evicted, so a genuine first contact always finds room however
-  many accounts an attacker makes. An evicted call can be replayed until its age runs out
-  (60 s): the phone's memory of ended call ids still refuses it, and a replayed offer can never
-  connect (the replayer lacks the caller's ephemeral key).
+  many accounts an attacker makes. An evicted call's offer is still refused by the inbound
+  decision's larger memory of answered offers (voice.call.inbound), and a replayed offer can
+  never connect (the replayer lacks the caller's ephemeral key).
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ class ReplayGuard:
         if max_age <= 0 or window < 1:
             raise ValueError("max_age and window must be positive")
         self._clock = clock
+        self.max_age = max_age
         self._max_age = max_age
         self._max_skew = max_age if max_skew is None else max_skew
         self._window = window
@@ -115,6 +116,10 @@ class ReplayGuard:
             True: _Pool(max_calls, max_calls_per_sender, evict=False),
             False: _Pool(max_unsolicited, max_unsolicited_per_sender, evict=True),
         }
+
+    def now(self) -> float:
+        """The guard's clock (seconds since the epoch)."""
+        return self._clock()
 
     def __len__(self) -> int:
         return sum(len(pool.calls) for pool in self._pools.values())

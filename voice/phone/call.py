@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from voice.call import events as ev
 from voice.call import messages as m
 from voice.call.events import Outcome, Role, State
-from voice.call.inbound import CallView, refuses_identity_sealed
+from voice.call.inbound import CallView
 from voice.call.machine import SENT_BY, CallMachine
 from voice.call.outbound import CallSealer
 from voice.crypto.sas import Sas
@@ -198,6 +198,11 @@ class Call:
         if self._sas is None:
             raise CallControlError("no SAS was shown on this call yet: there is nothing to verify")
         contacts = self._cfg.contacts
+        contact = contacts.get(self.peer)
+        if contact is None or contact.public_key != self.peer_key:
+            raise CallControlError(
+                f"{self.peer}'s pinned key is no longer the one this call used: nothing verified"
+            )
         contacts.mark_verified(self.peer)
         self.verified = True
         keys = self._media.keys
@@ -339,8 +344,15 @@ class Call:
             self.role,
             self.state,
             self._media.agreement.opening_key(),
-            refuses_identity_sealed(self.state, self.peer_used_call_key),
+            self.peer_used_call_key,
+            self._connected_for(),
         )
+
+    def _connected_for(self) -> float | None:
+        connected_at = self._timings.connected_at
+        if self.state is not State.CONNECTED or connected_at is None:
+            return None
+        return asyncio.get_running_loop().time() - connected_at
 
     def _step(self, item: Input) -> ev.Step:
         now = asyncio.get_running_loop().time()

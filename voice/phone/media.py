@@ -124,14 +124,16 @@ class CallMedia:
     async def release(self) -> None:
         """Close the media session and erase the keys in place; idempotent."""
         session, self.session = self.session, None
-        if session is not None:
-            self.first_audio_at = session.first_audio_at
-            self.final_stats = session.stats()
-            try:
-                await asyncio.wait_for(session.close(), CLOSE_TIMEOUT)
-            except Exception:
-                log.exception("closing media failed")
-        self.agreement.erase()
+        try:
+            if session is not None:
+                self.first_audio_at = session.first_audio_at
+                self.final_stats = session.stats()
+                try:
+                    await asyncio.wait_for(session.close(), CLOSE_TIMEOUT)
+                except Exception:
+                    log.exception("closing media failed")
+        finally:  # even when a slow close is cancelled
+            self.agreement.erase()
 
 
 async def open_session(

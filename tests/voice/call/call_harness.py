@@ -147,7 +147,8 @@ class FakePhone:
                 c.role,
                 c.state,
                 self._agreements[cid].opening_key(),
-                ib.refuses_identity_sealed(c.state, cid in self.peer_used_call_key),
+                cid in self.peer_used_call_key,
+                0.0 if c.state is ev.State.CONNECTED else None,  # the wire's time stands still
             )
             for cid, c in self.calls.items()
         ]

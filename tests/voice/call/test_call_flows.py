@@ -335,3 +335,15 @@ def test_an_identity_sealed_message_in_a_connected_call_is_refused(pair: Pair) -
     wire.run()
     assert b.state is State.CONNECTED and bob.rejected[-1] == "identity_sealed"
     assert sealer.call_keyed
+
+
+def test_a_cancel_crossing_the_accept_ends_the_callees_call(pair: Pair) -> None:
+    """bob accepts as alice gives up: her cancel (identity-sealed: she has no accept yet)
+    crosses his accept and still ends his call, as cancelled."""
+    wire, alice, bob = pair
+    a, b = ringing(pair)
+    bob.do(b, ev.UserAccept())  # accept in flight
+    alice.do(a, ev.UserHangup())  # cancel in flight
+    wire.run()
+    assert (a.state, a.reason) == (State.ENDED, EndReason.CANCELLED_LOCAL)
+    assert (b.state, b.reason) == (State.ENDED, EndReason.CANCELLED_REMOTE)

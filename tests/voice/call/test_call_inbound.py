@@ -81,7 +81,7 @@ def test_an_offer_under_a_changed_key_never_rings_and_warns_once(bob: Bob) -> No
 def test_in_a_live_call_another_key_under_the_peers_name_cannot_touch_the_call(bob: Bob) -> None:
     alice, cid = Identity.generate(), os.urandom(16)
     bob.contacts.check("alice", alice.public_key)
-    bob.calls = [ib.CallView(cid, "alice", alice.public_key, Role.CALLEE, State.CONNECTED)]
+    bob.calls = [ib.CallView(cid, "alice", alice.public_key, Role.CALLEE, State.RINGING_IN)]
     genuine = sealer(alice, bob, cid).seal(m.Hangup())
     assert bob.receive("alice", genuine)[-1] == ib.Post(cid, m.Hangup())  # control: the peer can
     forged = sealer(Identity.generate(), bob, cid).seal(m.Hangup())
@@ -117,3 +117,51 @@ def test_glare_the_smaller_call_id_is_replaced_by_the_peers_offer(bob: Bob) -> N
     bob.calls = [ib.CallView(ours, "alice", alice.public_key, Role.CALLER, State.DIALING)]
     actions = bob.receive("alice", sealer(alice, bob, theirs).seal(OFFER))
     assert actions[-1] == ib.StartCall(theirs, "alice", alice.public_key, OFFER, replaces=ours)
+
+
+def test_in_a_connected_call_only_a_crossing_cancel_may_come_identity_sealed(bob: Bob) -> None:
+    """Audit finding 10 and the race it must not break: the caller switches to the call's key
+    when the accept arrives, so its cancel may cross our accept identity-sealed."""
+    alice, cid = Identity.generate(), os.urandom(16)
+    bob.contacts.check("alice", alice.public_key)
+    view = ib.CallView(cid, "alice", alice.public_key, Role.CALLEE, State.CONNECTED)
+    alice_sealer = CallSealer(alice, bob.identity.public_key, cid, bob.clock)
+    bob.calls = [view]
+    assert bob.receive("alice", alice_sealer.seal(m.Hangup())) == [ib.Drop("identity_sealed")]
+    just_connected = ib.CallView(
+        cid, "alice", alice.public_key, Role.CALLEE, State.CONNECTED, connected_for=0.2
+    )
+    bob.calls = [just_connected]
+    assert bob.receive("alice", alice_sealer.seal(m.Cancel()))[-1] == ib.Post(cid, m.Cancel())
+    late = ib.CallView(
+        cid, "alice", alice.public_key, Role.CALLEE, State.CONNECTED, connected_for=6.0
+    )
+    bob.calls = [late]
+    assert bob.receive("alice", alice_sealer.seal(m.Cancel())) == [ib.Drop("identity_sealed")]
+
+
+def test_an_identity_sealed_accept_is_refused(bob: Bob) -> None:
+    """An honest callee seals its accept with the call's key: a thief of its identity key
+    cannot make the caller connect while the callee still rings."""
+    alice, cid = Identity.generate(), os.urandom(16)
+    bob.contacts.check("alice", alice.public_key)
+    bob.calls = [ib.CallView(cid, "alice", alice.public_key, Role.CALLER, State.RINGING_OUT)]
+    forged = sealer(alice, bob, cid).seal(m.Accept())
+    assert bob.receive("alice", forged) == [ib.Drop("identity_sealed")]
+
+
+def test_a_busy_answered_offer_stays_refused_after_strangers_evict_its_replay_entry(
+    bob: Bob,
+) -> None:
+    """The unsolicited pool evicts; the memory of answered offers does not forget so soon."""
+    alice, carol = Identity.generate(), Identity.generate()
+    live = os.urandom(16)
+    bob.contacts.check("carol", carol.public_key)
+    bob.calls = [ib.CallView(live, "carol", carol.public_key, Role.CALLEE, State.CONNECTED)]
+    offer = sealer(alice, bob, os.urandom(16)).seal(OFFER)
+    assert isinstance(bob.receive("alice", offer)[-1], ib.SendBusy)
+    for i in range(300):  # strangers' offers, all answered busy: the pool evicts alice's entry
+        bob.receive(f"x{i}", sealer(Identity.generate(), bob, os.urandom(16)).seal(OFFER))
+    assert len(bob.inbound.replay) <= 256
+    bob.calls = []  # carol's call ended: an offer would ring now
+    assert bob.receive("alice", offer) == [ib.Drop("offer_for_a_call_id_we_already_know")]

@@ -78,12 +78,14 @@ def test_a_call_under_the_pinned_key_or_a_verified_sas_drops_the_pending_key(
     assert book.mark_verified("bob").state is TrustState.VERIFIED
 
 
-def test_contacts_pinned_by_an_incoming_call_are_unsolicited_until_a_call_connects(
+def test_contacts_pinned_by_an_incoming_call_stay_unsolicited_until_verified(
     book: ContactBook,
 ) -> None:
     assert book.check("mallory", OTHER.public_key, source=KeySource.OFFER).solicited is False
     assert book.check("bob", OLD.public_key, source=KeySource.LOOKUP).solicited is True
-    book.note_connected("mallory", OTHER.public_key)
+    book.note_connected("mallory", OTHER.public_key)  # an auto-answered call buys no room
+    assert book.get("mallory").solicited is False  # type: ignore[union-attr]
+    book.mark_verified("mallory")
     assert book.get("mallory").solicited is True  # type: ignore[union-attr]
 
 
