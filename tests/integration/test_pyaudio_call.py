@@ -6,7 +6,8 @@
 
 Everything runs as separate processes, as a user would run it; PULSE_SINK / PULSE_SOURCE pick
 the null sink per process. The recording must match the speech sample. A null sink can stall
-for about 2 s when a stream starts, so the speech is played twice and recorded for long enough.
+for seconds when a stream starts or the machine is busy, so the speech is played PLAYS times,
+recorded for long enough, and the best play counts.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.timeout(120)
 
 MIN_CORRELATION = 0.5  # unrelated audio scores ~0.05; a clean run here scores ~0.96
 MIN_PESQ_WB = 2.0  # a clean run here scores ~4.2
+PLAYS = 3
 
 _PLAYER = """
 import sys, time, wave, pyaudio
@@ -57,21 +59,23 @@ with wave.open(sys.argv[1], "wb") as w:
 """
 
 
-def best_repetition(sent: Int16Array, heard: Int16Array) -> QualityReport:
-    """Score each of the two plays found in the recording; keep the better one.
+def best_repetition(sent: Int16Array, heard: Int16Array, plays: int) -> QualityReport:
+    """Score each of the plays found in the recording; keep the best one.
 
-    A real-time pipeline on a loaded 2-core machine can glitch once (a null-sink stall, a
+    A real-time pipeline on a loaded 2-core machine can glitch (a null-sink stall, a
     scheduling hiccup); the claim under test is that speech goes through, not that every
     second of it does.
     """
-    first = compare(sent, heard, max_lag_s=heard.size / SAMPLE_RATE)
-    if first.delay_ms is None:
-        return first
-    start = max(0, round(first.delay_ms * SAMPLE_RATE / 1000))
+    reports: list[QualityReport] = []
     rest = heard.copy()
-    rest[start : start + sent.size] = 0
-    second = compare(sent, rest, max_lag_s=heard.size / SAMPLE_RATE)
-    return max(first, second, key=lambda r: r.correlation)
+    for _ in range(plays):
+        found = compare(sent, rest, max_lag_s=rest.size / SAMPLE_RATE)
+        reports.append(found)
+        if found.delay_ms is None:
+            break
+        start = max(0, round(found.delay_ms * SAMPLE_RATE / 1000))
+        rest[start : start + sent.size] = 0  # look for the next play elsewhere
+    return max(reports, key=lambda r: r.correlation)
 
 
 def _pactl(*args: str) -> str:
@@ -112,7 +116,7 @@ async def test_call_from_a_pyaudio_microphone_to_a_pyaudio_speaker(
 ) -> None:
     speech = speech_sample()
     recording = tmp_path / "heard.wav"
-    talk = 2 * load_wav(speech, SAMPLE_RATE).size / SAMPLE_RATE + 5.0  # stalls, start-up
+    talk = PLAYS * load_wav(speech, SAMPLE_RATE).size / SAMPLE_RATE + 5.0  # stalls, start-up
     async with signaling_server() as url:
         bob = await start_voice(tmp_path / "bob", "listen", "--auto-answer", "--silence",
                                 "--output", "pulse", "--no-prompt", server=url, user="bob",
@@ -127,13 +131,13 @@ async def test_call_from_a_pyaudio_microphone_to_a_pyaudio_speaker(
                                   server=url, user="alice",
                                   env={"PULSE_SOURCE": "voice_mic.monitor"})  # fmt: skip
         await alice.wait_for("Connected")
-        player = await _helper(_PLAYER, str(speech), "2", env={"PULSE_SINK": "voice_mic"})
+        player = await _helper(_PLAYER, str(speech), str(PLAYS), env={"PULSE_SINK": "voice_mic"})
         assert await asyncio.wait_for(player.wait(), 30) == 0, await _errors(player)
         assert await alice.finish(30) == ExitCode.OK, alice.stdout + alice.stderr
         assert await bob.finish(30) == ExitCode.OK, bob.stdout + bob.stderr
         assert await asyncio.wait_for(recorder.wait(), 30) == 0, await _errors(recorder)
     sent = load_wav(speech, SAMPLE_RATE)
     heard = load_wav(recording, SAMPLE_RATE)
-    report = best_repetition(sent, heard)
+    report = best_repetition(sent, heard, PLAYS)
     assert report.correlation > MIN_CORRELATION, report
     assert report.pesq_wb is not None and report.pesq_wb > MIN_PESQ_WB, report
