@@ -109,7 +109,6 @@ class ReplayGuard:
             raise ValueError("max_age and window must be positive")
         self._clock = clock
         self.max_age = max_age
-        self._max_age = max_age
         self._max_skew = max_age if max_skew is None else max_skew
         self._window = window
         self._pools = {
@@ -174,10 +173,10 @@ class ReplayGuard:
         """
         now = self._clock()
         age = now - header.timestamp_ms / 1000.0
-        if age > self._max_age or -age > self._max_skew:
+        if age > self.max_age or -age > self._max_skew:
             raise BadEnvelope("bad envelope")
         key = (bytes(sender_key), bytes(header.call_id))
-        expires = max(now, header.timestamp_ms / 1000.0) + self._max_age
+        expires = max(now, header.timestamp_ms / 1000.0) + self.max_age
         found = self._find(key)
         if found is None:
             pool = self._pools[solicited]
