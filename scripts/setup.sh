@@ -16,11 +16,12 @@ APT_PACKAGES=(
   libc6-dev           # ... with the C library's headers (gcc only recommends them)
   make
   python3.11-dev      # Python.h, for pyaudio's C extension
-  coturn              # TURN relay for the relay tests
+  coturn              # STUN/TURN relay (UDP, TCP, TLS) for the relay and netlab tests
   redis-server        # fan-out across signaling instances
   espeak-ng           # speech sample for the demo and the audio tests
   sox                 # audio measurement helpers
-  iproute2            # network namespaces and tc netem for loss tests
+  iproute2            # network namespaces (ip netns, veth) for the netlab tests and benchmarks
+  iptables            # NAT, loss and outages in the netlab (tests/support/netlab.py)
   docker-compose      # only to check that docker-compose.yml parses (no engine runs here)
 )
 

@@ -7,6 +7,8 @@ Each field ``x_y`` is the environment variable ``VOICE_SIGNALING_X_Y`` and the f
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,8 +38,8 @@ class Config:
     rate: float = 20.0  # messages per second per user (token bucket)
     burst: int = 40  # messages a user may send at once before the rate applies
     login_timeout: float = 10.0  # seconds from connect to login
-    ping_interval: float = 20.0  # seconds between keepalive pings
-    ping_timeout: float = 20.0  # seconds to wait for the pong
+    ping_interval: float = 5.0  # seconds between keepalive pings; with the timeout, a dead
+    ping_timeout: float = 10.0  # client is dropped (and offline) within about 15 s
     close_timeout: float = 5.0  # seconds to finish a close before dropping the socket
     max_connections_per_ip: int = 32  # an IPv6 /64 counts as one address
     max_connections: int = 10_000  # at most; lowered to fit RLIMIT_NOFILE (signaling.admission)
@@ -53,7 +55,8 @@ class Config:
     turn_burst: int = 10  # per user: TURN credentials at once,
     turn_per_minute: float = 2.0  # then this many a minute
     turn_secret: str = ""  # coturn static-auth-secret; empty disables TURN credentials
-    turn_uris: tuple[str, ...] = field(default=())  # e.g. turn:127.0.0.1:3478?transport=udp
+    turn_uris: tuple[str, ...] = field(default=())  # ICE servers handed out with the TURN
+    # credentials: stun:HOST[:PORT], turn:HOST[:PORT][?transport=udp|tcp], turns:HOST[:PORT]
     turn_ttl: int = 3_600  # seconds the TURN credentials stay valid
     log_level: str = "INFO"
 
@@ -80,6 +83,10 @@ class Config:
         if not 0 < len(self.name) <= 255 or not self.name.isprintable():
             raise ConfigError("name must be 1-255 printable characters")
         _check_identity(self)
+        if len(self.turn_uris) > MAX_ICE_URIS:
+            raise ConfigError(f"turn_uris: at most {MAX_ICE_URIS} URIs")
+        for uri in self.turn_uris:
+            check_ice_uri(uri)
         if self.max_body_bytes * 4 // 3 + 2 * MAX_ID_CHARS + 200 > self.max_frame_bytes:
             raise ConfigError("max_frame_bytes must leave room for a base64 body of max_body_bytes")
         if self.burst < 1:
@@ -113,6 +120,42 @@ class Config:
             if raw is not None:
                 values[f.name] = _convert(f.name, type(getattr(defaults, f.name)), raw)
         return cls(**values)
+
+
+MAX_ICE_URIS = 16  # what a turn_credentials frame may carry
+_ICE_URI = re.compile(
+    r"(?P<scheme>stun|turns?):(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]+)"
+    r"(?::(?P<port>\d{1,5}))?(?:\?transport=(?P<transport>udp|tcp))?"
+)
+
+
+def check_ice_uri(uri: str) -> None:
+    """A STUN or TURN URI the clients can use (RFC 7064 / 7065), else ConfigError:
+    ``stun:HOST[:PORT]``, ``turn:HOST[:PORT][?transport=udp|tcp]``,
+    ``turns:HOST[:PORT][?transport=tcp]`` (TLS over TCP); HOST a name, IPv4 or [IPv6]."""
+    m = _ICE_URI.fullmatch(uri)
+    if m is None:
+        raise ConfigError(
+            f"turn_uris: {uri!r} is not stun:HOST[:PORT], turn:HOST[:PORT][?transport=udp|tcp] "
+            "or turns:HOST[:PORT][?transport=tcp]"
+        )
+    host, port = m["host"], m["port"]
+    if port is not None and not 0 < int(port) < 65_536:
+        raise ConfigError(f"turn_uris: {uri!r}: port must be 1-65535")
+    if m["scheme"] == "stun" and m["transport"] is not None:
+        raise ConfigError(f"turn_uris: {uri!r}: a stun: URI takes no transport")
+    if m["scheme"] == "turns" and m["transport"] == "udp":
+        raise ConfigError(f"turn_uris: {uri!r}: turns: runs over TCP (DTLS is not supported)")
+    try:
+        if host.startswith("["):
+            if ipaddress.ip_address(host[1:-1]).version != 6:
+                raise ValueError(host)
+        elif not host.replace(".", "").isdigit():
+            normalize_host(host)
+        else:
+            ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ConfigError(f"turn_uris: {uri!r}: {host!r} is not a host name or address") from None
 
 
 def _check_identity(c: Config) -> None:

@@ -135,6 +135,7 @@ _BY_REASON: dict[EndReason | FailReason, ExitCode] = {
     EndReason.NO_ANSWER: ExitCode.NO_ANSWER,
     EndReason.GLARE_LOST: ExitCode.OK,
     FailReason.KEY_CHANGED: ExitCode.KEY_CHANGED,
+    FailReason.UNREACHABLE: ExitCode.USER_OFFLINE,
 }
 
 

@@ -13,9 +13,11 @@ from tests.support.phoneconfig import phone_config
 from voice.audio.base import AudioSink, AudioSource
 from voice.audio.sinks import NullSink
 from voice.audio.sources import ToneSource
+from voice.call.events import State
 from voice.crypto.contacts import ContactBook
 from voice.crypto.identity import Identity
 from voice.crypto.keyagreement import CallKeys
+from voice.crypto.sas import Sas
 from voice.phone import Call, Phone, PhoneConfig
 
 
@@ -26,11 +28,13 @@ class ObservedKeys:
     by_call: dict[bytes, list[tuple[bytes, bytes]]] = field(default_factory=dict)
     other_secrets: list[bytes] = field(default_factory=list)  # CM and envelope keys, th, ...
     envelope_rx: dict[bytes, bytes] = field(default_factory=dict)  # the peer's, per call
+    sas: dict[bytes, Sas] = field(default_factory=dict)  # what the user would be shown
 
     def __call__(self, call_id: bytes, keys: CallKeys) -> None:
         pair = (bytes(bytearray(keys.srtp_gcm_tx)), bytes(bytearray(keys.srtp_gcm_rx)))
         self.by_call.setdefault(bytes(call_id), []).append(pair)
         self.envelope_rx[bytes(call_id)] = bytes(bytearray(keys.envelope_rx))
+        self.sas[bytes(call_id)] = keys.sas
         for value in (
             keys.srtp_cm_tx,
             keys.srtp_cm_rx,
@@ -97,6 +101,20 @@ async def connect_call(caller: Phone, callee: Phone, peer: str) -> tuple[Call, C
     inc = await callee.incoming(timeout=10)
     await inc.accept()
     await asyncio.gather(out.wait_connected(timeout=10), inc.wait_connected(timeout=10))
+    return out, inc
+
+
+async def accept_call(caller: Phone, callee: Phone, peer: str) -> tuple[Call, Call]:
+    """Dial ``peer`` from ``caller``, accept on ``callee``; both accepted (CONNECTED state),
+    whether or not any audio authenticates (a MITM that cannot relay the media)."""
+    out = await caller.call(peer)
+    inc = await callee.incoming(timeout=10)
+    await inc.accept()
+    async with asyncio.timeout(10):
+        while not out.state is inc.state is State.CONNECTED:
+            if out.state.terminal or inc.state.terminal:
+                raise AssertionError(f"call ended: {out.outcome} / {inc.outcome}")
+            await asyncio.sleep(0.02)
     return out, inc
 
 

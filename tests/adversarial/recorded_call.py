@@ -101,7 +101,7 @@ async def _call(home: Path, turn_host: str, turn_port: int, secret: bytes) -> Re
         uri = f"turn:127.0.0.1:{forwarder.port}?transport=udp"
         turn = TurnOffer((uri,), username, password)
         async with running_server(turn=turn) as server:
-            common = {"use_turn": True, "relay_only": True}
+            common = {"relay": "always"}
             async with (
                 phone(
                     alice,

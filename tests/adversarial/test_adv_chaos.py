@@ -93,6 +93,7 @@ async def one_call(pa: Phone, pb: Phone, callee: str) -> tuple[str, Call | None,
         # so a connected caller means a whole call: both sides, equal SAS, audio both ways.
         assert b is not None and b.timings.connected_at is not None
         assert b.state is State.CONNECTED
+        await b.wait_connected(timeout=BOUND)  # its first authenticated packet may still fly
         assert a.sas is not None and a.sas == b.sas
         assert await audio_flows(a) and await audio_flows(b)
         await a.hangup()

@@ -118,7 +118,7 @@ async def test_a_key_changed_offer_never_ends_listen(tmp_path: Path) -> None:
         alice = await run_voice(tmp_path / "alice", "call", "bob", *HEADLESS, "--duration",
                                 "0.5", server=url, user="alice")  # fmt: skip
         assert alice.proc.returncode == ExitCode.OK, alice.stdout + alice.stderr
-        assert await bob.finish() == ExitCode.OK, bob.stdout + bob.stderr
+        assert await bob.stop_listening() == ExitCode.OK, bob.stdout + bob.stderr
         assert "Refused a call from mallory" in bob.stdout
 
 
@@ -134,7 +134,7 @@ async def test_nothing_marks_a_contact_verified_before_the_sas_is_shown(tmp_path
                                 "--duration", "1", server=url, user="alice",
                                 stdin=b"y\n")  # fmt: skip
         assert alice.proc.returncode == ExitCode.OK, alice.stdout + alice.stderr
-        assert await bob.finish() == ExitCode.OK
+        assert await bob.stop_listening() == ExitCode.OK
     out = alice.stdout
     assert out.index("Security code (SAS)") < out.index("Does bob read the same words?")
     assert out.index("Does bob read the same words?") < out.index("bob marked verified")

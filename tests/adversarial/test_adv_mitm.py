@@ -17,6 +17,7 @@ from tests.adversarial.malicious_server import Behaviour, running_server
 from tests.adversarial.mitm import MitmBehaviour
 from tests.adversarial.phones import (
     Person,
+    accept_call,
     audio_flows,
     connect_call,
     nothing_rings,
@@ -24,7 +25,7 @@ from tests.adversarial.phones import (
     two_phones,
 )
 from voice.call import messages as m
-from voice.call.events import State
+from voice.call.events import FailReason, State
 from voice.crypto.contacts import TrustState
 from voice.crypto.envelope import EnvelopeHeader, seal
 from voice.errors import KeyChangedError
@@ -34,24 +35,30 @@ async def test_first_contact_mitm_gives_the_two_users_different_sas(tmp_path: Pa
     alice, bob = Person.make("alice", tmp_path), Person.make("bob", tmp_path)
     attack = MitmBehaviour()
     async with running_server(attack) as server, two_phones(server.url, alice, bob) as (pa, pb):
-        a, b = await connect_call(pa, pb, "bob")
+        a, b = await accept_call(pa, pb, "bob")
         leg = attack.mitm.legs[a.call_id]
         assert leg.keys_with_caller is not None and leg.keys_with_callee is not None
         # It really sits in the middle: each phone agreed its keys with the attacker ...
         assert a.peer_key == attack.mitm.fake("bob").public_key
         assert b.peer_key == attack.mitm.fake("alice").public_key
-        assert a.sas == leg.keys_with_caller.sas and b.sas == leg.keys_with_callee.sas
-        # ... and that shows: the SAS the two users read to each other differ.
-        assert a.sas is not None and b.sas is not None
-        assert a.sas.value != b.sas.value and a.sas.words != b.sas.words
-        # The media keys differ too, so not one packet of audio authenticates.
-        await asyncio.sleep(0.5)
+        sas_a, sas_b = alice.keys.sas[a.call_id], bob.keys.sas[b.call_id]
+        assert sas_a == leg.keys_with_caller.sas and sas_b == leg.keys_with_callee.sas
+        # ... and that would show: the SAS the two users would read to each other differ.
+        assert sas_a.value != sas_b.value and sas_a.words != sas_b.words
+        # The media keys differ too, so not one packet of audio authenticates, and so neither
+        # phone ever says "connected" (nor shows a SAS): a MITM must relay the media, re-keyed,
+        # to get that far, and then the SAS above gives it away.
+        await asyncio.sleep(1.0)
         for call in (a, b):
             stats = call.media_stats()
             assert stats is not None and stats.rtp_packets_received == 0
             assert stats.auth_failures > 0
-        await a.hangup()
-        await b.wait_ended(timeout=10)
+            assert call.sas is None and call.state is State.CONNECTED
+        for call in (a, b):
+            assert (await call.wait_ended(timeout=30)).reason in (
+                FailReason.NO_MEDIA_PATH,
+                FailReason.REMOTE_ERROR,
+            )
 
 
 async def _honest_first_call(url: str, alice: Person, bob: Person) -> None:

@@ -193,7 +193,7 @@ async def test_ice_that_cannot_connect_fails_the_call_cleanly(
     make_user: MakeUser, make_phone: MakePhone
 ) -> None:
     # The callee only offers an IPv6 candidate, the caller only IPv4: no pair can work.
-    pa = await make_phone(make_user("alice"), ice_timeout=2.0)
+    pa = await make_phone(make_user("alice"), host_addresses=("127.0.0.1",), ice_timeout=2.0)
     pb = await make_phone(make_user("bob"), host_addresses=("::1",), ice_timeout=2.0)
     out = await pa.call("bob")
     inc = await pb.incoming(timeout=WAIT)
@@ -226,8 +226,9 @@ async def test_a_peer_process_that_dies_mid_call_ends_the_call(
         await out.wait_connected(WAIT)
         await wait_until(lambda: out.timings.first_audio_at is not None)
         proc.send_signal(signal.SIGKILL)  # no hangup, no goodbye: the process is gone
+        assert await asyncio.wait_for(out.next_notice(), WAIT) == "reconnecting"  # at once
         outcome = await out.wait_ended(WAIT)
-        assert outcome.reason is FailReason.PEER_VANISHED
+        assert outcome.reason is FailReason.MEDIA_LOST  # after the reconnect window
         assert pa.active_call is None
         await out.hangup()  # nothing left to do: no error
     finally:

@@ -134,7 +134,7 @@ async def test_call_from_a_pyaudio_microphone_to_a_pyaudio_speaker(
         player = await _helper(_PLAYER, str(speech), str(PLAYS), env={"PULSE_SINK": "voice_mic"})
         assert await asyncio.wait_for(player.wait(), 30) == 0, await _errors(player)
         assert await alice.finish(30) == ExitCode.OK, alice.stdout + alice.stderr
-        assert await bob.finish(30) == ExitCode.OK, bob.stdout + bob.stderr
+        assert await bob.stop_listening(30) == ExitCode.OK, bob.stdout + bob.stderr
         assert await asyncio.wait_for(recorder.wait(), 30) == 0, await _errors(recorder)
     sent = load_wav(speech, SAMPLE_RATE)
     heard = load_wav(recording, SAMPLE_RATE)

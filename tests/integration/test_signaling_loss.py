@@ -2,7 +2,9 @@
 
 Media runs peer to peer, so a CONNECTED call needs no server: when the server goes down (or a
 network attacker resets the signaling TCP connection) the audio keeps flowing until the user
-hangs up. That hangup cannot be sent; the peer's phone ends the call through its media timeout.
+hangs up. A phone logs in again by itself (tests/integration/test_reconnect.py); with
+``reconnect=False`` (the first test) the loss is final: the hangup cannot be sent, and the
+peer's phone ends the call through its media timeout.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 
 from signaling.server import SignalingServer, serve_signaling
 from tests.integration.conftest import WAIT, MakePhone, MakeUser, server_config, url_of, wait_until
-from tests.integration.recording_proxy import RecordingProxy
+from tests.integration.link_proxy import LinkProxy
 from voice.call.events import EndReason, FailReason, State
 from voice.crypto.keyagreement import CallKeys
 from voice.errors import PhoneClosed, SignalingClientError
@@ -50,8 +52,9 @@ async def test_a_connected_call_outlives_the_signaling_server(
     alice, bob = make_user("alice"), make_user("bob")
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(serve_signaling(server_config()))
-        pa = await make_phone(alice, url=url_of(server), media_timeout=MEDIA_TIMEOUT)
-        pb = await make_phone(bob, url=url_of(server), media_timeout=MEDIA_TIMEOUT)
+        no_retry = {"media_timeout": MEDIA_TIMEOUT, "reconnect": False}
+        pa = await make_phone(alice, url=url_of(server), **no_retry)
+        pb = await make_phone(bob, url=url_of(server), **no_retry)
         out, inc = await connected_pair(pa, pb)
         assert pa.signaling_lost is None and pb.signaling_lost is None
     # the server is shut down: both phones learn it, the call goes on
@@ -63,32 +66,38 @@ async def test_a_connected_call_outlives_the_signaling_server(
     assert out.sas is not None and out.sas == inc.sas
     with pytest.raises(PhoneClosed):
         await pa.call("bob")  # nothing new without a server
-    # alice hangs up: it ends at once on her side; bob's phone ends it when the audio stops
+    # alice hangs up: it ends at once on her side; her hangup envelope cannot be sent, so
+    # bob's phone learns it from the media path: the authenticated RTCP BYE
     await out.hangup()
     assert (await out.wait_ended(WAIT)).reason is EndReason.HANGUP_LOCAL
-    outcome = await inc.wait_ended(WAIT)
-    assert outcome.reason is FailReason.PEER_VANISHED, outcome
+    outcome = await inc.wait_ended(5.0)  # well inside the media timeout: it was the BYE
+    assert outcome.reason is EndReason.HANGUP_REMOTE, outcome
+    assert pa.reconnects == 0 and pa.signaling_lost is not None  # reconnect=False: for good
     await asyncio.wait_for(asyncio.gather(pa.close(), pb.close()), WAIT)  # bounded
 
 
 async def test_a_connected_call_survives_a_reset_signaling_connection(
     server: SignalingServer, make_user: MakeUser, make_phone: MakePhone
 ) -> None:
-    """A network attacker resets alice's signaling TCP connection mid-call (bob's stays up)."""
-    proxy = await RecordingProxy(server.port).start()
+    """A network attacker resets alice's signaling TCP connection mid-call (bob's stays up):
+    the call goes on, alice's phone logs in again, and bob's hangup reaches her."""
+    proxy = await LinkProxy(server.port).start()
     pa = await make_phone(make_user("alice"), url=proxy.url, media_timeout=MEDIA_TIMEOUT)
     pb = await make_phone(make_user("bob"), media_timeout=MEDIA_TIMEOUT)
     out, inc = await connected_pair(pa, pb)
-    await proxy.close()
-    await pa.wait_signaling_lost(WAIT)
-    assert pb.signaling_lost is None
+    proxy.reset()
+    change = await pa.next_link_change(WAIT)
+    assert change.state == "offline" and pa.signaling_lost is None
     await audio_keeps_flowing(out, inc)
     assert out.state is State.CONNECTED and inc.state is State.CONNECTED
-    # bob hangs up; his hangup reaches the server but not alice: her media timeout ends it
+    await pa.wait_online(WAIT)
+    assert pb.signaling_lost is None and pb.link_changes == []  # bob never noticed
+    # bob hangs up; his hangup reaches alice through her new session
     await inc.hangup()
     assert (await inc.wait_ended(WAIT)).reason is EndReason.HANGUP_LOCAL
-    assert (await out.wait_ended(WAIT)).reason is FailReason.PEER_VANISHED
+    assert (await out.wait_ended(WAIT)).reason is EndReason.HANGUP_REMOTE
     await asyncio.wait_for(pa.close(), WAIT)
+    await proxy.close()
 
 
 async def test_a_ringing_call_fails_cleanly_when_the_server_goes_away(
@@ -111,6 +120,11 @@ async def test_a_ringing_call_fails_cleanly_when_the_server_goes_away(
         outcome = await call.wait_ended(WAIT)
         assert outcome.reason is FailReason.SIGNALING_LOST and outcome.failed, outcome
     assert pa.active_call is None and pb.active_call is None
+    for phone in (pa, pb):  # offline and reconnecting (no server comes back): not lost
+        assert not phone.online and phone.signaling_lost is None
+        assert [c.state for c in phone.link_changes] == ["offline"]
+    with pytest.raises(TimeoutError):
+        await pb.incoming(timeout=0.5)  # nothing rings, nothing ends the phone either
+    await asyncio.wait_for(asyncio.gather(pa.close(), pb.close()), WAIT)
     with pytest.raises(PhoneClosed):
         await pb.incoming(timeout=WAIT)
-    await asyncio.wait_for(asyncio.gather(pa.close(), pb.close()), WAIT)

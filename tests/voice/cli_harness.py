@@ -115,6 +115,13 @@ class VoiceProc:
     def interrupt(self) -> None:
         self.proc.send_signal(signal.SIGINT)
 
+    async def stop_listening(self, limit: float = 30.0) -> int:
+        """`voice listen` runs until stopped: once it waits for the next call, Ctrl-C; returns
+        the exit code (the last call's)."""
+        await self.wait_for("Waiting for the next call", limit)
+        self.interrupt()
+        return await self.finish(limit)
+
 
 async def start_voice(
     conf: Path,

@@ -64,7 +64,7 @@ async def test_call_shows_equal_sas_carries_audio_and_marks_verified(tmp_path: P
             "--duration", "3", server=url, user="alice", stdin=b"y\n",
         )  # fmt: skip
         assert alice.proc.returncode == ExitCode.OK, alice.stdout + alice.stderr
-        assert await bob.finish() == ExitCode.OK, bob.stdout + bob.stderr
+        assert await bob.stop_listening() == ExitCode.OK, bob.stdout + bob.stderr
     assert sas_of(alice) == sas_of(bob)
     assert "Incoming call from alice" in bob.stdout
     assert "Call ended: you hung up" in alice.stdout and "alice hung up" in bob.stdout
@@ -90,7 +90,7 @@ async def test_sas_prompt_marks_the_contact_verified(tmp_path: Path) -> None:
         alice = await run_voice(tmp_path / "alice", "call", "bob", *HEADLESS, "--duration", "1",
                                 server=url, user="alice")  # fmt: skip
         assert alice.proc.returncode == ExitCode.OK, alice.stdout + alice.stderr
-        assert await bob.finish() == ExitCode.OK, bob.stdout + bob.stderr
+        assert await bob.stop_listening() == ExitCode.OK, bob.stdout + bob.stderr
     assert "Ringing bob" in alice.stdout
     assert "Accept the call from alice? [y/N]" in bob.stdout
     assert "Does alice read the same words? [y/N]" in bob.stdout
@@ -120,7 +120,7 @@ async def test_declined(tmp_path: Path) -> None:
                                 server=url, user="alice")  # fmt: skip
         assert alice.proc.returncode == ExitCode.DECLINED, alice.stdout + alice.stderr
         assert "bob declined" in alice.stdout
-        assert await bob.finish() == ExitCode.OK, bob.stdout + bob.stderr
+        assert await bob.stop_listening() == ExitCode.OK, bob.stdout + bob.stderr
 
 
 async def test_no_answer_and_busy(tmp_path: Path) -> None:
@@ -130,7 +130,9 @@ async def test_no_answer_and_busy(tmp_path: Path) -> None:
         alice = await run_voice(tmp_path / "alice", "call", "bob", *HEADLESS, "--timeout", "1.5",
                                 server=url, user="alice")  # fmt: skip
         assert alice.proc.returncode == ExitCode.NO_ANSWER, alice.stdout + alice.stderr
-        await bob.finish()  # the missed call ends bob's listen too
+        await bob.wait_for("Missed call from alice (cancelled)")  # and bob's listen goes on
+        bob.interrupt()
+        assert await bob.finish() == ExitCode.OK
         # bob is in a call with alice; carol gets busy
         bob = await listener(tmp_path / "bob", url, "bob", "--auto-answer", *HEADLESS)
         alice = await start_voice(tmp_path / "alice", "call", "bob", *HEADLESS, "--duration",
@@ -142,7 +144,8 @@ async def test_no_answer_and_busy(tmp_path: Path) -> None:
         alice.interrupt()  # Ctrl-C hangs up cleanly
         assert await alice.finish() == ExitCode.OK, alice.stdout + alice.stderr
         assert "you hung up" in alice.stdout
-        assert await bob.finish() == ExitCode.OK
+        assert await bob.stop_listening() == ExitCode.OK
+        assert "Missed call from carol (you were in another call" in bob.stdout
 
 
 async def test_key_changed_then_trust(tmp_path: Path) -> None:
@@ -151,7 +154,7 @@ async def test_key_changed_then_trust(tmp_path: Path) -> None:
         alice = await run_voice(tmp_path / "alice", "call", "bob", *HEADLESS, "--duration",
                                 "0.5", server=url, user="alice")  # fmt: skip
         assert alice.proc.returncode == ExitCode.OK, alice.stdout + alice.stderr
-        await bob.finish()
+        await bob.stop_listening()
         # the server binds "bob" to bob's first key: a new key cannot log in as bob there
         refused = await run_voice(tmp_path / "bob2", "listen", *HEADLESS, "--timeout", "1",
                                   server=url, user="bob")  # fmt: skip
@@ -175,7 +178,7 @@ async def test_key_changed_then_trust(tmp_path: Path) -> None:
         alice = await run_voice(tmp_path / "alice", "call", "bob", *HEADLESS, "--duration",
                                 "0.5", server=url, user="alice")  # fmt: skip
         assert alice.proc.returncode == ExitCode.OK, alice.stdout + alice.stderr
-        await bob.finish()
+        await bob.stop_listening()
 
 
 async def test_bogus_audio_device(tmp_path: Path) -> None:

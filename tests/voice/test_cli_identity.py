@@ -89,7 +89,7 @@ async def test_a_protected_identity_calls_and_listens_with_voice_passphrase(
                                 server=url, user="alice",
                                 env={"VOICE_PASSPHRASE": secret["alice"]})  # fmt: skip
         assert alice.proc.returncode == ExitCode.OK, alice.stdout + alice.stderr
-        assert await bob.finish() == ExitCode.OK, bob.stdout + bob.stderr
+        assert await bob.stop_listening() == ExitCode.OK, bob.stdout + bob.stderr
     assert sas_of(alice) == sas_of(bob)
     for vp in (alice, bob):
         assert not any(p in vp.stdout + vp.stderr for p in secret.values())

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from voice.call.messages import Message, Offer, Reveal, Ringing
+from voice.call.messages import Ice, Message, Offer, Reveal, Ringing
 
 
 class Role(enum.Enum):
@@ -57,6 +57,9 @@ class FailReason(enum.Enum):
     SETUP_TIMEOUT = "setup_timeout"  # accepted, but keys never became ready
     REMOTE_ERROR = "remote_error"  # the peer sent `error`; its reason is in the detail
     SIGNALING_LOST = "signaling_lost"  # our signaling session ended while the call was set up
+    UNREACHABLE = "unreachable"  # the callee's phone never rang: offline, or gone dark
+    NO_MEDIA_PATH = "no_media_path"  # accepted, but no authenticated audio ever arrived
+    MEDIA_LOST = "media_lost"  # the audio stopped and did not come back (reconnect window)
 
 
 # ---- local inputs (received messages are inputs too) ----------------------------------------
@@ -145,6 +148,25 @@ class PeerVanished:
 
 
 @dataclass(frozen=True)
+class MediaFlowing:
+    """The first SRTP packet from the peer passed authentication: only now is the call
+    "connected" for the user (and the SAS shown)."""
+
+
+@dataclass(frozen=True)
+class MediaLost:
+    """Connected, but no authenticated audio from the peer for the reconnect window."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PeerHungUp:
+    """An authenticated RTCP BYE from the peer: it hung up (even if its hangup envelope could
+    not reach the server)."""
+
+
+@dataclass(frozen=True)
 class SignalingLost:
     """Our signaling session ended. Setup needs it (the call fails); a CONNECTED call's media
     is peer to peer, so it goes on until hangup, media timeout or ICE consent ends it."""
@@ -172,6 +194,9 @@ LocalEvent = (
     | MediaFailed
     | PeerVanished
     | SignalingLost
+    | MediaFlowing
+    | MediaLost
+    | PeerHungUp
     | Tick
 )
 Event = LocalEvent | Message
@@ -239,6 +264,19 @@ class StopMedia:
 
 
 @dataclass(frozen=True)
+class SendCandidates:
+    """Callee: send our candidates (an ``ice`` message of generation 0), now that the user
+    accepted a caller who was not a pinned contact."""
+
+
+@dataclass(frozen=True)
+class RestartIce:
+    """The peer restarted ICE (``ice`` of generation 1 and up): answer it and run the checks."""
+
+    message: Ice
+
+
+@dataclass(frozen=True)
 class EndCall:
     """Terminal: tear everything down and erase the call's secrets."""
 
@@ -261,6 +299,8 @@ Effect = (
     | StartMedia
     | ShowSas
     | StopMedia
+    | SendCandidates
+    | RestartIce
     | EndCall
 )
 

@@ -40,7 +40,7 @@ from voice.call import messages as m
 from voice.call import routing
 from voice.call.events import Role, State
 from voice.crypto.callenvelope import call_key_id, is_call_envelope, key_id_of, open_call
-from voice.crypto.contacts import ContactBook, KeySource
+from voice.crypto.contacts import ContactBook, KeySource, TrustState
 from voice.crypto.envelope import EnvelopeHeader, open_envelope
 from voice.crypto.identity import Identity, fingerprint_of
 from voice.crypto.replay import Entry, ReplayGuard
@@ -79,13 +79,14 @@ def identity_sealed_accepted(
 ) -> bool:
     """Whether a message of a live call may still come sealed with the peer's identity key.
 
-    Never an ``accept``: an honest callee sends it only once it has its keys, so it always seals
-    it with the call's key. Nothing once the peer used its call key. In a connected call, only a
-    ``cancel`` or ``error`` that crossed our ``accept`` (the caller switches to the call's key
-    when the accept arrives), for :data:`CROSSING_GRACE` seconds. Everything else is what a
-    thief of the identity key could forge, and is refused (audit finding 10).
+    Never an ``accept`` or ``ice``: an honest peer sends them only once it has its keys, so it
+    always seals them with the call's key. Nothing once the peer used its call key. In a
+    connected call, only a ``cancel`` or ``error`` that crossed our ``accept`` (the caller
+    switches to the call's key when the accept arrives), for :data:`CROSSING_GRACE` seconds.
+    Everything else is what a thief of the identity key could forge, and is refused (audit
+    finding 10).
     """
-    if isinstance(message, m.Accept) or peer_used_call_key:
+    if isinstance(message, m.Accept | m.Ice) or peer_used_call_key:
         return False
     if state is not State.CONNECTED:
         return True
@@ -147,6 +148,7 @@ class StartCall:
     peer_key: bytes
     offer: m.Offer
     replaces: bytes | None = None
+    private_ice: bool = False  # not a VERIFIED contact: our addresses only after accept
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,8 @@ class Inbound:
                 except KeyChangedError:  # another process pinned another key meanwhile
                     return self._key_changed(peer, key, call_id, call, message)
             replaces = route.abandon if isinstance(route, routing.LoseGlare) else None
-            start = StartCall(call_id, peer, key, message, replaces)
+            private = contact is None or contact.state is not TrustState.VERIFIED
+            start = StartCall(call_id, peer, key, message, replaces, private)
             return self._recorded(key, header, solicited, start)
         if isinstance(route, routing.AnswerBusy):
             return self._recorded(key, header, solicited, SendBusy(call_id, peer, key))

@@ -8,6 +8,17 @@ the sender's role) and local events (:meth:`CallMachine.handle`). Each returns a
 with the effects for the controller. The machine holds no secret: the controller runs the key
 agreement when asked (DeriveKeys) and reports back (KeysReady, CommitmentMismatch, BadKey).
 
+"Connected" for the user (ShowSas) means more than CONNECTED: the first authenticated SRTP
+packet from the peer arrived (MediaFlowing). A CONNECTED call that gets none within
+``connect_timeout`` fails with ``no_media_path``; one whose audio stops is not ended here but by
+MediaLost, once the shell's reconnect window (ICE restarts) ran out. A caller whose ``offer``
+rings nowhere within ``ring_timeout`` fails ``unreachable``, not "no answer".
+
+ICE parameters: the offer and ringing carry them inside the committed descriptions, except the
+callee's candidates for a caller who is not a verified contact: its ringing carries none, and
+the candidates follow the ``accept`` in an ``ice`` message (generation 0, call-sealed). ICE starts
+on each side only when it has the peer's candidates. Later ``ice`` messages restart ICE.
+
 Media starts only when both hold: our keys are ready and the call is accepted (the callee's user
 accepted / the caller received ``accept``). The caller sends ``reveal`` once its keys are ready;
 the callee sends ``accept`` once its keys are ready, so a fast user can accept before ``reveal``
@@ -28,6 +39,8 @@ from voice.crypto.keyschedule import CALL_ID_BYTES
 __all__ = ["SENT_BY", "TABLE", "CallMachine", "transitions"]
 
 NO_ANSWER_TIMEOUT: Final = 60.0
+RING_TIMEOUT: Final = 25.0  # the callee's phone answers an offer with ringing at once, after at
+# most request_timeout (10 s) for ICE servers and as much to gather its candidates
 RING_GRACE: Final = 5.0  # the callee rings this much longer, so the caller's cancel comes first
 CONNECT_TIMEOUT: Final = 20.0
 
@@ -41,6 +54,7 @@ SENT_BY: Final[dict[type[Any], Role | None]] = {
     msg.Busy: Role.CALLEE,
     msg.Hangup: None,  # either side
     msg.CallError: None,
+    msg.Ice: None,
 }
 
 
@@ -60,6 +74,7 @@ class CallMachine:
         no_answer_timeout: float = NO_ANSWER_TIMEOUT,
         ring_grace: float = RING_GRACE,
         connect_timeout: float = CONNECT_TIMEOUT,
+        ring_timeout: float = RING_TIMEOUT,
     ) -> None:
         if len(call_id) != CALL_ID_BYTES:
             raise ValueError(f"call_id must be {CALL_ID_BYTES} bytes")
@@ -69,6 +84,7 @@ class CallMachine:
         self.no_answer_timeout = no_answer_timeout
         self.ring_grace = ring_grace
         self.connect_timeout = connect_timeout
+        self.ring_timeout = ring_timeout
         self.state = State.IDLE
         self.reason: EndReason | FailReason | None = None
         self.detail: str | None = None
@@ -76,7 +92,12 @@ class CallMachine:
         self.keys_ready = False
         self.accepted = False
         self.ice_connected = False
+        self.media_flowing = False
         self._keys_asked = False
+        self._dialed_at = 0.0
+        self._ice_started = False
+        self._defer_candidates = False  # callee: send our candidates only after accept
+        self._remote: dict[str, Any] | None = None  # the peer's committed description
         self._ringing = False
         self._media = False
         self._offer: msg.Offer | None = None
@@ -146,18 +167,28 @@ class CallMachine:
         told = tell and self.state is not State.IDLE
         return self._finish(fx, reason, send=msg.CallError(reason.value) if told else None)
 
-    def _connect(self, fx: list[ev.Effect]) -> State:
+    def _connect(self, now: float, fx: list[ev.Effect]) -> State:
         if self.role is Role.CALLEE:
             fx.append(ev.SendMessage(msg.Accept()))
-        fx += [ev.StartMedia(), ev.ShowSas()]
-        self._media, self.deadline = True, None
+            if self._defer_candidates:
+                assert self._offer is not None
+                fx += [ev.SendCandidates(), ev.StartIce(self._offer.description)]
+                self._ice_started = True
+        fx.append(ev.StartMedia())
+        self._media = True
+        self.deadline = now + self.connect_timeout  # for the first authenticated packet
         return State.CONNECTED
+
+    def _start_ice(self, description: dict[str, Any], fx: list[ev.Effect]) -> None:
+        self._ice_started = True
+        fx.append(ev.StartIce(description))
 
     def _on_dial(self, e: ev.UserDial, now: float, fx: list[ev.Effect]) -> State:
         if self.role is not Role.CALLER:
             raise _Refuse("only the caller dials")
         self._reveal = e.reveal
-        self.deadline = now + self.no_answer_timeout
+        self._dialed_at = now
+        self.deadline = now + min(self.ring_timeout, self.no_answer_timeout)
         fx.append(ev.SendMessage(e.offer))
         return State.DIALING
 
@@ -169,17 +200,23 @@ class CallMachine:
 
     def _on_ringing_ready(self, e: ev.RingingReady, now: float, fx: list[ev.Effect]) -> State:
         assert self._offer is not None
-        fx += [ev.SendMessage(e.ringing), ev.StartIce(self._offer.description), ev.Ring()]
+        fx.append(ev.SendMessage(e.ringing))
+        if has_candidates(e.ringing.description):
+            self._start_ice(self._offer.description, fx)
+        else:
+            self._defer_candidates = True
+        fx.append(ev.Ring())
         self._ringing = True
         return State.RINGING_IN
 
     def _on_ringing(self, e: msg.Ringing, now: float, fx: list[ev.Effect]) -> State:
-        fx += [
-            ev.DeriveKeys(e.eph_b, e.continuity_b, e.description),
-            ev.StartIce(e.description),
-            ev.Ringback(),
-        ]
+        fx.append(ev.DeriveKeys(e.eph_b, e.continuity_b, e.description))
+        self._remote = e.description
+        if has_candidates(e.description):  # else they follow the accept (an ``ice`` message)
+            self._start_ice(e.description, fx)
+        fx.append(ev.Ringback())
         self._keys_asked = self._ringing = True
+        self.deadline = self._dialed_at + self.no_answer_timeout
         return State.RINGING_OUT
 
     def _on_reveal(self, e: msg.Reveal, now: float, fx: list[ev.Effect]) -> State:
@@ -200,7 +237,7 @@ class CallMachine:
         if self.role is Role.CALLER:
             assert self._reveal is not None
             fx.append(ev.SendMessage(self._reveal))
-        return self._connect(fx) if self.state is State.CONNECTING else self.state
+        return self._connect(now, fx) if self.state is State.CONNECTING else self.state
 
     def _on_commitment_mismatch(self, e: object, now: float, fx: list[ev.Effect]) -> State:
         self._check_keys_pending()
@@ -218,14 +255,14 @@ class CallMachine:
         self.accepted = True
         fx.append(ev.StopRinging())
         self._ringing = False
-        return self._connect(fx)
+        return self._connect(now, fx)
 
     def _on_user_accept(self, e: ev.UserAccept, now: float, fx: list[ev.Effect]) -> State:
         self.accepted = True
         fx.append(ev.StopRinging())
         self._ringing = False
         if self.keys_ready:
-            return self._connect(fx)
+            return self._connect(now, fx)
         self.deadline = now + self.connect_timeout
         return State.CONNECTING
 
@@ -258,6 +295,10 @@ class CallMachine:
             return self.state
         if self.state is State.CONNECTING:
             return self._fail(fx, FailReason.SETUP_TIMEOUT)
+        if self.state is State.CONNECTED:
+            return self._fail(fx, FailReason.NO_MEDIA_PATH)
+        if self.state is State.DIALING:  # not even ringing: the phone is not there
+            return self._finish(fx, FailReason.UNREACHABLE, send=msg.Cancel())
         cancel = msg.Cancel() if self.role is Role.CALLER else None
         return self._finish(fx, EndReason.NO_ANSWER, send=cancel)
 
@@ -283,7 +324,42 @@ class CallMachine:
     def _on_peer_vanished(self, e: object, now: float, fx: list[ev.Effect]) -> State:
         return self._fail(fx, FailReason.PEER_VANISHED, tell=False)
 
+    def _on_media_flowing(self, e: object, now: float, fx: list[ev.Effect]) -> State:
+        if self.media_flowing:
+            raise _Refuse("media already flowing")
+        self.media_flowing, self.deadline = True, None
+        fx.append(ev.ShowSas())
+        return self.state
+
+    def _on_media_lost(self, e: ev.MediaLost, now: float, fx: list[ev.Effect]) -> State:
+        detail = f"no audio for {e.seconds:.0f} s"
+        send = msg.CallError(FailReason.MEDIA_LOST.value)  # if the peer can still hear it
+        return self._finish(fx, FailReason.MEDIA_LOST, send=send, detail=detail)
+
+    def _on_peer_hung_up(self, e: object, now: float, fx: list[ev.Effect]) -> State:
+        return self._finish(fx, EndReason.HANGUP_REMOTE)
+
+    def _on_ice(self, e: msg.Ice, now: float, fx: list[ev.Effect]) -> State:
+        if e.generation > 0:
+            if self.state is not State.CONNECTED:
+                raise _Refuse("an ICE restart before the call connected")
+            fx.append(ev.RestartIce(e))
+            return self.state
+        if self.role is not Role.CALLER or self._ice_started or self._remote is None:
+            raise _Refuse("unexpected candidates")
+        remote = dict(self._remote)
+        remote["ice"] = {**remote["ice"], "candidates": e.ice["candidates"]}
+        self._start_ice(remote, fx)
+        return self.state
+
     def _on_signaling_lost(self, e: object, now: float, fx: list[ev.Effect]) -> State:
         if self.state is State.CONNECTED:  # media needs no server: the call goes on
             return self.state
         return self._fail(fx, FailReason.SIGNALING_LOST, tell=False)  # nothing can be sent
+
+
+def has_candidates(description: dict[str, Any]) -> bool:
+    """Whether a committed media description carries ICE candidates (a callee's ringing to a
+    stranger carries none: they follow the user's accept)."""
+    ice = description.get("ice")
+    return isinstance(ice, dict) and bool(ice.get("candidates"))

@@ -14,6 +14,7 @@ padding. The envelope header already carries call_id, seq and timestamp; they ar
 | `busy`    | callee | (none)                                                       |
 | `cancel`  | caller | (none)                                                       |
 | `hangup`  | either | (none)                                                       |
+| `ice`     | either | `generation`, `answer` (bool), `ice` (`candidates`, `ufrag`, `pwd`)   |
 | `error`   | either | `reason` (1-64 chars of ``a-z 0-9 _``, starting with a letter) |
 
 :func:`decode` accepts exactly the bytes :func:`encode` produces and nothing else: one encoding
@@ -196,11 +197,47 @@ class CallError:
             raise BadCallMessage("reason must be 1-64 chars of a-z 0-9 _, starting with a letter")
 
 
-Message = Offer | Ringing | Reveal | Accept | Decline | Busy | Cancel | Hangup | CallError
+MAX_ICE_GENERATION: Final = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Ice:
+    """Either side: ICE parameters sent after the commitments, never to a stranger early.
+
+    Generation 0: the callee's candidates, sent to a caller who is not a verified contact only
+    once the user accepted (its ringing carried none); ``ice`` holds ``candidates`` only, the
+    ufrag and password stay the committed ones. Generation 1 and up: an ICE restart (path lost,
+    address changed); ``ice`` holds a fresh ``ufrag``, ``pwd`` and ``candidates``, and
+    ``answer`` says whether it answers the peer's restart of that generation or starts one.
+    Sent under the call's own keys, so nobody but the peer can redirect the media
+    (docs/protocol.md).
+    """
+
+    TYPE: ClassVar[str] = "ice"
+    generation: int
+    ice: dict[str, Any] = field(hash=False)
+    answer: bool = False
+
+    def __post_init__(self) -> None:
+        g = self.generation
+        if not isinstance(g, int) or isinstance(g, bool) or not 0 <= g <= MAX_ICE_GENERATION:
+            raise BadCallMessage(f"generation must be an integer 0..{MAX_ICE_GENERATION}")
+        canonical_description(self.ice)
+        if not isinstance(self.answer, bool) or (g == 0 and self.answer):
+            raise BadCallMessage("answer must be a boolean, false for generation 0")
+        wanted = {"candidates"} if g == 0 else {"candidates", "ufrag", "pwd"}
+        if set(self.ice) != wanted:
+            raise BadCallMessage(f"ice of generation {g} takes {sorted(wanted)}")
+        candidates = self.ice["candidates"]
+        if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
+            raise BadCallMessage("ice.candidates must be a list of strings")
+
+
+Message = Offer | Ringing | Reveal | Accept | Decline | Busy | Cancel | Hangup | CallError | Ice
 
 MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
     cls.TYPE: cls
-    for cls in (Offer, Ringing, Reveal, Accept, Decline, Busy, Cancel, Hangup, CallError)
+    for cls in (Offer, Ringing, Reveal, Accept, Decline, Busy, Cancel, Hangup, CallError, Ice)
 }
 _BINARY: Final = frozenset({"commitment", "eph_a", "eph_b", "continuity_a", "continuity_b"})
 _FIELDS: Final[dict[str, frozenset[str]]] = {
@@ -208,6 +245,7 @@ _FIELDS: Final[dict[str, frozenset[str]]] = {
     "ringing": frozenset({"eph_b", "continuity_b", "description"}),
     "reveal": frozenset({"eph_a", "continuity_a"}),
     "error": frozenset({"reason"}),
+    "ice": frozenset({"generation", "ice", "answer"}),
 }
 
 
@@ -222,7 +260,7 @@ def encode(msg: Message) -> bytes:
         if name in _BINARY:
             _check_key(name, value)
             value = base64.b64encode(value).decode("ascii")
-        elif name == "description":
+        elif name in ("description", "ice"):
             canonical_description(value)  # a dict can change after the message was built
         obj[name] = value
     data = _dumps(obj)
@@ -280,8 +318,8 @@ def decode(data: bytes) -> Message:
                 value = base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError):
                 raise BadCallMessage(f"{name} is not base64") from None
-        elif name == "description" and not isinstance(value, dict):
-            raise BadCallMessage("description must be a JSON object")
+        elif name in ("description", "ice") and not isinstance(value, dict):
+            raise BadCallMessage(f"{name} must be a JSON object")
         kwargs[name] = value
     msg = cls(**kwargs)
     if encode(msg) != data:

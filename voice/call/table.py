@@ -78,16 +78,21 @@ def _build() -> dict[tuple[State, type[Any]], Rule]:
     add((_S.CONNECTING, _S.CONNECTED), ev.UserHangup, "_on_hangup_local", _S.ENDED)
     add(_ICE_UP, ev.IceConnected, "_on_ice_connected", stay=True)
     add(_ICE_UP, ev.IceFailed, "_on_ice_failed", _S.FAILED)
+    add((_S.CONNECTED,), msg.Ice, "_on_ice", stay=True)  # after accept: call-sealed
+    add((_S.CONNECTED,), ev.MediaFlowing, "_on_media_flowing", stay=True)
+    add((_S.CONNECTED,), ev.MediaLost, "_on_media_lost", _S.FAILED)
+    add((_S.CONNECTED,), ev.PeerHungUp, "_on_peer_hung_up", _S.ENDED)
     add(_ICE_UP, ev.MediaFailed, "_on_media_failed", _S.FAILED)
     # timers
+    add((_S.DIALING,), ev.Tick, "_on_tick", _S.FAILED, stay=True)
     add(
-        (_S.DIALING, _S.RINGING_OUT, _S.OFFERED, _S.RINGING_IN),
+        (_S.RINGING_OUT, _S.OFFERED, _S.RINGING_IN),
         ev.Tick,
         "_on_tick",
         _S.ENDED,
         stay=True,
     )
-    add((_S.CONNECTING,), ev.Tick, "_on_tick", _S.FAILED, stay=True)
+    add((_S.CONNECTING, _S.CONNECTED), ev.Tick, "_on_tick", _S.FAILED, stay=True)
     # anywhere in a live call
     add(_ACTIVE, msg.Hangup, "_on_hung_up", _S.ENDED)
     add(_ACTIVE, msg.CallError, "_on_remote_error", _S.FAILED)

@@ -88,10 +88,18 @@ def _add_audio(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         metavar="S",
         type=float,
-        help="give up if nobody answers (call; default 60) or no call comes (listen; default: "
-        "wait forever)",
+        help="give up if nobody answers (call; default 60); stop listening after S seconds, "
+        "once the call in progress ended (listen; default: never)",
     )
     call.add_argument("--no-prompt", action="store_true", help="do not ask to confirm the SAS")
+    call.add_argument(
+        "--relay",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="media through the server's TURN relay: auto (default) relays unless the peer is a "
+        "verified contact, so strangers never see your addresses; always relays (the call fails "
+        "without a relay); never goes direct (host and STUN addresses only)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,8 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="protect the key file with a new passphrase (asked, or env VOICE_NEW_PASSPHRASE); "
         "every use then asks for it (or env VOICE_PASSPHRASE)",
     )
-    listen = add("listen", "log in and wait for a call; accept it at a prompt or automatically")
-    listen.add_argument("--auto-answer", action="store_true", help="accept the call at once")
+    listen = add(
+        "listen",
+        "stay online and take call after call, at a prompt or automatically; reconnects to "
+        "the server by itself",
+    )
+    listen.add_argument("--auto-answer", action="store_true", help="accept every call at once")
     _add_audio(listen)
     call = add("call", "call USER")
     call.add_argument("peer", metavar="USER")

@@ -1,4 +1,5 @@
-"""``voice listen`` and ``voice call USER``: one call per run, through the call controller.
+"""``voice call USER`` (one call per run) and ``voice listen`` (a phone that stays online and
+answers call after call, reconnecting to the server by itself), through the call controller.
 
 Both log in, hand the controller the audio prepared up front, and then follow the call: ringing,
 the SAS once connected (with a prompt to mark the contact verified), continuity warnings, and
@@ -18,7 +19,7 @@ from voice.cli.context import Settings, check_username
 from voice.cli.options import CallOptions
 from voice.cli.ui import Interrupt, LineReader, ask_yes_no, sas_lines, say
 from voice.crypto.identity import Fingerprint
-from voice.errors import CallEnded, KeyChangedError, RecipientOffline, UnknownUser
+from voice.errors import CallEnded, KeyChangedError, PhoneClosed, RecipientOffline, UnknownUser
 from voice.exitcodes import ExitCode, for_reason
 from voice.phone import Call, KeyChangedWarning, Phone, PhoneConfig
 
@@ -44,6 +45,9 @@ _END_TEXT: dict[EndReason | FailReason, str] = {
     FailReason.SETUP_TIMEOUT: "the call was accepted but the keys never became ready",
     FailReason.REMOTE_ERROR: "{peer} reported an error",
     FailReason.SIGNALING_LOST: "lost the connection to the signaling server during call setup",
+    FailReason.UNREACHABLE: "{peer}'s phone did not ring: it is offline or its network is down",
+    FailReason.NO_MEDIA_PATH: "no audio path to {peer} could be found",
+    FailReason.MEDIA_LOST: "the audio from {peer} stopped and the connection did not come back",
 }
 
 
@@ -53,6 +57,9 @@ async def _race(main: Awaitable[T], *stoppers: asyncio.Event) -> T | None:
     waits = [asyncio.ensure_future(e.wait()) for e in stoppers]
     try:
         await asyncio.wait([task, *waits], return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled ourselves: never leave ``main`` running unattended
+        task.cancel()
+        raise
     finally:
         for w in waits:
             w.cancel()
@@ -99,6 +106,7 @@ class Session:
             expected_server_id=pin.server_id if pin is not None else None,
             ca_file=self.settings.ca_file,
             insecure=self.settings.insecure,
+            relay=self.options.relay,
             **config_args,
         )
         try:
@@ -123,7 +131,10 @@ class Session:
     # -- the call itself ------------------------------------------------------------------
     async def follow(self, call: Call) -> ExitCode:
         """From placing/accepting to the end: ringing, SAS, prompts, hang-up, exit code."""
-        watchers = [asyncio.ensure_future(self._show_progress(call))]
+        watchers = [
+            asyncio.ensure_future(self._show_progress(call)),
+            asyncio.ensure_future(self._show_notices(call)),
+        ]
         if self.phone is not None:
             watchers.append(asyncio.ensure_future(self._show_signaling_lost(self.phone, call)))
         try:
@@ -164,6 +175,21 @@ class Session:
             self._show_ringing(call)
             await asyncio.sleep(0.02)
 
+    async def _show_notices(self, call: Call) -> None:
+        """Reconnecting / reconnected, as the call's media watch reports them."""
+        while True:
+            notice = await call.next_notice()
+            if notice == "reconnecting":
+                self.say(f"Reconnecting: no audio from {call.peer} for a moment...")
+            else:
+                self.say(f"Reconnected to {call.peer}.{self._path_text(call)}")
+
+    @staticmethod
+    def _path_text(call: Call) -> str:
+        stats = call.media_stats()
+        path = stats.path if stats is not None else None
+        return f" Media path: {path}." if path else ""
+
     async def _show_signaling_lost(self, phone: Phone, call: Call) -> None:
         """Once: the server is gone. A connected call goes on; say what that means."""
         await phone.wait_signaling_lost()
@@ -183,6 +209,9 @@ class Session:
     def _show_connected(self, call: Call) -> None:
         self._show_ringing(call)
         self.say(f"Connected to {call.peer}: audio is end-to-end encrypted (SRTP, AES-256-GCM).")
+        stats = call.media_stats()
+        if stats is not None and stats.path:
+            self.say(f"Media path: {stats.path}")
         if call.sas is not None:
             for line in sas_lines(call.sas, call.peer):
                 self.say(line)
@@ -267,46 +296,115 @@ async def call(settings: Settings, peer: str, options: CallOptions) -> ExitCode:
 
 
 async def listen(settings: Settings, options: CallOptions) -> ExitCode:
+    """A phone that stays online: answers call after call, reconnects to the server by itself
+    and says so, reports missed calls. Ends on Ctrl-C, after ``--timeout`` seconds (once the
+    call in progress, if any, ended), or on a fatal error (the server refused our login, ...).
+
+    Exit code: that of the last call that rang here; with none, OK on Ctrl-C and NO_ANSWER
+    after ``--timeout``.
+    """
     session = Session(settings, options)
     session.interrupt.install()
     try:
         phone, plan = await session.open()
+        watchers = [
+            asyncio.ensure_future(_show_link_changes(session, phone)),
+            asyncio.ensure_future(_show_missed(session, phone)),
+        ]
         try:
-            mode = "answering automatically" if options.auto_answer else "you will be asked"
-            session.say(f"Waiting for a call ({mode}; Ctrl-C stops).")
-            try:
-                async with asyncio.timeout(options.timeout):
-                    while True:
-                        first = await _race(_incoming_or_warning(phone), session.interrupt.event)
-                        if not isinstance(first, KeyChangedWarning):
-                            break
-                        # A warning never ends listen: anyone can send one (audit finding 3).
-                        session.say(f"Refused a call from {first.user}: another identity key.")
-                        session.explain_key_change(
-                            first.user, first.old_fingerprint, first.new_fingerprint
-                        )
-                        session.say("Still waiting for a call.")
-            except TimeoutError:
-                session.say("No call came.")
-                return ExitCode.NO_ANSWER
-            if first is None:
-                return ExitCode.OK
-            incoming = first
-            session.say(f"Incoming call from {incoming.peer}.")
-            if options.auto_answer:
-                await incoming.accept()
-            elif not await _answer(session, incoming):
-                return await session._ended(incoming)
-            return await session.follow(incoming)
+            return await _listen_loop(session, phone)
         finally:
+            for watcher in watchers:
+                watcher.cancel()
             await phone.close()
             await plan.close()
     finally:
         session.interrupt.remove()
 
 
+async def _listen_loop(session: Session, phone: Phone) -> ExitCode:
+    options = session.options
+    mode = "answering automatically" if options.auto_answer else "you will be asked"
+    session.say(f"Waiting for a call ({mode}; Ctrl-C stops).")
+    time_up = asyncio.Event()
+    timer = None
+    if options.timeout is not None:
+        timer = asyncio.get_running_loop().call_later(options.timeout, time_up.set)
+    last: ExitCode | None = None
+    try:
+        while not session.interrupt.event.is_set() and not time_up.is_set():
+            got = await _race(_incoming_or_warning(phone), session.interrupt.event, time_up)
+            if got is None:
+                break
+            incoming: Call | None = None
+            for item in got:
+                if isinstance(item, KeyChangedWarning):
+                    # A warning never ends listen: anyone can send one (audit finding 3).
+                    session.say(f"Refused a call from {item.user}: another identity key.")
+                    session.explain_key_change(
+                        item.user, item.old_fingerprint, item.new_fingerprint
+                    )
+                else:
+                    incoming = item
+            if incoming is None:
+                session.say("Still waiting for a call.")
+                continue
+            last = await _take(session, incoming)
+            if not session.interrupt.event.is_set() and not time_up.is_set():
+                session.say("Waiting for the next call.")
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if last is not None:
+        return last
+    if time_up.is_set() and not session.interrupt.event.is_set():
+        session.say("No call came.")
+        return ExitCode.NO_ANSWER
+    return ExitCode.OK
+
+
+async def _take(session: Session, incoming: Call) -> ExitCode:
+    """One incoming call, from ringing to its end: answered (automatically or at the
+    prompt), declined, or given up by the caller."""
+    session.say(f"Incoming call from {incoming.peer}.")
+    if session.options.auto_answer:
+        try:
+            await incoming.accept()
+        except CallEnded:
+            return await session._ended(incoming)
+    elif not await _answer(session, incoming):
+        return await session._ended(incoming)
+    return await session.follow(incoming)
+
+
+_MISSED_TEXT = {
+    "cancelled": "cancelled",
+    "no_answer": "no answer",
+    "busy": "you were in another call; they heard busy",
+    "signaling_lost": "the connection to the server dropped while it rang",
+}
+
+
+async def _show_missed(session: Session, phone: Phone) -> None:
+    while True:
+        missed = await phone.next_missed()
+        text = _MISSED_TEXT.get(missed.reason, missed.reason)
+        session.say(f"Missed call from {missed.peer} ({text}).")
+
+
+async def _show_link_changes(session: Session, phone: Phone) -> None:
+    """The phone reconnects by itself; say when it is offline and when it is back."""
+    while True:
+        change = await phone.next_link_change()
+        if change.online:
+            session.say("online again")
+        else:
+            session.say(f"offline: {change.reason}, reconnecting")
+
+
 async def _answer(session: Session, incoming: Call) -> bool:
     """Ask whether to accept; True if accepted. The caller may give up meanwhile."""
+    session.lines.discard_typed_ahead()
     question = ask_yes_no(session.out, f"Accept the call from {incoming.peer}?", session.lines)
     ended = asyncio.Event()
     watcher = asyncio.ensure_future(_set_when_ended(incoming, ended))
@@ -314,14 +412,17 @@ async def _answer(session: Session, incoming: Call) -> bool:
         answer = await _race(question, ended, session.interrupt.event)
     finally:
         watcher.cancel()
-    if answer is None:
-        if not ended.is_set():
-            await incoming.decline()
-        return False
-    if answer:
-        await incoming.accept()
-        return True
-    await incoming.decline()
+    try:
+        if answer is None:
+            if not ended.is_set():
+                await incoming.decline()
+            return False
+        if answer:
+            await incoming.accept()
+            return True
+        await incoming.decline()
+    except CallEnded:  # the caller gave up just as the user answered: a missed call, no error
+        pass
     return False
 
 
@@ -330,16 +431,27 @@ async def _connected(call: Call) -> bool:
     return True
 
 
-async def _incoming_or_warning(phone: Phone) -> Call | KeyChangedWarning:
-    """The next ringing call, or a warning that a contact with a changed key tried to call."""
+async def _incoming_or_warning(phone: Phone) -> list[Call | KeyChangedWarning]:
+    """The next ringing call, or warnings that a contact with a changed key tried to call (both
+    when both came at once: none is lost). Raises the reason the phone was lost for good."""
     calls = asyncio.ensure_future(phone.incoming())
     warnings = asyncio.ensure_future(phone.next_warning())
     try:
         await asyncio.wait([calls, warnings], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        calls.cancel() if not calls.done() else None
-        warnings.cancel() if not warnings.done() else None
-    return calls.result() if calls.done() and not calls.cancelled() else warnings.result()
+        for task in (calls, warnings):
+            if not task.done():
+                task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.gather(calls, warnings, return_exceptions=True)
+    got: list[Call | KeyChangedWarning] = []
+    if not warnings.cancelled():
+        got.append(warnings.result())
+    if not calls.cancelled():
+        if isinstance(calls.exception(), PhoneClosed) and phone.signaling_lost is not None:
+            raise phone.signaling_lost  # fatal: the login refused, another server, replaced
+        got.append(calls.result())
+    return got
 
 
 async def _set_when_ended(call: Call, event: asyncio.Event) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from voice.cli.audio import AudioChoice
 from voice.errors import UsageError
+from voice.phone.config import RELAY_POLICIES, RelayPolicy
 
 __all__ = ["CallOptions"]
 
@@ -18,6 +19,7 @@ class CallOptions:
     duration: float | None = None
     timeout: float | None = None
     prompt: bool = True
+    relay: RelayPolicy = "auto"  # PhoneConfig.relay
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CallOptions:
@@ -25,6 +27,9 @@ class CallOptions:
             value = getattr(args, name)
             if value is not None and value <= 0:
                 raise UsageError(f"--{name} must be a positive number of seconds")
+        relay = getattr(args, "relay", "auto")
+        if relay not in RELAY_POLICIES:
+            raise UsageError(f"--relay must be one of {', '.join(RELAY_POLICIES)}")
         return cls(
             audio=AudioChoice(
                 input=args.input,
@@ -39,4 +44,5 @@ class CallOptions:
             duration=args.duration,
             timeout=args.timeout,
             prompt=not args.no_prompt,
+            relay=relay,
         )

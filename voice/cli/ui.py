@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import termios
 from typing import TextIO
 
 from voice.crypto.sas import Sas
@@ -47,6 +48,17 @@ class LineReader:
             return self._stream.fileno()
         except (OSError, ValueError, AttributeError):
             return None
+
+    def discard_typed_ahead(self) -> None:
+        """On a terminal, forget what was typed before the next question (a "y" meant for an
+        earlier prompt must not accept a new caller). Piped input is a script's answers, in
+        order: kept."""
+        fd = self._fd()
+        if fd is None or not os.isatty(fd):
+            return
+        self._buffer.clear()
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcflush(fd, termios.TCIFLUSH)
 
     async def readline(self) -> str | None:
         fd = self._fd()

@@ -1,27 +1,54 @@
-"""ICE for the media path: an aioice ``Connection`` on configured host addresses, optional TURN.
+"""ICE for the media path: an aioice ``Connection`` with host, STUN and TURN candidates.
 
-aioice (aiortc's own ICE library) gathers host candidates on every interface address *except*
-127.0.0.1, but our tests and demo run on loopback only. So we gather on explicitly configured
-addresses with the public ``Connection.get_component_candidates()`` and install the result with
-:func:`_install_local_candidates`, the one place that touches aioice private fields (pinned to
-aioice 0.13.0; ``tests/voice/media/test_ice_media.py`` fails loudly if that changes).
+Where aioice 0.13.0 falls short we gather ourselves and install the result:
+
+* aioice gathers host candidates on every interface address *except* 127.0.0.1, but tests and
+  the demo run on loopback. :func:`interface_addresses` lists the usable addresses (loopback only
+  on request) and host candidates come from the public ``Connection.get_component_candidates()``.
+* aioice's ``Connection`` takes one STUN and one TURN server. We query every STUN server for a
+  server-reflexive candidate of each IPv4 host socket (``aioice.ice.server_reflexive_candidate``)
+  and allocate a relay on every TURN server (``aioice.turn.create_turn_endpoint``, UDP, TCP or
+  TLS), all at once and bounded by ``server_timeout``: a blocked port costs that much, no more,
+  and a failing server is logged (never its credentials) and skipped.
+
+The aioice private fields we need are touched in two documented functions only,
+:func:`_install_local_candidates` (gathering state, the relay sockets) and
+:func:`_nominated_pair` (the selected pair), both pinned to aioice 0.13.0
+(``tests/voice/media/test_ice_loopback.py`` fails loudly if that changes).
 
 Candidates travel inside the (end-to-end encrypted) call messages as their SDP attribute text,
 ``Candidate.to_sdp()``; :func:`parse_candidate` checks each one strictly before aioice sees it.
-Only one component (RTP and RTCP multiplexed, RFC 5761) and UDP are used.
+Only one component (RTP and RTCP multiplexed, RFC 5761) and UDP are used; a relay candidate is
+UDP on the relayed side even when we reach the TURN server over TCP or TLS.
+
+aioice nominates aggressively: the first pair that answers wins. A relay pair answers in one
+round trip, while a pair through two NATs needs both sides' first checks to open the holes, so
+the relay would win nearly every time. :func:`connect` therefore lets the peer's relay
+candidates in only :data:`RELAY_LAST` seconds after the others (as trickle ICE would), unless
+one side has nothing but relays: a direct path is preferred, the relay stays the fallback.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import ipaddress
+import logging
 import re
+import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import aioice
+import aioice.ice
+import aioice.turn
+import ifaddr
 from aioice import Candidate, Connection, TransportPolicy
+from aioice.candidate import candidate_foundation, candidate_priority
+from aioice.ice import StunProtocol
 
 from voice.errors import BadDescription, IceFailed, MediaError
 
@@ -29,97 +56,488 @@ PINNED_AIOICE = "0.13.0"
 COMPONENT = 1
 MAX_REMOTE_CANDIDATES = 32
 DEFAULT_CONNECT_TIMEOUT = 10.0
+SERVER_TIMEOUT = 4.0  # STUN and TURN gathering, all servers at once
+RELAY_LAST = 1.0  # the peer's relay candidates join the checks this long after the others
+MAX_HOST_ADDRESSES = 10  # so host + srflx + relay candidates stay within MAX_REMOTE_CANDIDATES
+MAX_STUN_SERVERS = 4
+MAX_TURN_SERVERS = 8
+DEFAULT_STUN_PORT = 3478
+DEFAULT_TURNS_PORT = 5349
 
 _ICE_CHARS = re.compile(r"^[A-Za-z0-9+/]+$")
 _CANDIDATE_TYPES = frozenset({"host", "srflx", "relay"})
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+
+logger = logging.getLogger(__name__)
+
+RelayTransport = Literal["udp", "tcp", "tls"]
+
+
+def _check_server_address(host: str, port: int, what: str) -> None:
+    if not 0 < port < 65536:
+        raise ValueError(f"bad {what} port {port}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST_NAME.match(host):
+            raise ValueError(f"bad {what} host {host!r}") from None
+
+
+@dataclass(frozen=True)
+class StunServer:
+    """A STUN server (RFC 7064 ``stun:host[:port]``): only asked for our public address."""
+
+    host: str
+    port: int = DEFAULT_STUN_PORT
+
+    def __post_init__(self) -> None:
+        _check_server_address(self.host, self.port, "STUN")
+
+    @property
+    def uri(self) -> str:
+        return f"stun:{_uri_host(self.host)}:{self.port}"
 
 
 @dataclass(frozen=True)
 class TurnServer:
-    """A TURN server and its (short-lived) credentials, as issued by the signaling server."""
+    """A TURN server and its (short-lived) credentials, as issued by the signaling server.
+
+    ``transport`` is how we reach the server (``udp`` or ``tcp``); ``tls`` wraps the TCP
+    connection in TLS (``turns:``), checked against the system CAs or ``IceServers.ca_file``.
+    The relayed side is always UDP. The password is never shown by ``repr``.
+    """
 
     host: str
     port: int
     username: str
-    password: str
+    password: str = field(repr=False)
     transport: Literal["udp", "tcp"] = "udp"
+    tls: bool = False
 
     def __post_init__(self) -> None:
-        if not self.host or not 0 < self.port < 65536:
-            raise ValueError(f"bad TURN server address {self.host!r}:{self.port}")
+        _check_server_address(self.host, self.port, "TURN")
         if self.transport not in ("udp", "tcp"):
             raise ValueError(f"TURN transport must be 'udp' or 'tcp', not {self.transport!r}")
+        if self.tls and self.transport != "tcp":
+            raise ValueError("TURN over TLS runs over TCP")
+
+    @property
+    def relay_transport(self) -> RelayTransport:
+        """How we reach the relay: udp, tcp or tls."""
+        return "tls" if self.tls else self.transport
+
+    @property
+    def uri(self) -> str:
+        """The server's RFC 7065 URI (no credentials)."""
+        if self.tls:
+            return f"turns:{_uri_host(self.host)}:{self.port}"
+        return f"turn:{_uri_host(self.host)}:{self.port}?transport={self.transport}"
 
     def __repr__(self) -> str:  # never show the password
-        return f"TurnServer({self.host!r}, {self.port}, username={self.username!r}, ...)"
+        return f"TurnServer({self.uri!r}, username={self.username!r}, ...)"
 
 
-def make_connection(
-    *, controlling: bool, turn: TurnServer | None = None, relay_only: bool = False
-) -> Connection:
-    """Create (but do not gather) an ICE connection with one component."""
-    if relay_only and turn is None:
-        raise MediaError("relay_only needs a TURN server")
-    policy = TransportPolicy.RELAY if relay_only else TransportPolicy.ALL
-    return Connection(
-        ice_controlling=controlling,
-        components=1,
-        turn_server=(turn.host, turn.port) if turn else None,
-        turn_username=turn.username if turn else None,
-        turn_password=turn.password if turn else None,
-        turn_transport=turn.transport if turn else "udp",
-        transport_policy=policy,
-    )
+@dataclass(frozen=True)
+class IceServers:
+    """The STUN and TURN servers of a call (the signaling server hands them out).
 
-
-async def gather(connection: Connection, host_addresses: Sequence[str]) -> list[Candidate]:
-    """Gather host candidates on ``host_addresses`` (plus a relay one with TURN) and install them.
-
-    With the relay-only policy host addresses are not used at all (RFC 9429 section 3.5.3).
+    ``ca_file``: PEM CAs that verify ``turns:`` servers (None: the system CAs), like the phone's
+    ``ca_file`` for wss.
     """
+
+    stun: tuple[StunServer, ...] = ()
+    turn: tuple[TurnServer, ...] = ()
+    ca_file: Path | None = None
+
+    @property
+    def has_relay(self) -> bool:
+        return bool(self.turn)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One server asked during gathering, and what came of it (for :func:`describe_attempts`)."""
+
+    kind: Literal["srflx", "relay"]
+    server: str  # its URI, no credentials
+    address: str | None  # the candidate's address on success
+    error: str | None = None
+
+
+@dataclass
+class Gathered:
+    """What :func:`gather` found: the candidates, and every server attempt."""
+
+    candidates: list[Candidate]
+    attempts: list[Attempt]
+    relay_transports: dict[tuple[str, int], RelayTransport]  # relay candidate -> how reached
+
+
+@dataclass(frozen=True)
+class MediaPath:
+    """The nominated candidate pair: which way the media goes."""
+
+    local_type: str  # host, srflx, prflx, relay
+    remote_type: str
+    local_transport: RelayTransport  # to the relay: udp, tcp or tls; "udp" unless relayed
+    remote_address: tuple[str, int]
+    kind: Literal["host", "srflx", "relay"]
+
+    def __str__(self) -> str:  # e.g. "relay (tcp)"
+        return f"{self.kind} ({self.local_transport})"
+
+
+def path_kind(local_type: str, remote_type: str) -> Literal["host", "srflx", "relay"]:
+    """relay if either side is relayed, srflx if either is reflexive (srflx, prflx), else host."""
+    types = {local_type, remote_type}
+    if "relay" in types:
+        return "relay"
+    if types & {"srflx", "prflx"}:
+        return "srflx"
+    return "host"
+
+
+def _uri_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def interface_addresses(*, include_loopback: bool = False) -> list[str]:
+    """The addresses of every usable interface: IPv4 and global IPv6, first IPv4.
+
+    Link-local (169.254/16, fe80::/10), loopback (unless asked: then 127.0.0.1 only) and
+    unspecified addresses are skipped; at most :data:`MAX_HOST_ADDRESSES`.
+    """
+    v4: list[str] = []
+    v6: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            text = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
+            try:
+                address = ipaddress.ip_address(text)
+            except ValueError:
+                continue
+            if address.is_loopback or address.is_link_local or address.is_unspecified:
+                continue
+            if address.is_multicast:
+                continue
+            (v4 if address.version == 4 else v6).append(str(address))
+    addresses = list(dict.fromkeys(v4 + v6))
+    if include_loopback:
+        addresses.insert(0, "127.0.0.1")
+    return addresses[:MAX_HOST_ADDRESSES]
+
+
+def make_connection(*, controlling: bool, relay_only: bool = False) -> Connection:
+    """Create (but do not gather) an ICE connection with one component.
+
+    STUN and TURN are not given to aioice (it takes one of each): :func:`gather` uses them.
+    """
+    policy = TransportPolicy.RELAY if relay_only else TransportPolicy.ALL
+    return Connection(ice_controlling=controlling, components=1, transport_policy=policy)
+
+
+@functools.lru_cache(maxsize=8)
+def turn_tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
+    """Verifies a ``turns:`` server: its certificate chain (system CAs, or ``ca_file`` only)
+    and its host name; TLS 1.2 or later."""
+    try:
+        context = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
+    except OSError as exc:
+        raise MediaError(f"cannot use {ca_file} as PEM CAs for TURN over TLS: {exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+async def gather(
+    connection: Connection,
+    host_addresses: Sequence[str],
+    servers: IceServers | None = None,
+    *,
+    server_timeout: float = SERVER_TIMEOUT,
+) -> Gathered:
+    """Gather host, server-reflexive and relay candidates and install them on ``connection``.
+
+    With the relay-only policy host addresses and STUN are not used at all (RFC 9429 section
+    3.5.3) and the relay candidates hide their related address. Raises IceFailed when no
+    candidate at all could be gathered (naming what was tried).
+    """
+    servers = servers or IceServers()
     for address in host_addresses:
         try:
             ipaddress.ip_address(address)
         except ValueError as exc:
             raise MediaError(f"host address must be an IP literal, not {address!r}") from exc
     relay_only = connection._transport_policy == TransportPolicy.RELAY
-    addresses = [] if relay_only else list(host_addresses)
-    candidates: list[Candidate] = await connection.get_component_candidates(
+    addresses = [] if relay_only else list(dict.fromkeys(host_addresses))[:MAX_HOST_ADDRESSES]
+    host: list[Candidate] = await connection.get_component_candidates(
         component=COMPONENT, addresses=addresses
     )
-    if not candidates:
-        raise IceFailed(f"no local ICE candidate could be gathered on {addresses or 'TURN'}")
-    _install_local_candidates(connection, candidates)
-    return candidates
+    # get_component_candidates already registered the host sockets with the connection.
+    gathered = Gathered(list(host), [], {})
+    relays: list[StunProtocol] = []
+    try:
+        await _ask_servers(connection, servers, gathered, relays, relay_only, server_timeout)
+        if not gathered.candidates:
+            raise IceFailed("no local ICE candidate could be gathered: " + _tried(gathered))
+        _install_local_candidates(connection, gathered.candidates, relays)
+    except BaseException:
+        await asyncio.gather(*(p.close() for p in relays), return_exceptions=True)
+        raise
+    return gathered
 
 
-def _install_local_candidates(connection: Connection, candidates: list[Candidate]) -> None:
-    """Do what ``Connection.gather_candidates()`` does at its end, with our own candidate list.
+def _tried(gathered: Gathered) -> str:
+    return describe_attempts(gathered, []) or "no address and no server"
 
-    aioice 0.13.0 keeps gathering state in three private fields: ``_local_candidates`` (the list
-    that ``local_candidates`` copies and ``connect()`` pairs from, through the protocols that
-    ``get_component_candidates()`` already registered), and the ``_local_candidates_start`` /
-    ``_local_candidates_end`` flags (``connect()`` refuses to run until ``_end`` is set, and a
-    later ``gather_candidates()`` call is a no-op once ``_start`` is set).
-    """
+
+async def _ask_servers(
+    connection: Connection,
+    servers: IceServers,
+    gathered: Gathered,
+    relays: list[StunProtocol],
+    relay_only: bool,
+    limit: float,
+) -> None:
+    """STUN for every IPv4 host socket and every TURN allocation, concurrently, bounded."""
+    stun_jobs: list[tuple[str, asyncio.Task[tuple[Candidate, None]]]] = []
+    turn_jobs: list[tuple[str, asyncio.Task[tuple[Candidate, StunProtocol, RelayTransport]]]] = []
+    if not relay_only:
+        for protocol in _host_protocols(connection):
+            if ipaddress.ip_address(protocol.local_candidate.host).version != 4:
+                continue
+            for stun in servers.stun[:MAX_STUN_SERVERS]:
+                query = aioice.ice.server_reflexive_candidate(protocol, (stun.host, stun.port))
+                stun_jobs.append((stun.uri, asyncio.ensure_future(query)))
+    for turn in servers.turn[:MAX_TURN_SERVERS]:
+        allocation = _allocate(connection, turn, servers.ca_file, hide_related=relay_only)
+        turn_jobs.append((turn.uri, asyncio.ensure_future(allocation)))
+    tasks: list[asyncio.Task[Any]] = [t for _, t in stun_jobs] + [t for _, t in turn_jobs]
+    if not tasks:
+        return
+    try:
+        _, pending = await asyncio.wait(tasks, timeout=limit)
+    except BaseException:  # cancelled (a hang-up, a caller's timeout): leave no allocation
+        await _abandon(tasks, turn_jobs)
+        raise
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)  # a late success is still used
+    srflx_bases: set[tuple[str | None, int | None]] = set()
+    for uri, stun_task in stun_jobs:
+        error = _failure(stun_task, limit)
+        if error is not None:
+            gathered.attempts.append(Attempt("srflx", uri, None, error))
+            continue
+        candidate, _ = stun_task.result()
+        base = (candidate.related_address, candidate.related_port)
+        if base not in srflx_bases and not _same_as_host(candidate, gathered.candidates):
+            srflx_bases.add(base)
+            gathered.candidates.append(candidate)
+        gathered.attempts.append(Attempt("srflx", uri, candidate.host))
+    for uri, turn_task in turn_jobs:
+        error = _failure(turn_task, limit)
+        if error is not None:
+            gathered.attempts.append(Attempt("relay", uri, None, error))
+            continue
+        candidate, relay, how = turn_task.result()
+        relays.append(relay)
+        gathered.candidates.append(candidate)
+        gathered.relay_transports[(candidate.host, candidate.port)] = how
+        gathered.attempts.append(Attempt("relay", uri, candidate.host))
+    for attempt in gathered.attempts:
+        if attempt.error is not None:
+            what = "TURN" if attempt.kind == "relay" else "STUN"
+            logger.warning("ICE: %s %s failed: %s", what, attempt.server, attempt.error)
+
+
+async def _abandon(
+    tasks: Sequence[asyncio.Task[Any]],
+    turn_jobs: Sequence[tuple[str, asyncio.Task[tuple[Candidate, StunProtocol, RelayTransport]]]],
+) -> None:
+    """Cancel every query, and release the allocations that already succeeded (their sockets
+    and refresh loops would outlive the call and count against the relay's per-user quota)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    done = [t.result()[1] for _, t in turn_jobs if not t.cancelled() and t.exception() is None]
+    await asyncio.gather(*(relay.close() for relay in done), return_exceptions=True)
+
+
+def _failure(task: asyncio.Task[Any], limit: float) -> str | None:
+    if task.cancelled():
+        return f"no answer in {limit:g} s"
+    exc = task.exception()
+    return None if exc is None else _why(exc)
+
+
+def _same_as_host(candidate: Candidate, candidates: Sequence[Candidate]) -> bool:
+    """A srflx equal to a host candidate (no NAT) is redundant (RFC 8445 section 5.1.3)."""
+    return any(
+        c.type == "host" and (c.host, c.port) == (candidate.host, candidate.port)
+        for c in candidates
+    )
+
+
+def _why(exc: BaseException) -> str:
+    """A short reason for a failed server, without anything secret (aioice's messages name
+    STUN error codes, socket errors name addresses: neither carries the credentials)."""
+    text = str(exc) or type(exc).__name__
+    return text[:160]
+
+
+async def _allocate(
+    connection: Connection, turn: TurnServer, ca_file: Path | None, *, hide_related: bool
+) -> tuple[Candidate, StunProtocol, RelayTransport]:
+    """One TURN allocation; the relay candidate is built as aioice's ``relayed_candidate``
+    builds it, with a foundation and local preference of its own per server transport."""
+    ssl_context = turn_tls_context(ca_file) if turn.tls else None
+    _, protocol = await aioice.turn.create_turn_endpoint(
+        lambda: StunProtocol(connection),
+        server_addr=(turn.host, turn.port),
+        username=turn.username,
+        password=turn.password,
+        ssl=ssl_context,
+        transport=turn.transport,
+    )
+    address = protocol.transport.get_extra_info("sockname")
+    related = protocol.transport.get_extra_info("related_address")
+    if hide_related:  # RFC 9429 section 3.5.3, in the format of RFC 8839 section 5.1
+        related = ("0.0.0.0", 9) if ipaddress.ip_address(address[0]).version == 4 else ("::", 9)
+    how = turn.relay_transport
+    preference = {"udp": 65535, "tcp": 32767, "tls": 16383}[how]  # prefer the cheapest leg
+    protocol.local_candidate = Candidate(
+        foundation=candidate_foundation("relay", f"udp-{how}", address[0]),
+        component=COMPONENT,
+        transport="udp",
+        priority=candidate_priority(COMPONENT, "relay", preference),
+        host=address[0],
+        port=address[1],
+        type="relay",
+        related_address=related[0],
+        related_port=related[1],
+    )
+    return protocol.local_candidate, protocol, how
+
+
+def _require_pinned(connection: Connection, names: Sequence[str]) -> None:
     if aioice.__version__ != PINNED_AIOICE:
         raise MediaError(
             f"voice.media.ice pokes aioice {PINNED_AIOICE} internals; found aioice "
-            f"{aioice.__version__}: re-check _install_local_candidates against it"
+            f"{aioice.__version__}: re-check _install_local_candidates and _nominated_pair"
         )
-    for name in ("_local_candidates", "_local_candidates_start", "_local_candidates_end"):
+    for name in names:
         if not hasattr(connection, name):
             raise MediaError(f"aioice.Connection has no {name}: internals changed")
+
+
+def _install_local_candidates(
+    connection: Connection,
+    candidates: list[Candidate],
+    relay_protocols: Sequence[StunProtocol] = (),
+) -> None:
+    """Do what ``Connection.gather_candidates()`` does at its end, with our own candidates.
+
+    aioice 0.13.0 keeps gathering state in private fields: ``_local_candidates`` (the list
+    that ``local_candidates`` copies), ``_protocols`` (the sockets ``connect()`` pairs from and
+    ``close()`` closes: the host sockets are already there, registered by
+    ``get_component_candidates()``; our relay sockets are added here, as aioice adds its one
+    relay), and the ``_local_candidates_start`` / ``_local_candidates_end`` flags (``connect()``
+    refuses to run until ``_end`` is set, and a later ``gather_candidates()`` call is a no-op
+    once ``_start`` is set).
+    """
+    names = ("_local_candidates", "_local_candidates_start", "_local_candidates_end", "_protocols")
+    _require_pinned(connection, names)
     if connection._local_candidates_start:
         raise MediaError("local candidates were already gathered on this connection")
     connection._local_candidates_start = True
+    connection._protocols += list(relay_protocols)
     connection._local_candidates += candidates
     connection._local_candidates_end = True
+
+
+def wake_receiver(connection: Connection) -> None:
+    """Make a ``recv()`` waiting on ``connection`` raise ConnectionError now, as ``close()``
+    does at its very end (aioice 0.13.0 ends its private ``_queue`` with None): the receive
+    loop must not wait for the old connection's TURN allocations to be released."""
+    _require_pinned(connection, ("_queue",))
+    connection._queue.put_nowait(None)
+
+
+def _host_protocols(connection: Connection) -> list[StunProtocol]:
+    """The host sockets ``get_component_candidates()`` registered in the private
+    ``_protocols`` list (aioice 0.13.0 returns only their candidates), to ask STUN through."""
+    _require_pinned(connection, ("_protocols",))
+    return [p for p in connection._protocols if p.local_candidate.type == "host"]
+
+
+def _nominated_pair(connection: Connection) -> tuple[Candidate, Candidate] | None:
+    """(local, remote) candidates of the nominated pair of our one component, or None.
+
+    aioice 0.13.0 keeps it in the private ``_nominated`` dict (component -> CandidatePair) and
+    has no public accessor; ``close()`` empties it.
+    """
+    _require_pinned(connection, ("_nominated",))
+    pair = connection._nominated.get(COMPONENT)
+    if pair is None:
+        return None
+    return pair.local_candidate, pair.remote_candidate
+
+
+def media_path(connection: Connection, gathered: Gathered) -> MediaPath | None:
+    """The nominated pair as a :class:`MediaPath` (None before ICE connects or once closed)."""
+    pair = _nominated_pair(connection)
+    if pair is None:
+        return None
+    local, remote = pair
+    how: RelayTransport = "udp"
+    if local.type == "relay":
+        how = gathered.relay_transports.get((local.host, local.port), "udp")
+    return MediaPath(
+        local_type=local.type,
+        remote_type=remote.type,
+        local_transport=how,
+        remote_address=(remote.host, remote.port),
+        kind=path_kind(local.type, remote.type),
+    )
+
+
+def describe_attempts(gathered: Gathered, remote: Sequence[Candidate]) -> str:
+    """One line: the paths tried and what the peer offered (addresses and URIs, no secret)."""
+    ours: list[str] = [f"host {c.host}" for c in gathered.candidates if c.type == "host"]
+    for a in gathered.attempts:
+        if a.error is not None:
+            ours.append(
+                f"{'relay' if a.kind == 'relay' else 'stun'} {a.server} (failed: {a.error})"
+            )
+        elif a.kind == "relay":
+            ours.append(f"relay {a.address} via {a.server}")
+        else:
+            ours.append(f"srflx {a.address}")
+    text = "tried " + (", ".join(dict.fromkeys(ours)) or "nothing")
+    if remote:
+        theirs = ", ".join(dict.fromkeys(f"{c.type} {c.host}" for c in remote))
+        text += f"; peer offered {theirs}"
+    return text
 
 
 def candidates_to_sdp(connection: Connection) -> list[str]:
     """The local candidates as SDP attribute values (``Candidate.to_sdp()``)."""
     return [c.to_sdp() for c in connection.local_candidates]
+
+
+def parse_ice_parameters(obj: object) -> tuple[str, str, tuple[Candidate, ...]]:
+    """Check the ``ice`` part of a description (or of an ICE restart) strictly:
+    exactly ``ufrag``, ``pwd`` and 1..32 ``candidates``. Raises BadDescription."""
+    if not isinstance(obj, dict) or set(obj) != {"ufrag", "pwd", "candidates"}:
+        raise BadDescription("ice must be an object with exactly ufrag, pwd and candidates")
+    ufrag, pwd = check_credentials(obj["ufrag"], obj["pwd"])
+    raw = obj["candidates"]
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_REMOTE_CANDIDATES:
+        raise BadDescription(f"ice.candidates must be a list of 1-{MAX_REMOTE_CANDIDATES}")
+    return ufrag, pwd, tuple(parse_candidate(text) for text in raw)
 
 
 def check_credentials(ufrag: object, pwd: object) -> tuple[str, str]:
@@ -168,13 +586,31 @@ async def connect(
     """Run the ICE checks against the peer; raise :class:`IceFailed` on failure or timeout."""
     connection.remote_username = ufrag
     connection.remote_password = pwd
-    for candidate in candidates:
+    direct = [c for c in candidates if c.type != "relay"]
+    relayed = [c for c in candidates if c.type == "relay"]
+    local_direct = any(c.type != "relay" for c in connection.local_candidates)
+    if not (direct and local_direct):  # nothing to prefer: take the relay at once
+        direct, relayed = [*direct, *relayed], []
+    for candidate in direct:
         await connection.add_remote_candidate(candidate)
-    await connection.add_remote_candidate(None)  # end-of-candidates: lets failure be reported
+    if not relayed:
+        await connection.add_remote_candidate(None)  # end-of-candidates: lets failure be known
+    checks = asyncio.ensure_future(connection.connect())
     try:
         async with asyncio.timeout(connect_timeout):
-            await connection.connect()
+            if relayed:
+                await asyncio.wait([checks], timeout=RELAY_LAST)
+                if not checks.done():  # no direct path yet: let the relay in
+                    for candidate in relayed:
+                        await connection.add_remote_candidate(candidate)
+                    await connection.add_remote_candidate(None)
+            await checks
     except TimeoutError as exc:
         raise IceFailed(f"ICE did not connect within {connect_timeout:g} s") from exc
     except ConnectionError as exc:
         raise IceFailed(f"ICE failed: {exc}") from exc
+    finally:
+        if not checks.done():
+            checks.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await checks

@@ -15,6 +15,19 @@ first frame decoded from a received packet is handed to the sink. :attr:`loss_no
 when a packet goes missing while our last report told the peer the link was clean: the RTCP
 scheduler (``voice.media.rtcpsched``) then reports at once, so the peer's FEC is armed within a
 round trip.
+
+Concealment is bounded. A run of missing frames (the peer stopped, the network is down) is
+concealed at full level for ``CONCEAL_FULL_FRAMES`` (80 ms: bursts of 1-3 losses, what random
+loss produces, sound exactly as before), then the concealment fades linearly to zero over
+``FADE_FRAMES`` (80 ms), then the sink gets true silence (no more PLC: Opus's deep PLC would
+babble for seconds) until packets return. The first frame decoded after a fade is faded in over
+``FADE_IN_SAMPLES`` (10 ms) from the level the fade had reached, so the resumption does not
+click; the jitter buffer re-syncs after the gap as after any other.
+
+:attr:`first_packet` is set (and :attr:`first_packet_at`) by the first RTP packet of the peer's
+stream that passed SRTP authentication (``on_rtp`` sees nothing else); :attr:`last_rtp_at` is the
+arrival of the newest one. In the peer's RTCP, an authenticated BYE (RFC 3550 section 6.6) that
+names the peer's SSRC sets :attr:`peer_said_bye`: the peer hung up, said in band.
 """
 
 from __future__ import annotations
@@ -27,14 +40,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from aiortc.rtp import RtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSrPacket, RtpPacket
+from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtcpSrPacket, RtpPacket
 
 from voice.audio.base import FRAME_BYTES, FRAME_SECONDS, AudioSink
 from voice.errors import VoiceError
 from voice.media.jitter import Conceal, JitterBuffer, Play, RecoverWithFec
 from voice.media.opus import OpusDecoder
 from voice.media.overuse import decoder_complexity
-from voice.media.rtcp import ReceptionStats
+from voice.media.rtcp import (
+    RTCP_BYE,
+    RTCP_RR,
+    RTCP_SR,
+    MalformedRtcp,
+    ReceptionStats,
+    parse_bye,
+    split_compound,
+)
 from voice.media.sender import CLOCK_RATE, PAYLOAD_TYPE
 
 if TYPE_CHECKING:
@@ -43,6 +64,21 @@ if TYPE_CHECKING:
 SILENCE = bytes(FRAME_BYTES)
 PHASE_LEAD = 0.006  # s: first playout tick after the first packet: guard 2 ms + 4 ms of jitter
 SILENCE_RMS = 100.0  # about -50 dBFS: below this a decoded frame counts as a pause
+CONCEAL_FULL_FRAMES = 4  # missing frames concealed at full level (80 ms: bursts of 1-3 losses)
+FADE_FRAMES = 4  # then the concealment fades to zero over 80 ms; silence from then on
+FADE_IN_SAMPLES = 480  # 10 ms ramp back to full level for the first frame after a fade
+
+
+def ramp(pcm: bytes, start: float, end: float, length: int) -> bytes:
+    """``pcm`` scaled by a gain going linearly from ``start`` to ``end`` over its first
+    ``length`` samples (reaching ``end`` on the last of them) and ``end`` after that."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
+    length = max(1, min(length, samples.size))
+    gains = np.full(samples.size, end, dtype=np.float32)
+    steps = np.arange(1, length + 1, dtype=np.float32) / length
+    gains[:length] = start + (end - start) * steps
+    scaled = np.clip(np.rint(samples * gains), -32768, 32767).astype("<i2")
+    return bytes(scaled.tobytes())
 
 
 def frame_rms(pcm: bytes) -> float:
@@ -58,7 +94,9 @@ class PlayoutCounters:
     played: int = 0  # decoded from a received packet
     fec_recovered: int = 0  # rebuilt from the FEC data of the next packet (if it had any:
     # libopus < 1.5 cannot tell, and then a packet without FEC data counts here too)
-    concealed: int = 0  # Opus packet loss concealment
+    concealed: int = 0  # Opus packet loss concealment (at full level or fading)
+    faded: int = 0  # ... of which attenuated: a run of missing frames longer than 80 ms
+    silenced: int = 0  # still missing after the fade: true silence instead of concealment
     waited: int = 0  # nothing to play yet: silence
     decode_errors: int = 0  # an authenticated payload Opus refused (concealed instead)
     ticks_skipped: int = 0
@@ -76,6 +114,8 @@ class RtpReceiver:
         remote_ssrc: int,
         on_report_block: Callable[[RtcpReceiverInfo], None],
         first_audio: asyncio.Event | None = None,
+        first_packet: asyncio.Event | None = None,
+        peer_said_bye: asyncio.Event | None = None,
     ) -> None:
         self._sink = sink
         self._decoder = decoder
@@ -86,7 +126,14 @@ class RtpReceiver:
         self.playout = PlayoutCounters()
         self.playing = False
         self.rejected_rtp = 0  # authenticated but not our stream (SSRC / payload type)
-        self.rtcp_parse_errors = 0
+        self.rtcp_parse_errors = 0  # authenticated RTCP whose framing or a report was bad
+        self.rtcp_bye_malformed = 0  # an authenticated BYE that broke RFC 3550 6.6: ignored
+        self.first_packet = first_packet if first_packet is not None else asyncio.Event()
+        self.first_packet_at: float | None = None  # arrival of the peer's first RTP packet
+        self.last_rtp_at: float | None = None  # ... and of its newest (loop time)
+        self.peer_said_bye = peer_said_bye if peer_said_bye is not None else asyncio.Event()
+        self._missing = 0  # consecutive ticks without a frame from a packet
+        self._gain = 1.0  # playout gain at the end of the last frame (below 1 after a fade)
         self.first_audio = first_audio if first_audio is not None else asyncio.Event()
         self.first_audio_at: float | None = None
         self._first_arrival: float | None = None  # of the first packet pushed while playing
@@ -111,6 +158,10 @@ class RtpReceiver:
         if packet.ssrc != self.remote_ssrc or packet.payload_type != PAYLOAD_TYPE:
             self.rejected_rtp += 1
             return
+        self.last_rtp_at = arrival
+        if self.first_packet_at is None:
+            self.first_packet_at = arrival
+            self.first_packet.set()
         self.reception.update(packet.sequence_number, packet.timestamp, arrival)
         if self.reception.loss_unreported:
             self.loss_noticed.set()
@@ -128,20 +179,44 @@ class RtpReceiver:
             self._wakeup.set()
 
     def on_rtcp(self, data: bytes, arrival: float) -> None:
-        """One verified, decrypted (compound) RTCP packet from the peer."""
+        """One verified, decrypted (compound) RTCP packet from the peer.
+
+        A compound whose framing is broken is dropped whole (``rtcp_parse_errors``); inside a
+        well-framed one, a bad report is skipped the same way and a malformed BYE is counted
+        (``rtcp_bye_malformed``) and ignored, the other packets still count.
+        """
         try:
-            packets = RtcpPacket.parse(data)
-        except ValueError:
+            parts = split_compound(data)
+        except MalformedRtcp:
             self.rtcp_parse_errors += 1
             return
-        for packet in packets:
-            if isinstance(packet, RtcpSrPacket | RtcpRrPacket):
-                if packet.ssrc != self.remote_ssrc:
+        for packet_type, count, payload in parts:
+            if packet_type == RTCP_BYE:
+                try:
+                    sources, _reason = parse_bye(count, payload)
+                except MalformedRtcp:
+                    self.rtcp_bye_malformed += 1
                     continue
-                if isinstance(packet, RtcpSrPacket):
-                    self.reception.note_sender_report(packet.sender_info.ntp_timestamp, arrival)
-                for block in packet.reports:
-                    self._on_report_block(block)
+                if self.remote_ssrc in sources:
+                    self.peer_said_bye.set()
+                continue
+            if packet_type not in (RTCP_SR, RTCP_RR):
+                continue
+            try:
+                report = (
+                    RtcpSrPacket.parse(payload, count)
+                    if packet_type == RTCP_SR
+                    else RtcpRrPacket.parse(payload, count)
+                )
+            except ValueError:
+                self.rtcp_parse_errors += 1
+                continue
+            if report.ssrc != self.remote_ssrc:
+                continue
+            if isinstance(report, RtcpSrPacket):
+                self.reception.note_sender_report(report.sender_info.ntp_timestamp, arrival)
+            for block in report.reports:
+                self._on_report_block(block)
 
     def report_block(self, now: float) -> RtcpReceiverInfo | None:
         """The report block about the peer's stream, once anything was received."""
@@ -184,14 +259,20 @@ class RtpReceiver:
             if clock is not None:
                 best = self._decoder.max_complexity
                 self._decoder.set_complexity(decoder_complexity(clock.complexity, best))
-            pcm, real, decoded = self._next_frame(loop.time())
-            if decoded:
-                self._jitter.note_silence(frame_rms(pcm) < SILENCE_RMS)
+            pcm, real = self.tick(loop.time())
             await self._sink.write_frame(pcm)
             if real and self.first_audio_at is None:
                 self.first_audio_at = loop.time()
                 self.first_audio.set()
             tick += 1
+
+    def tick(self, now: float) -> tuple[bytes, bool]:
+        """One playout tick at loop time ``now``: the frame for the sink, and whether it was
+        decoded from a received packet (``run`` calls this every 20 ms)."""
+        pcm, real, decoded = self._next_frame(now)
+        if decoded:
+            self._jitter.note_silence(frame_rms(pcm) < SILENCE_RMS)
+        return pcm, real
 
     def _next_frame(self, now: float) -> tuple[bytes, bool, bool]:
         """Ask the jitter buffer what to play: (frame, from a packet?, from the decoder?)."""
@@ -200,19 +281,44 @@ class RtpReceiver:
             if isinstance(action, Play):
                 pcm = self._decoder.decode(action.payload)
                 self.playout.played += 1
-                return pcm, True, True
+                return self._heard(pcm), True, True
             if isinstance(action, RecoverWithFec):
                 if self._decoder.has_fec(action.next_payload) is False:
-                    self.playout.concealed += 1  # no FEC bits in it: libopus would conceal
-                    return self._decoder.conceal(), False, True
+                    return self._conceal(), False, True  # no FEC bits: libopus would conceal
                 pcm = self._decoder.decode_fec(action.next_payload)
                 self.playout.fec_recovered += 1
-                return pcm, True, True
+                return self._heard(pcm), True, True
         except VoiceError:
             self.playout.decode_errors += 1
             action = Conceal()
         if isinstance(action, Conceal):
-            self.playout.concealed += 1
-            return self._decoder.conceal(), False, True
+            return self._conceal(), False, True
         self.playout.waited += 1
         return SILENCE, False, False
+
+    def _heard(self, pcm: bytes) -> bytes:
+        """A frame decoded from a packet: ends a run of missing frames, fading in after a fade."""
+        self._missing = 0
+        if self._gain >= 1.0:
+            return pcm
+        pcm = ramp(pcm, self._gain, 1.0, FADE_IN_SAMPLES)
+        self._gain = 1.0
+        return pcm
+
+    def _conceal(self) -> bytes:
+        """A missing frame: Opus PLC at full level, then fading, then silence (see above)."""
+        self._missing += 1
+        fading = self._missing - CONCEAL_FULL_FRAMES  # 1..FADE_FRAMES while fading
+        if fading > FADE_FRAMES:
+            self.playout.silenced += 1
+            self._gain = 0.0
+            return SILENCE  # no PLC: nothing to hear, and nothing to spend on it
+        self.playout.concealed += 1
+        pcm = self._decoder.conceal()
+        if fading <= 0:
+            return pcm
+        self.playout.faded += 1
+        end = max(0.0, 1.0 - fading / FADE_FRAMES)
+        pcm = ramp(pcm, self._gain, end, len(pcm) // 2)
+        self._gain = end
+        return pcm

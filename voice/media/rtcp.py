@@ -12,9 +12,16 @@ uses to tune Opus FEC) and interarrival jitter. No I/O and no clock of its own.
 clean link: the RTCP scheduler (``voice.media.rtcpsched``) then sends its next report early
 (RFC 4585's idea of early feedback), so the peer's sender arms Opus FEC within a round trip
 instead of up to 1.25 s later.
+
+:func:`split_compound` walks a (decrypted, authenticated) compound RTCP packet header by header,
+bounded; :func:`bye_packet` and :func:`parse_bye` are RTCP BYE (RFC 3550 section 6.6), which the
+client sends as an in-band, authenticated hang-up. The parser is strict: anything that breaks
+the format raises :class:`MalformedRtcp`.
 """
 
 from __future__ import annotations
+
+import struct
 
 from aiortc.rtp import RtcpReceiverInfo
 
@@ -22,6 +29,79 @@ NTP_EPOCH_OFFSET = 2_208_988_800  # seconds from 1900-01-01 to 1970-01-01
 RTP_SEQ_MOD = 1 << 16
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
+
+RTCP_SR = 200
+RTCP_RR = 201
+RTCP_BYE = 203
+MAX_COMPOUND_PARTS = 16  # far more than any compound we or a sane peer send (SR/RR + BYE)
+MAX_BYE_REASON = 255  # the reason's length is one octet
+_RTCP_HEADER = struct.Struct("!BBH")
+
+
+class MalformedRtcp(ValueError):
+    """A compound RTCP packet, or a BYE inside one, that breaks RFC 3550's format."""
+
+
+def split_compound(data: bytes) -> list[tuple[int, int, bytes]]:
+    """The packets of a compound RTCP packet: (packet type, count field, payload).
+
+    Checked: version 2, 32-bit alignment, each length inside the datagram, padding (the last
+    octet counts it, never more than the payload), at most ``MAX_COMPOUND_PARTS`` packets.
+    The payload is what follows the 4-byte header, without padding.
+    """
+    if not data or len(data) % 4:
+        raise MalformedRtcp("RTCP is not a non-empty multiple of 32 bits")
+    parts: list[tuple[int, int, bytes]] = []
+    pos = 0
+    while pos < len(data):
+        if len(parts) == MAX_COMPOUND_PARTS:
+            raise MalformedRtcp("too many packets in one compound RTCP packet")
+        first, packet_type, words = _RTCP_HEADER.unpack_from(data, pos)
+        if first >> 6 != 2:
+            raise MalformedRtcp("RTCP version is not 2")
+        end = pos + 4 + 4 * words
+        if end > len(data):
+            raise MalformedRtcp("RTCP packet is truncated")
+        payload = data[pos + 4 : end]
+        if first & 0x20:
+            if not payload or not 0 < payload[-1] <= len(payload):
+                raise MalformedRtcp("RTCP padding length is invalid")
+            payload = payload[: -payload[-1]]
+        parts.append((packet_type, first & 0x1F, payload))
+        pos = end
+    return parts
+
+
+def bye_packet(ssrc: int, reason: bytes = b"") -> bytes:
+    """An RTCP BYE for one source, with an optional reason (at most 255 octets)."""
+    if len(reason) > MAX_BYE_REASON:
+        raise ValueError("a BYE reason is at most 255 octets")
+    body = struct.pack("!I", ssrc & 0xFFFF_FFFF)
+    if reason:
+        body += bytes([len(reason)]) + reason
+        body += bytes(-len(body) % 4)  # null octets to the next 32-bit boundary
+    return _RTCP_HEADER.pack(0x80 | 1, RTCP_BYE, len(body) // 4) + body
+
+
+def parse_bye(count: int, payload: bytes) -> tuple[tuple[int, ...], bytes]:
+    """The sources and reason of a BYE, from :func:`split_compound`'s count and payload.
+
+    Strict: ``count`` SSRCs, then either nothing or a reason (length octet, text) followed by
+    fewer than four null octets. A count of 0 is valid but names nobody (RFC 3550 6.6).
+    """
+    if len(payload) < 4 * count:
+        raise MalformedRtcp("BYE is shorter than its source count")
+    sources = struct.unpack_from(f"!{count}I", payload)
+    rest = payload[4 * count :]
+    if not rest:
+        return sources, b""
+    end = 1 + rest[0]
+    if end > len(rest):
+        raise MalformedRtcp("BYE reason runs past the packet")
+    tail = rest[end:]
+    if len(tail) >= 4 or any(tail):
+        raise MalformedRtcp("BYE has trailing data after its reason")
+    return sources, rest[1:end]
 
 
 def is_rtcp(datagram: bytes) -> bool:

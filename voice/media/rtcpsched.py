@@ -11,6 +11,9 @@ The scheduler only decides when, and asks the sender and receiver what: the pack
 :meth:`RtpSender.sender_report <voice.media.sender.RtpSender.sender_report>` and
 :meth:`RtpReceiver.report_block <voice.media.receiver.RtpReceiver.report_block>`, and go out
 through ``send_rtcp`` (the transport's SRTCP path). The randomness is injected.
+
+:meth:`RtcpScheduler.goodbye` builds the compound packet of a hang-up: a last report (SR or RR,
+as RFC 3550 section 6.1 wants every compound to begin) followed by a BYE with our SSRC.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from aiortc.rtp import RtcpRrPacket
 
 from voice.media.receiver import RtpReceiver
+from voice.media.rtcp import bye_packet
 from voice.media.sender import RtpSender
 
 __all__ = ["RTCP_INTERVAL", "RtcpScheduler"]
@@ -90,3 +94,12 @@ class RtcpScheduler:
             return True
         packet = bytes(report) if report else bytes(RtcpRrPacket(self._sender.ssrc, blocks))
         return await self._send_rtcp(packet)
+
+    def goodbye(self, now: float) -> bytes:
+        """A compound RTCP packet saying we leave: our SR (or an RR, empty if we received
+        nothing) followed by a BYE naming our SSRC (RFC 3550 section 6.6)."""
+        block = self._receiver.report_block(now)
+        blocks = [block] if block is not None else []
+        report = self._sender.sender_report(now, blocks)
+        first = bytes(report) if report else bytes(RtcpRrPacket(self._sender.ssrc, blocks))
+        return first + bye_packet(self._sender.ssrc)

@@ -4,7 +4,13 @@
     connect(peer description)        ICE checks; may run while the phone rings
     set_keys(tx=..., rx=...)         SRTP keys from the e2e key agreement (before or after ICE)
     start()                          after accept: send and play out
+    send_bye()                       hang-up, in band: SRTCP report + BYE (3 times, 20 ms apart)
     close()                          hang-up: cancel every task, close ICE, drop the keys
+
+Events for the call controller: ``first_packet`` (the peer's first RTP packet that passed SRTP
+authentication: the media path works both ways), ``first_audio`` (its first frame played) and
+``peer_said_bye`` (an authenticated RTCP BYE from the peer's SSRC: it hung up, even if the
+signaling server is down).
 
 Nothing is sent before :meth:`start` (and not before ICE and the keys are both ready); packets
 that arrive before the keys are set are dropped and counted. Packet flow and the description
@@ -34,7 +40,7 @@ from voice.errors import MediaError
 from voice.media import ice
 from voice.media.clock import MediaClock
 from voice.media.description import RemoteDescription, codec_description, parse_description
-from voice.media.ice import TurnServer
+from voice.media.ice import IceServers, MediaPath, StunServer, TurnServer
 from voice.media.jitter import JitterBuffer
 from voice.media.loss import LossModel, as_send_filter
 from voice.media.opus import OpusDecoder, OpusEncoder, OpusSettings
@@ -44,9 +50,21 @@ from voice.media.sender import RtpSender
 from voice.media.stats import MediaStats
 from voice.media.transport import MediaTransport
 
-__all__ = ["LossModel", "MediaSession", "MediaStats", "OpusSettings", "TurnServer"]
+__all__ = [
+    "IceServers",
+    "LossModel",
+    "MediaPath",
+    "MediaSession",
+    "MediaStats",
+    "OpusSettings",
+    "StunServer",
+    "TurnServer",
+]
 
 logger = logging.getLogger(__name__)
+
+BYE_REPEATS = 3  # a BYE is sent this many times (it is not acknowledged: loss is likely)
+BYE_SPACING = 0.020  # seconds between the copies
 
 
 class MediaSession:
@@ -70,6 +88,8 @@ class MediaSession:
         self._rng = rng
         self.ssrc = secrets.randbits(32)
         self.first_audio = asyncio.Event()
+        self.first_packet = asyncio.Event()  # the peer's first authenticated RTP packet
+        self.peer_said_bye = asyncio.Event()  # an authenticated RTCP BYE from the peer's SSRC
         self._encoder = OpusEncoder(opus)
         self._sender = RtpSender(
             source=source,
@@ -99,8 +119,8 @@ class MediaSession:
         controlling: bool,
         source: AudioSource,
         sink: AudioSink,
-        host_addresses: Sequence[str] = ("127.0.0.1",),
-        turn: TurnServer | None = None,
+        host_addresses: Sequence[str] | None = ("127.0.0.1",),
+        ice_servers: IceServers | None = None,
         relay_only: bool = False,
         opus: OpusSettings = OpusSettings(),  # noqa: B008 (frozen dataclass)
         loss: LossModel | None = None,
@@ -115,6 +135,12 @@ class MediaSession:
         on the outgoing RTP path, for tests and benchmarks. ``on_datagram_sent`` observes every
         media datagram (SRTP and SRTCP) handed to the socket; aioice's own STUN checks are not
         included. ``rng`` only spreads the RTCP report times.
+
+        ``host_addresses``: where host candidates are gathered (None: every usable interface,
+        see :func:`voice.media.ice.interface_addresses`; loopback only when listed).
+        ``ice_servers``: STUN servers (server-reflexive candidates) and TURN servers (a relay
+        candidate through each). ``relay_only``: relay candidates only; IceFailed if no TURN
+        allocation succeeds.
         """
         if loss is not None and send_filter is not None:
             raise MediaError("give either loss or send_filter, not both")
@@ -122,8 +148,10 @@ class MediaSession:
             send_filter = as_send_filter(loss)
         transport = await MediaTransport.create(
             controlling=controlling,
-            host_addresses=host_addresses,
-            turn=turn,
+            host_addresses=(
+                ice.interface_addresses() if host_addresses is None else host_addresses
+            ),
+            servers=ice_servers,
             relay_only=relay_only,
             send_filter=send_filter,
             on_datagram_sent=on_datagram_sent,
@@ -165,6 +193,8 @@ class MediaSession:
             remote_ssrc=self._remote.ssrc,
             on_report_block=self._sender.on_report_block,
             first_audio=self.first_audio,
+            first_packet=self.first_packet,
+            peer_said_bye=self.peer_said_bye,
         )
         self._rtcp = RtcpScheduler(
             sender=self._sender,
@@ -174,6 +204,42 @@ class MediaSession:
         )
         await self._transport.connect(self._remote, connect_timeout=self._ice_timeout)
         self._spawn(self._receive(), "recv")
+
+    async def prepare_restart(
+        self,
+        *,
+        ice_servers: IceServers | None = None,
+        host_addresses: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Gather a new ICE connection for a restart; return its ``ice`` parameters.
+
+        Same controlling role and relay policy; the same host addresses and ICE servers unless
+        given (the machine moved to another network; fresher TURN credentials); fresh
+        ufrag/pwd. The result has the shape of ``local_description()["ice"]``. A restart
+        still pending is closed and replaced.
+        """
+        if self._closed:
+            raise MediaError("media session is closed")
+        return await self._transport.prepare_restart(ice_servers, host_addresses)
+
+    async def complete_restart(self, remote_ice: dict[str, Any], *, timeout: float) -> None:  # noqa: ASYNC109
+        """Check the peer's restart parameters (BadDescription), run ICE on the prepared
+        connection and swap it in (IceFailed: the pending one is closed, the current one stays).
+
+        SRTP, counters and sequence numbers carry on; the receive loop keeps running and the
+        old connection is closed.
+        """
+        if self._closed:
+            raise MediaError("media session is closed")
+        await self._transport.complete_restart(remote_ice, timeout=timeout)
+
+    def path(self) -> MediaPath | None:
+        """The nominated candidate pair (None before ICE connects, once lost or closed)."""
+        return self._transport.path()
+
+    def attempted(self) -> str:
+        """One line naming the paths ICE tried and what the peer offered (no secrets)."""
+        return self._transport.attempted()
 
     def set_keys(self, *, tx: bytes, rx: bytes) -> None:
         """Install the SRTP keys (44-byte AES-256-GCM key||salt per direction), once."""
@@ -195,6 +261,29 @@ class MediaSession:
     def first_audio_at(self) -> float | None:
         """Loop time at which the first decoded frame went to the sink."""
         return self._receiver.first_audio_at if self._receiver else None
+
+    @property
+    def first_packet_at(self) -> float | None:
+        """Loop time at which the peer's first authenticated RTP packet arrived."""
+        return self._receiver.first_packet_at if self._receiver else None
+
+    async def send_bye(self) -> bool:
+        """Say in band that we hang up: a compound SRTCP packet (our report + RTCP BYE with our
+        SSRC), sent ``BYE_REPEATS`` times ``BYE_SPACING`` apart. Sends nothing (returns False)
+        unless ICE is up and the keys are set; True once a copy went out. Call it before
+        :meth:`close`; the peer's ``peer_said_bye`` fires on the first copy it authenticates."""
+        loop = asyncio.get_running_loop()
+        sent = False
+        for copy in range(BYE_REPEATS):
+            if copy:
+                await asyncio.sleep(BYE_SPACING)
+            rtcp, t = self._rtcp, self._transport
+            if self._closed or rtcp is None or not (t.keys_set.is_set() and t.ice_connected):
+                break  # (re-checked for each copy: close() may have run meanwhile)
+            if not await t.send_rtcp(rtcp.goodbye(loop.time())):
+                break
+            sent = True
+        return sent
 
     def stats(self) -> MediaStats:
         t, r, s = self._transport, self._receiver, self._sender
@@ -234,7 +323,12 @@ class MediaSession:
             decoder_complexity=self._decoder.complexity if self._decoder else 0,
             started_at=self._started_at,
             first_audio_at=self.first_audio_at,
+            first_packet_at=self.first_packet_at,
+            last_rtp_at=r.last_rtp_at if r else None,
             error=self._error,
+            path=None if (path := t.path()) is None else str(path),
+            packets_dropped_no_path=c.dropped_no_path,
+            ice_restarts=c.restarts,
         )
 
     async def close(self) -> None:

@@ -1,8 +1,8 @@
 """What a media session reports: :class:`MediaStats`, a frozen snapshot for callers and benches.
 
-Loop times (``started_at``, ``first_audio_at``) come from the event loop's clock, so the time
-from one side's ``start()`` to the other side's first audio is a plain difference when both run
-in one process.
+Loop times (``started_at``, ``first_audio_at``, ``first_packet_at``, ``last_rtp_at``) come from
+the event loop's clock, so the time from one side's ``start()`` to the other side's first audio
+is a plain difference when both run in one process.
 """
 
 from __future__ import annotations
@@ -50,4 +50,9 @@ class MediaStats:
     decoder_complexity: int  # 6 = speech enhancement (libopus 1.5+), 0 under load or without it
     started_at: float | None
     first_audio_at: float | None
+    first_packet_at: float | None  # arrival of the peer's first authenticated RTP packet
+    last_rtp_at: float | None  # ... and of its newest: how long the peer has been quiet
     error: str | None  # why a media task stopped, if one did
+    path: str | None = None  # the nominated pair's kind and our leg: "host (udp)", "relay (tls)"
+    packets_dropped_no_path: int = 0  # not sent: ICE connection lost, waiting for a restart
+    ice_restarts: int = 0

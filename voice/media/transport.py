@@ -11,22 +11,29 @@ The one object that touches the socket (aiortc's ICE and SRTP transports in one,
 the keys come from the end-to-end agreement, docs/media.md). It knows nothing of codecs, RTP
 headers or report timing: plaintext packets go in, verified plaintext packets come out, and
 everything refused is counted, never raised. Nothing is sent before :meth:`set_keys`.
+
+ICE restart: :meth:`prepare_restart` gathers a second connection (same role, servers and
+policy, fresh ufrag/pwd); :meth:`complete_restart` runs its checks and swaps it in. The SRTP
+context, counters and sequence numbers carry on; the receive loop moves to the new connection.
+When aioice closes the connection itself (consent expired, RFC 7675) :attr:`lost` is set and
+the receive loop waits for such a swap; sends meanwhile are dropped and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aioice import Connection
+from aioice import Candidate, Connection
 
-from voice.errors import MediaError
+from voice.errors import IceFailed, MediaError
 from voice.media import ice
 from voice.media.description import RemoteDescription
-from voice.media.ice import TurnServer
+from voice.media.ice import Gathered, IceServers, MediaPath
 from voice.media.rtcp import is_rtcp, is_rtp_or_rtcp
 from voice.media.srtp import SrtpContext, SrtpCounters
 
@@ -52,6 +59,8 @@ class TransportCounters:
     rtp_received: int = 0
     rtcp_received: int = 0
     before_keys: int = 0
+    dropped_no_path: int = 0  # SRTP/SRTCP not sent: the ICE connection was lost (until restart)
+    restarts: int = 0  # ICE restarts completed
 
 
 class MediaTransport:
@@ -61,10 +70,22 @@ class MediaTransport:
         self,
         connection: Connection,
         *,
+        gathered: Gathered | None = None,
+        host_addresses: Sequence[str] = (),
+        servers: IceServers | None = None,
+        relay_only: bool = False,
         send_filter: Callable[[bytes], bool] | None = None,
         on_datagram_sent: Callable[[bytes], None] | None = None,
     ) -> None:
         self._connection = connection
+        self._gathered = gathered or Gathered(list(connection.local_candidates), [], {})
+        self._host_addresses = tuple(host_addresses)
+        self._servers = servers or IceServers()
+        self._relay_only = relay_only
+        self._remote_candidates: tuple[Candidate, ...] = ()
+        self._pending: tuple[Connection, Gathered] | None = None  # a prepared ICE restart
+        self._attempt: tuple[Gathered, tuple[Candidate, ...]] | None = None  # last checks run
+        self._swapped: asyncio.Future[None] | None = None  # the receive loop waits for a swap
         self._send_filter = send_filter
         self._on_datagram_sent = on_datagram_sent
         self._srtp: SrtpContext | None = None
@@ -77,6 +98,7 @@ class MediaTransport:
         self.ice_connect_seconds: float | None = None
         self.lost = False  # aioice closed the connection itself: consent expired (RFC 7675)
         self._closed = False
+        self._closers: set[asyncio.Future[None]] = set()  # old connections being closed
 
     @classmethod
     async def create(
@@ -84,24 +106,35 @@ class MediaTransport:
         *,
         controlling: bool,
         host_addresses: Sequence[str],
-        turn: TurnServer | None = None,
+        servers: IceServers | None = None,
         relay_only: bool = False,
         send_filter: Callable[[bytes], bool] | None = None,
         on_datagram_sent: Callable[[bytes], None] | None = None,
     ) -> MediaTransport:
-        """Gather ICE candidates on ``host_addresses`` (plus TURN); on failure nothing stays open.
+        """Gather host, STUN and TURN candidates; on failure nothing stays open.
 
+        ``relay_only``: relay candidates only (IceFailed if no TURN allocation succeeds).
         ``send_filter`` sees each SRTP (audio) packet and returns False to drop it (loss
         injection for tests and benchmarks); ``on_datagram_sent`` observes every SRTP and SRTCP
         datagram handed to the socket (not aioice's own STUN checks).
         """
-        connection = ice.make_connection(controlling=controlling, turn=turn, relay_only=relay_only)
-        try:
-            await ice.gather(connection, host_addresses)
-        except BaseException:
-            await connection.close()
-            raise
-        return cls(connection, send_filter=send_filter, on_datagram_sent=on_datagram_sent)
+        servers = servers or IceServers()
+        connection, gathered = await _gathered_connection(
+            controlling, host_addresses, servers, relay_only
+        )
+        return cls(
+            connection,
+            gathered=gathered,
+            host_addresses=host_addresses,
+            servers=servers,
+            relay_only=relay_only,
+            send_filter=send_filter,
+            on_datagram_sent=on_datagram_sent,
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def ice_connected(self) -> bool:
@@ -110,16 +143,25 @@ class MediaTransport:
 
     def local_parameters(self) -> dict[str, Any]:
         """The ``ice`` part of our media description (JSON-able; see docs/media.md)."""
-        return {
-            "ufrag": self._connection.local_username,
-            "pwd": self._connection.local_password,
-            "candidates": ice.candidates_to_sdp(self._connection),
-        }
+        return _parameters(self._connection)
+
+    def path(self) -> MediaPath | None:
+        """The nominated candidate pair (None before ICE connects, once lost or closed)."""
+        if self.lost or self._closed:
+            return None
+        return ice.media_path(self._connection, self._gathered)
+
+    def attempted(self) -> str:
+        """One line naming the paths the last ICE checks tried (for a "no media path" error)."""
+        gathered, remote = self._attempt or (self._gathered, self._remote_candidates)
+        return ice.describe_attempts(gathered, remote)
 
     async def connect(self, remote: RemoteDescription, *, connect_timeout: float) -> None:
         """Run the ICE checks (raises IceFailed, or MediaError if closed meanwhile)."""
         loop = asyncio.get_running_loop()
         began = loop.time()
+        self._remote_candidates = remote.candidates
+        self._attempt = (self._gathered, remote.candidates)
         await ice.connect(
             self._connection,
             ufrag=remote.ufrag,
@@ -144,6 +186,75 @@ class MediaTransport:
         """Return once ICE is connected and the keys are set (in either order)."""
         await self.connected.wait()
         await self.keys_set.wait()
+
+    async def prepare_restart(
+        self, servers: IceServers | None = None, host_addresses: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """Gather a new connection for an ICE restart; return its ``ice`` parameters.
+
+        Same role, host addresses and relay policy as the current connection, fresh
+        ufrag/pwd; the same ICE servers unless ``servers`` (e.g. fresher TURN credentials)
+        is given. A restart prepared earlier and still pending is closed first.
+        """
+        if self._closed:
+            raise MediaError("media transport is closed")
+        await self._drop_pending()
+        if servers is not None:
+            self._servers = servers
+        if host_addresses is not None:
+            self._host_addresses = tuple(host_addresses)
+        connection, gathered = await _gathered_connection(
+            self._connection.ice_controlling, self._host_addresses, self._servers, self._relay_only
+        )
+        if self.closed:  # meanwhile
+            await connection.close()
+            raise MediaError("media transport was closed during prepare_restart()")
+        await self._drop_pending()  # a concurrent prepare_restart() finished first
+        self._pending = (connection, gathered)
+        return _parameters(connection)
+
+    async def complete_restart(self, remote_ice: dict[str, Any], *, timeout: float) -> None:  # noqa: ASYNC109
+        """Run the checks of the prepared restart against ``remote_ice``; swap it in.
+
+        ``remote_ice`` is the peer's ``prepare_restart()`` result, checked strictly
+        (BadDescription). On failure (IceFailed) the pending connection is closed and the
+        current one stays; on success the old connection is closed.
+        """
+        if self._closed:
+            raise MediaError("media transport is closed")
+        if self._pending is None:
+            raise MediaError("no ICE restart was prepared")
+        pending, gathered = self._pending
+        try:
+            ufrag, pwd, candidates = ice.parse_ice_parameters(remote_ice)
+            self._attempt = (gathered, candidates)
+            await ice.connect(
+                pending, ufrag=ufrag, pwd=pwd, candidates=candidates, connect_timeout=timeout
+            )
+            if self.closed:  # meanwhile
+                raise MediaError("media transport was closed during complete_restart()")
+            if self._pending is None or self._pending[0] is not pending:
+                raise IceFailed("the ICE restart was replaced by a newer one")
+        except BaseException:
+            if self._pending is not None and self._pending[0] is pending:
+                self._pending = None
+            await pending.close()
+            raise
+        self._pending = None
+        old, self._connection = self._connection, pending
+        self._gathered, self._remote_candidates = gathered, candidates
+        self.lost = False
+        self.counters.restarts += 1
+        self.connected.set()
+        if self._swapped is not None and not self._swapped.done():
+            self._swapped.set_result(None)
+        logger.info("media: ICE restart complete (%s)", self.path())
+        ice.wake_receiver(old)  # the receive loop moves to the new connection at once
+        # Closing the old one may wait long: its TURN allocations are released with requests
+        # that cannot get through when the old path is what failed (a vanished address).
+        closer = asyncio.ensure_future(_close_quietly(old))
+        self._closers.add(closer)
+        closer.add_done_callback(self._closers.discard)
 
     async def send_rtp(self, packet: bytes) -> None:
         """Protect and send one RTP packet; dropped silently without keys or once stopped."""
@@ -170,13 +281,20 @@ class MediaTransport:
         loop = asyncio.get_running_loop()
         c = self.counters
         while True:
+            connection = self._connection
             try:
-                data = await self._connection.recv()
+                data = await connection.recv()
             except ConnectionError:
-                if not self._closed:  # aioice closed itself: consent expired (RFC 7675)
-                    self.lost = True
-                    logger.warning("media: ICE connection lost")
-                return
+                if self._closed:
+                    return
+                if connection is not self._connection:
+                    continue  # an ICE restart swapped in a new connection
+                # aioice closed it itself: consent expired (RFC 7675). Wait for a restart.
+                self.lost = True
+                logger.warning("media: ICE connection lost; waiting for an ICE restart")
+                self._swapped = loop.create_future()
+                await self._swapped
+                continue
             arrival = loop.time()
             c.packets_received += 1
             c.bytes_received += len(data)
@@ -202,16 +320,31 @@ class MediaTransport:
         """The first half of :meth:`close`, at once: send no more RTP, and take the end of the
         connection from now on for our own doing rather than a lost peer."""
         self._closed = True
+        if self._swapped is not None and not self._swapped.done():
+            self._swapped.set_result(None)  # the receive loop sees _closed and returns
 
     async def close(self) -> None:
-        """Close ICE and drop the keys (best effort, see voice.media.srtp); idempotent."""
+        """Close ICE (and a pending restart) and drop the keys (best effort, see
+        voice.media.srtp); idempotent."""
         self.stop()
+        for closer in list(self._closers):
+            closer.cancel()
+        await asyncio.gather(*self._closers, return_exceptions=True)
+        await self._drop_pending()
         await self._connection.close()
         if self._srtp is not None:
             self._srtp.close()
             self._srtp = None
 
+    async def _drop_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await pending[0].close()
+
     async def _transmit(self, data: bytes) -> None:
+        if self.lost:
+            self.counters.dropped_no_path += 1
+            return
         if self._on_datagram_sent is not None:
             self._on_datagram_sent(data)
         try:
@@ -221,3 +354,36 @@ class MediaTransport:
             return
         self.counters.packets_sent += 1
         self.counters.bytes_sent += len(data)
+
+
+def _parameters(connection: Connection) -> dict[str, Any]:
+    return {
+        "ufrag": connection.local_username,
+        "pwd": connection.local_password,
+        "candidates": ice.candidates_to_sdp(connection),
+    }
+
+
+async def _gathered_connection(
+    controlling: bool, host_addresses: Sequence[str], servers: IceServers, relay_only: bool
+) -> tuple[Connection, Gathered]:
+    connection = ice.make_connection(controlling=controlling, relay_only=relay_only)
+    try:
+        gathered = await ice.gather(connection, host_addresses, servers)
+        if relay_only and not gathered.relay_transports:
+            raise IceFailed(
+                "relay only, but no TURN allocation succeeded: "
+                + ice.describe_attempts(gathered, [])
+            )
+    except BaseException:
+        await connection.close()
+        raise
+    return connection, gathered
+
+
+OLD_CLOSE_TIMEOUT = 5.0  # seconds an old connection (after a restart) may take to close
+
+
+async def _close_quietly(connection: Connection) -> None:
+    with contextlib.suppress(Exception, TimeoutError):
+        await asyncio.wait_for(connection.close(), OLD_CLOSE_TIMEOUT)

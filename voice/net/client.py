@@ -74,6 +74,9 @@ Signer = Callable[[bytes], bytes]  # Ed25519 detached signature (64 bytes) of th
 MAX_FRAME_BYTES = 262_144
 MAX_BUFFERED_DELIVERIES = 256  # received, not yet taken by receive(); newer ones are dropped
 MAX_BUFFERED_BYTES = 4 * 1024 * 1024  # the same cap in body bytes
+KEEPALIVE_INTERVAL = 5.0  # seconds between pings; with the timeout and the close below, a
+KEEPALIVE_TIMEOUT = 9.0  # silent server is noticed within 15 s (code 1011)
+CLOSE_TIMEOUT = 1.0  # seconds for the closing handshake before the socket is dropped
 _REFUSALS: dict[str, type[RequestRefused]] = {
     "offline": RecipientOffline,
     "unknown_user": UnknownUser,
@@ -128,6 +131,8 @@ class SignalingClient:
         tls: ssl.SSLContext | None = None,
         insecure: bool = False,
         open_timeout: float = 10.0,
+        ping_interval: float | None = KEEPALIVE_INTERVAL,
+        ping_timeout: float | None = KEEPALIVE_TIMEOUT,
     ) -> SignalingClient:
         """Connect and log in; raise SignalingUnreachable or LoginRefused(code) on failure.
 
@@ -135,6 +140,8 @@ class SignalingClient:
         with another name or id, before signing anything. ``tls`` (or ``ca_file``, a PEM file
         of trusted CAs) verifies ``wss://``; default: the system CAs. ``insecure`` allows
         ``ws://`` to a host that is not loopback (InsecureServerUrl otherwise).
+        ``ping_interval`` / ``ping_timeout``: keepalive pings; a server that stops answering
+        them ends the session (SignalingClosed, code 1011) within about their sum.
         """
         secure, host = server_address(url, insecure=insecure)
         context = (tls or client_tls_context(ca_file)) if secure else None
@@ -145,6 +152,9 @@ class SignalingClient:
                 compression=None,
                 max_size=MAX_FRAME_BYTES,
                 ssl=context,  # None for ws://
+                ping_interval=ping_interval,
+                ping_timeout=ping_timeout,
+                close_timeout=CLOSE_TIMEOUT,  # a dead link must not hold the close handshake
             )
         except ssl.SSLCertVerificationError as exc:
             raise ServerCertificateRejected(
@@ -326,6 +336,9 @@ class SignalingClient:
             err = self._server_error
             code: str | int | None = err.code if err else self._ws.close_code
             text = f"session closed by the server: {err.message}" if err else "session closed"
+            sent, received = self._ws.protocol.close_sent, self._ws.protocol.close_rcvd
+            if err is None and received is None and sent is not None and sent.code == 1011:
+                code, text = 1011, "no answer to keepalive pings: the link is dead"
             kind = (
                 SessionReplaced if err is not None and err.code == "replaced" else SignalingClosed
             )

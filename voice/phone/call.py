@@ -39,16 +39,19 @@ from voice.errors import (
     CallEnded,
     VoiceError,
 )
+from voice.media.ice import IceServers
 from voice.media.session import MediaSession
 from voice.media.stats import MediaStats
 from voice.phone.config import PhoneConfig
 from voice.phone.media import CLOSE_TIMEOUT, CallMedia
 from voice.phone.outbox import CallOutbox
+from voice.phone.restart import IceRestarter
 
 __all__ = ["Call", "CallTimings", "Outcome", "PhoneLink"]
 
 log = logging.getLogger("voice.phone")
 TICK = 0.1  # seconds between deadline checks
+_PATH_ERRORS = (ev.FailReason.ICE_FAILED.value, ev.FailReason.NO_MEDIA_PATH.value)
 
 
 @dataclass
@@ -71,6 +74,7 @@ class PhoneLink(Protocol):
 
     async def send_envelope(self, to: str, body: bytes) -> None: ...
     async def make_media(self, call: Call, *, controlling: bool) -> MediaSession: ...
+    async def restart_inputs(self, call: Call) -> tuple[list[str] | None, IceServers]: ...
     def on_ring(self, call: Call) -> None: ...
     def on_end(self, call: Call) -> None: ...
     def count(self, what: str) -> None: ...
@@ -98,6 +102,7 @@ class Call:
         peer_key: bytes,
         call_id: bytes,
         auto_accept: bool = False,
+        private_ice: bool = False,
     ) -> None:
         cfg = phone.config
         self.peer = peer
@@ -110,6 +115,7 @@ class Call:
         self._phone = phone
         self._cfg = cfg
         self.auto_accept = auto_accept  # glare: the user already asked for this call
+        self.private_ice = private_ice  # callee of a stranger: candidates only after accept
         self._machine = CallMachine(
             role=role,
             peer=peer,
@@ -133,6 +139,16 @@ class Call:
             name=self.short_id,
         )
         self.first_send = self._outbox.first_send
+        self.relay_verified = False  # set by the phone: the relay policy saw a verified peer
+        self._restarter = IceRestarter(
+            lambda: self._media.session,
+            lambda message: self._outbox.put(message, best_effort=True),
+            lambda: phone.restart_inputs(self),
+            controlling=role is Role.CALLER,
+            timeout=cfg.ice_timeout,
+            name=self.short_id,
+        )
+        self._notices: asyncio.Queue[str] = asyncio.Queue()
         self._connected = asyncio.Event()
         self._ended = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -159,6 +175,20 @@ class Call:
         if self._timings.first_audio_at is None:
             self._timings.first_audio_at = self._media.current_first_audio()
         return self._timings
+
+    @property
+    def reconnecting(self) -> bool:
+        """Connected, but the peer's audio stopped a moment ago: restarting ICE."""
+        return self._media.reconnecting and not self.state.terminal
+
+    @property
+    def ice_restarts(self) -> int:
+        """ICE restarts that brought a new path in."""
+        return self._restarter.completed
+
+    async def next_notice(self) -> str:
+        """The next change the user should hear of: "reconnecting" or "reconnected"."""
+        return await self._notices.get()
 
     def media_stats(self) -> MediaStats | None:
         """Live media counters (the last ones after the call ended); None before media exists."""
@@ -289,9 +319,7 @@ class Call:
                     )
                 except TimeoutError:
                     next_tick = loop.time() + TICK
-                    now, connected = loop.time(), self.state is State.CONNECTED
-                    item = self._media.watch(now, connected=connected) or ev.Tick()
-                    fut = None
+                    item, fut = self._watch_media(loop.time()), None
                 step: ev.Step | None = None
                 try:
                     step = await self._feed(item)
@@ -311,6 +339,18 @@ class Call:
                 _, fut = self._inbox.get_nowait()
                 if fut is not None and not fut.done():
                     fut.set_result(None)
+
+    def _watch_media(self, now: float) -> ev.LocalEvent:
+        """A tick: the media watch's event if it has one; notices and restarts on the side."""
+        result = self._media.watch(now, connected=self.state is State.CONNECTED)
+        if result is None:
+            return ev.Tick()
+        if result.notice is not None:
+            log.info("call %s: %s", self.short_id, result.notice)
+            self._notices.put_nowait(result.notice)
+        if result.restart:
+            self._spawn(self._restarter.start(), "restart")
+        return result.event or ev.Tick()
 
     async def _feed(self, item: Input) -> ev.Step | None:
         """Feed one input, then the events its effects produced, in order; return its Step."""
@@ -393,8 +433,19 @@ class Call:
             self._timings.connected_at = now
         elif isinstance(fx, ev.ShowSas):
             self._show_sas()
+        elif isinstance(fx, ev.SendCandidates):
+            self._outbox.put(self._media.candidates())
+        elif isinstance(fx, ev.RestartIce):
+            self._spawn(self._restarter.receive(fx.message), "restart")
         elif isinstance(fx, ev.EndCall):
-            self.outcome = Outcome(fx.reason, fx.detail)
+            detail = fx.detail
+            if fx.reason in (ev.FailReason.ICE_FAILED, ev.FailReason.NO_MEDIA_PATH):
+                detail = detail or self._media.attempted()
+            elif fx.reason is ev.FailReason.REMOTE_ERROR and detail in _PATH_ERRORS:
+                detail = f"{detail}; {self._media.attempted()}"  # what we tried, too
+            if fx.reason is ev.EndReason.HANGUP_LOCAL:
+                await self._media.say_bye()  # reaches the peer even if the server cannot
+            self.outcome = Outcome(fx.reason, detail)
             await self._finish()
         # StopRinging / StopMedia: nothing rings here; EndCall closes the media session.
         return None
@@ -405,7 +456,7 @@ class Call:
         except (VoiceError, OSError, TimeoutError) as exc:
             log.warning("call %s: cannot prepare media (%s)", self.short_id, type(exc).__name__)
             return ev.UserDecline()
-        return self._media.ring(session, offer)
+        return self._media.ring(session, offer, private=self.private_ice)
 
     def _show_sas(self) -> None:
         keys = self._media.keys

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from voice.call.machine import CONNECT_TIMEOUT, NO_ANSWER_TIMEOUT, RING_GRACE
 from voice.crypto.contacts import ContactBook
@@ -20,8 +21,12 @@ from voice.crypto.keyagreement import CallKeys
 from voice.crypto.sas import DEFAULT_SAS_BITS, MIN_SAFE_SAS_BITS
 from voice.media.loss import LossModel
 from voice.media.opus import OpusSettings
+from voice.net.client import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT
 
-__all__ = ["PhoneConfig", "TestHooks"]
+__all__ = ["RELAY_POLICIES", "PhoneConfig", "RelayPolicy", "TestHooks"]
+
+RelayPolicy = Literal["auto", "always", "never"]
+RELAY_POLICIES: tuple[RelayPolicy, ...] = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class TestHooks:
     loss: LossModel | None = None  # MediaSession loss model on our outgoing RTP
     send_filter: Callable[[bytes], bool] | None = None  # MediaSession send filter (False: drop)
     on_datagram_sent: Callable[[bytes], None] | None = None  # sees every SRTP/SRTCP datagram
+    rtcp_bye: bool = True  # say goodbye in RTCP too (off: a test sees the hangup envelope alone)
     key_observer: Callable[[bytes, CallKeys], None] | None = None
     """Called with (call_id, keys) once a call's keys exist. The keys are erased in place when
     the call ends: copy what you keep (``bytes(bytearray(keys.srtp_gcm_tx))``)."""
@@ -45,14 +51,15 @@ class PhoneConfig:
     user: str
     identity: Identity
     contacts: ContactBook
-    host_addresses: Sequence[str] = ("127.0.0.1",)  # where ICE gathers host candidates
-    use_turn: bool = False  # ask the server for TURN credentials for every call
-    relay_only: bool = False  # media only through the TURN relay (needs use_turn)
+    host_addresses: Sequence[str] | None = None  # ICE host candidates; None: every usable
+    # interface, plus 127.0.0.1 when the signaling server is on loopback
+    relay: RelayPolicy = "auto"  # always: TURN only; never: no relay; auto: relay unless the
+    # peer is a VERIFIED contact (docs/media.md "Relay policy")
     no_answer_timeout: float = NO_ANSWER_TIMEOUT  # caller gives up; callee rings ring_grace more
     ring_grace: float = RING_GRACE
     connect_timeout: float = CONNECT_TIMEOUT  # callee accepted but keys never became ready
     ice_timeout: float = 10.0  # ICE checks, per call
-    media_timeout: float = 10.0  # connected, but nothing from the peer this long: peer vanished
+    media_timeout: float = 30.0  # reconnect window: no audio this long (ICE restarts failed)
     request_timeout: float = 10.0  # every request to the signaling server
     expected_server: str | None = None  # refuse a server that names itself differently
     expected_server_id: str | None = None  # refuse another deployment's challenge (server id)
@@ -61,15 +68,25 @@ class PhoneConfig:
     opus: OpusSettings = field(default_factory=OpusSettings)
     sas_bits: int = DEFAULT_SAS_BITS  # 20..64: fewer would let a MITM grind a matching SAS
     replay_journal: Path | None = None  # replay memory kept across restarts (CLI: config dir)
+    keepalive_interval: float = KEEPALIVE_INTERVAL  # ping the signaling server this often,
+    keepalive_timeout: float = KEEPALIVE_TIMEOUT  # the link is dead without a pong this long
+    reconnect: bool = True  # a lost signaling session is logged in again (False: it ends)
+    reconnect_delay: float = 0.5  # first backoff ceiling; doubles per failed attempt,
+    reconnect_max_delay: float = 15.0  # up to this (full jitter: a random wait below it)
     hooks: TestHooks = field(default_factory=TestHooks)
 
     def __post_init__(self) -> None:
         for name in ("no_answer_timeout", "connect_timeout", "ice_timeout", "media_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
+        for name in ("keepalive_interval", "keepalive_timeout", "reconnect_delay"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.reconnect_max_delay < self.reconnect_delay:
+            raise ValueError("reconnect_max_delay must be >= reconnect_delay")
         if self.request_timeout <= 0 or self.ring_grace < 0:
             raise ValueError("request_timeout must be > 0 and ring_grace >= 0")
-        if self.relay_only and not self.use_turn:
-            raise ValueError("relay_only needs use_turn")
+        if self.relay not in RELAY_POLICIES:
+            raise ValueError(f"relay must be one of {', '.join(RELAY_POLICIES)}")
         if not MIN_SAFE_SAS_BITS <= self.sas_bits <= 64:
             raise ValueError(f"sas_bits must be {MIN_SAFE_SAS_BITS}..64: fewer is guessable")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from typing import Any
 
@@ -18,13 +19,15 @@ from voice.audio.base import AudioSink, AudioSource
 from voice.call import events as ev
 from voice.call import messages as m
 from voice.call.agreement import CallAgreement, Parties
-from voice.call.health import MediaWatch
+from voice.call.health import MediaWatch, WatchResult
 from voice.crypto.keyagreement import CallKeys
 from voice.errors import BadDescription, VoiceError
-from voice.media.ice import TurnServer
+from voice.media.ice import IceServers, interface_addresses
 from voice.media.session import MediaSession
 from voice.media.stats import MediaStats
+from voice.phone.addresses import AddressWatch
 from voice.phone.config import PhoneConfig
+from voice.phone.turn import server_on_loopback
 
 __all__ = ["CLOSE_TIMEOUT", "CallMedia", "open_session"]
 
@@ -44,6 +47,7 @@ class CallMedia:
         self.final_stats: MediaStats | None = None
         self.first_audio_at: float | None = None
         self._watch = MediaWatch(cfg.media_timeout)
+        self._addresses = AddressWatch()
 
     @property
     def keys(self) -> CallKeys | None:
@@ -54,10 +58,27 @@ class CallMedia:
         self.session = session
         return self.agreement.dial(session.local_description())
 
-    def ring(self, session: MediaSession, offer: m.Offer) -> ev.RingingReady:
-        """Callee: our key and this session's description, fixed before the caller's key."""
+    def ring(self, session: MediaSession, offer: m.Offer, *, private: bool) -> ev.RingingReady:
+        """Callee: our key and this session's description, fixed before the caller's key.
+
+        ``private``: the caller is not a verified contact; our candidates (our addresses) are
+        left out and follow the user's accept (SendCandidates)."""
         self.session = session
-        return self.agreement.ring(offer, session.local_description())
+        description = session.local_description()
+        if private:
+            description = {**description, "ice": {**description["ice"], "candidates": []}}
+        return self.agreement.ring(offer, description)
+
+    def candidates(self) -> m.Ice:
+        """The ``ice`` message of generation 0: the candidates our ringing left out."""
+        assert self.session is not None
+        return m.Ice(0, {"candidates": self.session.local_description()["ice"]["candidates"]})
+
+    def attempted(self) -> str | None:
+        """The paths ICE tried, for a call that found none (no addresses of the peer's are
+        secret to the user: they are the user's own call)."""
+        session = self.session
+        return session.attempted() if session is not None else None
 
     def derive(self, fx: ev.DeriveKeys) -> ev.LocalEvent:
         """Run the key agreement; on success install the SRTP keys at once."""
@@ -91,7 +112,6 @@ class CallMedia:
         except (VoiceError, OSError, TimeoutError) as exc:
             log.info("ICE failed (%s)", type(exc).__name__)
             return ev.IceFailed()
-        self._watch.ice_up = True
         return ev.IceConnected()
 
     def start(self, now: float) -> None:
@@ -99,19 +119,36 @@ class CallMedia:
         self.session.start()
         self._watch.media_started(now)
 
-    def watch(self, now: float, *, connected: bool) -> ev.LocalEvent | None:
-        """Media health (errors, lost ICE, a peer gone silent) when a check is due."""
+    def watch(self, now: float, *, connected: bool) -> WatchResult | None:
+        """Media health when a check is due: first authenticated audio, a pause, a restart
+        to make, the end of the reconnect window, a media error, an RTCP BYE."""
         session = self.session
         if session is None or not self._watch.due(now):
             return None
+        if connected and session.peer_said_bye.is_set():
+            return WatchResult(ev.PeerHungUp())
         stats = session.stats()
         return self._watch.check(
             now,
-            ice_connected=stats.ice_connected,
+            rtp_received=stats.rtp_packets_received,
             failed=stats.error is not None,
-            packets_received=stats.packets_received,
             connected=connected,
+            addresses_changed=connected and self._addresses.changed(now),
         )
+
+    @property
+    def reconnecting(self) -> bool:
+        return self._watch.interrupted
+
+    async def say_bye(self) -> None:
+        """An RTCP BYE to the peer (authenticated; best effort, bounded)."""
+        session = self.session
+        if session is None or not self._cfg.hooks.rtcp_bye:
+            return
+        try:
+            await asyncio.wait_for(session.send_bye(), 0.5)
+        except (VoiceError, OSError, TimeoutError):
+            log.debug("RTCP BYE not sent")
 
     def stats(self) -> MediaStats | None:
         return self.session.stats() if self.session is not None else self.final_stats
@@ -141,19 +178,29 @@ async def open_session(
     audio: tuple[AudioSource, AudioSink],
     *,
     controlling: bool,
-    turn: TurnServer | None,
+    servers: IceServers | None = None,
+    relay_only: bool = False,
 ) -> MediaSession:
-    """A call's media session on the configured addresses; it owns (and closes) the audio."""
+    """A call's media session; it owns (and closes) the audio.
+
+    Host candidates on ``cfg.host_addresses``, or on every usable interface (plus 127.0.0.1
+    when the signaling server is on loopback); STUN and TURN from ``servers`` (``turns:``
+    checked against ``cfg.ca_file`` or the system CAs); relay candidates only if ``relay_only``.
+    """
     source, sink = audio
+    addresses = cfg.host_addresses
+    if addresses is None:
+        addresses = interface_addresses(include_loopback=server_on_loopback(cfg.server_url))
+    servers = dataclasses.replace(servers or IceServers(), ca_file=cfg.ca_file)
     try:
         async with asyncio.timeout(cfg.request_timeout):
             return await MediaSession.create(
                 controlling=controlling,
                 source=source,
                 sink=sink,
-                host_addresses=cfg.host_addresses,
-                turn=turn,
-                relay_only=cfg.relay_only,
+                host_addresses=addresses,
+                ice_servers=servers,
+                relay_only=relay_only,
                 opus=cfg.opus,
                 loss=cfg.hooks.loss,
                 send_filter=cfg.hooks.send_filter,

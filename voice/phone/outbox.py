@@ -36,7 +36,7 @@ class CallOutbox:
         self._send = send
         self._on_failure = on_failure
         self._name = name
-        self._queue: asyncio.Queue[tuple[bytes, asyncio.Future[None]] | None]
+        self._queue: asyncio.Queue[tuple[bytes, asyncio.Future[None], bool] | None]
         self._queue = asyncio.Queue()
         self._queued = 0
         self.first_send: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -46,12 +46,15 @@ class CallOutbox:
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"send-{self._name}")
 
-    def put(self, message: m.Message) -> None:
+    def put(self, message: m.Message, *, best_effort: bool = False) -> None:
+        """Seal and queue ``message``. A ``best_effort`` one (an ICE restart, tried again
+        later anyway) that cannot be sent is logged, not turned into an event that ends the
+        call."""
         fut = self.first_send
         if fut.done() or self._queued > 0:
             fut = asyncio.get_running_loop().create_future()
         self._queued += 1
-        self._queue.put_nowait((self._sealer.seal(message), fut))
+        self._queue.put_nowait((self._sealer.seal(message), fut, best_effort))
 
     def close(self) -> None:
         """Send what is queued, then stop."""
@@ -62,7 +65,7 @@ class CallOutbox:
             item = await self._queue.get()
             if item is None:
                 return
-            body, fut = item
+            body, fut, best_effort = item
             try:
                 await self._send(body)
             except (VoiceError, TimeoutError, OSError) as exc:
@@ -70,7 +73,8 @@ class CallOutbox:
                 if not fut.done():
                     fut.set_exception(exc)
                     fut.exception()  # retrieved: nobody may be waiting on it
-                self._on_failure(send_failure_event(exc))
+                if not best_effort:
+                    self._on_failure(send_failure_event(exc))
             else:
                 if not fut.done():
                     fut.set_result(None)

@@ -7,11 +7,19 @@
     incoming = await phone.incoming()       # the next ringing call; accept() or decline()
     await phone.close()                     # hangs up, closes media, logs out
 
-If the signaling session is lost (server down, connection reset), calls still being set up fail
-(``signaling_lost``: they need the server), but a CONNECTED call goes on: its media is peer to
-peer. Its hangup can then not be sent: it ends locally and the peer's media timeout ends the
-other side. :attr:`Phone.signaling_lost` / :meth:`Phone.wait_signaling_lost` tell the user; no
-new call can be placed or received until a new Phone connects.
+If the signaling session is lost (server restart, connection reset, no answer to keepalive
+pings), calls still being set up fail (``signaling_lost``: they need the server), but a
+CONNECTED call goes on: its media is peer to peer. The phone logs in again by itself
+(:mod:`voice.phone.link`: backoff with jitter, same identity and pins), keeping its calls;
+meanwhile a call's envelopes (its hangup) wait for the link up to ``request_timeout``.
+:attr:`Phone.online`, :meth:`Phone.wait_online` and :meth:`Phone.next_link_change` tell the
+user. A fatal error (the login refused, another server, a certificate that does not verify, the
+session replaced by a login elsewhere; or any loss with ``reconnect=False``) ends the phone:
+:attr:`Phone.signaling_lost` / :meth:`Phone.wait_signaling_lost` say why, and no new call can
+be placed or received until a new Phone connects.
+
+Missed calls (cancelled or unanswered before we accepted, or answered ``busy`` because we were
+in another call) are kept in :attr:`Phone.missed` and queued for :meth:`Phone.next_missed`.
 
 Every delivery goes through the pure :class:`~voice.call.inbound.Inbound` (open, freshness,
 pinned sender key, busy and glare), and the phone carries out the actions it returns. A changed
@@ -19,19 +27,22 @@ key refuses the call before it rings and raises a :class:`KeyChangedWarning`. Ea
 its own task (:mod:`voice.phone.call`). Bad, stale or misrouted deliveries are dropped and
 counted in :attr:`Phone.dropped`, never shown to a call in progress.
 
-About 360 lines: the user's handle on the phone (call, incoming, warnings, close) and the
-carrying out of the inbound actions share the table of calls; the journal writer, the media
-set-up, the TURN relay and each call's outbox already live in their own modules.
+About 420 lines: the user's handle on the phone (call, incoming, warnings, missed calls,
+close) and the carrying out of the inbound actions share the table of calls; the journal
+writer, the media set-up, the TURN relay, the signaling link and each call's outbox already
+live in their own modules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from voice.audio.base import AudioSink, AudioSource
@@ -39,9 +50,10 @@ from voice.call import events as ev
 from voice.call import inbound as ib
 from voice.call import messages as m
 from voice.call import routing
-from voice.call.events import Role
+from voice.call.events import EndReason, FailReason, Role
 from voice.call.inbound import CallView, Inbound, KeyChangedWarning
 from voice.call.outbound import CallSealer
+from voice.crypto.contacts import TrustState
 from voice.crypto.replay import ReplayGuard
 from voice.errors import (
     AlreadyInCall,
@@ -52,33 +64,54 @@ from voice.errors import (
     SignalingClosed,
     VoiceError,
 )
+from voice.media.ice import IceServers, interface_addresses
 from voice.media.session import MediaSession
 from voice.net.client import Delivery, SignalingClient
 from voice.phone.call import Call
 from voice.phone.config import PhoneConfig
 from voice.phone.journal import JournalWriter
+from voice.phone.link import LinkChange, SignalingLink
 from voice.phone.media import CLOSE_TIMEOUT, open_session
-from voice.phone.turn import relay_for
+from voice.phone.turn import IceServerCache, apply_relay_policy, server_on_loopback
 
-__all__ = ["AudioFactory", "Call", "KeyChangedWarning", "Phone", "PhoneConfig"]
+__all__ = ["AudioFactory", "Call", "KeyChangedWarning", "LinkChange", "MissedCall", "Phone"]
+__all__ += ["PhoneConfig"]
 
 log = logging.getLogger("voice.phone")
 AudioFactory = Callable[[Call], tuple[AudioSource, AudioSink]]
 """Makes the audio source and sink of a call; the call's MediaSession owns (and closes) them."""
 MAX_ENDED_CALLS = 256  # ended calls remembered so their ids stay refused
 MAX_WARNINGS = 64  # key-changed warnings kept (and queued) for the user, newest last
+MAX_MISSED = 64  # missed calls kept (and queued) for the user, newest last
+_MISSED_REASONS = {
+    EndReason.CANCELLED_REMOTE: "cancelled",
+    EndReason.NO_ANSWER: "no_answer",
+    FailReason.SIGNALING_LOST: "signaling_lost",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MissedCall:
+    """A call we did not take: ``reason`` is cancelled, no_answer, busy (we were in another
+    call) or signaling_lost (our link went down while it rang); ``at`` is wall time."""
+
+    peer: str
+    at: float
+    reason: str
+    call_id: bytes
 
 
 class Phone:
     """A logged-in phone. Create it with :meth:`connect`; close it with :meth:`close`."""
 
-    def __init__(self, config: PhoneConfig, client: SignalingClient, audio: AudioFactory) -> None:
+    def __init__(self, config: PhoneConfig, link: SignalingLink, audio: AudioFactory) -> None:
         self.config = config
         self.auto_answer = False  # accept every incoming call at once (demo, benchmarks)
         self.dropped: Counter[str] = Counter()  # deliveries dropped, by reason
         self.deliveries = 0  # deliveries handled (dropped, delivered, rang or answered busy)
         self.warnings: list[KeyChangedWarning] = []
-        self._client = client
+        self.missed: list[MissedCall] = []
+        self._link = link
         self._audio = audio
         replay = ReplayGuard(clock=config.hooks.clock)
         self._journal: JournalWriter | None = None
@@ -89,10 +122,12 @@ class Phone:
         self._calls: dict[bytes, Call] = {}
         self._incoming: asyncio.Queue[Call | None] = asyncio.Queue()
         self._warning_queue: asyncio.Queue[KeyChangedWarning] = asyncio.Queue(MAX_WARNINGS)
+        self._missed_queue: asyncio.Queue[MissedCall] = asyncio.Queue(MAX_MISSED)
         self._closed = False
         self._lost: SignalingClientError | None = None
         self._lost_event = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._ice_servers = IceServerCache()  # TURN credentials, reused until half their TTL
         self._reader = asyncio.create_task(self._read_loop(), name=f"phone-{config.user}")
 
     @classmethod
@@ -100,18 +135,7 @@ class Phone:
         cls, config: PhoneConfig, *, audio: AudioFactory, auto_answer: bool = False
     ) -> Phone:
         """Log in to the signaling server (SignalingUnreachable / LoginRefused on failure)."""
-        client = await SignalingClient.connect(
-            config.server_url,
-            config.user,
-            config.identity.public_key,
-            config.identity.sign,
-            expected_server=config.expected_server,
-            expected_server_id=config.expected_server_id,
-            ca_file=config.ca_file,
-            insecure=config.insecure,
-            open_timeout=config.request_timeout,
-        )
-        phone = cls(config, client, audio)
+        phone = cls(config, await SignalingLink.open(config), audio)
         phone.auto_answer = auto_answer
         return phone
 
@@ -122,12 +146,50 @@ class Phone:
     @property
     def server_name(self) -> str:
         """The name the signaling server gave in its login challenge (what we signed)."""
-        return self._client.server
+        return self._link.server
 
     @property
     def server_id(self) -> str:
         """The signaling server's deployment id from its login challenge (what we signed)."""
-        return self._client.server_id
+        return self._link.server_id
+
+    @property
+    def _client(self) -> SignalingClient:
+        """The current (or last) signaling session."""
+        return self._link.client
+
+    @property
+    def online(self) -> bool:
+        """Logged in now (False while reconnecting, and for good after a fatal loss or close)."""
+        return self._link.online and not self._closed
+
+    @property
+    def link_changes(self) -> list[LinkChange]:
+        """Every time the link went offline or came back, oldest first (the last 64)."""
+        return list(self._link.changes)
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the phone logged in again after losing its session."""
+        return self._link.reconnects
+
+    async def wait_online(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Return once logged in; TimeoutError; the fatal error (or PhoneClosed) if never."""
+        if self._closed:
+            raise PhoneClosed("the phone is closed")
+        await self._link.wait_online(timeout)
+
+    async def next_link_change(self, timeout: float | None = None) -> LinkChange:  # noqa: ASYNC109
+        """The next time the link goes offline (reconnecting) or comes back online.
+
+        A fatal loss is not a link change: see :meth:`wait_signaling_lost`.
+        """
+        return await self._link.next_change(timeout)
+
+    async def next_missed(self, timeout: float | None = None) -> MissedCall:  # noqa: ASYNC109
+        """The next missed call (also kept in :attr:`missed`)."""
+        async with asyncio.timeout(timeout):
+            return await self._missed_queue.get()
 
     @property
     def calls(self) -> list[Call]:
@@ -136,14 +198,16 @@ class Phone:
 
     @property
     def signaling_lost(self) -> SignalingClientError | None:
-        """Why the signaling session ended (None while it is up): show it to the user.
+        """Why the phone lost its signaling session for good (None while it is up or
+        reconnecting): a fatal error, or any loss with ``reconnect=False``. Show it to the user.
 
         A connected call survives it; nothing new can be dialed or received.
         """
         return self._lost
 
     async def wait_signaling_lost(self, timeout: float | None = None) -> SignalingClientError:  # noqa: ASYNC109
-        """Return once the signaling session is lost (not when we close the phone)."""
+        """Return once the signaling session is lost for good (not when we close the phone,
+        not while it reconnects)."""
         async with asyncio.timeout(timeout):
             await self._lost_event.wait()
         assert self._lost is not None
@@ -171,7 +235,7 @@ class Phone:
             return accepted
         loop = asyncio.get_running_loop()
         dialed_at = loop.time()
-        key = await self._client.lookup(user, reply_timeout=self.config.request_timeout)
+        key = await self._link.lookup(user)
         if key == self.config.identity.public_key:  # a lying (or broken) server: never pin it
             raise BadPublicKey(
                 f"the server says {user!r} owns your own identity key; refusing the call"
@@ -228,11 +292,11 @@ class Phone:
             await _bounded(self._journal.flush())
         for task in list(self._background):
             task.cancel()
-        with contextlib.suppress(Exception):
-            await _bounded(self._client.close())
-        self._reader.cancel()
+        self._reader.cancel()  # first: no reconnection may start after this
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._reader
+        with contextlib.suppress(Exception):
+            await _bounded(self._link.close())
         self._incoming.put_nowait(None)
 
     async def __aenter__(self) -> Phone:
@@ -244,12 +308,40 @@ class Phone:
     # ---- PhoneLink: what calls use --------------------------------------------------------
 
     async def send_envelope(self, to: str, body: bytes) -> None:
-        await self._client.send(to, body, reply_timeout=self.config.request_timeout)
+        """Hand ``body`` to the server for ``to``; while reconnecting, wait for the link (all in
+        ``request_timeout``: SignalingClosed after it, or the fatal error). To the peer of a
+        call that connected, ``offline`` is tried again meanwhile: it may be reconnecting."""
+        connected = any(c.peer == to and c.timings.connected_at for c in self._calls.values())
+        await self._link.send(to, body, patient=connected)
 
     async def make_media(self, call: Call, *, controlling: bool) -> MediaSession:
+        """The call's media session, with the server's STUN/TURN servers and the relay policy
+        (``config.relay``) decided for this peer: ``auto`` relays all but VERIFIED contacts."""
         cfg = self.config
-        turn = await relay_for(self._client, cfg) if cfg.use_turn else None
-        return await open_session(cfg, self._audio(call), controlling=controlling, turn=turn)
+        servers = await self._ice_servers.get(self._client, cfg)
+        contact = cfg.contacts.get(call.peer)
+        verified = (
+            contact is not None
+            and contact.state is TrustState.VERIFIED
+            and contact.public_key == call.peer_key
+        )
+        call.relay_verified = verified
+        servers, relay_only = apply_relay_policy(cfg.relay, servers, verified_peer=verified)
+        return await open_session(
+            cfg, self._audio(call), controlling=controlling, servers=servers, relay_only=relay_only
+        )
+
+    async def restart_inputs(self, call: Call) -> tuple[list[str] | None, IceServers]:
+        """What an ICE restart of ``call`` gathers on now: this machine's addresses as they are
+        now (unless the config names them) and the ICE servers with current credentials, under
+        the relay policy the call started with."""
+        cfg = self.config
+        addresses = None
+        if cfg.host_addresses is None:
+            addresses = interface_addresses(include_loopback=server_on_loopback(cfg.server_url))
+        servers = await self._ice_servers.get(self._client, cfg)
+        servers, _ = apply_relay_policy(cfg.relay, servers, verified_peer=call.relay_verified)
+        return addresses, dataclasses.replace(servers, ca_file=cfg.ca_file)
 
     def on_ring(self, call: Call) -> None:
         if self.auto_answer or call.auto_accept:
@@ -258,6 +350,12 @@ class Phone:
             self._incoming.put_nowait(call)
 
     def on_end(self, call: Call) -> None:
+        outcome = call.outcome
+        if call.role is Role.CALLEE and call.timings.answered_at is None and outcome is not None:
+            reason = _MISSED_REASONS.get(outcome.reason)
+            if reason is not None:
+                self._note_missed(MissedCall(call.peer, self.config.hooks.clock(), reason,
+                                             call.call_id))  # fmt: skip
         ended = [cid for cid, c in self._calls.items() if c.state.terminal]
         for cid in ended[: max(0, len(ended) - MAX_ENDED_CALLS)]:
             del self._calls[cid]
@@ -266,6 +364,14 @@ class Phone:
         self.dropped[what] += 1
 
     # ---- internals ------------------------------------------------------------------------
+
+    def _note_missed(self, missed: MissedCall) -> None:
+        log.info("missed a call (%s)", missed.reason)
+        self.missed.append(missed)
+        del self.missed[:-MAX_MISSED]
+        if self._missed_queue.full():
+            self._missed_queue.get_nowait()  # nobody is reading: keep the newest
+        self._missed_queue.put_nowait(missed)
 
     def _check_open(self) -> None:
         if self._closed or self._lost is not None:
@@ -286,26 +392,47 @@ class Phone:
         return None
 
     async def _read_loop(self) -> None:
+        """Deliveries of one session after another, until the phone is closed or lost."""
+        lost: SignalingClientError | None = None
         try:
-            async for delivery in self._client:
+            while not self._closed:
+                lost = await self._read_session(self._link.client)
+                if self._closed or not self._link.retries(lost):
+                    return  # a fatal loss: see finally
+                for call in self._calls.values():
+                    call.post(ev.SignalingLost())  # the machine decides: setup fails, media stays
+                self._link.went_offline(lost)
+                await self._link.reconnect()
+        except SignalingClientError as exc:  # a fatal error while logging in again
+            lost = exc
+        finally:
+            if not self._closed:
+                self._lose(lost or SignalingClosed("the signaling session ended", code=None))
+
+    async def _read_session(self, client: SignalingClient) -> SignalingClientError:
+        try:
+            async for delivery in client:
                 try:
                     self._on_delivery(delivery)
                 except Exception:  # one bad delivery must never stop the phone
                     log.exception("dropped a delivery after an internal error")
                     self.count("internal")
         except SignalingClientError as exc:
-            self._lost = exc
-        finally:
-            if not self._closed:
-                self._lost = self._lost or SignalingClosed("the signaling session ended", code=None)
-                log.warning(
-                    "signaling session lost (%s): calls in setup fail, a connected call goes on",
-                    type(self._lost).__name__,
-                )
-                self._lost_event.set()
-                for call in self._calls.values():
-                    call.post(ev.SignalingLost())  # the machine decides: setup fails, media stays
-                self._incoming.put_nowait(None)
+            return exc
+        return SignalingClosed("the signaling session ended", code=None)
+
+    def _lose(self, lost: SignalingClientError) -> None:
+        """For good: fail the calls in setup, wake every waiter with the reason."""
+        self._lost = lost
+        self._link.end(lost)
+        log.warning(
+            "signaling session lost (%s): calls in setup fail, a connected call goes on",
+            type(lost).__name__,
+        )
+        self._lost_event.set()
+        for call in self._calls.values():
+            call.post(ev.SignalingLost())  # the machine decides: setup fails, media stays
+        self._incoming.put_nowait(None)
 
     def _on_delivery(self, delivery: Delivery) -> None:
         self.deliveries += 1
@@ -344,6 +471,7 @@ class Phone:
             peer_key=action.peer_key,
             call_id=action.call_id,
             auto_accept=ours is not None,
+            private_ice=action.private_ice,
         )
         if ours is not None:
             ours.replaced_by = new
@@ -355,6 +483,8 @@ class Phone:
         sealer = CallSealer(
             self.config.identity, action.peer_key, action.call_id, self.config.hooks.clock
         )
+        self._note_missed(MissedCall(action.peer, self.config.hooks.clock(), "busy",
+                                     action.call_id))  # fmt: skip
         with contextlib.suppress(VoiceError, TimeoutError, OSError):
             await self.send_envelope(action.peer, sealer.seal(m.Busy()))
 

@@ -88,6 +88,8 @@ class FakePhone:
         self.warnings: list[ib.KeyChangedWarning] = []
         self.tamper_reveal = False  # reveal another eph_a than the one committed to
         self.bad_eph_b = False  # answer with a low-order key
+        self.private_ice = False  # as for a caller that is not a pinned contact: no candidates
+        self.started_ice: dict[bytes, list[dict[str, object]]] = {}  # StartIce descriptions
         self._peer_keys: dict[bytes, bytes] = {}
         self.peer_used_call_key: set[bytes] = set()
         self._agreements: dict[bytes, CallAgreement] = {}
@@ -113,7 +115,7 @@ class FakePhone:
         peer_key = self.wire.phones[peer].identity.public_key
         self.contacts.check(peer, peer_key)
         machine = self._new_call(ev.Role.CALLER, peer, peer_key, call_id)
-        dial = self._agreements[call_id].dial({"from": self.name, "ufrag": os.urandom(4).hex()})
+        dial = self._agreements[call_id].dial(self.description())
         if self.tamper_reveal:
             dial = dataclasses.replace(
                 dial, reveal=dataclasses.replace(dial.reveal, eph_a=os.urandom(32))
@@ -192,13 +194,30 @@ class FakePhone:
         if isinstance(effect, ev.SendMessage):
             self.wire.send(self.name, machine.peer, cid, m.encode(effect.message))
         elif isinstance(effect, ev.PrepareRinging):
-            ready = self._agreements[cid].ring(effect.offer, {"from": self.name})
+            ready = self._agreements[cid].ring(effect.offer, self.description(self.private_ice))
             if self.bad_eph_b:
                 bad = dataclasses.replace(ready.ringing, eph_b=LOW_ORDER_KEY)
                 ready = dataclasses.replace(ready, ringing=bad)
             self.step(machine, machine.handle(self.wire.now, ready))
         elif isinstance(effect, ev.DeriveKeys):
             self.do(machine, self._agreements[cid].derive(effect))
+        elif isinstance(effect, ev.StartIce):
+            self.started_ice.setdefault(cid, []).append(effect.remote_description)
+        elif isinstance(effect, ev.SendCandidates):
+            ice = m.Ice(0, {"candidates": self.candidates()})
+            self.wire.send(self.name, machine.peer, cid, m.encode(ice))
+
+    def candidates(self) -> list[str]:
+        return [f"candidate of {self.name}"]
+
+    def description(self, private: bool = False) -> dict[str, object]:
+        """A media description as the shell commits to (the machine looks at its candidates)."""
+        ice = {
+            "ufrag": self.name,
+            "pwd": "p" * 22,
+            "candidates": [] if private else self.candidates(),
+        }
+        return {"from": self.name, "ice": ice}
 
     def _new_call(self, role: ev.Role, peer: str, peer_key: bytes, call_id: bytes) -> CallMachine:
         machine = CallMachine(role=role, peer=peer, call_id=call_id)

@@ -8,6 +8,7 @@ import pytest
 
 from tests.voice.call.call_harness import FakePhone, Wire
 from voice.call import events as ev
+from voice.call import messages as m
 from voice.call.events import EndReason, FailReason, State
 from voice.call.machine import CallMachine
 from voice.call.messages import Hangup, encode
@@ -61,8 +62,11 @@ def test_accept_starts_media_once_on_both_sides_after_one_round_trip(pair: Pair)
     assert a.state is State.CONNECTED
     for phone, call in ((alice, a), (bob, b)):
         names = kinds(phone, call.call_id)
-        assert names.count("StartMedia") == 1 and names.count("ShowSas") == 1
+        assert names.count("StartMedia") == 1
         assert names.index("StopRinging") < names.index("StartMedia")
+        assert "ShowSas" not in names  # "connected" waits for the first authenticated packet
+        phone.do(call, ev.MediaFlowing())
+        assert kinds(phone, call.call_id).count("ShowSas") == 1
 
 
 @pytest.mark.parametrize("who", ["alice", "bob"])
@@ -176,13 +180,118 @@ def test_callee_stops_ringing_by_itself_when_the_cancel_is_lost(pair: Pair) -> N
     assert kinds(bob, b.call_id)[-2:] == ["StopRinging", "EndCall"]
 
 
-def test_no_answer_while_still_dialing(pair: Pair) -> None:
+def test_an_offer_that_never_rings_is_unreachable_not_no_answer(pair: Pair) -> None:
     wire, alice, _ = pair
     wire.drop.add("offer")
     a = alice.dial("bob")
     wire.run()
-    wire.advance(60.0)
+    wire.advance(24.0)
+    assert a.state is State.DIALING
+    wire.advance(1.0)
+    assert (a.state, a.reason) == (State.FAILED, FailReason.UNREACHABLE)
+    assert alice.sent(a.call_id)[-1] == "cancel"  # a late offer must not ring
+
+
+def test_no_answer_after_ringing(pair: Pair) -> None:
+    wire, _alice, _bob = pair
+    a, b = ringing(pair)
+    wire.advance(59.0)
+    assert a.state is State.RINGING_OUT
+    wire.advance(1.0)
+    wire.run()
     assert (a.state, a.reason) == (State.ENDED, EndReason.NO_ANSWER)
+    assert (b.state, b.reason) == (State.ENDED, EndReason.CANCELLED_REMOTE)
+
+
+def test_candidates_reach_a_stranger_caller_only_after_accept(pair: Pair) -> None:
+    wire, alice, bob = pair
+    bob.private_ice = True
+    a, b = ringing(pair)
+    assert a.call_id not in alice.started_ice  # nothing to check against yet
+    assert b.call_id not in bob.started_ice  # and the callee starts no STUN checks
+    assert "ice" not in bob.sent(b.call_id)
+    bob.do(b, ev.UserAccept())
+    assert bob.sent(b.call_id)[-1] == "accept"
+    names = kinds(bob, b.call_id)
+    assert names.index("SendCandidates") > names.index("SendMessage", names.index("StopRinging"))
+    assert len(bob.started_ice[b.call_id]) == 1
+    wire.run()
+    assert a.state is State.CONNECTED
+    [remote] = alice.started_ice[a.call_id]
+    assert remote["ice"]["candidates"] == bob.candidates()  # type: ignore[index]
+    assert remote["ice"]["ufrag"] == "bob"  # type: ignore[index]  # the committed one
+
+
+def test_candidates_are_refused_twice_and_from_the_callee_side(pair: Pair) -> None:
+    wire, alice, bob = pair
+    a, b = connected(pair)
+    again = m.Ice(0, {"candidates": ["x"]})
+    assert not alice.calls[a.call_id].receive(wire.now, a.call_id, again).ok  # ICE ran already
+    assert not bob.calls[b.call_id].receive(wire.now, b.call_id, again).ok  # callers never
+
+
+def test_candidates_before_accept_are_refused(pair: Pair) -> None:
+    wire, alice, bob = pair
+    bob.private_ice = True
+    a, _ = ringing(pair)
+    early = m.Ice(0, {"candidates": ["attacker"]})
+    assert not alice.calls[a.call_id].receive(wire.now, a.call_id, early).ok  # before accept
+    assert a.call_id not in alice.started_ice
+
+
+def test_an_identity_sealed_ice_message_is_refused(pair: Pair) -> None:
+    """A thief of bob's identity key cannot steer alice's ICE: ``ice`` must be call-sealed."""
+    wire, alice, bob = pair
+    bob.private_ice = True
+    a, b = ringing(pair)
+    wire.drop.add("ice")  # the honest candidates are held back ...
+    bob.do(b, ev.UserAccept())
+    wire.run()
+    wire.drop.clear()
+    assert a.state is State.CONNECTED and a.call_id not in alice.started_ice
+    forged = CallSealer(bob.identity, alice.identity.public_key, a.call_id, wire.clock)
+    for _ in range(10):  # past the sequence numbers bob used
+        forged.seal(m.Hangup())
+    # ... and the thief's, sealed under bob's identity key, arrive instead
+    alice.on_envelope("bob", forged.seal(m.Ice(0, {"candidates": ["attacker"]})))
+    assert a.call_id not in alice.started_ice and "identity_sealed" in alice.rejected
+
+
+def test_connected_call_without_authenticated_audio_fails_no_media_path(pair: Pair) -> None:
+    wire, _alice, bob = pair
+    a, b = connected(pair)
+    wire.advance(19.0)
+    assert a.state is State.CONNECTED
+    bob.do(b, ev.MediaFlowing())
+    wire.advance(1.0)
+    assert (a.state, a.reason) == (State.FAILED, FailReason.NO_MEDIA_PATH)
+    assert b.state is State.CONNECTED  # audio flowed there: no deadline any more
+
+
+def test_media_lost_and_rtcp_bye_end_a_connected_call(pair: Pair) -> None:
+    _wire, alice, bob = pair
+    a, b = connected(pair)
+    alice.do(a, ev.MediaFlowing())
+    bob.do(b, ev.MediaFlowing())
+    alice.do(a, ev.MediaLost(30.0))
+    assert (a.state, a.reason, a.detail) == (
+        State.FAILED,
+        FailReason.MEDIA_LOST,
+        "no audio for 30 s",
+    )
+    bob.do(b, ev.PeerHungUp())
+    assert (b.state, b.reason) == (State.ENDED, EndReason.HANGUP_REMOTE)
+
+
+def test_ice_restart_is_taken_only_in_a_connected_call(pair: Pair) -> None:
+    wire, alice, bob = pair
+    a, b = ringing(pair)
+    restart = m.Ice(1, {"candidates": ["c"], "ufrag": "abcd", "pwd": "p" * 22})
+    assert not alice.calls[a.call_id].receive(wire.now, a.call_id, restart).ok
+    bob.do(b, ev.UserAccept())
+    wire.run()
+    step = alice.calls[a.call_id].receive(wire.now, a.call_id, restart)
+    assert step.effects == (ev.RestartIce(restart),)
 
 
 @pytest.mark.parametrize("winner", ["alice", "bob"])

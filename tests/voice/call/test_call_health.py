@@ -3,36 +3,65 @@
 from __future__ import annotations
 
 from voice.call import events as ev
-from voice.call.health import MediaWatch
+from voice.call.health import MediaWatch, WatchResult
 
 
 def check(
-    w: MediaWatch, now: float, *, rx: int, ice: bool = True, connected: bool = True
-) -> object:
-    return w.check(now, ice_connected=ice, failed=False, packets_received=rx, connected=connected)
+    w: MediaWatch, now: float, *, rx: int, connected: bool = True, moved: bool = False
+) -> WatchResult:
+    return w.check(now, rtp_received=rx, failed=False, connected=connected, addresses_changed=moved)
 
 
-def test_a_peer_silent_for_longer_than_the_media_timeout_has_vanished() -> None:
-    w = MediaWatch(media_timeout=2.0, every=0.5)
+def flowing(media_timeout: float = 30.0) -> MediaWatch:
+    w = MediaWatch(media_timeout=media_timeout, every=0.25)
     w.media_started(0.0)
-    assert check(w, 0.5, rx=1) is None
-    assert check(w, 1.0, rx=5) is None  # packets keep coming
-    assert check(w, 3.0, rx=5) is None  # silent for exactly 2.0 s: not yet
-    assert check(w, 3.1, rx=5) == ev.PeerVanished()
+    assert check(w, 0.0, rx=0) == WatchResult()  # connected, nothing authenticated yet
+    assert check(w, 0.1, rx=1).event == ev.MediaFlowing()
+    return w
 
 
-def test_silence_before_connect_is_not_a_vanished_peer() -> None:
+def test_connected_means_an_authenticated_packet_arrived_and_only_once() -> None:
+    w = MediaWatch(media_timeout=30.0)
+    assert check(w, 5.0, rx=3, connected=False) == WatchResult()  # not accepted: not counted
+    assert check(w, 6.0, rx=0) == WatchResult()
+    assert check(w, 7.0, rx=1).event == ev.MediaFlowing()
+    assert check(w, 7.5, rx=9) == WatchResult()
+
+
+def test_a_pause_is_reconnecting_then_reconnected_and_the_window_ends_it() -> None:
+    w = flowing(media_timeout=30.0)
+    assert check(w, 1.0, rx=1) == WatchResult()  # 0.9 s of silence: nothing yet
+    assert check(w, 1.2, rx=1).notice == "reconnecting"
+    assert check(w, 1.5, rx=1) == WatchResult()  # said once
+    assert check(w, 2.0, rx=2).notice == "reconnected"
+    assert check(w, 3.1, rx=2).notice == "reconnecting"
+    assert check(w, 32.0, rx=2).event is None  # 30.0 s: still inside the window
+    lost = check(w, 32.1, rx=2).event
+    assert isinstance(lost, ev.MediaLost) and lost.seconds > 30.0
+
+
+def test_restarts_come_after_a_short_silence_then_spaced_and_at_once_on_a_new_address() -> None:
+    w = flowing()
+    assert not check(w, 2.5, rx=1).restart
+    assert check(w, 2.7, rx=1).restart  # 2.6 s silent
+    assert not check(w, 5.0, rx=1).restart
+    assert check(w, 8.8, rx=1).restart  # 6 s after the last one
+    assert check(w, 9.0, rx=1, moved=True).restart  # the address changed: do not wait
+    assert check(w, 9.5, rx=5).notice == "reconnected"
+    assert check(w, 10.0, rx=6, moved=True).restart is False  # audio flows: nothing to fix
+
+
+def test_silence_before_the_first_packet_is_left_to_the_connect_deadline() -> None:
     w = MediaWatch(media_timeout=1.0)
-    assert check(w, 10.0, rx=0, connected=False) is None
+    w.media_started(0.0)
+    assert check(w, 10.0, rx=0) == WatchResult()
 
 
-def test_losing_ice_after_it_was_up_fails_and_a_media_error_fails() -> None:
+def test_a_media_error_is_reported_once() -> None:
     w = MediaWatch(media_timeout=10.0)
-    assert check(w, 0.0, rx=0, ice=False) is None  # ICE was never up: still connecting
-    w.ice_up = True
-    assert check(w, 1.0, rx=0, ice=False) == ev.IceFailed()
-    failed = w.check(2.0, ice_connected=True, failed=True, packets_received=0, connected=True)
-    assert failed == ev.MediaFailed()
+    failed = w.check(2.0, rtp_received=0, failed=True, connected=True)
+    assert failed.event == ev.MediaFailed()
+    assert w.check(2.5, rtp_received=0, failed=True, connected=True) == WatchResult()
 
 
 def test_checks_are_due_only_every_interval() -> None:

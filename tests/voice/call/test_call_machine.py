@@ -17,15 +17,18 @@ from voice.call.machine import SENT_BY, TABLE, CallMachine, transitions
 CALL_ID = bytes(range(16))
 K = b"\x07" * 32
 C = b"\x08" * 64  # continuity field
-DESC: dict[str, Any] = {"ice": {"ufrag": "abcd"}}
+DESC: dict[str, Any] = {"ice": {"ufrag": "abcd", "candidates": ["c"]}}
 OFFER = m.Offer(K, DESC)
 RINGING = m.Ringing(K, C, DESC)
+PRIVATE = {"ice": {"ufrag": "abcd", "candidates": []}}  # a callee's ringing to a stranger
+RINGING_PRIVATE = m.Ringing(K, C, PRIVATE)
 REVEAL = m.Reveal(K, C)
 LATE = 1e9
 
 INPUTS: list[tuple[str, Any, float]] = [  # (name, input, now)
     ("UserDial", ev.UserDial(OFFER, REVEAL), 0.0),
     ("RingingReady", ev.RingingReady(RINGING), 0.0),
+    ("RingingReady", ev.RingingReady(RINGING_PRIVATE), 0.0),
     ("UserAccept", ev.UserAccept(), 0.0),
     ("UserDecline", ev.UserDecline(), 0.0),
     ("UserHangup", ev.UserHangup(), 0.0),
@@ -44,6 +47,12 @@ INPUTS: list[tuple[str, Any, float]] = [  # (name, input, now)
     ("Tick", ev.Tick(), LATE),
     ("Offer", OFFER, 0.0),
     ("Ringing", RINGING, 0.0),
+    ("Ringing", RINGING_PRIVATE, 0.0),
+    ("Ice", m.Ice(0, {"candidates": ["c"]}), 0.0),
+    ("Ice", m.Ice(1, {"candidates": ["c"], "ufrag": "efgh", "pwd": "p" * 22}), 0.0),
+    ("MediaFlowing", ev.MediaFlowing(), 0.0),
+    ("MediaLost", ev.MediaLost(30.0), 0.0),
+    ("PeerHungUp", ev.PeerHungUp(), 0.0),
     ("Reveal", REVEAL, 0.0),
     ("Accept", m.Accept(), 0.0),
     ("Decline", m.Decline(), 0.0),
@@ -151,7 +160,7 @@ def test_messages_are_not_local_events_and_junk_is_rejected() -> None:
 def test_caller_effects_along_the_happy_path() -> None:
     a = fresh(Role.CALLER)
     assert a.handle(0.0, ev.UserDial(OFFER, REVEAL)).effects == (ev.SendMessage(OFFER),)
-    assert a.deadline == 60.0
+    assert a.deadline == 25.0  # ringing must come back soon: ring_timeout
     assert a.receive(1.0, CALL_ID, RINGING).effects == (
         ev.DeriveKeys(K, C, DESC),
         ev.StartIce(DESC),
@@ -160,7 +169,10 @@ def test_caller_effects_along_the_happy_path() -> None:
     assert a.receive(1.0, CALL_ID, m.Accept()).rejected == "accept before our reveal"
     assert a.handle(1.0, ev.KeysReady()).effects == (ev.SendMessage(REVEAL),)
     step = a.receive(2.0, CALL_ID, m.Accept())
-    assert step.effects == (ev.StopRinging(), ev.StartMedia(), ev.ShowSas())
+    assert step.effects == (ev.StopRinging(), ev.StartMedia())
+    assert a.deadline == 22.0  # the first authenticated packet must come by then
+    assert a.handle(2.5, ev.MediaFlowing()).effects == (ev.ShowSas(),)
+    assert a.deadline is None
     assert a.handle(3.0, ev.UserHangup()).effects == (
         ev.SendMessage(m.Hangup()),
         ev.StopMedia(),
@@ -179,11 +191,7 @@ def test_callee_effects_along_the_happy_path() -> None:
     assert b.handle(1.0, ev.UserAccept()).effects == (ev.StopRinging(),)  # before the reveal: wait
     assert b.state is State.CONNECTING and b.deadline == 21.0
     b.receive(1.5, CALL_ID, REVEAL)
-    assert b.handle(1.5, ev.KeysReady()).effects == (
-        ev.SendMessage(m.Accept()),
-        ev.StartMedia(),
-        ev.ShowSas(),
-    )
+    assert b.handle(1.5, ev.KeysReady()).effects == (ev.SendMessage(m.Accept()), ev.StartMedia())
     assert b.receive(2.0, CALL_ID, m.CallError("media_failed")).effects == (
         ev.StopMedia(),
         ev.EndCall(FailReason.REMOTE_ERROR, "media_failed"),

@@ -11,7 +11,7 @@ from aioice import Connection, TransportPolicy
 
 from voice.errors import BadDescription, IceFailed, MediaError
 from voice.media import ice
-from voice.media.ice import TurnServer
+from voice.media.ice import IceServers, StunServer, TurnServer
 
 
 def test_aioice_internals_we_touch_are_still_there() -> None:
@@ -21,12 +21,13 @@ def test_aioice_internals_we_touch_are_still_there() -> None:
     assert connection._local_candidates == []
     assert connection._local_candidates_start is False
     assert connection._local_candidates_end is False
+    assert connection._protocols == [] and connection._nominated == {}
 
 
 async def test_gathers_loopback_host_candidate_that_aioice_would_skip() -> None:
     connection = ice.make_connection(controlling=True)
     try:
-        candidates = await ice.gather(connection, ["127.0.0.1"])
+        candidates = (await ice.gather(connection, ["127.0.0.1"])).candidates
         assert [c.host for c in candidates] == ["127.0.0.1"]
         assert [c.host for c in connection.local_candidates] == ["127.0.0.1"]
         assert candidates[0].type == "host" and candidates[0].port > 0
@@ -97,15 +98,18 @@ async def test_dead_peer_fails_within_timeout(peer: str) -> None:
             silent.close()
 
 
-def test_turn_config_reaches_aioice() -> None:
+def test_ice_server_values_hide_the_password() -> None:
     turn = TurnServer("127.0.0.1", 3478, "user", "secret-pw", transport="tcp")
-    assert "secret-pw" not in repr(turn)
-    connection = ice.make_connection(controlling=False, turn=turn, relay_only=True)
-    assert connection.turn_server == ("127.0.0.1", 3478)
-    assert connection.turn_username == "user"
-    assert connection.turn_password == "secret-pw"
-    assert connection.turn_transport == "tcp"
+    servers = IceServers(stun=(StunServer("127.0.0.1"),), turn=(turn,))
+    for text in (repr(turn), repr(servers), str(servers)):
+        assert "secret-pw" not in text
+    assert turn.uri == "turn:127.0.0.1:3478?transport=tcp" and turn.relay_transport == "tcp"
+    tls = TurnServer("::1", 5349, "u", "p", "tcp", tls=True)
+    assert tls.uri == "turns:[::1]:5349" and tls.relay_transport == "tls"
+    assert servers.has_relay and not IceServers(stun=servers.stun).has_relay
+    connection = ice.make_connection(controlling=False, relay_only=True)
     assert connection._transport_policy == TransportPolicy.RELAY
+    assert connection.turn_server is None  # ours: every TURN server, not aioice's one
     assert ice.make_connection(controlling=True)._transport_policy == TransportPolicy.ALL
 
 
@@ -114,8 +118,42 @@ def test_turn_config_is_checked() -> None:
         TurnServer("127.0.0.1", 0, "u", "p")
     with pytest.raises(ValueError):
         TurnServer("127.0.0.1", 3478, "u", "p", transport="tls")  # type: ignore[arg-type]
-    with pytest.raises(MediaError, match="TURN"):
-        ice.make_connection(controlling=True, relay_only=True)
+    with pytest.raises(ValueError):
+        TurnServer("127.0.0.1", 3478, "u", "p", "udp", tls=True)  # TLS needs TCP
+    with pytest.raises(ValueError):
+        TurnServer("bad host!", 3478, "u", "p")
+    with pytest.raises(ValueError):
+        StunServer("127.0.0.1", 70000)
+
+
+async def test_relay_only_without_turn_gathers_nothing() -> None:
+    connection = ice.make_connection(controlling=True, relay_only=True)
+    try:
+        with pytest.raises(IceFailed, match="no local ICE candidate"):
+            await ice.gather(connection, ["127.0.0.1"])
+    finally:
+        await connection.close()
+
+
+def test_interface_addresses_skip_loopback_and_link_local() -> None:
+    import ipaddress
+
+    addresses = ice.interface_addresses()
+    for text in addresses:
+        ip = ipaddress.ip_address(text)
+        assert not (ip.is_loopback or ip.is_link_local or ip.is_unspecified), text
+    assert len(addresses) <= ice.MAX_HOST_ADDRESSES
+    with_loopback = ice.interface_addresses(include_loopback=True)
+    assert with_loopback[0] == "127.0.0.1"
+    assert set(addresses) <= set(with_loopback)
+
+
+def test_path_kind() -> None:
+    assert ice.path_kind("host", "host") == "host"
+    assert ice.path_kind("host", "prflx") == "srflx"
+    assert ice.path_kind("srflx", "host") == "srflx"
+    assert ice.path_kind("relay", "srflx") == "relay"
+    assert ice.path_kind("host", "relay") == "relay"
 
 
 async def test_host_addresses_must_be_ip_literals() -> None:

@@ -21,7 +21,7 @@ from tests.support.coturn import Coturn, running_coturn
 from voice.audio.sinks import MemorySink
 from voice.audio.sources import ToneSource
 from voice.errors import IceFailed
-from voice.media.ice import TurnServer
+from voice.media.ice import IceServers, TurnServer
 from voice.media.session import MediaSession
 
 
@@ -31,9 +31,9 @@ def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coturn]:
         yield server
 
 
-def _turn(coturn: Coturn, user: str, *, ttl: int = 600, secret: bytes | None = None) -> TurnServer:
+def _turn(coturn: Coturn, user: str, *, ttl: int = 600, secret: bytes | None = None) -> IceServers:
     username, password = turn_credentials(secret or coturn.secret, user, ttl, time.time())
-    return TurnServer(coturn.host, coturn.port, username, password)
+    return IceServers(turn=(TurnServer(coturn.host, coturn.port, username, password),))
 
 
 def _dominant_hz(frames: list[bytes]) -> float:
@@ -51,14 +51,14 @@ async def relayed_pair(
         controlling=True,
         source=ToneSource(440.0),
         sink=MemorySink(),
-        turn=_turn(coturn, "alice"),
+        ice_servers=_turn(coturn, "alice"),
         relay_only=True,
     )
     bob = await MediaSession.create(
         controlling=False,
         source=ToneSource(1000.0),
         sink=sink,
-        turn=_turn(coturn, "bob"),
+        ice_servers=_turn(coturn, "bob"),
         relay_only=True,
     )
     yield alice, bob, sink
@@ -106,7 +106,7 @@ async def test_coturn_refuses_stale_or_forged_credentials(coturn: Coturn, kind: 
             controlling=True,
             source=ToneSource(),
             sink=MemorySink(),
-            turn=bad,
+            ice_servers=bad,
             relay_only=True,
             ice_timeout=3.0,
         )

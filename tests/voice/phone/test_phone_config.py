@@ -7,20 +7,14 @@ import pytest
 from voice.call.events import EndReason, FailReason
 from voice.crypto.identity import Identity
 from voice.phone import Outcome, PhoneConfig
-from voice.phone.turn import turn_server_from
 
 
-def test_turn_uris_and_config_checks() -> None:
-    turn = turn_server_from(["stun:x", "turn:127.0.0.1:3479?transport=tcp"], "u", "p")
-    assert turn is not None and (turn.host, turn.port, turn.transport) == ("127.0.0.1", 3479, "tcp")
-    turn = turn_server_from(["turn:[::1]"], "u", "p")
-    assert turn is not None and (turn.host, turn.port, turn.transport) == ("::1", 3478, "udp")
-    assert turn_server_from(["turns:example.org", "nonsense"], "u", "p") is None
+def test_config_checks() -> None:
     identity = Identity.generate()
     base = {"server_url": "ws://x", "user": "alice", "identity": identity, "contacts": None}
     bad_configs: list[dict[str, object]] = [
         {"no_answer_timeout": 0},
-        {"relay_only": True},
+        {"relay": "sometimes"},
         {"media_timeout": -1},
         {"sas_bits": 19},  # a man in the middle could grind a matching SAS (~2^19 tries)
         {"sas_bits": 65},
@@ -29,6 +23,8 @@ def test_turn_uris_and_config_checks() -> None:
         with pytest.raises(ValueError):
             PhoneConfig(**base, **bad)  # type: ignore[arg-type]
     assert PhoneConfig(**base, sas_bits=20).sas_bits == 20  # type: ignore[arg-type]
+    default = PhoneConfig(**base)  # type: ignore[arg-type]
+    assert default.relay == "auto" and default.host_addresses is None
 
 
 def test_an_outcome_says_whether_the_call_failed_and_why() -> None:

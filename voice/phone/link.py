@@ -1,0 +1,283 @@
+"""The phone's link to the signaling server: one session at a time, logged in again when lost.
+
+    link = await SignalingLink.open(config)      # the first login: its errors raise at once
+    ... link.client ...                          # the current session (read its deliveries)
+    if link.retries(error):                      # that session ended: a transient loss?
+        link.went_offline(error)
+        await link.reconnect()                   # backoff with full jitter until logged in
+    await link.send("bob", body)                 # waits for the link (request_timeout)
+
+Each new login uses the same identity and the same checks as the first one (TLS verification,
+``ws://`` only to loopback) and is pinned to the server name and id the first login signed, so
+a reconnection never signs another deployment's challenge. Fatal errors never retry: a refused
+login (bad signature, username taken, registration refused), another server name or id, a
+certificate that does not verify, or a session replaced by a login elsewhere (retrying would
+take the name back from the user's other device, forever).
+
+:class:`Backoff` is pure: exponential with full jitter (a random wait below a ceiling that
+doubles per failed attempt, up to a cap), reset after a successful login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from voice.errors import (
+    InsecureServerUrl,
+    LoginRefused,
+    RecipientOffline,
+    ServerCertificateRejected,
+    ServerNameChanged,
+    SessionReplaced,
+    SignalingClientError,
+    SignalingClosed,
+)
+from voice.net.client import SignalingClient
+from voice.phone.config import PhoneConfig
+
+__all__ = ["Backoff", "LinkChange", "SignalingLink", "is_fatal"]
+
+log = logging.getLogger("voice.phone")
+MAX_CHANGES = 64  # link changes kept (and queued) for the user, newest last
+STABLE_AFTER = 10.0  # a session that lasted this long resets the backoff: a server that logs
+# us in and drops us at once gets ever longer waits, not a storm of logins
+OFFLINE_RETRY = 0.25  # seconds between sends to a peer that is reconnecting (patient sends)
+# Login refusals that say "not now" rather than "never": retried with backoff.
+TRANSIENT_LOGIN_CODES = frozenset(
+    {"login_timeout", "too_many_connections", "rate_limited", "registration_limited", "internal"}
+)
+_CLOSE_REASONS = {
+    1001: "the server is shutting down",
+    1006: "the connection was lost",
+    1011: "the server stopped answering keepalive pings",
+}
+
+
+class Backoff:
+    """Exponential backoff with full jitter: attempt ``n`` (from 0) waits a uniformly random
+    time in ``[0, min(cap, base * 2**n))``; :meth:`reset` after a success starts over."""
+
+    def __init__(
+        self, base: float = 0.5, cap: float = 15.0, rand: Callable[[], float] = random.random
+    ) -> None:
+        if not 0 < base <= cap:
+            raise ValueError("backoff needs 0 < base <= cap")
+        self.base = base
+        self.cap = cap
+        self._rand = rand
+        self.attempt = 0
+
+    def ceiling(self) -> float:
+        """The upper bound of the next delay."""
+        return min(self.cap, self.base * (1 << min(self.attempt, 62)))
+
+    def next_delay(self) -> float:
+        delay = self._rand() * self.ceiling()
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChange:
+    """The phone went offline (and reconnects) or came back online; ``at`` is wall time."""
+
+    state: Literal["offline", "online"]
+    reason: str
+    at: float
+
+    @property
+    def online(self) -> bool:
+        return self.state == "online"
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Whether a lost session or a failed login must end the phone instead of retrying."""
+    if isinstance(exc, LoginRefused):
+        return exc.code not in TRANSIENT_LOGIN_CODES
+    fatal = (SessionReplaced, ServerNameChanged, ServerCertificateRejected, InsecureServerUrl)
+    return isinstance(exc, fatal) or not isinstance(exc, SignalingClientError)
+
+
+def describe(exc: BaseException) -> str:
+    """A short reason for the user: why the link went down."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int) and code in _CLOSE_REASONS:
+        return _CLOSE_REASONS[code]
+    text = str(exc) or type(exc).__name__
+    return f"{text} ({code})" if code is not None and str(code) not in text else text
+
+
+class SignalingLink:
+    """The current signaling session of a phone and the logic to get a new one."""
+
+    def __init__(self, config: PhoneConfig, client: SignalingClient) -> None:
+        self.config = config
+        self.client = client
+        self.server = client.server  # pinned: every reconnection must see the same name and id
+        self.server_id = client.server_id
+        self.fatal: SignalingClientError | None = None
+        self.reconnects = 0  # successful logins after the first
+        self.changes: list[LinkChange] = []
+        self.backoff = Backoff(config.reconnect_delay, config.reconnect_max_delay)
+        self._up = asyncio.Event()
+        self._up.set()
+        self._up_since = asyncio.get_running_loop().time()
+        self._ended = asyncio.Event()  # fatal, or closed
+        self._queue: asyncio.Queue[LinkChange] = asyncio.Queue(MAX_CHANGES)
+
+    @classmethod
+    async def open(cls, config: PhoneConfig) -> SignalingLink:
+        """The first login, with the config's pins (SignalingUnreachable, LoginRefused, ...)."""
+        client = await login(config, config.expected_server, config.expected_server_id)
+        return cls(config, client)
+
+    @property
+    def online(self) -> bool:
+        return self._up.is_set() and self.fatal is None
+
+    def retries(self, exc: BaseException) -> bool:
+        """Whether to reconnect after the session ended with ``exc``."""
+        return self.config.reconnect and not is_fatal(exc) and not self._ended.is_set()
+
+    def went_offline(self, exc: BaseException) -> None:
+        self._up.clear()
+        if asyncio.get_running_loop().time() - self._up_since >= STABLE_AFTER:
+            self.backoff.reset()  # a session that lasted: start over with short waits
+        reason = describe(exc)
+        log.warning("signaling session lost (%s): reconnecting", reason)
+        self._note(LinkChange("offline", reason, self.config.hooks.clock()))
+
+    def end(self, exc: SignalingClientError | None) -> None:
+        """No more sessions: ``exc`` is the fatal error (None: the phone was closed)."""
+        self.fatal = self.fatal or exc
+        self._up.clear()
+        self._ended.set()
+
+    async def reconnect(self) -> None:
+        """Log in again, with backoff, until it works; raise the first fatal error."""
+        while True:
+            await asyncio.sleep(self.backoff.next_delay())
+            try:
+                client = await login(self.config, self.server, self.server_id)
+            except SignalingClientError as exc:
+                if is_fatal(exc):
+                    raise
+                log.info("reconnecting failed (%s); retrying", describe(exc))
+                continue
+            if self._ended.is_set():  # closed meanwhile
+                await client.close()
+                return
+            self.client = client
+            self.reconnects += 1
+            self._up_since = asyncio.get_running_loop().time()
+            self._up.set()
+            log.info("signaling session back")
+            self._note(LinkChange("online", "logged in again", self.config.hooks.clock()))
+            return
+
+    async def wait_online(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Return once the link is up; raise the fatal error if it never will; TimeoutError."""
+        async with asyncio.timeout(timeout):
+            await _first_set(self._up, self._ended)
+        if self._ended.is_set():
+            raise self.fatal or SignalingClosed("the phone is closed", code=None)
+
+    async def next_change(self, timeout: float | None = None) -> LinkChange:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            return await self._queue.get()
+
+    async def send(self, to: str, body: bytes, *, patient: bool = False) -> None:
+        """Send once the link is up, within ``request_timeout`` in all. A send cut off by a
+        lost session is tried again on the next one (the peer's replay guard drops a copy).
+        ``patient``: the peer is known to be online lately (we are in a call with it), so
+        ``offline`` means it is reconnecting too: try again until the time is up."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.request_timeout
+        while True:
+            client = await self._current(deadline - loop.time())
+            try:
+                await client.send(to, body, reply_timeout=max(0.0, deadline - loop.time()))
+                return
+            except RecipientOffline:
+                if not patient or loop.time() + OFFLINE_RETRY >= deadline:
+                    raise
+                await asyncio.sleep(OFFLINE_RETRY)
+                continue
+            except SignalingClosed:
+                if self._ended.is_set() or loop.time() >= deadline:
+                    raise
+            try:  # the phone is noticing the loss: wait for the next session
+                await asyncio.wait_for(self._replaced(client), deadline - loop.time())
+            except TimeoutError:
+                raise _offline() from None
+
+    async def lookup(self, user: str) -> bytes:
+        client = await self._current(self.config.request_timeout)
+        return await client.lookup(user, reply_timeout=self.config.request_timeout)
+
+    async def close(self) -> None:
+        self.end(None)
+        await self.client.close()
+
+    async def _current(self, limit: float) -> SignalingClient:
+        """The session to use, waiting up to ``limit`` seconds while reconnecting."""
+        if not self._up.is_set() and not self._ended.is_set():
+            try:
+                await self.wait_online(max(0.0, limit))
+            except TimeoutError:
+                raise _offline() from None
+        if self._ended.is_set():
+            raise self.fatal or SignalingClosed("the phone is closed", code=None)
+        return self.client
+
+    async def _replaced(self, client: SignalingClient) -> None:
+        """Until the link has another session than ``client`` (or ended)."""
+        while self.client is client and not self._ended.is_set():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+    def _note(self, change: LinkChange) -> None:
+        self.changes.append(change)
+        del self.changes[:-MAX_CHANGES]
+        if self._queue.full():
+            self._queue.get_nowait()  # nobody is reading: keep the newest
+        self._queue.put_nowait(change)
+
+
+def _offline() -> SignalingClosed:
+    return SignalingClosed("not connected to the signaling server (reconnecting)", code="offline")
+
+
+async def _first_set(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+async def login(
+    config: PhoneConfig, expected_server: str | None, expected_server_id: str | None
+) -> SignalingClient:
+    """One login with the phone's identity, TLS settings and keepalive."""
+    return await SignalingClient.connect(
+        config.server_url,
+        config.user,
+        config.identity.public_key,
+        config.identity.sign,
+        expected_server=expected_server,
+        expected_server_id=expected_server_id,
+        ca_file=config.ca_file,
+        insecure=config.insecure,
+        open_timeout=config.request_timeout,
+        ping_interval=config.keepalive_interval,
+        ping_timeout=config.keepalive_timeout,
+    )
