@@ -34,7 +34,11 @@ from voice.exitcodes import ExitCode
 
 pytestmark = [pytest.mark.netlab, pytest.mark.slow, pytest.mark.timeout(300)]
 
-PESQ_WB_MIN = 4.0
+# Clear speech. A clean run scores 4.15-4.35. On a loaded 2-core machine the TCP relay path
+# (udp_blocked) sees a few jitter spikes: each costs a concealed frame, and 3-6 of them in the
+# 4.5 s clip scored 3.3-3.75 (CI failed one run at 3.31 against the old 4.0). The same clean
+# recording with half a second dropped scores 2.26; noise scores 1.03.
+PESQ_WB_MIN = 3.0
 HEADLESS = ("--no-prompt",)
 PATH_WORDS = re.compile(r"\b(host|srflx|prflx|relay)\b")
 MANY = 100  # packets: an 8 s call sends about 400 RTP packets each way
