@@ -34,10 +34,13 @@ from voice.exitcodes import ExitCode
 
 pytestmark = [pytest.mark.netlab, pytest.mark.slow, pytest.mark.timeout(300)]
 
-# Clear speech. A clean run scores 4.15-4.35. On a loaded 2-core machine the TCP relay path
-# (udp_blocked) sees a few jitter spikes: each costs a concealed frame, and 3-6 of them in the
-# 4.5 s clip scored 3.3-3.75 (CI failed one run at 3.31 against the old 4.0). The same clean
-# recording with half a second dropped scores 2.26; noise scores 1.03.
+# Clear speech. A clean play of the 4.5 s clip scores 4.15-4.35. On the relay paths (symmetric,
+# udp_blocked) the lab's coturn and the 2-core machine cause a jitter spike now and then, idle
+# too: the jitter buffer conceals a frame mid-word and moves the rest by 20 ms, and each such
+# adjustment costs 0.3-0.5 PESQ. About one play in six then scores 3.3-3.8 (CI once failed the
+# issue's 4.0 at 3.31). Time-stretching instead of whole-frame steps (issue 12) is what brings
+# those back above 4.0. The same clean recording with half a second dropped scores 2.26 and
+# noise 1.03, so this floor still fails a call that loses speech.
 PESQ_WB_MIN = 3.0
 HEADLESS = ("--no-prompt",)
 PATH_WORDS = re.compile(r"\b(host|srflx|prflx|relay)\b")
@@ -243,7 +246,7 @@ async def _call_through(lab: NetLab, event: Callable[[], Any], *, seconds: int =
 
 async def test_a_20_s_outage_mid_call_is_survived(make_lab: MakeLab) -> None:
     lab = make_lab("nat")
-    await _call_through(lab, lambda: lab.outage("b", 20), seconds=50)
+    await _call_through(lab, lambda: lab.outage("b", 20), seconds=40)
 
 
 async def test_an_address_change_mid_call_is_survived(make_lab: MakeLab) -> None:
