@@ -204,12 +204,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
         from voice.demo import run_demo
 
         return asyncio.run(run_demo(out=settings.out, keep=args.keep, seconds=args.seconds))
-    from voice.cli import calls  # loads aiortc: only for calls
+    from voice.cli import calls, listen  # loads aiortc: only for calls
     from voice.cli.options import CallOptions
 
     options = CallOptions.from_args(args)
     if command == "listen":
-        return asyncio.run(calls.listen(settings, options))
+        return asyncio.run(listen.listen(settings, options))
     return asyncio.run(calls.call(settings, args.peer, options))
 
 

@@ -1,9 +1,10 @@
-"""``voice call USER`` (one call per run) and ``voice listen`` (a phone that stays online and
-answers call after call, reconnecting to the server by itself), through the call controller.
+"""``voice call USER`` (one call per run), and the :class:`Session` that follows a call, for it
+and for ``voice listen`` (:mod:`voice.cli.listen`), through the call controller.
 
-Both log in, hand the controller the audio prepared up front, and then follow the call: ringing,
-the SAS once connected (with a prompt to mark the contact verified), continuity warnings, and
-the end reason, which becomes the exit code (:mod:`voice.exitcodes`). Ctrl-C hangs up cleanly.
+A session logs in, hands the controller the audio prepared up front, and then follows the call:
+ringing, the SAS once connected (with a prompt to mark the contact verified), continuity
+warnings, and the end reason, which becomes the exit code (:mod:`voice.exitcodes`). Ctrl-C
+hangs up cleanly.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from voice.cli.context import Settings, check_username
 from voice.cli.options import CallOptions
 from voice.cli.ui import Interrupt, LineReader, ask_yes_no, sas_lines, say
 from voice.crypto.identity import Fingerprint
-from voice.errors import CallEnded, KeyChangedError, PhoneClosed, RecipientOffline, UnknownUser
+from voice.errors import CallEnded, KeyChangedError, RecipientOffline, UnknownUser
 from voice.exitcodes import ExitCode, for_reason
-from voice.phone import Call, KeyChangedWarning, Phone, PhoneConfig
+from voice.phone import Call, Phone, PhoneConfig
 
 T = TypeVar("T")
 
@@ -51,7 +52,7 @@ _END_TEXT: dict[EndReason | FailReason, str] = {
 }
 
 
-async def _race(main: Awaitable[T], *stoppers: asyncio.Event) -> T | None:
+async def race(main: Awaitable[T], *stoppers: asyncio.Event) -> T | None:
     """``main``'s result, or None (``main`` cancelled) as soon as one of ``stoppers`` is set."""
     task = asyncio.ensure_future(main)
     waits = [asyncio.ensure_future(e.wait()) for e in stoppers]
@@ -145,12 +146,12 @@ class Session:
 
     async def _follow(self, call: Call) -> ExitCode:
         try:
-            connected = await _race(_connected(call), self.interrupt.event)
+            connected = await race(_connected(call), self.interrupt.event)
         except CallEnded:
-            return await self._ended(call)
+            return await self.ended(call)
         if connected is None and self.interrupt.event.is_set():
             await call.hangup()
-            return await self._ended(call)
+            return await self.ended(call)
         self._show_connected(call)
         prompt = asyncio.ensure_future(self._confirm_sas(call))
         stop = asyncio.Event()
@@ -158,7 +159,7 @@ class Session:
         if self.options.duration is not None:
             timer = asyncio.get_running_loop().call_later(self.options.duration, stop.set)
         try:
-            ended = await _race(call.wait_ended(), self.interrupt.event, stop)
+            ended = await race(call.wait_ended(), self.interrupt.event, stop)
             if ended is None:
                 self.say("Hanging up.")
                 await call.hangup()
@@ -168,7 +169,7 @@ class Session:
             prompt.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await prompt
-        return await self._ended(call)
+        return await self.ended(call)
 
     async def _show_progress(self, call: Call) -> None:
         while True:
@@ -232,7 +233,8 @@ class Session:
             self.say(f"{call.peer} stays unverified. If the words differ, hang up: someone is in "
                      "the middle.")  # fmt: skip
 
-    async def _ended(self, call: Call) -> ExitCode:
+    async def ended(self, call: Call) -> ExitCode:
+        """Once ``call`` ended: say why, and return the exit code for it."""
         outcome = await call.wait_ended()
         reason: EndReason | FailReason = outcome.reason
         text = _END_TEXT.get(reason, reason.value).format(peer=call.peer)
@@ -295,165 +297,6 @@ async def call(settings: Settings, peer: str, options: CallOptions) -> ExitCode:
         session.interrupt.remove()
 
 
-async def listen(settings: Settings, options: CallOptions) -> ExitCode:
-    """A phone that stays online: answers call after call, reconnects to the server by itself
-    and says so, reports missed calls. Ends on Ctrl-C, after ``--timeout`` seconds (once the
-    call in progress, if any, ended), or on a fatal error (the server refused our login, ...).
-
-    Exit code: that of the last call that rang here; with none, OK on Ctrl-C and NO_ANSWER
-    after ``--timeout``.
-    """
-    session = Session(settings, options)
-    session.interrupt.install()
-    try:
-        phone, plan = await session.open()
-        watchers = [
-            asyncio.ensure_future(_show_link_changes(session, phone)),
-            asyncio.ensure_future(_show_missed(session, phone)),
-        ]
-        try:
-            return await _listen_loop(session, phone)
-        finally:
-            for watcher in watchers:
-                watcher.cancel()
-            await phone.close()
-            await plan.close()
-    finally:
-        session.interrupt.remove()
-
-
-async def _listen_loop(session: Session, phone: Phone) -> ExitCode:
-    options = session.options
-    mode = "answering automatically" if options.auto_answer else "you will be asked"
-    session.say(f"Waiting for a call ({mode}; Ctrl-C stops).")
-    time_up = asyncio.Event()
-    timer = None
-    if options.timeout is not None:
-        timer = asyncio.get_running_loop().call_later(options.timeout, time_up.set)
-    last: ExitCode | None = None
-    try:
-        while not session.interrupt.event.is_set() and not time_up.is_set():
-            got = await _race(_incoming_or_warning(phone), session.interrupt.event, time_up)
-            if got is None:
-                break
-            incoming: Call | None = None
-            for item in got:
-                if isinstance(item, KeyChangedWarning):
-                    # A warning never ends listen: anyone can send one (audit finding 3).
-                    session.say(f"Refused a call from {item.user}: another identity key.")
-                    session.explain_key_change(
-                        item.user, item.old_fingerprint, item.new_fingerprint
-                    )
-                else:
-                    incoming = item
-            if incoming is None:
-                session.say("Still waiting for a call.")
-                continue
-            last = await _take(session, incoming)
-            if not session.interrupt.event.is_set() and not time_up.is_set():
-                session.say("Waiting for the next call.")
-    finally:
-        if timer is not None:
-            timer.cancel()
-    if last is not None:
-        return last
-    if time_up.is_set() and not session.interrupt.event.is_set():
-        session.say("No call came.")
-        return ExitCode.NO_ANSWER
-    return ExitCode.OK
-
-
-async def _take(session: Session, incoming: Call) -> ExitCode:
-    """One incoming call, from ringing to its end: answered (automatically or at the
-    prompt), declined, or given up by the caller."""
-    session.say(f"Incoming call from {incoming.peer}.")
-    if session.options.auto_answer:
-        try:
-            await incoming.accept()
-        except CallEnded:
-            return await session._ended(incoming)
-    elif not await _answer(session, incoming):
-        return await session._ended(incoming)
-    return await session.follow(incoming)
-
-
-_MISSED_TEXT = {
-    "cancelled": "cancelled",
-    "no_answer": "no answer",
-    "busy": "you were in another call; they heard busy",
-    "signaling_lost": "the connection to the server dropped while it rang",
-}
-
-
-async def _show_missed(session: Session, phone: Phone) -> None:
-    while True:
-        missed = await phone.next_missed()
-        text = _MISSED_TEXT.get(missed.reason, missed.reason)
-        session.say(f"Missed call from {missed.peer} ({text}).")
-
-
-async def _show_link_changes(session: Session, phone: Phone) -> None:
-    """The phone reconnects by itself; say when it is offline and when it is back."""
-    while True:
-        change = await phone.next_link_change()
-        if change.online:
-            session.say("online again")
-        else:
-            session.say(f"offline: {change.reason}, reconnecting")
-
-
-async def _answer(session: Session, incoming: Call) -> bool:
-    """Ask whether to accept; True if accepted. The caller may give up meanwhile."""
-    session.lines.discard_typed_ahead()
-    question = ask_yes_no(session.out, f"Accept the call from {incoming.peer}?", session.lines)
-    ended = asyncio.Event()
-    watcher = asyncio.ensure_future(_set_when_ended(incoming, ended))
-    try:
-        answer = await _race(question, ended, session.interrupt.event)
-    finally:
-        watcher.cancel()
-    try:
-        if answer is None:
-            if not ended.is_set():
-                await incoming.decline()
-            return False
-        if answer:
-            await incoming.accept()
-            return True
-        await incoming.decline()
-    except CallEnded:  # the caller gave up just as the user answered: a missed call, no error
-        pass
-    return False
-
-
 async def _connected(call: Call) -> bool:
     await call.wait_connected()
     return True
-
-
-async def _incoming_or_warning(phone: Phone) -> list[Call | KeyChangedWarning]:
-    """The next ringing call, or warnings that a contact with a changed key tried to call (both
-    when both came at once: none is lost). Raises the reason the phone was lost for good."""
-    calls = asyncio.ensure_future(phone.incoming())
-    warnings = asyncio.ensure_future(phone.next_warning())
-    try:
-        await asyncio.wait([calls, warnings], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (calls, warnings):
-            if not task.done():
-                task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.gather(calls, warnings, return_exceptions=True)
-    got: list[Call | KeyChangedWarning] = []
-    if not warnings.cancelled():
-        got.append(warnings.result())
-    if not calls.cancelled():
-        if isinstance(calls.exception(), PhoneClosed) and phone.signaling_lost is not None:
-            raise phone.signaling_lost  # fatal: the login refused, another server, replaced
-        got.append(calls.result())
-    return got
-
-
-async def _set_when_ended(call: Call, event: asyncio.Event) -> None:
-    await call.wait_ended()
-    event.set()

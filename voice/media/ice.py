@@ -3,8 +3,9 @@
 Where aioice 0.13.0 falls short we gather ourselves and install the result:
 
 * aioice gathers host candidates on every interface address *except* 127.0.0.1, but tests and
-  the demo run on loopback. :func:`interface_addresses` lists the usable addresses (loopback only
-  on request) and host candidates come from the public ``Connection.get_component_candidates()``.
+  the demo run on loopback. :func:`~voice.media.iceservers.interface_addresses` lists the usable
+  addresses (loopback only on request) and host candidates come from the public
+  ``Connection.get_component_candidates()``.
 * aioice's ``Connection`` takes one STUN and one TURN server. We query every STUN server for a
   server-reflexive candidate of each IPv4 host socket (``aioice.ice.server_reflexive_candidate``)
   and allocate a relay on every TURN server (``aioice.turn.create_turn_endpoint``, UDP, TCP or
@@ -26,31 +27,45 @@ round trip, while a pair through two NATs needs both sides' first checks to open
 the relay would win nearly every time. :func:`connect` therefore lets the peer's relay
 candidates in only :data:`RELAY_LAST` seconds after the others (as trickle ICE would), unless
 one side has nothing but relays: a direct path is preferred, the relay stays the fallback.
+
+The servers and addresses ICE is given (:class:`IceServers`, :class:`StunServer`,
+:class:`TurnServer`, :func:`interface_addresses`, :func:`turn_tls_context`) live in
+:mod:`voice.media.iceservers` and are re-exported here. About 500 lines remain, on purpose:
+what is left is one job, our side of the aioice connection (gathering, the pinned internals,
+nomination, the peer's candidates checked and connected), best read in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ipaddress
 import logging
 import re
-import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import aioice
 import aioice.ice
 import aioice.turn
-import ifaddr
 from aioice import Candidate, Connection, TransportPolicy
 from aioice.candidate import candidate_foundation, candidate_priority
 from aioice.ice import StunProtocol
 
 from voice.errors import BadDescription, IceFailed, MediaError
+
+# Re-exported: callers may keep importing the server configuration from here.
+from voice.media.iceservers import DEFAULT_STUN_PORT as DEFAULT_STUN_PORT
+from voice.media.iceservers import DEFAULT_TURNS_PORT as DEFAULT_TURNS_PORT
+from voice.media.iceservers import MAX_HOST_ADDRESSES as MAX_HOST_ADDRESSES
+from voice.media.iceservers import IceServers as IceServers
+from voice.media.iceservers import RelayTransport as RelayTransport
+from voice.media.iceservers import StunServer as StunServer
+from voice.media.iceservers import TurnServer as TurnServer
+from voice.media.iceservers import interface_addresses as interface_addresses
+from voice.media.iceservers import turn_tls_context as turn_tls_context
 
 PINNED_AIOICE = "0.13.0"
 COMPONENT = 1
@@ -58,103 +73,13 @@ MAX_REMOTE_CANDIDATES = 32
 DEFAULT_CONNECT_TIMEOUT = 10.0
 SERVER_TIMEOUT = 4.0  # STUN and TURN gathering, all servers at once
 RELAY_LAST = 1.0  # the peer's relay candidates join the checks this long after the others
-MAX_HOST_ADDRESSES = 10  # so host + srflx + relay candidates stay within MAX_REMOTE_CANDIDATES
 MAX_STUN_SERVERS = 4
 MAX_TURN_SERVERS = 8
-DEFAULT_STUN_PORT = 3478
-DEFAULT_TURNS_PORT = 5349
 
 _ICE_CHARS = re.compile(r"^[A-Za-z0-9+/]+$")
 _CANDIDATE_TYPES = frozenset({"host", "srflx", "relay"})
-_HOST_NAME = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
-)
 
 logger = logging.getLogger(__name__)
-
-RelayTransport = Literal["udp", "tcp", "tls"]
-
-
-def _check_server_address(host: str, port: int, what: str) -> None:
-    if not 0 < port < 65536:
-        raise ValueError(f"bad {what} port {port}")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        if not _HOST_NAME.match(host):
-            raise ValueError(f"bad {what} host {host!r}") from None
-
-
-@dataclass(frozen=True)
-class StunServer:
-    """A STUN server (RFC 7064 ``stun:host[:port]``): only asked for our public address."""
-
-    host: str
-    port: int = DEFAULT_STUN_PORT
-
-    def __post_init__(self) -> None:
-        _check_server_address(self.host, self.port, "STUN")
-
-    @property
-    def uri(self) -> str:
-        return f"stun:{_uri_host(self.host)}:{self.port}"
-
-
-@dataclass(frozen=True)
-class TurnServer:
-    """A TURN server and its (short-lived) credentials, as issued by the signaling server.
-
-    ``transport`` is how we reach the server (``udp`` or ``tcp``); ``tls`` wraps the TCP
-    connection in TLS (``turns:``), checked against the system CAs or ``IceServers.ca_file``.
-    The relayed side is always UDP. The password is never shown by ``repr``.
-    """
-
-    host: str
-    port: int
-    username: str
-    password: str = field(repr=False)
-    transport: Literal["udp", "tcp"] = "udp"
-    tls: bool = False
-
-    def __post_init__(self) -> None:
-        _check_server_address(self.host, self.port, "TURN")
-        if self.transport not in ("udp", "tcp"):
-            raise ValueError(f"TURN transport must be 'udp' or 'tcp', not {self.transport!r}")
-        if self.tls and self.transport != "tcp":
-            raise ValueError("TURN over TLS runs over TCP")
-
-    @property
-    def relay_transport(self) -> RelayTransport:
-        """How we reach the relay: udp, tcp or tls."""
-        return "tls" if self.tls else self.transport
-
-    @property
-    def uri(self) -> str:
-        """The server's RFC 7065 URI (no credentials)."""
-        if self.tls:
-            return f"turns:{_uri_host(self.host)}:{self.port}"
-        return f"turn:{_uri_host(self.host)}:{self.port}?transport={self.transport}"
-
-    def __repr__(self) -> str:  # never show the password
-        return f"TurnServer({self.uri!r}, username={self.username!r}, ...)"
-
-
-@dataclass(frozen=True)
-class IceServers:
-    """The STUN and TURN servers of a call (the signaling server hands them out).
-
-    ``ca_file``: PEM CAs that verify ``turns:`` servers (None: the system CAs), like the phone's
-    ``ca_file`` for wss.
-    """
-
-    stun: tuple[StunServer, ...] = ()
-    turn: tuple[TurnServer, ...] = ()
-    ca_file: Path | None = None
-
-    @property
-    def has_relay(self) -> bool:
-        return bool(self.turn)
 
 
 @dataclass(frozen=True)
@@ -200,36 +125,6 @@ def path_kind(local_type: str, remote_type: str) -> Literal["host", "srflx", "re
     return "host"
 
 
-def _uri_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def interface_addresses(*, include_loopback: bool = False) -> list[str]:
-    """The addresses of every usable interface: IPv4 and global IPv6, first IPv4.
-
-    Link-local (169.254/16, fe80::/10), loopback (unless asked: then 127.0.0.1 only) and
-    unspecified addresses are skipped; at most :data:`MAX_HOST_ADDRESSES`.
-    """
-    v4: list[str] = []
-    v6: list[str] = []
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            text = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
-            try:
-                address = ipaddress.ip_address(text)
-            except ValueError:
-                continue
-            if address.is_loopback or address.is_link_local or address.is_unspecified:
-                continue
-            if address.is_multicast:
-                continue
-            (v4 if address.version == 4 else v6).append(str(address))
-    addresses = list(dict.fromkeys(v4 + v6))
-    if include_loopback:
-        addresses.insert(0, "127.0.0.1")
-    return addresses[:MAX_HOST_ADDRESSES]
-
-
 def make_connection(*, controlling: bool, relay_only: bool = False) -> Connection:
     """Create (but do not gather) an ICE connection with one component.
 
@@ -237,18 +132,6 @@ def make_connection(*, controlling: bool, relay_only: bool = False) -> Connectio
     """
     policy = TransportPolicy.RELAY if relay_only else TransportPolicy.ALL
     return Connection(ice_controlling=controlling, components=1, transport_policy=policy)
-
-
-@functools.lru_cache(maxsize=8)
-def turn_tls_context(ca_file: Path | None = None) -> ssl.SSLContext:
-    """Verifies a ``turns:`` server: its certificate chain (system CAs, or ``ca_file`` only)
-    and its host name; TLS 1.2 or later."""
-    try:
-        context = ssl.create_default_context(cafile=None if ca_file is None else str(ca_file))
-    except OSError as exc:
-        raise MediaError(f"cannot use {ca_file} as PEM CAs for TURN over TLS: {exc}") from None
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
 
 
 async def gather(

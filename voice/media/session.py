@@ -23,6 +23,10 @@ and owns their tasks (a task that fails is reported in ``stats().error``):
     RtpSender      (voice.media.sender)      source -> Opus -> RTP, every 20 ms; reacts to reports
     RtpReceiver    (voice.media.receiver)    RTP -> jitter buffer -> Opus -> sink, every 20 ms
     RtcpScheduler  (voice.media.rtcpsched)   when our SR/RR reports go out
+
+About 380 lines, on purpose: every job above already lives in its own module; what stays is
+the lifecycle that orders them (create, connect, restart, start, bye, close) and the one
+stats view that reads all their counters, and splitting either would scatter the facade.
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ from voice.errors import MediaError
 from voice.media import ice
 from voice.media.clock import MediaClock
 from voice.media.description import RemoteDescription, codec_description, parse_description
-from voice.media.ice import IceServers, MediaPath, StunServer, TurnServer
+from voice.media.ice import MediaPath
+from voice.media.iceservers import IceServers, StunServer, TurnServer, interface_addresses
 from voice.media.jitter import JitterBuffer
 from voice.media.loss import LossModel, as_send_filter
 from voice.media.opus import OpusDecoder, OpusEncoder, OpusSettings
@@ -137,7 +142,7 @@ class MediaSession:
         included. ``rng`` only spreads the RTCP report times.
 
         ``host_addresses``: where host candidates are gathered (None: every usable interface,
-        see :func:`voice.media.ice.interface_addresses`; loopback only when listed).
+        see :func:`voice.media.iceservers.interface_addresses`; loopback only when listed).
         ``ice_servers``: STUN servers (server-reflexive candidates) and TURN servers (a relay
         candidate through each). ``relay_only``: relay candidates only; IceFailed if no TURN
         allocation succeeds.
@@ -148,9 +153,7 @@ class MediaSession:
             send_filter = as_send_filter(loss)
         transport = await MediaTransport.create(
             controlling=controlling,
-            host_addresses=(
-                ice.interface_addresses() if host_addresses is None else host_addresses
-            ),
+            host_addresses=(interface_addresses() if host_addresses is None else host_addresses),
             servers=ice_servers,
             relay_only=relay_only,
             send_filter=send_filter,

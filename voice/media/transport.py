@@ -33,7 +33,8 @@ from aioice import Candidate, Connection
 from voice.errors import IceFailed, MediaError
 from voice.media import ice
 from voice.media.description import RemoteDescription
-from voice.media.ice import Gathered, IceServers, MediaPath
+from voice.media.ice import Gathered, MediaPath
+from voice.media.iceservers import IceServers
 from voice.media.rtcp import is_rtcp, is_rtp_or_rtcp
 from voice.media.srtp import SrtpContext, SrtpCounters
 

@@ -3,12 +3,12 @@
 Polled by a connected call about once a second: a new or vanished address means the media
 path may be gone before the peer notices, so the call restarts ICE at once instead of waiting
 for the audio to stop (voice.call.health). The set is the one ICE gathers host candidates on
-(voice.media.ice.interface_addresses).
+(voice.media.iceservers.interface_addresses).
 """
 
 from __future__ import annotations
 
-from voice.media.ice import interface_addresses
+from voice.media.iceservers import interface_addresses
 
 __all__ = ["POLL_EVERY", "AddressWatch", "host_addresses"]
 

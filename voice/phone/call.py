@@ -12,7 +12,7 @@ are erased; the sender still flushes the last message.
 
 Never logged: keys, SAS, descriptions, audio, message contents.
 
-About 440 lines, on purpose: the user's view of a call (accept, hangup, wait_connected, sas)
+About 500 lines, on purpose: the user's view of a call (accept, hangup, wait_connected, sas)
 and the one task that drives it share every field; split in two, each half would reach into
 the other's state.
 """
@@ -39,7 +39,7 @@ from voice.errors import (
     CallEnded,
     VoiceError,
 )
-from voice.media.ice import IceServers
+from voice.media.iceservers import IceServers
 from voice.media.session import MediaSession
 from voice.media.stats import MediaStats
 from voice.phone.config import PhoneConfig

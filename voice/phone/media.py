@@ -22,7 +22,7 @@ from voice.call.agreement import CallAgreement, Parties
 from voice.call.health import MediaWatch, WatchResult
 from voice.crypto.keyagreement import CallKeys
 from voice.errors import BadDescription, VoiceError
-from voice.media.ice import IceServers, interface_addresses
+from voice.media.iceservers import IceServers, interface_addresses
 from voice.media.session import MediaSession
 from voice.media.stats import MediaStats
 from voice.phone.addresses import AddressWatch

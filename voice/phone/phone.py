@@ -27,7 +27,7 @@ key refuses the call before it rings and raises a :class:`KeyChangedWarning`. Ea
 its own task (:mod:`voice.phone.call`). Bad, stale or misrouted deliveries are dropped and
 counted in :attr:`Phone.dropped`, never shown to a call in progress.
 
-About 420 lines: the user's handle on the phone (call, incoming, warnings, missed calls,
+About 500 lines: the user's handle on the phone (call, incoming, warnings, missed calls,
 close) and the carrying out of the inbound actions share the table of calls; the journal
 writer, the media set-up, the TURN relay, the signaling link and each call's outbox already
 live in their own modules.
@@ -64,7 +64,7 @@ from voice.errors import (
     SignalingClosed,
     VoiceError,
 )
-from voice.media.ice import IceServers, interface_addresses
+from voice.media.iceservers import IceServers, interface_addresses
 from voice.media.session import MediaSession
 from voice.net.client import Delivery, SignalingClient
 from voice.phone.call import Call

@@ -32,7 +32,7 @@ from typing import Any
 
 from voice.call import messages as m
 from voice.errors import VoiceError
-from voice.media.ice import IceServers
+from voice.media.iceservers import IceServers
 from voice.media.session import MediaSession
 
 __all__ = ["IceRestarter"]

@@ -3,7 +3,7 @@
 The server's ``turn_credentials`` reply carries one username/password (coturn REST-API format,
 ``"<expiry>:<user>"``) and a list of URIs: ``stun:`` (RFC 7064), ``turn:`` and ``turns:``
 (RFC 7065). :func:`parse_ice_uris` turns every usable one into an
-:class:`~voice.media.ice.IceServers`; anything else is skipped with a log line.
+:class:`~voice.media.iceservers.IceServers`; anything else is skipped with a log line.
 
 :class:`IceServerCache` keeps a phone's credentials until half their lifetime is gone, so a
 ``listen`` phone answering many calls does not spend the server's TURN allowance; then it asks
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from voice.errors import RequestRefused, TurnUnavailable
-from voice.media.ice import (
+from voice.media.iceservers import (
     DEFAULT_STUN_PORT,
     DEFAULT_TURNS_PORT,
     IceServers,
