@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.plain_aiortc import loopback_only, plain_aiortc_call
+from bench.report import write_results
 from signaling.config import Config
 from signaling.server import serve_signaling
 from voice.audio.base import AudioSink, AudioSource
@@ -296,8 +296,7 @@ def main() -> None:
     args = parser.parse_args()
     result = asyncio.run(run(args.calls, args.ring, args.warmup))
     print_table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(f"\nwrote {args.out}")
 
 

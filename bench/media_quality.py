@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import time
@@ -30,6 +29,7 @@ from bench import netem
 from bench.marks import MarkSource, SentMark, mouth_to_ear, percentile
 from bench.our_call import RecordingSource, run_our_call
 from bench.plain_aiortc import loopback_only, plain_aiortc_measured_call
+from bench.report import write_results
 from voice.audio.quality import compare
 from voice.audio.sinks import NullSink
 from voice.audio.sources import ToneSource, WavFileSource
@@ -408,8 +408,7 @@ def cli() -> None:
     began = time.monotonic()
     res = asyncio.run(main(args.quick, args.no_netem))
     res["benchmark_seconds"] = time.monotonic() - began
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    write_results(args.out, res)
     print()
     print(table(res))
     print(f"\nwrote {args.out} in {res['benchmark_seconds']:.0f} s")

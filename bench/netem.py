@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from bench.peers import PeerOutput, load_output, read_message, send_message, stop
 
 NS = ("vbench_a", "vbench_b")
 VETH = ("vbench0", "vbench1")
@@ -101,28 +98,6 @@ def set_iptables_loss(rate: float) -> None:
                     "--mode", "random", "--probability", f"{rate}", "-j", "DROP")  # fmt: skip
 
 
-@dataclass
-class PeerOutput:
-    sent: np.ndarray[Any, Any]
-    sent_times: list[float]
-    marks: list[tuple[int, int, float]]
-    heard: np.ndarray[Any, Any]
-    heard_times: list[float]
-    extra: dict[str, Any]
-
-
-def _load(path: Path) -> PeerOutput:
-    with np.load(path) as data:
-        return PeerOutput(
-            sent=data["sent"].astype(np.int16),
-            sent_times=[float(t) for t in data["sent_times"]],
-            marks=[(int(m[0]), int(m[1]), float(m[2])) for m in data["marks"]],
-            heard=data["heard"].astype(np.int16),
-            heard_times=[float(t) for t in data["heard_times"]],
-            extra=json.loads(str(data["extra"])),
-        )
-
-
 async def _peer(
     impl: str, role: str, ns: str, addr: str, seconds: float, out: Path
 ) -> asyncio.subprocess.Process:
@@ -135,20 +110,6 @@ async def _peer(
     )  # fmt: skip
 
 
-async def _line(proc: asyncio.subprocess.Process, wait_s: float) -> dict[str, Any]:
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), wait_s)
-    if not line:
-        raise RuntimeError("media peer exited early")
-    message: dict[str, Any] = json.loads(line)
-    return message
-
-
-def _send(proc: asyncio.subprocess.Process, message: dict[str, Any]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write((json.dumps(message) + "\n").encode())
-
-
 async def netem_call(impl: str, seconds: float) -> tuple[PeerOutput, PeerOutput]:
     """One call between the namespaces (netem already set): (caller output, callee output)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,22 +117,18 @@ async def netem_call(impl: str, seconds: float) -> tuple[PeerOutput, PeerOutput]
         caller = await _peer(impl, "caller", NS[0], ADDR[0], seconds, outs[0])
         callee = await _peer(impl, "callee", NS[1], ADDR[1], seconds, outs[1])
         try:
-            a, b = await _line(caller, 30), None
+            a, b = await read_message(caller, 30), None
             if impl == "ours":
-                b = await _line(callee, 30)
+                b = await read_message(callee, 30)
                 k1, k2 = os.urandom(44).hex(), os.urandom(44).hex()
-                _send(caller, {"description": b["description"], "tx": k1, "rx": k2})
-                _send(callee, {"description": a["description"], "tx": k2, "rx": k1})
+                send_message(caller, {"description": b["description"], "tx": k1, "rx": k2})
+                send_message(callee, {"description": a["description"], "tx": k2, "rx": k1})
             else:
-                _send(callee, a)
-                _send(caller, await _line(callee, 30))
+                send_message(callee, a)
+                send_message(caller, await read_message(callee, 30))
             for proc in (caller, callee):
-                done = await _line(proc, seconds + 60)
+                done = await read_message(proc, seconds + 60)
                 assert done.get("done"), done
-            return _load(outs[0]), _load(outs[1])
+            return load_output(outs[0]), load_output(outs[1])
         finally:
-            for proc in (caller, callee):
-                if proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                await proc.wait()
+            await stop(caller, callee)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
@@ -43,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from bench.marks import SentMark, mouth_to_ear, percentile
-from bench.netem import PeerOutput, _load
+from bench.peers import PeerOutput, load_output, read_message, send_message, stop
+from bench.report import write_results
 from signaling.turn import turn_credentials
 from tests.support.netlab import TURN_IP, TURN_PORT, LabUser, NetLab, Variant, unavailable
 from voice.audio.quality import compare
@@ -55,20 +55,6 @@ PATHS: tuple[tuple[Variant, str], ...] = (
     ("nat", "srflx"),
     ("symmetric", "relay"),
 )
-
-
-async def _line(proc: asyncio.subprocess.Process, wait_s: float) -> dict[str, Any]:
-    assert proc.stdout is not None
-    raw = await asyncio.wait_for(proc.stdout.readline(), wait_s)
-    if not raw:
-        raise RuntimeError("lab peer exited early")
-    message: dict[str, Any] = json.loads(raw)
-    return message
-
-
-def _send(proc: asyncio.subprocess.Process, message: dict[str, Any]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.write((json.dumps(message) + "\n").encode())
 
 
 def _ice_servers(lab: NetLab) -> list[dict[str, Any]]:
@@ -105,22 +91,18 @@ async def one_call(
         callee = await _peer(lab, impl, "callee", bob, alice.name, seconds, outs[1])
         caller = await _peer(lab, impl, "caller", alice, bob.name, seconds, outs[0])
         try:
-            ready = await _line(callee, 30)
+            ready = await read_message(callee, 30)
             assert ready.get("ready"), ready
-            _send(caller, {"go": True})
+            send_message(caller, {"go": True})
             if impl == "aiortc":
-                _send(callee, await _line(caller, 30))
-                _send(caller, await _line(callee, 30))
+                send_message(callee, await read_message(caller, 30))
+                send_message(caller, await read_message(callee, 30))
             for proc in (caller, callee):
-                done = await _line(proc, seconds + 90)
+                done = await read_message(proc, seconds + 90)
                 assert done.get("done"), done
-            result = _load(outs[0]), _load(outs[1])
+            result = load_output(outs[0]), load_output(outs[1])
         finally:
-            for proc in (caller, callee):
-                if proc.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                await proc.wait()
+            await stop(caller, callee)
     after = lab.counters()
     return result[0], result[1], {k: after[k] - before.get(k, 0) for k in after}
 
@@ -238,8 +220,7 @@ def main() -> None:
         res = asyncio.run(run(args.calls, args.seconds, Path(tmp)))
     res["benchmark_seconds"] = time.monotonic() - began
     print(table(res))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    write_results(args.out, res)
     print(f"wrote {args.out}")
 
 

@@ -563,12 +563,7 @@ class NetLab:
             env=env, cwd=str(REPO), stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        vp = VoiceProc(proc)
-        vp._reader = asyncio.ensure_future(vp._read())
-        if stdin is not None:
-            assert proc.stdin is not None
-            proc.stdin.write(stdin)
-            proc.stdin.close()
+        vp = VoiceProc.attach(proc, stdin)
         self._voices.append(vp)
         return vp
 

@@ -72,6 +72,17 @@ class VoiceProc:
     _reader: asyncio.Task[None] | None = None
     _seen: asyncio.Event = field(default_factory=asyncio.Event)
 
+    @classmethod
+    def attach(cls, proc: asyncio.subprocess.Process, stdin: bytes | None) -> VoiceProc:
+        """Follow ``proc``'s stdout; ``stdin`` given: written and closed at once."""
+        vp = cls(proc)
+        vp._reader = asyncio.ensure_future(vp._read())
+        if stdin is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        return vp
+
     @property
     def stdout(self) -> str:
         return "".join(self.lines)
@@ -147,13 +158,7 @@ async def start_voice(
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    vp = VoiceProc(proc)
-    vp._reader = asyncio.ensure_future(vp._read())
-    if stdin is not None:
-        assert proc.stdin is not None
-        proc.stdin.write(stdin)
-        proc.stdin.close()
-    return vp
+    return VoiceProc.attach(proc, stdin)
 
 
 async def run_voice(conf: Path, *argv: str, limit: float = 60.0, **kw: object) -> VoiceProc:

@@ -12,8 +12,8 @@ Measured here: about 2.1-2.3 (the codec's own ceiling at this loss is about 2.6,
 from __future__ import annotations
 
 import asyncio
-import os
 
+from tests.support.media import connect_and_start
 from voice.audio.base import FRAME_BYTES
 from voice.audio.quality import compare
 from voice.audio.sinks import MemorySink
@@ -54,12 +54,7 @@ async def test_speech_through_a_call_at_ten_percent_loss_stays_above_threshold()
     )
     b = await MediaSession.create(controlling=False, source=SilenceSource(), sink=heard)
     try:
-        await asyncio.gather(a.connect(b.local_description()), b.connect(a.local_description()))
-        k1, k2 = os.urandom(44), os.urandom(44)
-        a.set_keys(tx=k1, rx=k2)
-        b.set_keys(tx=k2, rx=k1)
-        a.start()
-        b.start()
+        await connect_and_start(a, b)
         await asyncio.sleep(SECONDS)
         sa, sb = a.stats(), b.stats()
     finally:

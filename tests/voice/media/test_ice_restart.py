@@ -9,12 +9,12 @@ up on consent) does not stop the session: sends are dropped and counted until a 
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.support.media import connect_and_start
 from voice.audio.sinks import MemorySink
 from voice.audio.sources import ToneSource
 from voice.errors import BadDescription, IceFailed, MediaError
@@ -26,14 +26,7 @@ async def talking() -> AsyncIterator[tuple[MediaSession, MediaSession]]:
     alice = await MediaSession.create(controlling=True, source=ToneSource(440.0), sink=MemorySink())
     bob = await MediaSession.create(controlling=False, source=ToneSource(880.0), sink=MemorySink())
     try:
-        await asyncio.gather(
-            alice.connect(bob.local_description()), bob.connect(alice.local_description())
-        )
-        a_to_b, b_to_a = os.urandom(44), os.urandom(44)
-        alice.set_keys(tx=a_to_b, rx=b_to_a)
-        bob.set_keys(tx=b_to_a, rx=a_to_b)
-        alice.start()
-        bob.start()
+        await connect_and_start(alice, bob)
         await asyncio.wait_for(bob.first_audio.wait(), 5)
         await asyncio.wait_for(alice.first_audio.wait(), 5)
         yield alice, bob

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from aioice import stun
 
 from signaling.turn import turn_credentials
 from tests.support.coturn import Coturn, running_coturn
+from tests.support.media import connect_and_start
 from tests.support.tls import TestCA
 from voice.audio.sinks import MemorySink
 from voice.audio.sources import ToneSource
@@ -218,14 +218,7 @@ async def test_two_sessions_talk_through_turn_over_tls_only(coturn: Coturn, ca: 
         for session in (alice, bob):
             candidates = session.local_description()["ice"]["candidates"]
             assert len(candidates) == 1 and " typ relay" in candidates[0]
-        await asyncio.gather(
-            alice.connect(bob.local_description()), bob.connect(alice.local_description())
-        )
-        a_to_b, b_to_a = os.urandom(44), os.urandom(44)
-        alice.set_keys(tx=a_to_b, rx=b_to_a)
-        bob.set_keys(tx=b_to_a, rx=a_to_b)
-        alice.start()
-        bob.start()
+        await connect_and_start(alice, bob)
         await asyncio.wait_for(bob.first_audio.wait(), 10)
         await asyncio.sleep(0.5)
         for session in (alice, bob):

@@ -13,6 +13,7 @@ import os
 
 import pytest
 
+from tests.support.media import connect_and_start
 from voice.audio.sinks import MemorySink
 from voice.audio.sources import ToneSource
 from voice.media.rtcp import ReceptionStats
@@ -75,12 +76,7 @@ async def test_reordering_or_a_hostile_peer_gets_at_most_one_early_report_per_in
     a = await MediaSession.create(controlling=True, source=ToneSource(), sink=MemorySink())
     b = await MediaSession.create(controlling=False, source=ToneSource(), sink=MemorySink())
     try:
-        await asyncio.gather(a.connect(b.local_description()), b.connect(a.local_description()))
-        k1, k2 = os.urandom(44), os.urandom(44)
-        a.set_keys(tx=k1, rx=k2)
-        b.set_keys(tx=k2, rx=k1)
-        a.start()
-        b.start()
+        await connect_and_start(a, b)
         await asyncio.sleep(SECONDS_WATCHED)
         sb = b.stats()
     finally:

@@ -8,7 +8,6 @@ or forged ones are refused), and that audio flows when every candidate is a rela
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +17,7 @@ import pytest
 
 from signaling.turn import turn_credentials
 from tests.support.coturn import Coturn, running_coturn
+from tests.support.media import connect_and_start
 from voice.audio.sinks import MemorySink
 from voice.audio.sources import ToneSource
 from voice.errors import IceFailed
@@ -74,14 +74,7 @@ async def test_audio_flows_through_coturn_with_relay_candidates_only(
         candidates = session.local_description()["ice"]["candidates"]
         assert candidates, "no relay candidate was allocated"
         assert all(" typ relay" in c for c in candidates), candidates
-    await asyncio.gather(
-        alice.connect(bob.local_description()), bob.connect(alice.local_description())
-    )
-    a_to_b, b_to_a = os.urandom(44), os.urandom(44)
-    alice.set_keys(tx=a_to_b, rx=b_to_a)
-    bob.set_keys(tx=b_to_a, rx=a_to_b)
-    alice.start()
-    bob.start()
+    await connect_and_start(alice, bob)
     await asyncio.wait_for(bob.first_audio.wait(), 10)
     await asyncio.sleep(1.0)
     heard = [f for f in bob_hears.frames if any(f)]
