@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from voice.media.clock import MediaClock
 
 SILENCE = bytes(FRAME_BYTES)
-PHASE_LEAD = 0.006  # s: first playout tick after the first packet: guard 2 ms + 4 ms of jitter
+PHASE_LEAD = 0.014  # s: first playout tick after the first packet: guard 2 ms + 12 ms of jitter
 SILENCE_RMS = 100.0  # about -50 dBFS: below this a decoded frame counts as a pause
 CONCEAL_FULL_FRAMES = 4  # missing frames concealed at full level (80 ms: bursts of 1-3 losses)
 FADE_FRAMES = 4  # then the concealment fades to zero over 80 ms; silence from then on
