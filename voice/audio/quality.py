@@ -134,3 +134,44 @@ def compare(
         overlap_s=overlap_s,
         note=note,
     )
+
+
+def segmental_correlation(
+    sent: Audio,
+    received: Audio,
+    lag: int,
+    rate: int = SAMPLE_RATE,
+    *,
+    window_s: float = 0.25,
+    search_s: float = 0.1,
+) -> float:
+    """Median, over the voiced windows of ``sent``, of each window's best normalised
+    correlation with ``received`` within ``search_s`` of the overall ``lag`` (samples).
+
+    One correlation at one lag falls to about 0.55 when a jitter buffer moves the second half
+    of a clip by a single 20 ms frame, though every word was heard (PESQ-WB stays above 4.2).
+    Scored window by window, such a step costs one window, not half the clip; unrelated audio
+    still scores near 0. Returns 0.0 when nothing can be compared.
+    """
+    a, b = _as_float(sent), _as_float(received)
+    window, search = max(1, round(window_s * rate)), max(0, round(search_s * rate))
+    threshold = max(SILENCE_RMS, 0.1 * _rms(a))
+    scores: list[float] = []
+    for start in range(0, len(a) - window + 1, window):
+        ref = a[start : start + window]
+        ref_energy = float(ref @ ref)
+        if math.sqrt(ref_energy / window) < threshold:
+            continue  # a pause: nothing to recognise
+        lo = start + lag - search
+        seg = b[max(0, lo) : max(0, start + lag + window + search)]
+        if len(seg) < window:
+            scores.append(0.0)
+            continue
+        size = 1 << (len(seg) + window - 1).bit_length()
+        xc = np.fft.irfft(np.fft.rfft(seg, size) * np.conj(np.fft.rfft(ref, size)), size)
+        dots = xc[: len(seg) - window + 1]
+        sums = np.concatenate([[0.0], np.cumsum(seg * seg)])
+        energy = sums[window:] - sums[:-window]
+        norm = np.sqrt(np.maximum(energy, 1e-12) * ref_energy)
+        scores.append(float(np.clip(np.max(dots / norm), 0.0, 1.0)))
+    return float(np.median(scores)) if scores else 0.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from voice.audio.base import array_to_pcm
-from voice.audio.quality import compare, find_delay
+from voice.audio.quality import compare, find_delay, segmental_correlation
 from voice.audio.speech import speech_sample
 from voice.audio.wavfile import load_wav
 
@@ -96,3 +96,30 @@ def test_report_is_json_friendly(speech: np.ndarray) -> None:
     import json
 
     assert json.loads(json.dumps(compare(speech, speech).as_dict()))["snr_db"] == 100.0
+
+
+def test_one_20_ms_step_halves_the_overall_correlation_but_not_the_segmental_one(
+    speech: np.ndarray,
+) -> None:
+    """A jitter buffer that conceals one frame mid-clip moves the rest by 20 ms: every word was
+    heard, which the window-by-window score says and one correlation at one lag does not."""
+    delay = 2400
+    middle = delay + speech.size // 2
+    heard = np.concatenate([np.zeros(delay, np.int16), speech])
+    stepped = np.concatenate([heard[:middle], np.zeros(960, np.int16), heard[middle:]])
+    whole = compare(speech, stepped, max_lag_s=1.0)
+    assert whole.correlation < 0.7
+    assert whole.delay_ms is not None
+    lag = round(whole.delay_ms * 48)
+    assert segmental_correlation(speech, stepped, lag) > 0.95
+    assert segmental_correlation(speech, heard, delay) > 0.99
+
+
+def test_segmental_correlation_of_other_audio_is_near_zero(speech: np.ndarray) -> None:
+    rng = np.random.default_rng(7)
+    noise = (rng.standard_normal(speech.size) * 3000).astype(np.int16)
+    assert segmental_correlation(speech, noise, 0) < 0.1
+    other_words = np.roll(speech, 2 * 48_000)  # the same voice, saying something else
+    assert segmental_correlation(speech, other_words, 0) < 0.3
+    assert segmental_correlation(speech, np.zeros_like(speech), 0) == 0.0
+    assert segmental_correlation(speech, speech[:100], 0) == 0.0  # too short to compare
