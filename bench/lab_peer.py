@@ -50,6 +50,7 @@ async def run_ours(args: argparse.Namespace) -> None:
         identity=Identity.load_or_create(conf / "identity.key"),
         contacts=ContactBook(conf / "contacts.json", server=args.server),
         ca_file=Path(args.ca),
+        relay=args.relay,
     )
     phone = await Phone.connect(config, audio=audio)
     extra: dict[str, Any] = {}
@@ -150,6 +151,7 @@ def main() -> None:
     parser.add_argument("--user", default="")
     parser.add_argument("--peer", default="")
     parser.add_argument("--ice", default="[]")
+    parser.add_argument("--relay", choices=["auto", "always", "never"], default="auto")
     args = parser.parse_args()
     asyncio.run(run_ours(args) if args.impl == "ours" else run_aiortc(args))
 

@@ -55,6 +55,13 @@ PATHS: tuple[tuple[Variant, str], ...] = (
     ("nat", "srflx"),
     ("symmetric", "relay"),
 )
+# What each path measures. "ours --relay always" on the NAT path is the price of the relay policy:
+# what a call from a stranger (relay policy auto, unverified peer) costs where a direct path exists.
+CLIENTS: dict[Variant, tuple[str, ...]] = {
+    "direct": ("ours", "aiortc"),
+    "nat": ("ours", "aiortc", "ours-relay"),
+    "symmetric": ("ours", "aiortc"),
+}
 
 
 def _ice_servers(lab: NetLab) -> list[dict[str, Any]]:
@@ -69,10 +76,12 @@ def _ice_servers(lab: NetLab) -> list[dict[str, Any]]:
 async def _peer(
     lab: NetLab, impl: str, role: str, who: LabUser, peer: str, seconds: float, out: Path
 ) -> asyncio.subprocess.Process:
+    relay = "always" if impl == "ours-relay" else "auto"
+    impl = "ours" if impl == "ours-relay" else impl
     args = ["--impl", impl, "--role", role, "--seconds", str(seconds), "--out", str(out)]
     if impl == "ours":
-        args += ["--server", lab.server_url, "--ca", str(lab.ca_path), "--conf", str(who.conf),
-                 "--user", who.name, "--peer", peer]  # fmt: skip
+        args += ["--relay", relay, "--server", lab.server_url, "--ca", str(lab.ca_path),
+                 "--conf", str(who.conf), "--user", who.name, "--peer", peer]  # fmt: skip
     else:
         args += ["--ice", json.dumps(_ice_servers(lab))]
     return await lab.exec(
@@ -157,9 +166,9 @@ async def run(calls: int, seconds: float, workdir: Path) -> dict[str, Any]:
         with NetLab(variant, workdir / variant) as lab:
             alice, bob = lab.user("alice", "a"), lab.user("bob", "b")
             lab.verify(alice, bob)
-            cell: dict[str, list[dict[str, Any]]] = {"ours": [], "aiortc": []}
+            cell: dict[str, list[dict[str, Any]]] = {impl: [] for impl in CLIENTS[variant]}
             for i in range(calls):
-                for impl in ("ours", "aiortc"):
+                for impl in CLIENTS[variant]:
                     try:
                         caller, callee, seen = await one_call(lab, impl, alice, bob, seconds)
                         got = measure(caller, callee, seen)
@@ -189,20 +198,21 @@ def _ms(v: float | None, scale: float = 1.0, digits: int = 0) -> str:
 
 def table(res: dict[str, Any]) -> str:
     head = (
-        f"{'path':<10} {'client':<8} {'ok/calls':>8} {'set-up med':>10} {'p95':>7} "
+        f"{'path':<10} {'client':<10} {'ok/calls':>8} {'set-up med':>10} {'p95':>7} "
         f"{'m2e med':>8} {'PESQ-WB':>7}  path (said / seen)"
     )
     lines = [head, "-" * len(head)]
     for variant, cell in res["paths"].items():
-        for impl in ("ours", "aiortc"):
+        for impl in CLIENTS[variant]:
             s = cell[impl]["summary"]
             lines.append(
-                f"{variant:<10} {impl:<8} {s['calls'] - s['failed']:>3}/{s['calls']:<4} "
+                f"{variant:<10} {impl:<10} {s['calls'] - s['failed']:>3}/{s['calls']:<4} "
                 f"{_ms(s['setup_ms_median']):>10} {_ms(s['setup_ms_p95']):>7} "
                 f"{_ms(s['m2e_ms_median']):>8} {_ms(s['pesq_wb_median'], digits=2):>7}  "
                 f"{', '.join(s['paths_said'])} / {', '.join(s['paths_seen'])}"
             )
     lines.append("set-up: dial to first decoded audio at the callee (ms); m2e: mouth-to-ear (ms)")
+    lines.append("ours-relay: our client with --relay always (a stranger's call under relay auto)")
     return "\n".join(lines)
 
 
