@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.media_peer import _read_line, _save, _say, _sources
+from bench.media_peer import _exchange_sdp, _plain_peer, _read_line, _save, _say, _sources
 from voice.audio.base import AudioSink, AudioSource
 from voice.audio.sinks import MemorySink
 
@@ -81,49 +81,22 @@ async def run_ours(args: argparse.Namespace) -> None:
 
 
 async def run_aiortc(args: argparse.Namespace) -> None:
-    from aiortc import (
-        MediaStreamTrack,
-        RTCConfiguration,
-        RTCIceServer,
-        RTCPeerConnection,
-        RTCSessionDescription,
-    )
-
-    from bench.plain_aiortc import SourceTrack, TrackRecorder
+    from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
     loop = asyncio.get_running_loop()
     speech, marks = _sources(args.role)
     servers = [RTCIceServer(**s) for s in json.loads(args.ice)]
     pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
-    recorder = TrackRecorder()
-    tasks: list[asyncio.Task[None]] = []
     extra: dict[str, Any] = {}
-
-    @pc.on("track")
-    def on_track(track: MediaStreamTrack) -> None:
-        tasks.append(asyncio.ensure_future(recorder.run(track)))
-
-    try:
-        pc.addTrack(SourceTrack(speech if speech is not None else marks))
+    async with _plain_peer(pc, speech if speech is not None else marks) as recorder:
         if args.role == "caller":
             await _read_line()  # go
             extra["dial_at"] = loop.time()
-            await pc.setLocalDescription(await pc.createOffer())
-            _say({"sdp": pc.localDescription.sdp})
-            answer = await _read_line()
-            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         else:
             _say({"ready": True})
-            offer = await _read_line()
-            await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
-            await pc.setLocalDescription(await pc.createAnswer())
-            _say({"sdp": pc.localDescription.sdp})
+        await _exchange_sdp(pc, args.role)
         await asyncio.sleep(args.seconds)
         extra["path"] = _aiortc_path(pc)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await pc.close()
     extra["first_audio_at"] = recorder.times[0] if recorder.times else None
     _save(args.out, speech, marks, b"".join(recorder.frames), recorder.times, extra)
     _say({"done": True})

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +27,11 @@ from bench.our_call import RecordingSource
 from voice.audio.sinks import MemorySink
 from voice.audio.sources import WavFileSource
 from voice.audio.speech import speech_sample
+
+if TYPE_CHECKING:  # aiortc is imported only by the aiortc peers
+    from aiortc import MediaStreamTrack, RTCPeerConnection
+
+    from bench.plain_aiortc import TrackRecorder
 
 
 async def _read_line() -> dict[str, Any]:
@@ -99,15 +106,13 @@ async def run_ours(args: argparse.Namespace) -> None:
     _say({"done": True})
 
 
-async def run_aiortc(args: argparse.Namespace) -> None:
-    import aioice.ice
-    from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-
+@contextlib.asynccontextmanager
+async def _plain_peer(
+    pc: RTCPeerConnection, source: RecordingSource | MarkSource | None
+) -> AsyncIterator[TrackRecorder]:
+    """``pc`` sends ``source`` and records what it receives; closed on the way out."""
     from bench.plain_aiortc import SourceTrack, TrackRecorder
 
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [args.addr]
-    speech, marks = _sources(args.role)
-    pc = RTCPeerConnection()
     recorder = TrackRecorder()
     tasks: list[asyncio.Task[None]] = []
 
@@ -116,22 +121,40 @@ async def run_aiortc(args: argparse.Namespace) -> None:
         tasks.append(asyncio.ensure_future(recorder.run(track)))
 
     try:
-        pc.addTrack(SourceTrack(speech if speech is not None else marks))
-        if args.role == "caller":
-            await pc.setLocalDescription(await pc.createOffer())
-            _say({"sdp": pc.localDescription.sdp})
-            answer = await _read_line()
-            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-        else:
-            offer = await _read_line()
-            await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
-            await pc.setLocalDescription(await pc.createAnswer())
-            _say({"sdp": pc.localDescription.sdp})
-        await asyncio.sleep(args.seconds)
+        pc.addTrack(SourceTrack(source))
+        yield recorder
     finally:
         for task in tasks:
             task.cancel()
         await pc.close()
+
+
+async def _exchange_sdp(pc: RTCPeerConnection, role: str) -> None:
+    """The caller's offer and the callee's answer, through the parent."""
+    from aiortc import RTCSessionDescription
+
+    if role == "caller":
+        await pc.setLocalDescription(await pc.createOffer())
+        _say({"sdp": pc.localDescription.sdp})
+        answer = await _read_line()
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+    else:
+        offer = await _read_line()
+        await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
+        await pc.setLocalDescription(await pc.createAnswer())
+        _say({"sdp": pc.localDescription.sdp})
+
+
+async def run_aiortc(args: argparse.Namespace) -> None:
+    import aioice.ice
+    from aiortc import RTCPeerConnection
+
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [args.addr]
+    speech, marks = _sources(args.role)
+    pc = RTCPeerConnection()
+    async with _plain_peer(pc, speech if speech is not None else marks) as recorder:
+        await _exchange_sdp(pc, args.role)
+        await asyncio.sleep(args.seconds)
     extra = {"first_audio_at": recorder.times[0] if recorder.times else None}
     _save(args.out, speech, marks, b"".join(recorder.frames), recorder.times, extra)
     _say({"done": True})

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import stop_process
 from tests.support.tls import IssuedCert
 
 
@@ -122,9 +123,4 @@ def running_coturn(
             time.sleep(0.05)
         yield Coturn("127.0.0.1", port, secret.encode(), log, tcp, tls_port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

@@ -53,6 +53,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from tests.support.processes import stop_process
 from tests.support.tls import TestCA
 from tests.voice.cli_harness import VoiceProc
 
@@ -285,7 +286,7 @@ class NetLab:
                     vp.proc.kill()
         self.stop_server()
         if self._coturn is not None:
-            _stop(self._coturn)
+            stop_process(self._coturn)
             self._coturn = None
         for ns in reversed(self._made):
             _delete_namespace(ns)
@@ -462,7 +463,7 @@ class NetLab:
 
     def stop_server(self) -> None:
         if self._server is not None:
-            _stop(self._server)
+            stop_process(self._server)
             self._server = None
 
     def restart_server(self, down_for: float = 0.0) -> None:
@@ -638,16 +639,6 @@ class NetLab:
             if path.exists():
                 parts.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
         return "\n".join(parts)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextlib.contextmanager
