@@ -5,8 +5,11 @@ monotonic clock, seconds); a steady 20 ms playout clock calls :meth:`~JitterBuff
 tick with the same clock and gets exactly one decision: :class:`Play` a packet, rebuild a lost
 frame with :class:`RecoverWithFec` from the FEC data of the next packet, :class:`Conceal` (Opus
 PLC), or :class:`Wait` (only before playout starts). After decoding, the receiver reports with
-:meth:`~JitterBuffer.note_silence` whether the frame was a pause; the buffer changes its depth
-(drops or inserts a frame) only then, so speech is never chopped or stretched.
+:meth:`~JitterBuffer.note_silence` whether the frame was a pause. Without time-stretching the
+buffer changes its depth (drops or inserts a frame) only then, so speech is never chopped. With
+``time_stretch=True`` :class:`Play` carries a :class:`Tempo`: the receiver shortens or lengthens
+the decoded frame by a pitch period (voice.audio.stretch), so depth changes happen in speech too,
+gradually (docs/jitter-buffer.md, "Time-stretching").
 
 How it decides (docs/jitter-buffer.md has the why):
 
@@ -20,8 +23,10 @@ How it decides (docs/jitter-buffer.md has the why):
   frame. When the stream resumes after a gap, missing slots we are already late for are skipped,
   keeping one for FEC: a single loss costs one concealed frame and one FEC frame, not two PLCs.
 * Slot missing but a later packet present: FEC from the successor, else conceal; move on.
-* In silence: insert a concealed frame if the delay is (or, given the measured drift, soon will
-  be) below target; drop frames if it is more than a frame above target for a while.
+* In silence (without time-stretching): insert a concealed frame if the delay is (or, given the
+  measured drift, soon will be) below target; drop frames if it is more than a frame above
+  target for a while. With it: lengthen frames while below target, shorten them with a frame to
+  spare, in speech as in silence (see :meth:`JitterBuffer._stretched`).
 * Bounded: at most ``capacity_frames`` ahead; a sequence jump beyond ``max_seq_jump`` (a sender
   restart) resets the buffer instead of concealing thousands of frames.
 """
@@ -31,17 +36,28 @@ from __future__ import annotations
 import bisect
 from collections import deque
 from dataclasses import dataclass
+from enum import Enum
 from typing import Final
 
 _SEQ_MOD: Final = 1 << 16
 _TS_MOD: Final = 1 << 32
 
 
+class Tempo(Enum):
+    """How to play a decoded frame when the buffer time-stretches (``time_stretch=True``)."""
+
+    NORMAL = "normal"
+    FASTER = "faster"  # shorten it by a pitch period: a whole frame to spare above target
+    TRIM = "trim"  # shorten it by a period no longer than the audio pending in the receiver
+    SLOWER = "slower"  # lengthen it by a pitch period: the delay is below target
+
+
 @dataclass(frozen=True)
 class Play:
-    """Decode this packet."""
+    """Decode this packet (and stretch it as ``tempo`` says: voice.audio.stretch)."""
 
     payload: bytes
+    tempo: Tempo = Tempo.NORMAL
 
 
 @dataclass(frozen=True)
@@ -82,6 +98,9 @@ class JitterStats:
     inserted: int = 0  # concealed frames inserted in silence to grow the delay
     underruns: int = 0  # ticks with nothing buffered for the slot
     resets: int = 0
+    faster: int = 0  # Play decisions asking to shorten the frame (time-stretching)
+    trimmed: int = 0  # ... to shorten it by at most the audio pending in the receiver
+    slower: int = 0  # ... to lengthen it
     current_depth_frames: int = 0  # newest buffered slot - slot being played + 1
     target_delay_frames: int = 1
     jitter_ms: float = 0.0  # RFC 3550 interarrival jitter
@@ -124,6 +143,8 @@ class JitterBuffer:
         fec_margin: bool = True,
         drift_horizon_frames: int = 100,
         max_seq_jump: int = 1_000,
+        time_stretch: bool = False,
+        min_trim_ms: float = 2.5,
     ) -> None:
         if not 1 <= min_delay_frames <= max_delay_frames <= capacity_frames:
             raise ValueError("need 1 <= min_delay_frames <= max_delay_frames <= capacity_frames")
@@ -143,8 +164,11 @@ class JitterBuffer:
         self._fec_margin = fec_margin
         self._horizon = drift_horizon_frames
         self._max_jump = max_seq_jump
+        self._stretch = time_stretch
+        self._min_trim_ms = min_trim_ms
         self.stats = JitterStats()
         self._silent = False
+        self._pending_ms = 0.0
         self._reset()
 
     def _reset(self) -> None:
@@ -238,8 +262,14 @@ class JitterBuffer:
         wanted = self._guard_ms + self._hold_ms + loss
         return min(self._max_ms + self._guard_ms, max(self._min_ms, wanted))
 
-    def pop(self, now: float) -> Playout:
-        """The decision for the playout tick at ``now`` (call exactly once per tick)."""
+    def pop(self, now: float, pending_ms: float = 0.0) -> Playout:
+        """The decision for the playout tick at ``now`` (call once per tick; a time-stretching
+        receiver calls again in the same tick when a shortened frame left less than a frame).
+
+        ``pending_ms``: decoded audio still waiting in the receiver, to be played before the
+        slot's (a stretched frame leaves part of a frame over); it adds to the slot's delay.
+        """
+        self._pending_ms = pending_ms
         decision = self._decide(now)
         st = self.stats
         st.target_delay_frames = min(
@@ -269,8 +299,8 @@ class JitterBuffer:
         # Overflow: never more than `capacity` frames ahead of playout.
         if self._highest is not None and self._highest - slot + 1 > self._capacity:
             self._skip(self._highest - self._capacity + 1 - slot, dropped=True)
-        delay = self._delay_ms(now)
-        self.stats.delay_ms = delay
+        delay = self._delay_ms(now)  # the slot's decode margin: what protects it from lateness
+        self.stats.delay_ms = delay + self._pending_ms  # ... plus what plays before it
         self._recent_delays.append(delay)
         target = self.target_ms
         frame_ms = self._frame * 1000.0
@@ -281,6 +311,8 @@ class JitterBuffer:
             if skip > 0:
                 self._skip(skip, dropped=False)
                 delay -= skip * frame_ms
+        elif run > 0 and self._stretch:
+            return self._stretched(delay, target, run)
         elif run > 0 and self._silent:
             # A rising floor (sender clock slower than ours) lowers the delay frame by frame:
             # act on where it will be `horizon` frames from now, while we are still silent.
@@ -298,6 +330,41 @@ class JitterBuffer:
         elif run > 1 and delay >= max(target, self._max_ms) + 2 * frame_ms:
             self._skip(1, dropped=True)  # hard limit, even in speech
         return self._next()
+
+    def _stretched(self, margin: float, target: float, run: int) -> Playout:
+        """Time-stretching (docs/jitter-buffer.md): the same whole-frame decisions as without
+        it, carried out a pitch period per frame, in speech as in pauses.
+
+        The receiver decodes a frame when less than a frame of audio is pending, so a slot's
+        *margin* (how long after its earliest arrival it is decoded) moves in whole frames;
+        the audio pending in the receiver (under a frame) only adds latency. Below target,
+        lengthen frames until the pending audio makes up a frame (the margin grows by one);
+        with a whole frame to spare, shorten one (the margin falls by a frame and most of a
+        frame is pending); then trim the pending audio away, period by period. Whole silent
+        frames still go at once when the margin is far above target (after a burst)."""
+        frame_ms = self._frame * 1000.0
+        spare = min(self._recent_delays) - target - self._guard_ms  # a spike does not count
+        if run > 1 and self._silent and spare >= 2 * frame_ms:
+            drop = min(run - 1, int(spare // frame_ms) - 1)
+            self._skip(drop, dropped=True)
+            margin, spare, run = margin - drop * frame_ms, spare - drop * frame_ms, run - drop
+        elif run > 1 and margin >= max(target, self._max_ms) + 2 * frame_ms:
+            self._skip(1, dropped=True)  # hard limit
+            margin, spare, run = margin - frame_ms, spare - frame_ms, run - 1
+        decision = self._next()
+        if not isinstance(decision, Play):
+            return decision
+        tempo = Tempo.NORMAL
+        if margin < target:
+            tempo = Tempo.SLOWER
+            self.stats.slower += 1
+        elif self._pending_ms >= self._min_trim_ms:
+            tempo = Tempo.TRIM
+            self.stats.trimmed += 1
+        elif spare >= frame_ms and run > 1:  # the next slot is here: decoding it now is safe
+            tempo = Tempo.FASTER
+            self.stats.faster += 1
+        return Play(decision.payload, tempo) if tempo is not Tempo.NORMAL else decision
 
     def _run_length(self) -> int:
         """How many consecutive packets are buffered starting at the slot."""

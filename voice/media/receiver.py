@@ -40,11 +40,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtcpSrPacket, RtpPacket
 
-from voice.audio.base import FRAME_BYTES, FRAME_SECONDS, AudioSink
+from voice.audio.base import FRAME_BYTES, FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, AudioSink
+from voice.audio.stretch import accelerate, expand
 from voice.errors import VoiceError
-from voice.media.jitter import Conceal, JitterBuffer, Play, RecoverWithFec
+from voice.media.jitter import Conceal, JitterBuffer, Play, RecoverWithFec, Tempo
 from voice.media.opus import OpusDecoder
 from voice.media.overuse import decoder_complexity
 from voice.media.rtcp import (
@@ -100,6 +102,10 @@ class PlayoutCounters:
     waited: int = 0  # nothing to play yet: silence
     decode_errors: int = 0  # an authenticated payload Opus refused (concealed instead)
     ticks_skipped: int = 0
+    accelerated: int = 0  # frames shortened by a pitch period (the buffer asked: Tempo.FASTER)
+    expanded: int = 0  # frames lengthened by a pitch period (Tempo.SLOWER)
+    stretch_declined: int = 0  # asked, but the frame was not periodic enough: played as is
+    stretched_ms: float = 0.0  # net time added (+) or removed (-) by stretching
 
 
 class RtpReceiver:
@@ -143,6 +149,9 @@ class RtpReceiver:
         self._aligned = False
         self._wakeup = asyncio.Event()
         self.loss_noticed = asyncio.Event()
+        # Decoded samples not yet handed to the sink: what a stretched frame left over.
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._pending_real = False  # ... decoded from a packet?
 
     @property
     def jitter_buffer(self) -> JitterBuffer:
@@ -267,34 +276,75 @@ class RtpReceiver:
             tick += 1
 
     def tick(self, now: float) -> tuple[bytes, bool]:
-        """One playout tick at loop time ``now``: the frame for the sink, and whether it was
-        decoded from a received packet (``run`` calls this every 20 ms)."""
-        pcm, real, decoded = self._next_frame(now)
-        if decoded:
-            self._jitter.note_silence(frame_rms(pcm) < SILENCE_RMS)
-        return pcm, real
+        """One playout tick at loop time ``now``: the frame for the sink, and whether it holds
+        audio decoded from a received packet (``run`` calls this every 20 ms).
 
-    def _next_frame(self, now: float) -> tuple[bytes, bool, bool]:
-        """Ask the jitter buffer what to play: (frame, from a packet?, from the decoder?)."""
-        action = self._jitter.pop(now)
+        Usually one decoded frame is one tick. A frame the jitter buffer had shortened leaves
+        less than a frame: the next one is decoded in the same tick and its remainder waits
+        for the next tick (a lengthened frame leaves a remainder too).
+        """
+        real = self._pending_real and self._pending.size > 0
+        chunks = [self._pending]
+        have = self._pending.size
+        while have < FRAME_SAMPLES:
+            pending_ms = have * 1000.0 / SAMPLE_RATE
+            pcm, from_packet, decoded, tempo = self._next_frame(now, pending_ms)
+            if decoded:
+                self._jitter.note_silence(frame_rms(pcm) < SILENCE_RMS)
+            samples = self._stretch(np.frombuffer(pcm, dtype="<i2"), tempo, have)
+            chunks.append(samples)
+            have += samples.size
+            real = real or from_packet
+            self._pending_real = from_packet
+        joined = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        self._pending = joined[FRAME_SAMPLES:]
+        return bytes(joined[:FRAME_SAMPLES].astype("<i2").tobytes()), real
+
+    def _stretch(
+        self, samples: npt.NDArray[np.int16], tempo: Tempo, pending: int
+    ) -> npt.NDArray[np.int16]:
+        """A decoded frame, shortened or lengthened by a pitch period if the buffer asked
+        (``TRIM``: by no more than the ``pending`` samples, so no extra frame is decoded)."""
+        if tempo is Tempo.NORMAL:
+            return samples
+        if tempo is Tempo.SLOWER:
+            done = expand(samples)
+        else:
+            done = accelerate(samples, longest=pending if tempo is Tempo.TRIM else None)
+        if done.period == 0:
+            self.playout.stretch_declined += 1
+            return samples
+        if tempo is not Tempo.SLOWER:
+            self.playout.accelerated += 1
+            self.playout.stretched_ms -= done.period * 1000.0 / SAMPLE_RATE
+        else:
+            self.playout.expanded += 1
+            self.playout.stretched_ms += done.period * 1000.0 / SAMPLE_RATE
+        return done.samples
+
+    def _next_frame(self, now: float, pending_ms: float) -> tuple[bytes, bool, bool, Tempo]:
+        """Ask the jitter buffer what to play: (frame, from a packet?, from the decoder?, how
+        to stretch it)."""
+        action = self._jitter.pop(now, pending_ms)
+        normal = Tempo.NORMAL
         try:
             if isinstance(action, Play):
                 pcm = self._decoder.decode(action.payload)
                 self.playout.played += 1
-                return self._heard(pcm), True, True
+                return self._heard(pcm), True, True, action.tempo
             if isinstance(action, RecoverWithFec):
                 if self._decoder.has_fec(action.next_payload) is False:
-                    return self._conceal(), False, True  # no FEC bits: libopus would conceal
+                    return self._conceal(), False, True, normal  # no FEC bits: it would conceal
                 pcm = self._decoder.decode_fec(action.next_payload)
                 self.playout.fec_recovered += 1
-                return self._heard(pcm), True, True
+                return self._heard(pcm), True, True, normal
         except VoiceError:
             self.playout.decode_errors += 1
             action = Conceal()
         if isinstance(action, Conceal):
-            return self._conceal(), False, True
+            return self._conceal(), False, True, normal
         self.playout.waited += 1
-        return SILENCE, False, False
+        return SILENCE, False, False, normal
 
     def _heard(self, pcm: bytes) -> bytes:
         """A frame decoded from a packet: ends a run of missing frames, fading in after a fade."""

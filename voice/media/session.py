@@ -192,7 +192,7 @@ class MediaSession:
         self._receiver = RtpReceiver(
             sink=self._sink,
             decoder=self._decoder,
-            jitter=JitterBuffer(),
+            jitter=JitterBuffer(time_stretch=True),
             remote_ssrc=self._remote.ssrc,
             on_report_block=self._sender.on_report_block,
             first_audio=self.first_audio,
