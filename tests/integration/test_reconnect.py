@@ -3,8 +3,9 @@
 Real servers (a restart is a new server on the same port and registry file), real phones with
 tone sources and real media on loopback. Covered: two idle phones come back after a server
 restart and call each other; a silent link (a proxy that black-holes the traffic) is noticed by
-the keepalive within 15 s and the phone comes back once the network does; a phone that comes
-back before the server noticed its old connection died takes over its name at once; a
+the keepalive within 15 s and the phone comes back once the network does; a change of this
+machine's addresses logs in again at once (in a call, which restarts ICE, and idle); a phone
+that comes back before the server noticed its old connection died takes over its name at once; a
 connected call outlives a restart and its hangup, sent while offline, is delivered once back;
 fatal errors end the phone instead of retrying; missed calls are recorded.
 """
@@ -149,6 +150,35 @@ async def test_a_silent_link_is_noticed_by_keepalive_and_the_phone_comes_back(
         await call_connects(pb, pa)  # alice is reachable again
     finally:
         await proxy.close()
+
+
+async def test_a_change_of_address_logs_in_again_at_once_in_a_call_and_idle(
+    server: SignalingServer, make_user: MakeUser, phones: list[Phone]
+) -> None:
+    """Wi-Fi to LTE: the phone's address watch sees it within a second and the phone cuts its
+    session and logs in again at once (keepalive would take up to 14 s to find a dead one), in
+    a call (which goes on: here its path, on loopback, was not hit) and idle, to stay reachable.
+    The call's ICE restart and the real network: tests/integration/test_real_network.py."""
+    addresses = {"192.168.1.20"}  # the fake interfaces alice's phone watches
+    pa = await connect(phones, make_user("alice"), url_of(server), addresses=lambda: addresses)
+    pb = await connect(phones, make_user("bob"), url_of(server))
+    loop = asyncio.get_running_loop()
+    out, inc = await call_connects(pa, pb)
+    for moved in ({"10.64.0.7"}, {"192.168.1.21"}):  # in a call, then idle
+        session = server.router.presence.lookup("alice")
+        addresses, moved_at = moved, loop.time()
+        change = await pa.next_link_change(WAIT)
+        assert (change.state, change.reason) == ("offline", "the network changed")
+        assert (await pa.next_link_change(WAIT)).state == "online"
+        assert loop.time() - moved_at < 3.0  # a 1 s poll and a login, no keepalive, no backoff
+        assert server.router.presence.lookup("alice") not in (None, session)
+        if out.state is State.CONNECTED:
+            await audio_keeps_flowing(out, inc)
+            assert out.state is inc.state is State.CONNECTED  # the call went on
+            await out.hangup()
+            assert (await inc.wait_ended(WAIT)).reason is EndReason.HANGUP_REMOTE
+    assert pa.reconnects == 2 and pb.link_changes == []  # bob's addresses did not change
+    await call_connects(pb, pa)  # alice is reachable on her new session
 
 
 async def test_a_phone_back_before_the_server_noticed_its_dead_link_is_reachable(

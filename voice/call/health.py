@@ -14,6 +14,10 @@ that passed its tag check): STUN consent checks, or packets an attacker injects,
 
 A silence is not a failure at once: the peer may be behind a network that blinks, or moving
 to another address. The call ends only if the audio does not come back within the window.
+
+A change of our addresses restarts ICE only once the audio pauses (a path the change did not
+touch needs no restart), but it is kept for ``interrupt_after``: the change is noticed up to a
+poll late, so the check right after it may still count packets that arrived before it.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class MediaWatch:
         self._rx = 0
         self._rx_changed_at = 0.0
         self._last_restart: float | None = None
+        self._moved_at: float | None = None  # our addresses changed: restart at the pause
         self._next = 0.0
         self._failed_told = False
 
@@ -94,8 +99,12 @@ class MediaWatch:
             return WatchResult(ev.MediaFailed())
         if not connected:
             return WatchResult()
+        if addresses_changed:
+            self._moved_at = now
         if rtp_received != self._rx:
             self._rx, self._rx_changed_at = rtp_received, now
+            if self._moved_at is not None and now - self._moved_at >= self.interrupt_after:
+                self._moved_at = None  # the audio outlived the change: its path was not hit
             if not self.flowing:
                 self.flowing = True
                 return WatchResult(ev.MediaFlowing())
@@ -113,13 +122,13 @@ class MediaWatch:
         if silent >= self.interrupt_after and not self.interrupted:
             self.interrupted = True
             notice = "reconnecting"
-        return WatchResult(notice=notice, restart=self._restart_due(now, silent, addresses_changed))
+        return WatchResult(notice=notice, restart=self._restart_due(now, silent))
 
-    def _restart_due(self, now: float, silent: float, addresses_changed: bool) -> bool:
-        due = addresses_changed or (
+    def _restart_due(self, now: float, silent: float) -> bool:
+        due = self._moved_at is not None or (
             silent >= self.restart_after
             and (self._last_restart is None or now - self._last_restart >= self.restart_every)
         )
         if due:
-            self._last_restart = now
+            self._last_restart, self._moved_at = now, None
         return due

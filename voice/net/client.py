@@ -265,6 +265,13 @@ class SignalingClient:
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
 
+    def abort(self) -> None:
+        """End the session at once, without the closing handshake (idempotent): for a session
+        whose network is gone, where a handshake would only wait on a dead path. Iterating then
+        ends as after :meth:`close`; requests in flight fail with SignalingClosed."""
+        self._closed_by_us = True
+        self._ws.transport.abort()
+
     async def __aenter__(self) -> SignalingClient:
         return self
 

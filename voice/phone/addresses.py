@@ -1,18 +1,25 @@
 """Has this machine's set of IP addresses changed? (A laptop moved to another network.)
 
-Polled by a connected call about once a second: a new or vanished address means the media
-path may be gone before the peer notices, so the call restarts ICE at once instead of waiting
-for the audio to stop (voice.call.health). The set is the one ICE gathers host candidates on
-(voice.media.iceservers.interface_addresses).
+One watch per phone, polled about once a second by :func:`watch_addresses`. A new or vanished
+address means the network under us changed before any peer or server noticed, so the phone acts
+at once instead of waiting for timeouts: its signaling session logs in again now (its socket
+may be bound to an address that is gone, which keepalive takes up to ~14 s to notice), and each
+connected call restarts ICE (instead of waiting for the audio to stop, voice.call.health). The
+set is the one ICE gathers host candidates on (voice.media.iceservers.interface_addresses).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable, Collection
+
 from voice.media.iceservers import interface_addresses
 
-__all__ = ["POLL_EVERY", "AddressWatch", "host_addresses"]
+__all__ = ["POLL_EVERY", "AddressWatch", "host_addresses", "watch_addresses"]
 
-POLL_EVERY = 1.0  # seconds
+log = logging.getLogger("voice.phone")
+POLL_EVERY = 1.0  # seconds: listing interfaces is a system call per interface
 
 
 def host_addresses() -> frozenset[str]:
@@ -21,17 +28,30 @@ def host_addresses() -> frozenset[str]:
 
 
 class AddressWatch:
-    def __init__(self, *, every: float = POLL_EVERY) -> None:
-        self._every = every
-        self._next = 0.0
+    """Compares each listing of the addresses with the one before (pure, given the lister)."""
+
+    def __init__(self, addresses: Callable[[], Collection[str]] = host_addresses) -> None:
+        self._addresses = addresses
         self._known: frozenset[str] | None = None
 
-    def changed(self, now: float) -> bool:
-        """True once after the address set differs from the last one seen (at most every
-        ``every`` seconds: listing interfaces is a system call per interface)."""
-        if now < self._next:
-            return False
-        self._next = now + self._every
-        current = host_addresses()
+    def changed(self) -> bool:
+        """True if the address set differs from the one seen at the last call (never on the
+        first call: that one only learns the set)."""
+        current = frozenset(self._addresses())
         known, self._known = self._known, current
         return known is not None and current != known
+
+
+async def watch_addresses(
+    watch: AddressWatch, on_change: Callable[[], None], *, every: float = POLL_EVERY
+) -> None:
+    """Forever: look every ``every`` seconds, from now; ``on_change()`` after each change.
+    Neither a failed listing nor a failing ``on_change`` stops the watch."""
+    while True:
+        try:
+            if watch.changed():
+                log.info("this machine's addresses changed")
+                on_change()
+        except Exception:
+            log.exception("watching the machine's addresses failed")
+        await asyncio.sleep(every)

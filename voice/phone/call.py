@@ -194,6 +194,10 @@ class Call:
         """Live media counters (the last ones after the call ended); None before media exists."""
         return self._media.stats()
 
+    def addresses_changed(self) -> None:
+        """From the phone: this machine's addresses changed (a connected call restarts ICE)."""
+        self._media.addresses_changed()
+
     async def accept(self) -> None:
         """Answer a ringing incoming call (audio starts once the keys are ready)."""
         await self._user(ev.UserAccept())

@@ -9,7 +9,7 @@ and the CLI never sets them: a key observer sees the SRTP keys of every call, li
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -40,6 +40,8 @@ class TestHooks:
     send_filter: Callable[[bytes], bool] | None = None  # MediaSession send filter (False: drop)
     on_datagram_sent: Callable[[bytes], None] | None = None  # sees every SRTP/SRTCP datagram
     rtcp_bye: bool = True  # say goodbye in RTCP too (off: a test sees the hangup envelope alone)
+    addresses: Callable[[], Collection[str]] | None = None  # stands in for this machine's
+    # interface addresses in the phone's address watch (set: watched even for a loopback server)
     key_observer: Callable[[bytes, CallKeys], None] | None = None
     """Called with (call_id, keys) once a call's keys exist. The keys are erased in place when
     the call ends: copy what you keep (``bytes(bytearray(keys.srtp_gcm_tx))``)."""

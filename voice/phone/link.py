@@ -6,6 +6,7 @@
         link.went_offline(error)
         await link.reconnect()                   # backoff with full jitter until logged in
     await link.send("bob", body)                 # waits for the link (request_timeout)
+    link.renew("the network changed")            # this machine moved: log in again now
 
 Each new login uses the same identity and the same checks as the first one (TLS verification,
 ``ws://`` only to loopback) and is pinned to the server name and id the first login signed, so
@@ -14,6 +15,13 @@ login (bad signature, username taken, registration refused), another server name
 certificate that does not verify, or a session replaced by a login elsewhere (retrying would
 take the name back from the user's other device, forever).
 
+A change of this machine's addresses (:meth:`SignalingLink.renew`, from the phone's address
+watch) cuts the session and logs in again at once, with no backoff wait: the session's socket
+may be bound to an address that is gone, and keepalive would take up to ~14 s to notice, while
+a call's ICE restart needs the server now. A login still in flight then is abandoned (it may
+have gone out on the old network) and a backoff wait ends; the backoff starts over, since a
+move says nothing about the server.
+
 :class:`Backoff` is pure: exponential with full jitter (a random wait below a ceiling that
 doubles per failed attempt, up to a cap), reset after a successful login.
 """
@@ -21,6 +29,7 @@ doubles per failed attempt, up to a cap), reset after a successful login.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -131,6 +140,8 @@ class SignalingLink:
         self._up.set()
         self._up_since = asyncio.get_running_loop().time()
         self._ended = asyncio.Event()  # fatal, or closed
+        self._moved = asyncio.Event()  # the network changed: log in again now, no backoff wait
+        self._renewal: str | None = None  # why renew() cut the session (for went_offline)
         self._queue: asyncio.Queue[LinkChange] = asyncio.Queue(MAX_CHANGES)
 
     @classmethod
@@ -151,7 +162,7 @@ class SignalingLink:
         self._up.clear()
         if asyncio.get_running_loop().time() - self._up_since >= STABLE_AFTER:
             self.backoff.reset()  # a session that lasted: start over with short waits
-        reason = describe(exc)
+        reason, self._renewal = self._renewal or describe(exc), None
         log.warning("signaling session lost (%s): reconnecting", reason)
         self._note(LinkChange("offline", reason, self.config.hooks.clock()))
 
@@ -161,16 +172,41 @@ class SignalingLink:
         self._up.clear()
         self._ended.set()
 
+    def renew(self, reason: str) -> None:
+        """Log in again now, on the network as it is now (this machine's addresses changed).
+
+        The current session is cut without a closing handshake (the read loop sees it end and
+        reconnects), a backoff wait ends, a login in flight is abandoned, and the backoff starts
+        over. Nothing happens without ``reconnect`` (the cut would end the phone: the session
+        may still work) or once the link ended.
+        """
+        if not self.config.reconnect or self._ended.is_set():
+            return
+        self.backoff.reset()
+        self._moved.set()
+        if self._up.is_set():
+            log.info("%s: logging in again", reason)
+            self._renewal = reason
+            self._up.clear()
+            self.client.abort()
+
     async def reconnect(self) -> None:
-        """Log in again, with backoff, until it works; raise the first fatal error."""
+        """Log in again, with backoff, until it works; raise the first fatal error. After a
+        :meth:`renew` the next attempt starts at once."""
         while True:
-            await asyncio.sleep(self.backoff.next_delay())
+            if not self._moved.is_set():
+                with contextlib.suppress(TimeoutError):  # the wait, unless the network changes
+                    await asyncio.wait_for(self._moved.wait(), self.backoff.next_delay())
+            self._moved.clear()
             try:
-                client = await login(self.config, self.server, self.server_id)
+                client = await self._login_unless_moved()
             except SignalingClientError as exc:
                 if is_fatal(exc):
                     raise
                 log.info("reconnecting failed (%s); retrying", describe(exc))
+                continue
+            if client is None:
+                log.info("the network changed during a login; logging in again")
                 continue
             if self._ended.is_set():  # closed meanwhile
                 await client.close()
@@ -237,6 +273,24 @@ class SignalingLink:
         if self._ended.is_set():
             raise self.fatal or SignalingClosed("the phone is closed", code=None)
         return self.client
+
+    async def _login_unless_moved(self) -> SignalingClient | None:
+        """One login; None if the network changed before it was done: it may have gone out on
+        the old network, where it would only run into its timeout."""
+        attempt = asyncio.ensure_future(login(self.config, self.server, self.server_id))
+        moved = asyncio.ensure_future(self._moved.wait())
+        try:
+            await asyncio.wait((attempt, moved), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            moved.cancel()
+            if not attempt.done():
+                attempt.cancel()
+                await asyncio.wait((attempt,))  # a cancelled login closes its socket first
+        if not self._moved.is_set():
+            return attempt.result()  # the session, or why the login failed
+        if not attempt.cancelled() and attempt.exception() is None:
+            attempt.result().abort()  # done just as the network changed: not to be trusted
+        return None
 
     async def _replaced(self, client: SignalingClient) -> None:
         """Until the link has another session than ``client`` (or ended)."""

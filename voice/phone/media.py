@@ -25,7 +25,6 @@ from voice.errors import BadDescription, VoiceError
 from voice.media.iceservers import IceServers, interface_addresses
 from voice.media.session import MediaSession
 from voice.media.stats import MediaStats
-from voice.phone.addresses import AddressWatch
 from voice.phone.config import PhoneConfig
 from voice.phone.turn import server_on_loopback
 
@@ -47,7 +46,12 @@ class CallMedia:
         self.final_stats: MediaStats | None = None
         self.first_audio_at: float | None = None
         self._watch = MediaWatch(cfg.media_timeout)
-        self._addresses = AddressWatch()
+        self._moved = False  # this machine's addresses changed since the last check
+
+    def addresses_changed(self) -> None:
+        """The phone saw this machine's addresses change: a connected call restarts ICE at
+        its next check (the old path may be gone; no need to wait for the audio to stop)."""
+        self._moved = True
 
     @property
     def keys(self) -> CallKeys | None:
@@ -128,12 +132,14 @@ class CallMedia:
         if connected and session.peer_said_bye.is_set():
             return WatchResult(ev.PeerHungUp())
         stats = session.stats()
+        # Only a connected call restarts; one still being set up fails or connects on its own.
+        moved, self._moved = self._moved, False
         return self._watch.check(
             now,
             rtp_received=stats.rtp_packets_received,
             failed=stats.error is not None,
             connected=connected,
-            addresses_changed=connected and self._addresses.changed(now),
+            addresses_changed=connected and moved,
         )
 
     @property

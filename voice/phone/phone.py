@@ -13,7 +13,12 @@ CONNECTED call goes on: its media is peer to peer. The phone logs in again by it
 (:mod:`voice.phone.link`: backoff with jitter, same identity and pins), keeping its calls;
 meanwhile a call's envelopes (its hangup) wait for the link up to ``request_timeout``.
 :attr:`Phone.online`, :meth:`Phone.wait_online` and :meth:`Phone.next_link_change` tell the
-user. A fatal error (the login refused, another server, a certificate that does not verify, the
+user. When this machine's addresses change (:mod:`voice.phone.addresses`: Wi-Fi to LTE), the
+phone logs in again at once rather than wait for keepalive to find the old session dead, so it
+stays reachable and a connected call's ICE restart (which it starts at the same moment) reaches
+the peer as soon as the new session is up.
+
+A fatal error (the login refused, another server, a certificate that does not verify, the
 session replaced by a login elsewhere; or any loss with ``reconnect=False``) ends the phone:
 :attr:`Phone.signaling_lost` / :meth:`Phone.wait_signaling_lost` say why, and no new call can
 be placed or received until a new Phone connects.
@@ -67,6 +72,7 @@ from voice.errors import (
 from voice.media.iceservers import IceServers, interface_addresses
 from voice.media.session import MediaSession
 from voice.net.client import Delivery, SignalingClient
+from voice.phone.addresses import AddressWatch, host_addresses, watch_addresses
 from voice.phone.call import Call
 from voice.phone.config import PhoneConfig
 from voice.phone.journal import JournalWriter
@@ -129,6 +135,11 @@ class Phone:
         self._background: set[asyncio.Task[None]] = set()
         self._ice_servers = IceServerCache()  # TURN credentials, reused until half their TTL
         self._reader = asyncio.create_task(self._read_loop(), name=f"phone-{config.user}")
+        fake = config.hooks.addresses
+        # A session to a server on loopback outlives any change of the interfaces.
+        self._renew_on_move = fake is not None or not server_on_loopback(config.server_url)
+        watch = AddressWatch(fake or host_addresses)
+        self._spawn(watch_addresses(watch, self._addresses_changed))
 
     @classmethod
     async def connect(
@@ -372,6 +383,14 @@ class Phone:
         if self._missed_queue.full():
             self._missed_queue.get_nowait()  # nobody is reading: keep the newest
         self._missed_queue.put_nowait(missed)
+
+    def _addresses_changed(self) -> None:
+        """This machine's addresses changed: each connected call restarts ICE, and the link
+        logs in again now (its session may be bound to an address that is gone)."""
+        for call in self._calls.values():
+            call.addresses_changed()
+        if self._renew_on_move and not self._closed:
+            self._link.renew("the network changed")
 
     def _check_open(self) -> None:
         if self._closed or self._lost is not None:

@@ -51,6 +51,20 @@ def test_restarts_come_after_a_short_silence_then_spaced_and_at_once_on_a_new_ad
     assert check(w, 10.0, rx=6, moved=True).restart is False  # audio flows: nothing to fix
 
 
+def test_a_new_address_noticed_late_still_restarts_at_the_pause() -> None:
+    """The change is seen up to a poll after it happened: the check right after may still
+    count packets from before it. The restart waits for the pause, not for 2.5 s of it."""
+    w = flowing()
+    assert not check(w, 1.0, rx=40, moved=True).restart  # packets since the last check
+    assert check(w, 1.25, rx=40).restart  # the first silent check: at once
+    assert not check(w, 1.5, rx=40).restart  # once
+    w = flowing()
+    assert not check(w, 1.0, rx=40, moved=True).restart
+    assert not check(w, 2.0, rx=90).restart  # the audio outlived the change by 1 s ...
+    assert not check(w, 2.25, rx=90).restart  # ... so a pause after it is an ordinary one
+    assert check(w, 4.75, rx=90).restart  # 2.5 s silent
+
+
 def test_silence_before_the_first_packet_is_left_to_the_connect_deadline() -> None:
     w = MediaWatch(media_timeout=1.0)
     w.media_started(0.0)

@@ -1,8 +1,11 @@
-"""The link's pure parts: the reconnection backoff, which errors are fatal, the config checks."""
+"""The link's pure parts: the reconnection backoff, which errors are fatal, the config checks;
+and renew (a change of network: log in again now) on fake sessions."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+from typing import Any
 
 import pytest
 
@@ -18,7 +21,8 @@ from voice.errors import (
     SignalingUnreachable,
 )
 from voice.phone import PhoneConfig
-from voice.phone.link import Backoff, describe, is_fatal
+from voice.phone import link as link_module
+from voice.phone.link import Backoff, SignalingLink, describe, is_fatal
 
 
 def test_backoff_doubles_to_the_cap_with_full_jitter_and_resets() -> None:
@@ -94,3 +98,125 @@ def test_reconnect_settings_are_checked() -> None:
     ):
         with pytest.raises(ValueError):
             PhoneConfig(**base, contacts=None, **bad)  # type: ignore[arg-type]
+
+
+# ---- renew: this machine's addresses changed, log in again now ---------------------------------
+
+
+class FakeClient:
+    """A signaling session as the link sees it."""
+
+    server = "voice.example"
+    server_id = "deployment-1"
+
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    async def close(self) -> None:
+        self.aborted = True
+
+
+Login = FakeClient | BaseException | asyncio.Event  # an Event: the login hangs until cancelled
+
+
+def make_link(
+    monkeypatch: pytest.MonkeyPatch, logins: list[Login], *, wait: float = 30.0, **changes: Any
+) -> tuple[SignalingLink, FakeClient, list[str]]:
+    """A link on a fake first session; each login takes the next of ``logins``; every backoff
+    wait is ``wait`` s (a renewed link must not sit through it). Returns what became of each
+    login: "ok", "failed", "abandoned"."""
+    fates: list[str] = []
+
+    async def fake_login(*_: object) -> FakeClient:
+        item = logins.pop(0)
+        if isinstance(item, asyncio.Event):
+            item.set()  # tell the test the login is in flight
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                fates.append("abandoned")
+                raise
+        if isinstance(item, BaseException):
+            fates.append("failed")
+            raise item
+        assert isinstance(item, FakeClient)
+        fates.append("ok")
+        return item
+
+    monkeypatch.setattr(link_module, "login", fake_login)
+    base = {"server_url": "wss://voice.example", "user": "alice"}
+    config = PhoneConfig(**base, identity=Identity.generate(), contacts=None, **changes)  # type: ignore[arg-type]
+    first = FakeClient()
+    link = SignalingLink(config, first)  # type: ignore[arg-type]
+    link.backoff = Backoff(wait, wait, rand=lambda: 1.0)
+    return link, first, fates
+
+
+LOST = SignalingClosed("the signaling session ended", code=None)
+
+
+async def test_renew_cuts_the_session_and_logs_in_again_without_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    second = FakeClient()
+    link, first, fates = make_link(monkeypatch, [second])
+    link.backoff.attempt = 5  # a server that failed a lot lately: it would wait
+    link.renew("the network changed")
+    assert first.aborted and not link.online  # cut at once, no closing handshake
+    assert link.backoff.attempt == 0  # a move says nothing about the server
+    link.went_offline(LOST)  # what the phone's read loop does when the session ends
+    assert link.changes[-1].reason == "the network changed"  # not "the session ended"
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(link.reconnect(), 5)
+    assert loop.time() - started < 1.0  # no backoff wait
+    assert link.online and link.client is second and link.reconnects == 1 and fates == ["ok"]
+    assert [c.state for c in link.changes] == ["offline", "online"]
+    # the next loss that is not a move waits its backoff again
+    link.went_offline(LOST)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(link.reconnect(), 0.3)
+
+
+async def test_renew_ends_a_backoff_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    second = FakeClient()
+    link, first, fates = make_link(monkeypatch, [second])
+    link.went_offline(SignalingClosed("closed", code=1006))  # lost before the move
+    reconnecting = asyncio.create_task(link.reconnect())
+    await asyncio.sleep(0.2)
+    assert not reconnecting.done() and fates == []  # sitting out its 30 s
+    link.renew("the network changed")
+    await asyncio.wait_for(reconnecting, 5)
+    assert link.client is second and fates == ["ok"]
+    assert not first.aborted  # nothing left to cut
+    assert link.changes[0].reason == "the connection was lost"
+
+
+async def test_renew_abandons_a_login_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    in_flight = asyncio.Event()
+    second = FakeClient()
+    link, _, fates = make_link(
+        monkeypatch, [SignalingUnreachable("network is unreachable"), in_flight, second], wait=0.01
+    )
+    link.renew("the network changed")  # the first move: the old address went away
+    link.went_offline(LOST)
+    reconnecting = asyncio.create_task(link.reconnect())
+    await asyncio.wait_for(in_flight.wait(), 5)  # failed once, then a login hangs on the way
+    link.renew("the network changed")  # the new address came up
+    await asyncio.wait_for(reconnecting, 5)
+    assert fates == ["failed", "abandoned", "ok"] and link.client is second and link.online
+
+
+async def test_renew_leaves_a_link_that_will_not_reconnect_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    link, first, _ = make_link(monkeypatch, [], reconnect=False)
+    link.renew("the network changed")  # cutting it would end the phone: it may still work
+    assert link.online and not first.aborted
+    link, first, _ = make_link(monkeypatch, [])
+    link.end(None)  # closed
+    link.renew("the network changed")
+    assert not first.aborted
