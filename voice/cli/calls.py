@@ -18,6 +18,7 @@ from voice.call.events import EndReason, FailReason, Role
 from voice.cli.audio import AudioPlan
 from voice.cli.context import Settings, check_username
 from voice.cli.options import CallOptions
+from voice.cli.summary import audio_summary
 from voice.cli.ui import Interrupt, LineReader, ask_yes_no, sas_lines, say
 from voice.crypto.identity import Fingerprint
 from voice.errors import CallEnded, KeyChangedError, RecipientOffline, UnknownUser
@@ -240,6 +241,10 @@ class Session:
         text = _END_TEXT.get(reason, reason.value).format(peer=call.peer)
         detail = getattr(outcome, "detail", None)
         self.say(f"Call ended: {text}" + (f" ({detail})" if detail else "") + ".")
+        stats = call.media_stats()
+        summary = audio_summary(stats) if stats is not None else None
+        if summary:
+            self.say(summary)
         code = for_reason(reason)
         if reason is FailReason.KEY_CHANGED:
             self.explain_key_change(call.peer, None, None)

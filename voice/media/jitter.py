@@ -145,6 +145,7 @@ class JitterBuffer:
         max_seq_jump: int = 1_000,
         time_stretch: bool = False,
         min_trim_ms: float = 2.5,
+        hysteresis_ms: float = 2.0,
     ) -> None:
         if not 1 <= min_delay_frames <= max_delay_frames <= capacity_frames:
             raise ValueError("need 1 <= min_delay_frames <= max_delay_frames <= capacity_frames")
@@ -166,6 +167,7 @@ class JitterBuffer:
         self._max_jump = max_seq_jump
         self._stretch = time_stretch
         self._min_trim_ms = min_trim_ms
+        self._hysteresis_ms = hysteresis_ms
         self.stats = JitterStats()
         self._silent = False
         self._pending_ms = 0.0
@@ -332,20 +334,27 @@ class JitterBuffer:
         return self._next()
 
     def _stretched(self, margin: float, target: float, run: int) -> Playout:
-        """Time-stretching (docs/jitter-buffer.md): the same whole-frame decisions as without
-        it, carried out a pitch period per frame, in speech as in pauses.
+        """Time-stretching (docs/jitter-buffer.md): depth changes a pitch period per frame, in
+        pauses when they can wait for one, in speech when they cannot.
 
         The receiver decodes a frame when less than a frame of audio is pending, so a slot's
         *margin* (how long after its earliest arrival it is decoded) moves in whole frames;
         the audio pending in the receiver (under a frame) only adds latency. Below target,
         lengthen frames until the pending audio makes up a frame (the margin grows by one);
         with a whole frame to spare, shorten one (the margin falls by a frame and most of a
-        frame is pending); then trim the pending audio away, period by period. Whole silent
-        frames still go at once when the margin is far above target (after a burst)."""
+        frame is pending); then trim the pending audio away, period by period.
+
+        Speech is stretched only when waiting for a pause would hurt: the margin is eaten into
+        by more than half the guard (a slow sender clock is about to starve the buffer), or two
+        whole frames are to spare (after a burst or an outage). A smaller excess waits for a
+        pause: a stretch mid-word is inaudible to most ears, but not free (PESQ-WB loses up to
+        0.4 for one), and a pause costs nothing."""
         frame_ms = self._frame * 1000.0
-        spare = min(self._recent_delays) - target - self._guard_ms  # a spike does not count
-        if run > 1 and self._silent and spare >= 2 * frame_ms:
-            drop = min(run - 1, int(spare // frame_ms) - 1)
+        silent = self._silent
+        # Above target by this much for 10 ticks (a momentary spike does not count).
+        spare = min(self._recent_delays) - target - self._hysteresis_ms
+        if run > 1 and silent and spare >= 2 * frame_ms:
+            drop = min(run - 1, int(spare // frame_ms) - 1)  # the last frame goes gradually
             self._skip(drop, dropped=True)
             margin, spare, run = margin - drop * frame_ms, spare - drop * frame_ms, run - drop
         elif run > 1 and margin >= max(target, self._max_ms) + 2 * frame_ms:
@@ -355,13 +364,13 @@ class JitterBuffer:
         if not isinstance(decision, Play):
             return decision
         tempo = Tempo.NORMAL
-        if margin < target:
+        if margin < target and (silent or margin < target - self._guard_ms / 2):
             tempo = Tempo.SLOWER
             self.stats.slower += 1
-        elif self._pending_ms >= self._min_trim_ms:
+        elif silent and self._pending_ms >= self._min_trim_ms:
             tempo = Tempo.TRIM
             self.stats.trimmed += 1
-        elif spare >= frame_ms and run > 1:  # the next slot is here: decoding it now is safe
+        elif run > 1 and spare >= (1 if silent else 2) * frame_ms:  # the next slot is here
             tempo = Tempo.FASTER
             self.stats.faster += 1
         return Play(decision.payload, tempo) if tempo is not Tempo.NORMAL else decision

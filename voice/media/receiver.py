@@ -64,7 +64,8 @@ if TYPE_CHECKING:
     from voice.media.clock import MediaClock
 
 SILENCE = bytes(FRAME_BYTES)
-PHASE_LEAD = 0.014  # s: first playout tick after the first packet: guard 2 ms + 12 ms of jitter
+GUARD_MS = 12.0  # the jitter buffer's reserve for a late packet beyond the measured jitter
+PHASE_LEAD = 0.024  # s: first playout tick after the first packet: the guard + 12 ms
 SILENCE_RMS = 100.0  # about -50 dBFS: below this a decoded frame counts as a pause
 CONCEAL_FULL_FRAMES = 4  # missing frames concealed at full level (80 ms: bursts of 1-3 losses)
 FADE_FRAMES = 4  # then the concealment fades to zero over 80 ms; silence from then on

@@ -49,7 +49,7 @@ from voice.media.iceservers import IceServers, StunServer, TurnServer, interface
 from voice.media.jitter import JitterBuffer
 from voice.media.loss import LossModel, as_send_filter
 from voice.media.opus import OpusDecoder, OpusEncoder, OpusSettings
-from voice.media.receiver import PlayoutCounters, RtpReceiver
+from voice.media.receiver import GUARD_MS, PlayoutCounters, RtpReceiver
 from voice.media.rtcpsched import RtcpScheduler
 from voice.media.sender import RtpSender
 from voice.media.stats import MediaStats
@@ -192,7 +192,7 @@ class MediaSession:
         self._receiver = RtpReceiver(
             sink=self._sink,
             decoder=self._decoder,
-            jitter=JitterBuffer(time_stretch=True),
+            jitter=JitterBuffer(time_stretch=True, guard_ms=GUARD_MS),
             remote_ssrc=self._remote.ssrc,
             on_report_block=self._sender.on_report_block,
             first_audio=self.first_audio,
