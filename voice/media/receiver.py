@@ -19,10 +19,12 @@ round trip.
 Concealment is bounded. A run of missing frames (the peer stopped, the network is down) is
 concealed at full level for ``CONCEAL_FULL_FRAMES`` (80 ms: bursts of 1-3 losses, what random
 loss produces, sound exactly as before), then the concealment fades linearly to zero over
-``FADE_FRAMES`` (80 ms), then the sink gets true silence (no more PLC: Opus's deep PLC would
-babble for seconds) until packets return. The first frame decoded after a fade is faded in over
-``FADE_IN_SAMPLES`` (10 ms) from the level the fade had reached, so the resumption does not
-click; the jitter buffer re-syncs after the gap as after any other.
+``FADE_FRAMES`` (80 ms), then the sink gets comfort noise until packets return (no more PLC:
+Opus's deep PLC would babble for seconds): random noise at the level of the peer's pauses, as
+phones do so that a line does not sound dead, at most ``COMFORT_MAX_RMS`` (about -55 dBFS), and
+true silence if the peer's pauses were silent or none was heard yet. The first frame decoded
+after a fade is faded in over ``FADE_IN_SAMPLES`` (10 ms) from the level the fade had reached,
+so the resumption does not click; the jitter buffer re-syncs after the gap as after any other.
 
 :attr:`first_packet` is set (and :attr:`first_packet_at`) by the first RTP packet of the peer's
 stream that passed SRTP authentication (``on_rtp`` sees nothing else); :attr:`last_rtp_at` is the
@@ -70,6 +72,8 @@ SILENCE_RMS = 100.0  # about -50 dBFS: below this a decoded frame counts as a pa
 CONCEAL_FULL_FRAMES = 4  # missing frames concealed at full level (80 ms: bursts of 1-3 losses)
 FADE_FRAMES = 4  # then the concealment fades to zero over 80 ms; silence from then on
 FADE_IN_SAMPLES = 480  # 10 ms ramp back to full level for the first frame after a fade
+COMFORT_MAX_RMS = 60.0  # comfort noise never louder than this (about -55 dBFS)
+_NOISE_FLOOR_RISE = 1.01  # the background estimate may rise 1 % per quiet frame (2x in 1.4 s)
 
 
 def ramp(pcm: bytes, start: float, end: float, length: int) -> bytes:
@@ -153,6 +157,8 @@ class RtpReceiver:
         # Decoded samples not yet handed to the sink: what a stretched frame left over.
         self._pending = np.zeros(0, dtype=np.int16)
         self._pending_real = False  # ... decoded from a packet?
+        self._background: float | None = None  # RMS of the peer's pauses (None: none heard)
+        self._noise = np.random.default_rng()
 
     @property
     def jitter_buffer(self) -> JitterBuffer:
@@ -291,7 +297,10 @@ class RtpReceiver:
             pending_ms = have * 1000.0 / SAMPLE_RATE
             pcm, from_packet, decoded, tempo = self._next_frame(now, pending_ms)
             if decoded:
-                self._jitter.note_silence(frame_rms(pcm) < SILENCE_RMS)
+                level = frame_rms(pcm)
+                self._jitter.note_silence(level < SILENCE_RMS)
+                if from_packet and level < SILENCE_RMS:
+                    self._track_background(level)
             samples = self._stretch(np.frombuffer(pcm, dtype="<i2"), tempo, have)
             chunks.append(samples)
             have += samples.size
@@ -347,6 +356,25 @@ class RtpReceiver:
         self.playout.waited += 1
         return SILENCE, False, False, normal
 
+    def _track_background(self, level: float) -> None:
+        """Follow the level of the peer's pauses (a minimum that may rise slowly)."""
+        if self._background is None or level < self._background:
+            self._background = level
+        else:
+            self._background = min(level, self._background * _NOISE_FLOOR_RISE)
+
+    def _comfort_noise(self) -> bytes:
+        """What the sink gets once concealment has faded: noise at the level of the peer's
+        pauses (capped), so the line does not sound dead; true silence if the peer's pauses
+        were silent or none was heard. Random, never derived from the peer's audio."""
+        level = min(self._background or 0.0, COMFORT_MAX_RMS)
+        if level < 1.0:
+            return SILENCE
+        white = self._noise.standard_normal(FRAME_SAMPLES + 5)
+        shaped = np.convolve(white, np.ones(6) / 6, mode="valid")  # null at 8 kHz: wideband
+        shaped *= level / max(float(np.sqrt(np.mean(shaped * shaped))), 1e-9)
+        return bytes(np.clip(np.rint(shaped), -32768, 32767).astype("<i2").tobytes())
+
     def _heard(self, pcm: bytes) -> bytes:
         """A frame decoded from a packet: ends a run of missing frames, fading in after a fade."""
         self._missing = 0
@@ -363,7 +391,7 @@ class RtpReceiver:
         if fading > FADE_FRAMES:
             self.playout.silenced += 1
             self._gain = 0.0
-            return SILENCE  # no PLC: nothing to hear, and nothing to spend on it
+            return self._comfort_noise()  # no PLC: nothing to hear, nothing to spend on it
         self.playout.concealed += 1
         pcm = self._decoder.conceal()
         if fading <= 0:

@@ -1,6 +1,7 @@
-"""Bounded concealment: when the peer's packets stop, playout fades to silence within 200 ms
-(instead of seconds of Opus PLC), and resumes cleanly when they come back; short gaps (what
-random loss makes) are still concealed at full level.
+"""Bounded concealment: when the peer's packets stop, playout fades within 200 ms to comfort
+noise at the level of the peer's pauses (silence if they were silent), instead of seconds of
+Opus PLC, and resumes cleanly when they come back; short gaps (what random loss makes) are still
+concealed at full level.
 
 Deterministic: real Opus packets, a simulated clock (packet k arrives at k * 20 ms + 5 ms, the
 tick that plays it 6 ms later, as the receiver's phase alignment puts it), and the receiver's own
@@ -20,6 +21,7 @@ from voice.audio.base import FRAME_SAMPLES, FRAME_SECONDS
 from voice.media.jitter import JitterBuffer
 from voice.media.opus import OpusDecoder, OpusEncoder
 from voice.media.receiver import (
+    COMFORT_MAX_RMS,
     CONCEAL_FULL_FRAMES,
     FADE_FRAMES,
     FADE_IN_SAMPLES,
@@ -43,14 +45,21 @@ class NullSink:
         pass
 
 
-def _packets(count: int, *, loss_perc: int = 0) -> list[bytes]:
-    """``count`` RTP packets of a 440 Hz tone (amplitude 8000), seq and timestamp from 0."""
+def _packets(
+    count: int, *, loss_perc: int = 0, pause: range = range(0), hiss_rms: float = 0.0
+) -> list[bytes]:
+    """``count`` RTP packets of a 440 Hz tone (amplitude 8000), seq and timestamp from 0; the
+    frames in ``pause`` carry background noise of ``hiss_rms`` instead."""
     packets = []
+    hiss = np.random.default_rng(5)
     with OpusEncoder() as encoder:
         encoder.set_packet_loss_perc(loss_perc)
         for seq in range(count):
             t = (np.arange(FRAME_SAMPLES) + seq * FRAME_SAMPLES) / 48_000
-            pcm = (8000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes()
+            wave = 8000 * np.sin(2 * np.pi * 440 * t)
+            if seq in pause:
+                wave = hiss.normal(0.0, hiss_rms, FRAME_SAMPLES)
+            pcm = np.rint(wave).astype("<i2").tobytes()
             packet = RtpPacket(
                 payload_type=PAYLOAD_TYPE,
                 sequence_number=seq,
@@ -159,3 +168,24 @@ def test_ramp_is_continuous_and_exact_at_its_ends() -> None:
     assert np.all(np.diff(out.astype(np.int32)) <= 0)
     back = np.frombuffer(ramp(pcm, 0.0, 1.0, FADE_IN_SAMPLES), dtype="<i2")
     assert back[0] < 50 and np.all(back[FADE_IN_SAMPLES - 1 :] == 10_000)
+
+
+@pytest.mark.parametrize("hiss_rms", [25.0, 90.0])
+def test_after_the_fade_comes_comfort_noise_at_the_level_of_the_peers_pauses(
+    hiss_rms: float,
+) -> None:
+    pause, last, back = range(20, 50), 49, 100  # the peer pauses (background noise), then is gone
+    packets = _packets(150, pause=pause, hiss_rms=hiss_rms)
+    delivered = set(range(last + 1)) | set(range(back, 150))
+    receiver, frames = _play(packets, delivered)
+    rms = [frame_rms(pcm) for pcm in frames]
+    background = float(np.median(rms[pause.start + 5 : last + 1]))  # the pause as decoded
+    assert 0.3 * hiss_rms < background < 2.0 * hiss_rms
+    gone = rms[last + 1 + CONCEAL_FULL_FRAMES + FADE_FRAMES + 1 : back]
+    expected = min(background, COMFORT_MAX_RMS)
+    assert len(gone) > 40
+    assert all(0.7 * expected < r < 1.3 * expected for r in gone)  # not silence: noise, ...
+    assert max(gone) <= 1.3 * COMFORT_MAX_RMS  # ... never loud ...
+    spread = np.frombuffer(b"".join(frames[last + 20 : last + 30]), dtype="<i2")
+    assert len(set(spread.tolist())) > 20  # ... and noise, not a constant or a tone
+    assert receiver.playout.silenced >= len(gone)
