@@ -83,12 +83,18 @@ def _heard_speech(speech: Int16Array, recording: Path, q: QualityReport) -> floa
 
 async def _call(a: Side, b: Side, url: str, out: TextIO, seconds: float) -> ExitCode:
     loop = asyncio.get_running_loop()
+    # Both ends are this machine: there is no address to hide and no relay to hide it behind
+    # (the embedded server offers no TURN), so the relay policy has nothing to decide.
     alice = await Phone.connect(
-        PhoneConfig(server_url=url, user=a.user, identity=a.identity, contacts=a.contacts),
+        PhoneConfig(
+            server_url=url, user=a.user, identity=a.identity, contacts=a.contacts, relay="never"
+        ),
         audio=a.audio,
     )
     bob = await Phone.connect(
-        PhoneConfig(server_url=url, user=b.user, identity=b.identity, contacts=b.contacts),
+        PhoneConfig(
+            server_url=url, user=b.user, identity=b.identity, contacts=b.contacts, relay="never"
+        ),
         audio=b.audio,
     )
     try:
