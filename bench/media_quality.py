@@ -6,8 +6,9 @@
 Each measured call is two-way: the caller sends the looped speech sample (PESQ-WB at the callee,
 voice.audio.quality.compare), the callee sends mouth-to-ear marks (bench/marks.py, timed at the
 caller). Loss hits both directions, either injected in-process on the sender's RTP path (seeded
-models from voice.media.loss) or by ``tc netem`` between two network namespaces
-(bench/netem.py; reported as unavailable if namespaces cannot be created). Also: time to first
+models from voice.media.loss) or, with delay and jitter too, by the userspace impairment stage
+between two network namespaces (bench/netem.py, tests/support/impair; this kernel has no
+``tc netem``; reported as unavailable if namespaces cannot be created). Also: time to first
 audio, CPU per call-second, and how many two-way calls stay real-time in one process.
 Prints a table and writes bench/results/media_quality.json. Targets: docs/media.md.
 """
@@ -30,6 +31,8 @@ from bench.marks import MarkSource, SentMark, mouth_to_ear, percentile
 from bench.our_call import RecordingSource, run_our_call
 from bench.plain_aiortc import loopback_only, plain_aiortc_measured_call
 from bench.report import write_results
+from tests.support.impair.link import ImpairedLink
+from tests.support.impair.schedule import Profile
 from voice.audio.quality import compare
 from voice.audio.sinks import NullSink
 from voice.audio.sources import ToneSource, WavFileSource
@@ -46,17 +49,23 @@ CONDITIONS: dict[str, Callable[[int], LossModel | None]] = {
     "10%": lambda seed: RandomLoss(0.10, seed=seed),
     "GE 5% burst 3": lambda seed: GilbertElliott.from_mean(GE_MEAN, GE_BURST, seed=seed),
 }
-NETEM = {
-    "0%": ["loss", "0%"],
-    "5%": ["loss", "5%"],
-    "10%": ["loss", "10%"],
-    "GE 5% burst 3": [
-        "loss", "gemodel", f"{100 * GE_MEAN / (1 - GE_MEAN) / GE_BURST:.3f}%",
-        f"{100 / GE_BURST:.3f}%", "100%", "0%",
-    ],
-}  # fmt: skip
-PESQ_TARGETS = {"0%": 4.3, "5%": 3.5, "10%": 3.0}
-TARGETS: dict[str, Any] = {"m2e_0_ms": 41, "m2e_5_ms": 60, "pesq": PESQ_TARGETS, "calls": 20}
+JITTER = "40 ms ± 20 ms"  # uniform per packet, both ways; as with netem, it reorders
+LINK = {
+    "0%": Profile(),
+    "5%": Profile(loss=0.05),
+    "10%": Profile(loss=0.10),
+    "GE 5% burst 3": Profile(loss=GE_MEAN, loss_burst=GE_BURST),
+    JITTER: Profile(delay_ms=40, jitter_ms=20),
+}
+PESQ_TARGETS = {"0%": 4.3, "5%": 3.5, "10%": 3.0, JITTER: 4.0}
+M2E_TARGETS = {"0%": 41, "5%": 60, JITTER: 120}  # median, ms
+TARGETS: dict[str, Any] = {
+    "m2e_0_ms": 41,
+    "m2e_5_ms": 60,
+    "m2e_jitter_ms": 120,
+    "pesq": PESQ_TARGETS,
+    "calls": 20,
+}
 
 
 def _ms(values: list[float]) -> dict[str, Any]:
@@ -129,18 +138,14 @@ async def aiortc_inproc(name: str, seconds: float, seed: int) -> dict[str, Any]:
     }
 
 
-# -- netem calls -----------------------------------------------------------------------------
+# -- calls between namespaces, through the impairment stage ----------------------------------
 
 
-IPTABLES_RATE = {"0%": 0.0, "5%": 0.05, "10%": 0.10}
-
-
-async def netem_run(impl: str, name: str, seconds: float, tool: str) -> dict[str, Any]:
-    if tool == "netem":
-        netem.set_netem(NETEM[name])
-    else:
-        netem.set_iptables_loss(IPTABLES_RATE[name])
-    caller, callee = await netem.netem_call(impl, seconds)
+async def netem_run(
+    link: ImpairedLink, impl: str, name: str, seconds: float, seed: int
+) -> dict[str, Any]:
+    netem.impair(link, LINK[name], seed)
+    caller, callee = await netem.netem_call(link, impl, seconds)
     sent = caller.sent.astype("<i2").tobytes()
     pesq = _score(sent, callee.heard.astype("<i2").tobytes(), callee.heard_times,
                   caller.sent_times[0]) if caller.sent_times else None  # fmt: skip
@@ -309,11 +314,10 @@ def table(res: dict[str, Any]) -> str:
             o, p = data["ours"][cond], data["aiortc"].get(cond, {})
             rows.append((f"[{mode}] PESQ-WB {cond}", str(PESQ_TARGETS.get(cond, "")),
                          _fmt(o["pesq_wb"], 2), _fmt(p.get("pesq_wb"), 2)))  # fmt: skip
-        for cond in ("0%", "5%"):
+        for cond, target in M2E_TARGETS.items():
             o, p = data["ours"].get(cond), data["aiortc"].get(cond, {})
             if o is None:
                 continue
-            target = TARGETS["m2e_0_ms" if cond == "0%" else "m2e_5_ms"]
             for q in ("median", "p95"):
                 rows.append((f"[{mode}] mouth-to-ear {cond} {q} ms", f"<= {target}",
                              _fmt(o["m2e_ms"][q]), _fmt(p.get("m2e_ms", {}).get(q))))  # fmt: skip
@@ -371,18 +375,18 @@ async def main(quick: bool, skip_netem: bool) -> dict[str, Any]:
     if skip_netem:
         res["netem"] = {"unavailable": "skipped (--no-netem)"}
     else:
-        conds = ["0%", "5%"] if quick else list(NETEM)
+        conds = ["0%", "5%", JITTER] if quick else list(LINK)
         try:
-            with netem.namespaces():
-                tool = netem.kernel_loss_tool()
-                if tool != "netem":
-                    conds = [c for c in conds if c in IPTABLES_RATE]
-                print(f"kernel loss between namespaces ({tool})", flush=True)
-                res["netem"] = {"tool": tool, "ours": {}, "aiortc": {}}
-                for cond in conds:
+            with netem.namespaces() as link:
+                print("namespaces through the userspace impairment stage", flush=True)
+                res["netem"] = {"tool": netem.TOOL, "ours": {}, "aiortc": {},
+                                "profiles": {c: LINK[c].to_json() for c in conds}}  # fmt: skip
+                for i, cond in enumerate(conds):
                     for impl in ("ours", "aiortc"):
                         print(f"  {impl} {cond}", flush=True)
-                        res["netem"][impl][cond] = await netem_run(impl, cond, seconds, tool)
+                        res["netem"][impl][cond] = await netem_run(
+                            link, impl, cond, seconds, 200 + 10 * i
+                        )
         except OSError as exc:
             res["netem"] = {"unavailable": str(exc)}
     window = 5.0 if quick else 10.0
