@@ -53,6 +53,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from tests.support.impair.schedule import Profile
+from tests.support.impair.stage import Stage, per_link
 from tests.support.processes import stop_process
 from tests.support.tls import TestCA
 from tests.voice.cli_harness import VoiceProc
@@ -201,6 +203,7 @@ class NetLab:
         self._moved: set[Home] = set()
         self._blocked: set[Home] = set()
         self._voices: list[VoiceProc] = []
+        self.stage: Stage | None = None  # the impairment stage, once :meth:`impair` started it
         self.server_log = workdir / "signaling.log"
         self.coturn_log = workdir / "turnserver.log"
 
@@ -288,9 +291,28 @@ class NetLab:
         if self._coturn is not None:
             stop_process(self._coturn)
             self._coturn = None
+        if self.stage is not None:
+            self.stage.close()
+            self.stage = None
         for ns in reversed(self._made):
             _delete_namespace(ns)
         self._made.clear()
+
+    def impair(self, profiles: dict[str, Profile], seed: int = 0) -> Stage:
+        """Impair the homes' access links in the Internet namespace (tests/support/impair):
+        ``profiles`` by direction ``up_a``, ``down_a``, ``up_b``, ``down_b`` (home to home, a
+        packet crosses its sender's up and its receiver's down; to the servers, one of them).
+        Starts the stage on first use; call again to change the profiles."""
+        if self.stage is None:
+            homes: dict[str, tuple[str, str]] = {}
+            for home in ("a", "b"):
+                _, host, _, bits = DIRECT_LAN[home]
+                reach = f"{WAN[home][1]}/30" if self.nat else f"{host}/{bits}"
+                homes[home] = (f"to{home}", str(ipaddress.ip_network(reach, strict=False)))
+            self.stage = Stage(self.inet, per_link(homes), local=True)
+            self.stage.start()
+        self.stage.configure(profiles, seed=seed)
+        return self.stage
 
     async def stop_voices(self) -> None:
         for vp in self._voices:
@@ -367,7 +389,9 @@ class NetLab:
             "turn_tcp": ["INPUT", "-d", TURN_IP, "-p", "tcp", "--dport", str(TURN_PORT)],
             "turn_tls": ["INPUT", "-d", TURN_IP, "-p", "tcp", "--dport", str(TURNS_PORT)],
             "relay_udp": ["INPUT", "-d", TURN_IP, "-p", "udp", "--dport", f"{lo}:{hi}"],
-            "peer_udp": ["FORWARD", "-p", "udp"],  # home to home, not through coturn
+            # Home to home, not through coturn, counted once (not again as it leaves the
+            # impairment stage's TUN devices) and not to the servers (behind the stage too).
+            "peer_udp": ["FORWARD", "-p", "udp", "!", "-o", "imp-+", "!", "-s", "203.0.113.0/24"],
         }
         for name, (chain, *spec) in rules.items():
             self.iptables(self.inet, "-A", chain, *spec, "-m", "comment", "--comment", name)
