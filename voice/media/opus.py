@@ -135,6 +135,7 @@ class OpusEncoder(_Codec):
         self._lock = threading.Lock()  # one libopus call at a time on this state (loop + worker)
         self._loss_perc = settings.packet_loss_perc
         self._complexity = settings.complexity
+        self._bitrate = settings.bitrate
         self._ctl(libopus.SET_BITRATE, settings.bitrate)
         self._ctl(libopus.SET_VBR, 0 if settings.cbr else 1)
         self._ctl(libopus.SET_COMPLEXITY, settings.complexity)
@@ -183,6 +184,21 @@ class OpusEncoder(_Codec):
             raise CodecError(f"packet loss {perc} % outside 0..100")
         self._ctl(libopus.SET_PACKET_LOSS_PERC, perc)
         self._loss_perc = perc
+
+    @property
+    def bitrate(self) -> int:
+        """The bitrate in use (bit/s): ``settings.bitrate`` until :meth:`set_bitrate`."""
+        return self._bitrate
+
+    def set_bitrate(self, bitrate: int) -> None:
+        """Move to another constant bitrate (the ladder, ``voice.media.ladder``); no-op if
+        unchanged. With CBR the next packet, and every one after it, has ``bitrate / 400``
+        bytes: the size changes here and nowhere else."""
+        if not 6_000 <= bitrate <= 510_000:
+            raise CodecError(f"bitrate {bitrate} outside 6000..510000 bit/s")
+        if bitrate != self._bitrate:
+            self._ctl(libopus.SET_BITRATE, bitrate)
+            self._bitrate = bitrate
 
     @property
     def packet_loss_perc(self) -> int:

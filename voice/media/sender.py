@@ -19,6 +19,11 @@ enabled but costs no bits while the peer reports a clean link: expected loss 0 u
 shows loss, and again after ``CLEAN_REPORTS_TO_DISARM`` clean reports in a row. At 32 kbit/s CBR
 the FEC share is expensive (PESQ-WB of clean speech 4.27 without it, 3.3 at 5 % expected loss;
 docs/media.md), and a clean link is the common case.
+
+With a :class:`~voice.media.ladder.BitrateLadder` (the session's default) the same reports also
+pick the constant bitrate (32, 40, 48 or 64 kbit/s; docs/media.md, "Bitrate ladder"), and FEC
+costs bits exactly while the ladder is above its clean bottom step. Nothing else changes a packet's
+size or time: the source's content never reaches any of these decisions.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import TYPE_CHECKING
 from aiortc.rtp import RtcpReceiverInfo, RtcpSenderInfo, RtcpSrPacket
 
 from voice.audio.base import FRAME_BYTES, FRAME_SAMPLES, AudioSource
+from voice.media.ladder import BitrateLadder
 from voice.media.opus import OpusEncoder
 from voice.media.rtcp import ntp_time, round_trip_seconds
 
@@ -84,6 +90,8 @@ class RtpSender:
         initial_loss_perc: int,
         wallclock: Callable[[], float] = time.time,
         fec_on_demand: bool = False,
+        ladder: BitrateLadder | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source = source
         self._encoder = encoder
@@ -105,9 +113,28 @@ class RtpSender:
         self.rtt_seconds: float | None = None  # from the newest report that echoed one of our SRs
         self._on_demand = fec_on_demand
         self._clean_reports = CLEAN_REPORTS_TO_DISARM  # "clean so far" until a report says not
+        self._ladder = ladder
+        self._monotonic = monotonic  # the ladder's hold times
+        if ladder is not None:
+            encoder.set_bitrate(ladder.bitrate)
         if fec_on_demand:
             self.loss_perc = 0
             encoder.set_packet_loss_perc(0)
+
+    @property
+    def bitrate(self) -> int:
+        """The constant bitrate the encoder sends at now (bit/s)."""
+        return self._encoder.bitrate
+
+    @property
+    def last_sent_at(self) -> float | None:
+        """Loop time of the newest packet's tick deadline (when it was due to leave)."""
+        return self._last_sent_at
+
+    @property
+    def max_bitrate(self) -> int:
+        """The highest bitrate this sender may use (what ``maxaveragebitrate`` announces)."""
+        return self._encoder.bitrate if self._ladder is None else self._ladder.steps[-1].bitrate
 
     async def run_clocked(self, clock: MediaClock) -> None:
         """Send until cancelled, on the process's shared tick grid (``voice.media.clock``).
@@ -180,16 +207,24 @@ class RtpSender:
     def on_report_block(self, block: RtcpReceiverInfo) -> None:
         """Adapt the encoder's expected loss to what the peer reports receiving from us.
 
-        Blocks about another SSRC are ignored. The round-trip time is measured after the
-        encoder was retuned.
+        Blocks about another SSRC are ignored. With a ladder the report also sets the bitrate,
+        and FEC is disarmed exactly while the ladder is on its bottom (clean) step. The
+        round-trip time is measured after the encoder was retuned.
         """
         if block.ssrc != self.ssrc:
             return
         self.remote_fraction_lost = block.fraction_lost
         self._loss_perc = loss_perc_target(block.fraction_lost, self._loss_perc)
         self._clean_reports = 0 if block.fraction_lost else self._clean_reports + 1
+        if self._ladder is not None:
+            self._encoder.set_bitrate(
+                self._ladder.on_report(block.fraction_lost, self._monotonic())
+            )
+            clean = self._ladder.step == 0
+        else:
+            clean = self._clean_reports >= CLEAN_REPORTS_TO_DISARM
         perc = math.ceil(self._loss_perc)
-        if self._on_demand and self._clean_reports >= CLEAN_REPORTS_TO_DISARM:
+        if self._on_demand and clean:
             perc = 0
         if perc != self.loss_perc:
             self.loss_perc = perc

@@ -47,6 +47,7 @@ from voice.media.description import RemoteDescription, codec_description, parse_
 from voice.media.ice import MediaPath
 from voice.media.iceservers import IceServers, StunServer, TurnServer, interface_addresses
 from voice.media.jitter import JitterBuffer
+from voice.media.ladder import ladder_for
 from voice.media.loss import LossModel, as_send_filter
 from voice.media.opus import OpusDecoder, OpusEncoder, OpusSettings
 from voice.media.receiver import GUARD_MS, PlayoutCounters, RtpReceiver
@@ -105,6 +106,7 @@ class MediaSession:
             initial_timestamp=secrets.randbits(32),
             initial_loss_perc=opus.packet_loss_perc,
             fec_on_demand=True,
+            ladder=ladder_for(opus.bitrate),
         )
         self._decoder: OpusDecoder | None = None
         self._receiver: RtpReceiver | None = None
@@ -177,7 +179,7 @@ class MediaSession:
         return {
             "ice": self._transport.local_parameters(),
             "ssrc": self.ssrc,
-            "codec": codec_description(self._opus.bitrate),
+            "codec": codec_description(self._sender.max_bitrate),
         }
 
     async def connect(self, remote: dict[str, Any]) -> None:
@@ -332,6 +334,7 @@ class MediaSession:
             path=None if (path := t.path()) is None else str(path),
             packets_dropped_no_path=c.dropped_no_path,
             ice_restarts=c.restarts,
+            encoder_bitrate=s.bitrate,
         )
 
     async def close(self) -> None:

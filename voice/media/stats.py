@@ -56,3 +56,4 @@ class MediaStats:
     path: str | None = None  # the nominated pair's kind and our leg: "host (udp)", "relay (tls)"
     packets_dropped_no_path: int = 0  # not sent: ICE connection lost, waiting for a restart
     ice_restarts: int = 0
+    encoder_bitrate: int = 0  # bit/s now: the bitrate ladder's step (voice/media/ladder.py)

@@ -11,6 +11,7 @@ from aiortc.rtp import RtcpReceiverInfo, RtpPacket
 
 from voice.audio.sources import ToneSource
 from voice.media.clock import MediaClock
+from voice.media.ladder import BitrateLadder
 from voice.media.opus import OpusDecoder, OpusEncoder, OpusSettings
 from voice.media.rtcp import ntp_middle32, ntp_time
 from voice.media.sender import MAX_LOSS_PERC, MIN_LOSS_PERC, RtpSender, loss_perc_target
@@ -148,3 +149,34 @@ def test_receiver_reports_that_echo_our_sender_report_give_the_round_trip_time()
     assert sender.rtt_seconds == pytest.approx(0.05, abs=0.001)
     sender.on_report_block(RtcpReceiverInfo(5, 0, 0, 0, 0, 0, 0))  # keeps the last RTT
     assert sender.rtt_seconds == pytest.approx(0.05, abs=0.001)
+
+
+def test_the_ladder_sets_the_bitrate_and_fec_costs_bits_only_above_its_bottom_step() -> None:
+    now = [0.0]
+
+    async def nowhere(_: bytes) -> None:
+        return None
+
+    encoder = OpusEncoder()
+    sender = RtpSender(
+        source=ToneSource(),
+        encoder=encoder,
+        send_rtp=nowhere,
+        ssrc=5,
+        initial_seq=0,
+        initial_timestamp=0,
+        initial_loss_perc=10,
+        fec_on_demand=True,
+        ladder=BitrateLadder(),
+        monotonic=lambda: now[0],
+    )
+    assert (sender.bitrate, sender.loss_perc, sender.max_bitrate) == (32_000, 0, 64_000)
+    sender.on_report_block(report(ssrc=5, fraction_lost=5))  # one packet in ~50 lost
+    assert encoder.bitrate == 40_000
+    assert MIN_LOSS_PERC <= encoder.packet_loss_perc <= MAX_LOSS_PERC  # FEC armed
+    while sender.bitrate > 32_000:
+        now[0] += 1.0
+        sender.on_report_block(report(ssrc=5, fraction_lost=0))
+        assert now[0] < 30
+    assert encoder.packet_loss_perc == 0  # back on the clean step: FEC costs nothing again
+    assert len(encoder.encode(bytes(1920))) == 80
