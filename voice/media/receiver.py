@@ -72,6 +72,7 @@ SILENCE_RMS = 100.0  # about -50 dBFS: below this a decoded frame counts as a pa
 CONCEAL_FULL_FRAMES = 4  # missing frames concealed at full level (80 ms: bursts of 1-3 losses)
 FADE_FRAMES = 4  # then the concealment fades to zero over 80 ms; silence from then on
 FADE_IN_SAMPLES = 480  # 10 ms ramp back to full level for the first frame after a fade
+STRETCH_REST_FRAMES = 2  # after a frame too aperiodic to stretch, skip this many (CPU under load)
 COMFORT_MAX_RMS = 60.0  # comfort noise never louder than this (about -55 dBFS)
 _NOISE_FLOOR_RISE = 1.01  # the background estimate may rise 1 % per quiet frame (2x in 1.4 s)
 
@@ -157,6 +158,7 @@ class RtpReceiver:
         # Decoded samples not yet handed to the sink: what a stretched frame left over.
         self._pending = np.zeros(0, dtype=np.int16)
         self._pending_real = False  # ... decoded from a packet?
+        self._stretch_rest = 0  # frames to play as they are after a declined stretch
         self._background: float | None = None  # RMS of the peer's pauses (None: none heard)
         self._noise = np.random.default_rng()
 
@@ -301,6 +303,9 @@ class RtpReceiver:
                 self._jitter.note_silence(level < SILENCE_RMS)
                 if from_packet and level < SILENCE_RMS:
                     self._track_background(level)
+            if have == 0 and tempo is Tempo.NORMAL:  # the common case: one frame, as decoded
+                self._pending_real = from_packet
+                return pcm, from_packet
             samples = self._stretch(np.frombuffer(pcm, dtype="<i2"), tempo, have)
             chunks.append(samples)
             have += samples.size
@@ -317,12 +322,16 @@ class RtpReceiver:
         (``TRIM``: by no more than the ``pending`` samples, so no extra frame is decoded)."""
         if tempo is Tempo.NORMAL:
             return samples
+        if self._stretch_rest > 0:  # the last attempt found no period: let speech move on
+            self._stretch_rest -= 1
+            return samples
         if tempo is Tempo.SLOWER:
             done = expand(samples)
         else:
             done = accelerate(samples, longest=pending if tempo is Tempo.TRIM else None)
         if done.period == 0:
             self.playout.stretch_declined += 1
+            self._stretch_rest = STRETCH_REST_FRAMES
             return samples
         if tempo is not Tempo.SLOWER:
             self.playout.accelerated += 1
