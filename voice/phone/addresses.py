@@ -2,9 +2,10 @@
 
 One watch per phone, polled about once a second by :func:`watch_addresses`. A new or vanished
 address means the network under us changed before any peer or server noticed, so the phone acts
-at once instead of waiting for timeouts: its signaling session logs in again now (its socket
-may be bound to an address that is gone, which keepalive takes up to ~14 s to notice), and each
-connected call restarts ICE (instead of waiting for the audio to stop, voice.call.health). The
+at once instead of waiting for timeouts: its signaling session logs in again now if its socket
+was bound to an address that is gone, or if the server does not answer a ping within 3 s
+(keepalive alone takes up to ~14 s to notice), and each connected call restarts ICE at its
+first silent check within a second of the change (voice.call.health). The
 set is the one ICE gathers host candidates on (voice.media.iceservers.interface_addresses).
 """
 
@@ -40,6 +41,11 @@ class AddressWatch:
         current = frozenset(self._addresses())
         known, self._known = self._known, current
         return known is not None and current != known
+
+    @property
+    def current(self) -> frozenset[str]:
+        """The addresses seen at the last call (empty before the first)."""
+        return self._known or frozenset()
 
 
 async def watch_addresses(

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,6 +52,7 @@ from voice.phone.config import PhoneConfig
 __all__ = ["Backoff", "LinkChange", "SignalingLink", "is_fatal"]
 
 log = logging.getLogger("voice.phone")
+PROBE_TIMEOUT = 3.0  # s: a session whose server answers no ping in this is renewed
 MAX_CHANGES = 64  # link changes kept (and queued) for the user, newest last
 STABLE_AFTER = 10.0  # a session that lasted this long resets the backoff: a server that logs
 # us in and drops us at once gets ever longer waits, not a storm of logins
@@ -171,6 +172,22 @@ class SignalingLink:
         self.fatal = self.fatal or exc
         self._up.clear()
         self._ended.set()
+
+    async def renew_if_stranded(self, addresses: Collection[str], reason: str) -> None:
+        """This machine's addresses changed: log in again now if the session is stranded.
+
+        Its socket's address is gone: it is (renew at once). Still there (an address was only
+        added: a VPN came up, an IPv6 privacy address rotated): the session may still work, and
+        cutting it would fail calls being set up, so it is renewed only if the server does not
+        answer a ping within ``PROBE_TIMEOUT`` (the route under it may have moved)."""
+        if not self._up.is_set():
+            return
+        client = self.client
+        local = client.local_address()
+        stranded = local is None or local not in addresses
+        stranded = stranded or not await client.probe(PROBE_TIMEOUT)
+        if stranded and client is self.client:  # (not already replaced meanwhile)
+            self.renew(reason)
 
     def renew(self, reason: str) -> None:
         """Log in again now, on the network as it is now (this machine's addresses changed).

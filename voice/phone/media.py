@@ -50,7 +50,8 @@ class CallMedia:
 
     def addresses_changed(self) -> None:
         """The phone saw this machine's addresses change: a connected call restarts ICE at
-        its next check (the old path may be gone; no need to wait for the audio to stop)."""
+        its first check within a second that finds the audio stopped (voice.call.health: the
+        old path may be gone; a restart while audio still flows would only cost a gap)."""
         self._moved = True
 
     @property

@@ -14,9 +14,10 @@ CONNECTED call goes on: its media is peer to peer. The phone logs in again by it
 meanwhile a call's envelopes (its hangup) wait for the link up to ``request_timeout``.
 :attr:`Phone.online`, :meth:`Phone.wait_online` and :meth:`Phone.next_link_change` tell the
 user. When this machine's addresses change (:mod:`voice.phone.addresses`: Wi-Fi to LTE), the
-phone logs in again at once rather than wait for keepalive to find the old session dead, so it
-stays reachable and a connected call's ICE restart (which it starts at the same moment) reaches
-the peer as soon as the new session is up.
+phone logs in again at once if its session is stranded (its address gone, or no answer to a
+ping within 3 s) rather than wait for keepalive to find it dead, so it stays reachable, and a
+connected call's ICE restart (at its first silent check within a second of the change,
+voice.call.health) reaches the peer as soon as the new session is up.
 
 A fatal error (the login refused, another server, a certificate that does not verify, the
 session replaced by a login elsewhere; or any loss with ``reconnect=False``) ends the phone:
@@ -138,8 +139,8 @@ class Phone:
         fake = config.hooks.addresses
         # A session to a server on loopback outlives any change of the interfaces.
         self._renew_on_move = fake is not None or not server_on_loopback(config.server_url)
-        watch = AddressWatch(fake or host_addresses)
-        self._spawn(watch_addresses(watch, self._addresses_changed))
+        self._watch = AddressWatch(fake or host_addresses)
+        self._spawn(watch_addresses(self._watch, self._addresses_changed))
 
     @classmethod
     async def connect(
@@ -385,12 +386,13 @@ class Phone:
         self._missed_queue.put_nowait(missed)
 
     def _addresses_changed(self) -> None:
-        """This machine's addresses changed: each connected call restarts ICE, and the link
-        logs in again now (its session may be bound to an address that is gone)."""
+        """This machine's addresses changed: each connected call restarts ICE if its audio
+        stops, and the link logs in again now if its session is stranded (bound to an address
+        that is gone, or not answering a ping: SignalingLink.renew_if_stranded)."""
         for call in self._calls.values():
             call.addresses_changed()
         if self._renew_on_move and not self._closed:
-            self._link.renew("the network changed")
+            self._spawn(self._link.renew_if_stranded(self._watch.current, "the network changed"))
 
     def _check_open(self) -> None:
         if self._closed or self._lost is not None:

@@ -109,11 +109,21 @@ class FakeClient:
     server = "voice.example"
     server_id = "deployment-1"
 
-    def __init__(self) -> None:
+    def __init__(self, address: str = "192.0.2.10", *, answers: bool = True) -> None:
         self.aborted = False
+        self.address = address  # what the session's socket is bound to
+        self.answers = answers  # whether the server answers a ping
+        self.probes = 0
 
     def abort(self) -> None:
         self.aborted = True
+
+    def local_address(self) -> str | None:
+        return self.address
+
+    async def probe(self, within: float) -> bool:
+        self.probes += 1
+        return self.answers
 
     async def close(self) -> None:
         self.aborted = True
@@ -220,3 +230,33 @@ async def test_renew_leaves_a_link_that_will_not_reconnect_alone(
     link.end(None)  # closed
     link.renew("the network changed")
     assert not first.aborted
+
+
+# ---- renew_if_stranded: only a session that the change stranded is cut ------------------------
+
+
+async def test_a_session_whose_address_is_gone_is_renewed_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    link, first, _ = make_link(monkeypatch, [FakeClient("198.51.100.7")])
+    await link.renew_if_stranded({"198.51.100.7"}, "the network changed")  # Wi-Fi -> LTE
+    assert first.aborted and not link.online
+    assert first.probes == 0  # no need to ask: its address is gone
+
+
+async def test_a_session_that_still_answers_survives_an_added_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    link, first, _ = make_link(monkeypatch, [])
+    await link.renew_if_stranded({"192.0.2.10", "10.8.0.2"}, "the network changed")  # a VPN
+    assert first.probes == 1 and not first.aborted and link.online  # calls in setup go on
+
+
+async def test_a_session_that_no_longer_answers_is_renewed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    link, _, _ = make_link(monkeypatch, [])
+    first = FakeClient(answers=False)  # its address is still there, its route is not
+    link.client = first  # type: ignore[assignment]
+    await link.renew_if_stranded({"192.0.2.10", "10.8.0.2"}, "the network changed")
+    assert first.probes == 1 and first.aborted and not link.online
