@@ -253,8 +253,10 @@ class SignalingClient:
         while True:
             try:
                 yield await self.receive()
-            except SignalingClosed:
-                if self._closed_by_us:
+            except SignalingClosed as exc:
+                # Our own close or abort ends the iteration quietly, but never hides the
+                # server's word that another login took this name over.
+                if self._closed_by_us and not isinstance(exc, SessionReplaced):
                     return
                 raise
 
@@ -271,6 +273,20 @@ class SignalingClient:
         ends as after :meth:`close`; requests in flight fail with SignalingClosed."""
         self._closed_by_us = True
         self._ws.transport.abort()
+
+    def local_address(self) -> str | None:
+        """The IP address this session's socket is bound to (None if unknown)."""
+        name = self._ws.local_address
+        return str(name[0]) if isinstance(name, tuple) and name else None
+
+    async def probe(self, within: float) -> bool:
+        """Whether the server answers a ping within ``within`` s: the session still works."""
+        try:
+            pong = await self._ws.ping()
+            await asyncio.wait_for(pong, within)
+        except (TimeoutError, ConnectionClosed):
+            return False
+        return True
 
     async def __aenter__(self) -> SignalingClient:
         return self

@@ -133,6 +133,24 @@ async def test_replaced_session_and_server_shutdown_end_the_session() -> None:
     await new.close()
 
 
+async def test_our_abort_never_hides_that_the_session_was_replaced() -> None:
+    """The server said "replaced" and we then cut the session (a change of network): iterating
+    still raises SessionReplaced, so the phone does not log in again and take the name back."""
+    async with serve_signaling(server_config()) as srv:
+        alice = make_user("alice")
+        old = await alice.connect(url_of(srv))
+        new = await alice.connect(url_of(srv))
+        for _ in range(50):  # until the server's word has reached the old session
+            if old._ended is not None:
+                break
+            await asyncio.sleep(0.02)
+        old.abort()
+        with pytest.raises(SessionReplaced):
+            async for _delivery in old:
+                pass
+        await new.close()
+
+
 async def hostile(
     handler: Callable[[ServerConnection], Awaitable[None]],
 ) -> AsyncIterator[str]:
