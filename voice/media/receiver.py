@@ -70,11 +70,13 @@ GUARD_MS = 12.0  # the jitter buffer's reserve for a late packet beyond the meas
 PHASE_LEAD = 0.024  # s: first playout tick after the first packet: the guard + 12 ms
 SILENCE_RMS = 100.0  # about -50 dBFS: below this a decoded frame counts as a pause
 CONCEAL_FULL_FRAMES = 4  # missing frames concealed at full level (80 ms: bursts of 1-3 losses)
-FADE_FRAMES = 4  # then the concealment fades to zero over 80 ms; silence from then on
+FADE_FRAMES = 4  # then the concealment fades to zero over 80 ms; comfort noise from then on
 FADE_IN_SAMPLES = 480  # 10 ms ramp back to full level for the first frame after a fade
 STRETCH_REST_FRAMES = 2  # after a frame too aperiodic to stretch, skip this many (CPU under load)
 COMFORT_MAX_RMS = 60.0  # comfort noise never louder than this (about -55 dBFS)
 _NOISE_FLOOR_RISE = 1.01  # the background estimate may rise 1 % per quiet frame (2x in 1.4 s)
+_NOISE_FLOOR_STEP = 0.1  # ... plus this much, so a near-zero estimate can rise at all
+_NOISE_FLOOR_MIN = 1.0  # quieter frames (decoded digital silence, a muted mic) are not a level
 
 
 def ramp(pcm: bytes, start: float, end: float, length: int) -> bytes:
@@ -104,7 +106,7 @@ class PlayoutCounters:
     # libopus < 1.5 cannot tell, and then a packet without FEC data counts here too)
     concealed: int = 0  # Opus packet loss concealment (at full level or fading)
     faded: int = 0  # ... of which attenuated: a run of missing frames longer than 80 ms
-    silenced: int = 0  # still missing after the fade: true silence instead of concealment
+    silenced: int = 0  # still missing after the fade: comfort noise (or silence), not PLC
     waited: int = 0  # nothing to play yet: silence
     decode_errors: int = 0  # an authenticated payload Opus refused (concealed instead)
     ticks_skipped: int = 0
@@ -301,7 +303,7 @@ class RtpReceiver:
             if decoded:
                 level = frame_rms(pcm)
                 self._jitter.note_silence(level < SILENCE_RMS)
-                if from_packet and level < SILENCE_RMS:
+                if from_packet and _NOISE_FLOOR_MIN <= level < SILENCE_RMS and self._gain >= 1:
                     self._track_background(level)
             if have == 0 and tempo is Tempo.NORMAL:  # the common case: one frame, as decoded
                 self._pending_real = from_packet
@@ -370,12 +372,14 @@ class RtpReceiver:
         if self._background is None or level < self._background:
             self._background = level
         else:
-            self._background = min(level, self._background * _NOISE_FLOOR_RISE)
+            risen = self._background * _NOISE_FLOOR_RISE + _NOISE_FLOOR_STEP
+            self._background = min(level, risen)
 
     def _comfort_noise(self) -> bytes:
         """What the sink gets once concealment has faded: noise at the level of the peer's
         pauses (capped), so the line does not sound dead; true silence if the peer's pauses
-        were silent or none was heard. Random, never derived from the peer's audio."""
+        were silent or none was heard. Random: only its level follows the peer's audio, and it
+        is played here, never sent."""
         level = min(self._background or 0.0, COMFORT_MAX_RMS)
         if level < 1.0:
             return SILENCE
