@@ -186,9 +186,10 @@ EXPECTED = {
 }
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-async def test_speech_both_ways_on_the_expected_path(make_lab: MakeLab, variant: Variant) -> None:
-    lab = make_lab(variant)
+async def speech_call(lab: NetLab) -> tuple[VoiceProc, VoiceProc, Path, Path, str]:
+    """alice calls bob for 16 s, each playing the speech clip PLAYS times and recording what
+    they hear; both must end with exit code OK. (caller, listener, bob's and alice's
+    recordings, the details to show if an assertion fails)."""
     alice, bob = two_users(lab)
     speech = str(lab.workdir / "speech.wav")
     write_wav(speech, np.concatenate([load_wav(speech_sample())] * PLAYS))
@@ -200,6 +201,13 @@ async def test_speech_both_ways_on_the_expected_path(make_lab: MakeLab, variant:
     bob_code = await end(listener)
     why = details(lab, caller, listener)
     assert code == ExitCode.OK and bob_code == ExitCode.OK, why
+    return caller, listener, heard_by_bob, heard_by_alice, why
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+async def test_speech_both_ways_on_the_expected_path(make_lab: MakeLab, variant: Variant) -> None:
+    lab = make_lab(variant)
+    caller, listener, heard_by_bob, heard_by_alice, why = await speech_call(lab)
     counters = lab.counters()
     assert counters["signaling_udp"] == 0, why  # the server never saw a media packet
     for vp in (caller, listener):
@@ -238,17 +246,7 @@ async def test_speech_at_ten_percent_loss_through_the_impairment_stage(make_lab:
     (measured: means 3.1-3.7 per side, single plays 2.5-4.0; a clean play scores 4.2-4.35)."""
     lab = make_lab("nat")
     lab.impair({"down_a": Profile(loss=0.10), "down_b": Profile(loss=0.10)}, seed=10)
-    alice, bob = two_users(lab)
-    speech = str(lab.workdir / "speech.wav")
-    write_wav(speech, np.concatenate([load_wav(speech_sample())] * PLAYS))
-    heard_by_bob, heard_by_alice = lab.workdir / "bob.wav", lab.workdir / "alice.wav"
-    listener = await listening(lab, bob, "--play", speech, "--record", str(heard_by_bob))
-    caller = await lab.voice(alice, "call", "bob", "--play", speech, "--record",
-                             str(heard_by_alice), "--duration", "16", *HEADLESS)  # fmt: skip
-    code = await caller.finish(90)
-    bob_code = await end(listener)
-    why = details(lab, caller, listener)
-    assert code == ExitCode.OK and bob_code == ExitCode.OK, why
+    caller, listener, heard_by_bob, heard_by_alice, why = await speech_call(lab)
     assert lab.stage is not None
     for direction, counters in lab.stage.stats().items():
         if direction.startswith("down_"):  # the loss was real: 10 % of what reached each home

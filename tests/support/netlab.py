@@ -43,7 +43,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -53,6 +52,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from tests.support.impair.netns import delete as delete_namespace
 from tests.support.impair.schedule import Profile
 from tests.support.impair.stage import Stage, per_link
 from tests.support.processes import stop_process
@@ -115,24 +115,6 @@ def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return done
 
 
-def _namespace_pids(ns: str) -> list[int]:
-    out = _run("ip", "netns", "pids", ns, check=False).stdout
-    return [int(p) for p in out.split() if p.isdigit()]
-
-
-def _delete_namespace(ns: str) -> None:
-    """Kill what still runs in ``ns`` (our own daemons and clients), then delete it."""
-    for _ in range(3):
-        pids = _namespace_pids(ns)
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.1)
-    _run("ip", "netns", "del", ns, check=False)
-
-
 def remove_leftovers() -> list[str]:
     """Delete the lab namespaces of runs whose process is gone; returns their names."""
     gone = []
@@ -149,7 +131,7 @@ def remove_leftovers() -> list[str]:
             pass
         except PermissionError:
             continue
-        _delete_namespace(name)
+        delete_namespace(name)
         gone.append(name)
     return gone
 
@@ -295,7 +277,7 @@ class NetLab:
             self.stage.close()
             self.stage = None
         for ns in reversed(self._made):
-            _delete_namespace(ns)
+            delete_namespace(ns)
         self._made.clear()
 
     def impair(self, profiles: dict[str, Profile], seed: int = 0) -> Stage:
