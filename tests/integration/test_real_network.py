@@ -46,6 +46,7 @@ PESQ_WB_MIN = 4.0
 PESQ_WB_FLOOR = 2.0
 HEADLESS = ("--no-prompt",)
 PATH_WORDS = re.compile(r"\b(host|srflx|prflx|relay)\b")
+IDLE_AGAIN = "Waiting for the next call"  # what ``listen`` prints when a call has ended
 MANY = 100  # packets: a 16 s call sends about 800 RTP packets each way
 
 
@@ -90,9 +91,12 @@ def details(lab: NetLab, *procs: VoiceProc) -> str:
 
 
 async def end(vp: VoiceProc, limit: float = 15.0) -> int:
-    """The exit code; a ``listen`` still running after ``limit`` s gets Ctrl-C."""
+    """The exit code. A ``listen`` gets Ctrl-C once it is back to waiting (its call ended),
+    or after ``limit`` s: it would wait for the next call for ever."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(vp.proc.wait(), limit)
+        async with asyncio.timeout(limit):
+            while vp.proc.returncode is None and not any(IDLE_AGAIN in x for x in vp.lines):
+                await asyncio.sleep(0.05)
     if vp.proc.returncode is None:
         vp.interrupt()
     return await vp.finish(15)
@@ -225,7 +229,12 @@ async def test_speech_both_ways_on_the_expected_path(make_lab: MakeLab, variant:
     if variant in ("direct", "nat"):
         assert counters["peer_udp"] > MANY and counters["relay_udp"] < MANY, why
     else:
-        assert counters["relay_udp"] > MANY, why
+        # Through coturn: media reaches its listening ports (UDP, or TCP/TLS for the home without
+        # UDP), not home to home. relay_udp (to the relay ports) is not asserted: when both
+        # phones pick relay candidates of the same coturn, its packets between the two
+        # allocations never reach a relay port from outside (seen: relay_udp 9, turn_udp 1692).
+        turned = counters["turn_udp"] + counters["turn_tcp"] + counters["turn_tls"]
+        assert turned > MANY and counters["peer_udp"] < MANY, why
     if variant == "udp_blocked":
         assert counters["turn_tcp"] + counters["turn_tls"] > MANY, why
     for heard in (heard_by_bob, heard_by_alice):
