@@ -93,10 +93,8 @@ def details(lab: NetLab, *procs: VoiceProc) -> str:
 async def end(vp: VoiceProc, limit: float = 15.0) -> int:
     """The exit code. A ``listen`` gets Ctrl-C once it is back to waiting (its call ended),
     or after ``limit`` s: it would wait for the next call for ever."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(limit):
-            while vp.proc.returncode is None and not any(IDLE_AGAIN in x for x in vp.lines):
-                await asyncio.sleep(0.05)
+    with contextlib.suppress(TimeoutError, AssertionError):  # AssertionError: it exited
+        await vp.wait_for(IDLE_AGAIN, limit)
     if vp.proc.returncode is None:
         vp.interrupt()
     return await vp.finish(15)
