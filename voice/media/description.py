@@ -7,7 +7,7 @@ It replaces SDP with a small JSON object; every field is checked here, in one pl
                 "candidates": ["<Candidate.to_sdp()>", ...]},          # 1..32, UDP, component 1
       "ssrc":  <0..2**32-1>,                                             # the sender's RTP SSRC
       "codec": {"name": "opus", "clock_rate": 48000, "channels": 1, "payload_type": 111,
-                "fmtp": "minptime=20;useinbandfec=1;stereo=0;cbr=1;maxaveragebitrate=32000"}
+                "fmtp": "minptime=20;useinbandfec=1;stereo=0;cbr=1;maxaveragebitrate=64000"}
     }
 
 Unknown keys, wrong types, a codec other than Opus/48000/1 on payload type 111, or an fmtp

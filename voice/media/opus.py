@@ -60,13 +60,14 @@ DECODER_COMPLEXITY: Final = 6
 class OpusSettings:
     """Encoder settings. ``packet_loss_perc`` > 0 is what makes libopus spend bits on FEC.
 
-    ``max_bandwidth`` defaults to wideband (audio up to 8 kHz, SILK only): at 32 kbit/s libopus
-    otherwise codes super-wideband hybrid frames and spends bits above 8 kHz that the primary
-    speech band then lacks (PESQ-WB of the speech sample: 4.27 wideband vs 3.78 automatic,
-    lossless; docs/media.md, "Measured").
+    ``bitrate`` is the bitrate ladder's clean step (voice/media/ladder.py). ``max_bandwidth``
+    defaults to wideband (audio up to 8 kHz, SILK only): at 32-64 kbit/s libopus otherwise
+    codes super-wideband hybrid frames and spends bits above 8 kHz that the primary speech band
+    then lacks (PESQ-WB of the speech sample: 4.27 wideband vs 3.78 automatic, lossless, at
+    32 kbit/s; docs/media.md, "Measured").
     """
 
-    bitrate: int = 32_000
+    bitrate: int = 40_000
     cbr: bool = True
     fec: bool = True
     packet_loss_perc: int = 10

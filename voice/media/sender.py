@@ -21,7 +21,7 @@ the FEC share is expensive (PESQ-WB of clean speech 4.27 without it, 3.3 at 5 % 
 docs/media.md), and a clean link is the common case.
 
 With a :class:`~voice.media.ladder.BitrateLadder` (the session's default) the same reports also
-pick the constant bitrate (32, 40, 48 or 64 kbit/s; docs/media.md, "Bitrate ladder"), and FEC
+pick the constant bitrate (40, 48 or 64 kbit/s; docs/media.md, "Bitrate ladder"), and FEC
 costs bits exactly while the ladder is above its clean bottom step. Nothing else changes a packet's
 size or time: the source's content never reaches any of these decisions.
 """

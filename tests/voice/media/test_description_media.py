@@ -18,7 +18,7 @@ GOOD: dict[str, Any] = {
         "candidates": ["f00 1 udp 2130706431 127.0.0.1 40000 typ host"],
     },
     "ssrc": 123456789,
-    "codec": codec_description(32_000),
+    "codec": codec_description(64_000),
 }
 
 

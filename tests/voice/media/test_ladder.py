@@ -17,23 +17,23 @@ def fraction(percent: float) -> int:
 
 def test_starts_at_the_bottom_and_stays_there_on_a_clean_link() -> None:
     ladder = BitrateLadder()
-    assert ladder.bitrate == 32_000
+    assert ladder.bitrate == 40_000
     for t in range(100):
-        assert ladder.on_report(0, float(t)) == 32_000
+        assert ladder.on_report(0, float(t)) == 40_000
     assert ladder.changes == 0
 
 
 def test_steps_up_at_once_as_far_as_the_loss_asks() -> None:
     ladder = BitrateLadder()
-    assert ladder.on_report(fraction(2), 0.0) == 40_000  # one lost packet in a report: FEC armed
+    assert ladder.on_report(fraction(2), 0.0) == 48_000  # one lost packet in a report: FEC armed
     assert ladder.on_report(fraction(20), 1.0) == 64_000  # a bad report jumps, not one rung
     ladder = BitrateLadder()
-    assert ladder.on_report(fraction(5), 0.0) == 48_000  # estimate 2.5 %
+    assert ladder.on_report(fraction(9), 0.0) == 64_000  # estimate 4.5 %: straight to the top
 
 
 def test_every_loss_leaves_the_clean_bottom_step() -> None:
     ladder = BitrateLadder()
-    assert ladder.on_report(1, 0.0) == 40_000  # 1/256: the smallest loss RTCP can report
+    assert ladder.on_report(1, 0.0) == 48_000  # 1/256: the smallest loss RTCP can report
 
 
 def test_steps_down_one_rung_per_hold_once_clean() -> None:
@@ -42,13 +42,13 @@ def test_steps_down_one_rung_per_hold_once_clean() -> None:
     assert ladder.bitrate == 64_000
     rates: list[tuple[float, int]] = []
     t = 0.0
-    while ladder.bitrate > 32_000:
+    while ladder.bitrate > 40_000:
         t += 1.0
         before = ladder.bitrate
         if ladder.on_report(0, t) != before:
             rates.append((t, ladder.bitrate))
         assert t < 100
-    assert [r for _, r in rates] == [48_000, 40_000, 32_000]  # one rung at a time
+    assert [r for _, r in rates] == [48_000, 40_000]  # one rung at a time
     times = [0.0] + [when for when, _ in rates]
     assert all(b - a >= HOLD_S for a, b in itertools.pairwise(times))  # held
 
@@ -76,7 +76,7 @@ def test_noisy_reports_of_steady_loss_do_not_flap(rate: float) -> None:
         seen.append(ladder.on_report(min(255, lost * 256 // 50), float(t)))
     downs = sum(1 for a, b in itertools.pairwise(seen) if b < a)
     assert downs <= 2, seen
-    assert seen[-1] >= (48_000 if rate >= 5 else 40_000)
+    assert seen[-1] >= (64_000 if rate >= 5 else 48_000)
 
 
 def test_hysteresis_keeps_a_step_between_its_lines() -> None:
@@ -92,8 +92,8 @@ def test_smoothing_is_an_even_blend() -> None:
 
 
 def test_ladder_for_a_hand_picked_bitrate_is_none() -> None:
-    assert ladder_for(32_000) is not None
-    assert ladder_for(24_000) is None
+    assert ladder_for(40_000) is not None
+    assert ladder_for(32_000) is None
 
 
 def test_bad_ladders_and_reports_are_refused() -> None:

@@ -20,7 +20,7 @@ from voice.audio.base import AudioSource
 from voice.audio.sources import SilenceSource, ToneSource, WavFileSource
 from voice.audio.speech import speech_sample
 from voice.media.clock import INLINE, MediaClock
-from voice.media.ladder import BitrateLadder
+from voice.media.ladder import STEPS, BitrateLadder
 from voice.media.opus import OpusEncoder, OpusSettings
 from voice.media.sender import RtpSender
 from voice.media.srtp import TAG_LENGTH, SrtpContext
@@ -28,7 +28,7 @@ from voice.media.srtp import TAG_LENGTH, SrtpContext
 SSRC = 0x5EC2E7
 PACKETS = 240  # 4.8 s at 20 ms
 HOLD_S = 1.0  # the ladder's hold, shortened so that a few seconds see it step down twice
-# (after packet n, fraction_lost): up to 40k, 48k, 64k, then clean reports step it down again
+# (after packet n, fraction_lost): up from 40k to 48k, 64k, then clean reports step it down again
 SCRIPT = {
     10: 0,
     20: 5,
@@ -137,7 +137,7 @@ async def test_sizes_and_times_follow_the_reports_never_the_audio() -> None:
     assert [t.bitrates for t in traces.values()] == [rates] * 3
     # SRTP = 12 bytes of RTP header + the CBR payload (bitrate * 20 ms) + the 16-byte GCM tag
     assert sizes == [12 + r // 400 + TAG_LENGTH for r in rates]
-    assert set(rates) == {32_000, 40_000, 48_000, 64_000}  # the script climbs every rung ...
+    assert set(rates) == {step.bitrate for step in STEPS}  # the script climbs every rung ...
     assert rates[-1] < 64_000  # ... and the clean reports bring it down again
     changes = [n for n in range(1, PACKETS) if sizes[n] != sizes[n - 1]]
     assert changes and all(n in SCRIPT for n in changes)  # only right after a report

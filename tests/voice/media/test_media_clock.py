@@ -121,7 +121,7 @@ def test_a_closed_encoder_fails_only_its_own_frame() -> None:
     good, gone = OpusEncoder(), OpusEncoder()
     gone.close()
     payloads, busy = encode_chunk([(good, bytes(FRAME_BYTES)), (gone, bytes(FRAME_BYTES))], 9)
-    assert isinstance(payloads[0], bytes) and len(payloads[0]) == 80
+    assert isinstance(payloads[0], bytes) and len(payloads[0]) == 100
     assert isinstance(payloads[1], Exception) and busy >= 0.0
 
 
@@ -158,7 +158,7 @@ async def test_clocked_sender_paces_on_the_grid_with_a_worker_thread() -> None:
         assert (t1 - t0) % 960 == 0 and t1 > t0  # whole frames (more only after a skip)
     assert stamps[-1] - stamps[0] == 960 * (len(sent) - 1 + sender.ticks_skipped)
     payload = sent[3][1][12:]
-    assert len(payload) == 80 and len(OpusDecoder().decode(payload)) == FRAME_BYTES
+    assert len(payload) == 100 and len(OpusDecoder().decode(payload)) == FRAME_BYTES
 
 
 def test_rtp_header_is_what_aiortc_would_serialise() -> None:

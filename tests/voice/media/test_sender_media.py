@@ -65,7 +65,7 @@ async def test_packets_are_well_formed_and_continue_as_silence_after_the_source_
     for prev, nxt in itertools.pairwise(packets):
         assert nxt.sequence_number == (prev.sequence_number + 1) & 0xFFFF  # wraps at 65536
         assert nxt.timestamp == (prev.timestamp + 960) & 0xFFFF_FFFF  # wraps at 2**32
-    assert {len(p.payload) for p in packets} == {80}  # CBR 32 kbps, tone and silence alike
+    assert {len(p.payload) for p in packets} == {100}  # CBR 40 kbps, tone and silence alike
     decoder = OpusDecoder()
     levels = [
         max(
@@ -170,13 +170,13 @@ def test_the_ladder_sets_the_bitrate_and_fec_costs_bits_only_above_its_bottom_st
         ladder=BitrateLadder(),
         monotonic=lambda: now[0],
     )
-    assert (sender.bitrate, sender.loss_perc, sender.max_bitrate) == (32_000, 0, 64_000)
+    assert (sender.bitrate, sender.loss_perc, sender.max_bitrate) == (40_000, 0, 64_000)
     sender.on_report_block(report(ssrc=5, fraction_lost=5))  # one packet in ~50 lost
-    assert encoder.bitrate == 40_000
+    assert encoder.bitrate == 48_000
     assert MIN_LOSS_PERC <= encoder.packet_loss_perc <= MAX_LOSS_PERC  # FEC armed
-    while sender.bitrate > 32_000:
+    while sender.bitrate > 40_000:
         now[0] += 1.0
         sender.on_report_block(report(ssrc=5, fraction_lost=0))
         assert now[0] < 30
     assert encoder.packet_loss_perc == 0  # back on the clean step: FEC costs nothing again
-    assert len(encoder.encode(bytes(1920))) == 80
+    assert len(encoder.encode(bytes(1920))) == 100

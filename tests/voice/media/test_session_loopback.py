@@ -99,9 +99,9 @@ async def test_the_wire_carries_no_opus_in_clear_and_one_audio_packet_size(call:
     audio = [d for d in call.a_wire if not is_rtcp(d)]
     rtcp = [d for d in call.a_wire if is_rtcp(d)]
     assert len(audio) > 50 and rtcp
-    assert {len(d) for d in audio} == {12 + 80 + 16}  # RTP header, CBR Opus, GCM tag
-    assert call.a.stats().srtp_packet_sizes == (108,)
-    assert call.b.stats().srtp_packet_sizes_received == (108,)
+    assert {len(d) for d in audio} == {12 + 100 + 16}  # RTP header, CBR Opus, GCM tag
+    assert call.a.stats().srtp_packet_sizes == (128,)
+    assert call.b.stats().srtp_packet_sizes_received == (128,)
     # Recover the Opus payloads with the real key, then look for them on the wire.
     eavesdropper_with_key = SrtpContext(os.urandom(44), call.a_to_b)
     payloads = []
@@ -109,7 +109,7 @@ async def test_the_wire_carries_no_opus_in_clear_and_one_audio_packet_size(call:
         plain = eavesdropper_with_key.unprotect(datagram)
         assert plain is not None
         packet = RtpPacket.parse(plain)
-        assert packet.payload_type == 111 and len(packet.payload) == 80
+        assert packet.payload_type == 111 and len(packet.payload) == 100
         payloads.append(packet.payload)
     wire = b"".join(call.a_wire)
     for payload in payloads:
