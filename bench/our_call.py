@@ -79,6 +79,13 @@ class CallResult:
                 "lost": self.callee.jitter.lost if self.callee.jitter else None,
                 "fec_recovered": self.callee.playout.fec_recovered,
                 "concealed": self.callee.playout.concealed,
+                "accelerated": self.callee.playout.accelerated,
+                "expanded": self.callee.playout.expanded,
+                "stretched_ms": round(self.callee.playout.stretched_ms, 1),
+                "underruns": self.callee.jitter.underruns if self.callee.jitter else None,
+                "late": self.callee.jitter.late if self.callee.jitter else None,
+                "dropped_to_shrink": self.callee.jitter.dropped if self.callee.jitter else None,
+                "inserted_to_grow": self.callee.jitter.inserted if self.callee.jitter else None,
                 "dropped_by_filter": self.caller.packets_dropped_by_filter,
                 "encoder_loss_perc": self.caller.encoder_loss_perc,
                 "target_delay_frames": self.callee.jitter.target_delay_frames
