@@ -89,9 +89,12 @@ class VoiceProc:
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None
-        while raw := await self.proc.stdout.readline():
-            self.lines.append(raw.decode("utf-8", errors="replace"))
-            self._seen.set()
+        try:
+            while raw := await self.proc.stdout.readline():
+                self.lines.append(raw.decode("utf-8", errors="replace"))
+                self._seen.set()
+        finally:
+            self._seen.set()  # the end of the output: a waiter sees it at once, not at its limit
 
     async def wait_for(self, text: str, limit: float = 20.0) -> str:
         """The first stdout line containing ``text`` (fails if the process ends first)."""
