@@ -80,6 +80,12 @@ def _add_audio(parser: argparse.ArgumentParser) -> None:
     heard.add_argument("--output", metavar="DEVICE", help="speaker: pyaudio name or index")
     heard.add_argument("--record", metavar="WAV", type=Path, help="record what you hear")
     heard.add_argument("--no-output", action="store_true", help="discard what you hear")
+    said.add_argument(
+        "--no-audio-processing",
+        action="store_true",
+        help="send the microphone as it is: no echo cancellation, noise suppression or gain "
+        "control (on by default for a microphone, never for --play/--tone/--silence)",
+    )
     call = parser.add_argument_group("call")
     call.add_argument(
         "--duration", metavar="S", type=float, help="hang up S seconds after connecting"

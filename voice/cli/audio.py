@@ -3,6 +3,10 @@
 The first source/sink pair is built before logging in, so a missing device or an unreadable WAV
 file fails fast (NoAudioDevice / LOCAL_ERROR) instead of after the other side answered. PortAudio
 streams open at construction but start on first use, so an idle prepared pair costs nothing.
+
+A microphone goes through the audio front end (echo cancellation, noise suppression, gain
+control: voice/audio/frontend.py), fed with every frame the sink plays as the echo reference,
+unless ``--no-audio-processing``. WAV files, tones and silence never do: there is no room in them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class AudioChoice:
     silence: bool = False  # send silence (receive-only)
     record: Path | None = None  # write what we hear to this WAV file
     mute_output: bool = False  # hear nothing (a headless listener that only sends)
+    processing: bool = True  # echo cancellation, noise suppression, gain control (microphone)
 
     def __post_init__(self) -> None:
         sources = [self.input is not None, self.play is not None, self.tone is not None]
@@ -49,6 +54,11 @@ class AudioChoice:
     def output_is_device(self) -> bool:
         return self.record is None and not self.mute_output
 
+    @property
+    def front_end(self) -> bool:
+        """Whether the microphone's frames go through the audio front end."""
+        return self.input_is_device and self.processing
+
     def describe(self) -> str:
         if self.play is not None:
             said = f"playing {self.play}"
@@ -58,6 +68,8 @@ class AudioChoice:
             said = "silence"
         else:
             said = f"microphone {self.input or '(default)'}"
+            if self.front_end:
+                said += " with echo cancellation"
         if self.record is not None:
             heard = f"recording to {self.record}"
         elif self.mute_output:
@@ -74,7 +86,16 @@ class AudioChoice:
         except BaseException:
             await source.close()
             raise
-        return source, sink
+        if not self.front_end:
+            return source, sink
+        from voice.audio.frontend import with_front_end  # loads WebRTC's APM: devices only
+
+        try:
+            return with_front_end(source, sink)
+        except BaseException:
+            await source.close()
+            await sink.close()
+            raise
 
     def _source(self) -> AudioSource:
         if self.play is not None:

@@ -39,6 +39,7 @@ class CallOptions:
                 silence=args.silence,
                 record=args.record,
                 mute_output=args.no_output,
+                processing=not getattr(args, "no_audio_processing", False),
             ),
             auto_answer=getattr(args, "auto_answer", False),
             duration=args.duration,
