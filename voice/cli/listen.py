@@ -14,6 +14,7 @@ from voice.cli.calls import Session, race
 from voice.cli.context import Settings
 from voice.cli.options import CallOptions
 from voice.cli.ui import ask_yes_no
+from voice.crypto.contacts import Contact, TrustState
 from voice.errors import CallEnded, PhoneClosed
 from voice.exitcodes import ExitCode
 from voice.phone import Call, KeyChangedWarning, Phone
@@ -90,7 +91,9 @@ async def _listen_loop(session: Session, phone: Phone) -> ExitCode:
 async def _take(session: Session, incoming: Call) -> ExitCode:
     """One incoming call, from ringing to its end: answered (automatically or at the
     prompt), declined, or given up by the caller."""
-    session.say(f"Incoming call from {incoming.peer}.")
+    session.say(
+        f"Incoming call from {incoming.peer} ({caller_trust(session.contacts.get(incoming.peer))})."
+    )
     if session.options.auto_answer:
         try:
             await incoming.accept()
@@ -99,6 +102,18 @@ async def _take(session: Session, incoming: Call) -> ExitCode:
     elif not await _answer(session, incoming):
         return await session.ended(incoming)
     return await session.follow(incoming)
+
+
+def caller_trust(contact: Contact | None) -> str:
+    """Who is calling, as far as the contact book knows: said before the user answers (a call
+    whose key differs from the pinned one never rings: it is refused with a warning)."""
+    if contact is None or (contact.connected_calls == 0 and not contact.solicited):
+        return "new: not a contact you verified or called"
+    earlier = contact.connected_calls
+    calls = f"{earlier} earlier call{'' if earlier == 1 else 's'} with this key"
+    if contact.state is TrustState.VERIFIED:
+        return f"verified contact; {calls}"
+    return f"unverified contact; {calls}"
 
 
 _MISSED_TEXT = {

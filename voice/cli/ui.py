@@ -16,8 +16,17 @@ from typing import TextIO
 
 from voice.crypto.sas import Sas
 
+# Streams with a yes/no question waiting on their current line (by id: a TextIO need not hash).
+_open_questions: set[int] = set()
+
 
 def say(out: TextIO, text: str) -> None:
+    """One line for the user. A question left waiting on the line (another event came while
+    the user had not answered: the caller gave up, the link dropped) is ended first, so the
+    line never reads ``... [y/N] Missed call``."""
+    if id(out) in _open_questions:
+        _open_questions.discard(id(out))
+        print("", file=out)
     print(text, file=out, flush=True)
 
 
@@ -48,6 +57,11 @@ class LineReader:
             return self._stream.fileno()
         except (OSError, ValueError, AttributeError):
             return None
+
+    def echoes(self) -> bool:
+        """Whether the user's typing shows (a terminal echoes the answer and its newline)."""
+        fd = self._fd()
+        return fd is not None and os.isatty(fd)
 
     def discard_typed_ahead(self) -> None:
         """On a terminal, forget what was typed before the next question (a "y" meant for an
@@ -105,11 +119,18 @@ async def _read_fd(fd: int) -> bytes:
 async def ask_yes_no(out: TextIO, question: str, lines: LineReader) -> bool:
     """Ask ``question [y/N]``; True only for an answer starting with y."""
     print(f"{question} [y/N] ", end="", file=out, flush=True)
-    line = await lines.readline()
-    if line is None:
+    _open_questions.add(id(out))
+    try:
+        line = await lines.readline()
+    except asyncio.CancelledError:  # the question went away (the call ended): end its line
+        if id(out) in _open_questions:
+            print("", file=out, flush=True)
+        raise
+    finally:
+        _open_questions.discard(id(out))
+    if line is None or not lines.echoes():  # no answer shown on the line: end it here
         print("", file=out, flush=True)
-        return False
-    return line.strip().lower().startswith("y")
+    return line is not None and line.strip().lower().startswith("y")
 
 
 class Interrupt:
