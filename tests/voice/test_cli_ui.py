@@ -14,6 +14,7 @@ import pytest
 from voice.cli.listen import caller_trust
 from voice.cli.ui import LineReader, ask_yes_no, say
 from voice.crypto.contacts import ContactBook, KeySource
+from voice.errors import KeyChangedError
 
 
 @pytest.fixture
@@ -86,3 +87,20 @@ def test_the_incoming_call_line_says_what_the_contact_book_knows(tmp_path: Path)
     assert caller_trust(book.get("alice")) == "verified contact; 2 earlier calls with this key"
     book.check("bob", os.urandom(32))  # dialled by us: not new, but not verified either
     assert caller_trust(book.get("bob")) == "unverified contact; 0 earlier calls with this key"
+    with pytest.raises(KeyChangedError):  # someone presents another key under alice's name
+        book.check("alice", os.urandom(32), source=KeySource.OFFER)
+    assert "another key was also presented" in caller_trust(book.get("alice"))
+
+
+async def test_news_then_an_answer_leave_no_blank_line(tmp_path: Path) -> None:
+    read_fd, write_fd = os.pipe()
+    out = io.StringIO()
+    with os.fdopen(read_fd) as stream:
+        question = asyncio.ensure_future(ask_yes_no(out, "Accept?", LineReader(stream)))
+        await asyncio.sleep(0.01)
+        say(out, "online again")  # news while the question waits
+        os.write(write_fd, b"y\n")
+        assert await question
+        say(out, "Connected")
+    os.close(write_fd)
+    assert out.getvalue() == "Accept? [y/N] \nonline again\nConnected\n"

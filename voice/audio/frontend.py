@@ -57,25 +57,27 @@ class AudioFrontEnd:
     """
 
     def __init__(self, config: FrontEndConfig | None = None, *, stream_delay_ms: int = 0) -> None:
-        try:
-            from livekit import rtc  # 28 MB native library: load it only for a call that needs it
-        except ImportError as exc:
-            raise AudioError(
-                "echo cancellation needs the livekit package (pinned in pyproject.toml); "
-                "reinstall, or pass --no-audio-processing"
-            ) from exc
-
         self.config = config or FrontEndConfig()
         if not 0 <= stream_delay_ms <= 500:
             raise ValueError(f"stream_delay_ms must be in [0, 500], got {stream_delay_ms}")
         self.stream_delay_ms = stream_delay_ms
+        try:
+            from livekit import rtc  # 28 MB native library: load it only for a call that needs it
+
+            # The native library loads here, lazily: a failure may come from this line too.
+            apm = rtc.AudioProcessingModule(
+                echo_cancellation=self.config.echo_cancellation,
+                noise_suppression=self.config.noise_suppression,
+                high_pass_filter=self.config.high_pass_filter,
+                auto_gain_control=self.config.auto_gain_control,
+            )
+        except Exception as exc:
+            raise AudioError(
+                "the echo canceller (livekit's WebRTC audio processing) could not be loaded: "
+                f"{exc}; reinstall with scripts/setup.sh, or pass --no-audio-processing"
+            ) from exc
         self._rtc = rtc
-        self._apm: rtc.AudioProcessingModule | None = rtc.AudioProcessingModule(
-            echo_cancellation=self.config.echo_cancellation,
-            noise_suppression=self.config.noise_suppression,
-            high_pass_filter=self.config.high_pass_filter,
-            auto_gain_control=self.config.auto_gain_control,
-        )
+        self._apm: rtc.AudioProcessingModule | None = apm
         self.far_frames = 0  # reference frames taken
         self.near_frames = 0  # microphone frames processed
 

@@ -111,6 +111,8 @@ def caller_trust(contact: Contact | None) -> str:
         return "new: not a contact you verified or called"
     earlier = contact.connected_calls
     calls = f"{earlier} earlier call{'' if earlier == 1 else 's'} with this key"
+    if contact.state is TrustState.CHANGED:  # ringing under the pinned key, but another was shown
+        return f"another key was also presented under this name: see 'voice contacts'; {calls}"
     if contact.state is TrustState.VERIFIED:
         return f"verified contact; {calls}"
     return f"unverified contact; {calls}"

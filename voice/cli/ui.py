@@ -120,17 +120,23 @@ async def ask_yes_no(out: TextIO, question: str, lines: LineReader) -> bool:
     """Ask ``question [y/N]``; True only for an answer starting with y."""
     print(f"{question} [y/N] ", end="", file=out, flush=True)
     _open_questions.add(id(out))
+    answered = False
     try:
         line = await lines.readline()
-    except asyncio.CancelledError:  # the question went away (the call ended): end its line
+        answered = line is not None
+    finally:  # answered, or gone (the call ended): end the line, unless news already did
         if id(out) in _open_questions:
-            print("", file=out, flush=True)
-        raise
-    finally:
-        _open_questions.discard(id(out))
-    if line is None or not lines.echoes():  # no answer shown on the line: end it here
-        print("", file=out, flush=True)
+            _open_questions.discard(id(out))
+            if not (answered and lines.echoes() and _is_terminal(out)):  # no echo ended it
+                print("", file=out, flush=True)
     return line is not None and line.strip().lower().startswith("y")
+
+
+def _is_terminal(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class Interrupt:
