@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from voice.cli.context import Settings, resolve_settings
+from voice.cli.doctor import DOCTOR_HELP, add_doctor_arguments
 from voice.exitcodes import ExitCode, for_exception
 
 __all__ = ["build_parser", "main"]
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument("peer", metavar="USER")
     trust.add_argument("fingerprint", metavar="FINGERPRINT", nargs="+")
     add("devices", "list audio devices for --input and --output")
+    add_doctor_arguments(add("doctor", DOCTOR_HELP))
     demo = add("demo", "a real encrypted call between two temporary local users")
     demo.add_argument("--keep", metavar="DIR", type=Path, help="keep the recordings in DIR")
     demo.add_argument(
@@ -210,6 +212,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
         from voice.demo import run_demo
 
         return asyncio.run(run_demo(out=settings.out, keep=args.keep, seconds=args.seconds))
+    if command == "doctor":
+        from voice.cli.doctor import DoctorOptions, cmd_doctor
+
+        return cmd_doctor(settings, DoctorOptions.from_args(args))
     from voice.cli import calls, listen  # loads aiortc: only for calls
     from voice.cli.options import CallOptions
 
