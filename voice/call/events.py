@@ -177,6 +177,16 @@ class Tick:
     """Time passed; the machine checks its deadline against ``now``."""
 
 
+@dataclass(frozen=True)
+class UserHold:
+    """Put the connected call on hold: tell the peer, then neither play nor send audio."""
+
+
+@dataclass(frozen=True)
+class UserResume:
+    """Take our hold off (the call stays held while the peer holds it too)."""
+
+
 LocalEvent = (
     UserDial
     | RingingReady
@@ -198,6 +208,8 @@ LocalEvent = (
     | MediaLost
     | PeerHungUp
     | Tick
+    | UserHold
+    | UserResume
 )
 Event = LocalEvent | Message
 
@@ -277,6 +289,27 @@ class RestartIce:
 
 
 @dataclass(frozen=True)
+class HoldState:
+    """Who holds the call: we (``local``), the peer (``remote``), or both."""
+
+    local: bool = False
+    remote: bool = False
+
+    @property
+    def held(self) -> bool:
+        """Held by either side: no audio is played, and silence is sent instead of ours."""
+        return self.local or self.remote
+
+
+@dataclass(frozen=True)
+class HoldChanged:
+    """The hold state changed: while ``state.held``, send digital silence in place of the
+    microphone (same packet sizes and times) and play nothing; tell the user."""
+
+    state: HoldState
+
+
+@dataclass(frozen=True)
 class EndCall:
     """Terminal: tear everything down and erase the call's secrets."""
 
@@ -301,6 +334,7 @@ Effect = (
     | StopMedia
     | SendCandidates
     | RestartIce
+    | HoldChanged
     | EndCall
 )
 

@@ -12,6 +12,9 @@ that passed its tag check): STUN consent checks, or packets an attacker injects,
     audio back                                 -> notice "reconnected"
     silent for ``media_timeout`` (the reconnect window) -> MediaLost
 
+Silence in the audio is not silence here: a muted or held call keeps sending packets of digital
+silence at the full rate (voice.call.hold), so it never looks interrupted, however long the hold.
+
 A silence is not a failure at once: the peer may be behind a network that blinks, or moving
 to another address. The call ends only if the audio does not come back within the window.
 

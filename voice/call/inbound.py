@@ -79,14 +79,15 @@ def identity_sealed_accepted(
 ) -> bool:
     """Whether a message of a live call may still come sealed with the peer's identity key.
 
-    Never an ``accept`` or ``ice``: an honest peer sends them only once it has its keys, so it
-    always seals them with the call's key. Nothing once the peer used its call key. In a
-    connected call, only a ``cancel`` or ``error`` that crossed our ``accept`` (the caller
-    switches to the call's key when the accept arrives), for :data:`CROSSING_GRACE` seconds.
+    Never an ``accept``, ``ice``, ``hold`` or ``resume``: an honest peer sends them only once it
+    has its keys, so it always seals them with the call's key. Nothing once the peer used its
+    call key. In a connected call, only a ``cancel`` or ``error`` that crossed our ``accept``
+    (the caller switches to the call's key when the accept arrives), for
+    :data:`CROSSING_GRACE` seconds.
     Everything else is what a thief of the identity key could forge, and is refused (audit
     finding 10).
     """
-    if isinstance(message, m.Accept | m.Ice) or peer_used_call_key:
+    if isinstance(message, m.Accept | m.Ice | m.Hold | m.Resume) or peer_used_call_key:
         return False
     if state is not State.CONNECTED:
         return True

@@ -19,6 +19,10 @@ callee's candidates for a caller who is not a verified contact: its ringing carr
 the candidates follow the ``accept`` in an ``ice`` message (generation 0, call-sealed). ICE starts
 on each side only when it has the peer's candidates. Later ``ice`` messages restart ICE.
 
+Hold (:mod:`voice.call.hold`): in a CONNECTED call either user may hold and resume; each change
+is a ``hold`` or ``resume`` message with the sender's epoch, and a HoldChanged effect on the side
+whose state changed. A stale epoch, or a hold outside CONNECTED, is refused like any bad input.
+
 Media starts only when both hold: our keys are ready and the call is accepted (the callee's user
 accepted / the caller received ``accept``). The caller sends ``reveal`` once its keys are ready;
 the callee sends ``accept`` once its keys are ready, so a fast user can accept before ``reveal``
@@ -33,6 +37,7 @@ from typing import Any, Final
 from voice.call import events as ev
 from voice.call import messages as msg
 from voice.call.events import EndReason, Event, FailReason, Role, State, Step
+from voice.call.hold import HoldControl, HoldRefused
 from voice.call.table import TABLE, transitions
 from voice.crypto.keyschedule import CALL_ID_BYTES
 
@@ -55,6 +60,8 @@ SENT_BY: Final[dict[type[Any], Role | None]] = {
     msg.Hangup: None,  # either side
     msg.CallError: None,
     msg.Ice: None,
+    msg.Hold: None,
+    msg.Resume: None,
 }
 
 
@@ -75,6 +82,7 @@ class CallMachine:
         ring_grace: float = RING_GRACE,
         connect_timeout: float = CONNECT_TIMEOUT,
         ring_timeout: float = RING_TIMEOUT,
+        max_hold_changes: int = msg.MAX_HOLD_EPOCH,
     ) -> None:
         if len(call_id) != CALL_ID_BYTES:
             raise ValueError(f"call_id must be {CALL_ID_BYTES} bytes")
@@ -102,6 +110,12 @@ class CallMachine:
         self._media = False
         self._offer: msg.Offer | None = None
         self._reveal: msg.Reveal | None = None
+        self._hold = HoldControl(max_hold_changes)
+
+    @property
+    def hold(self) -> ev.HoldState:
+        """Who holds the call (nobody before CONNECTED; as it was, once the call ended)."""
+        return self._hold.state
 
     # ---- entry points ----------------------------------------------------------------------
 
@@ -350,6 +364,25 @@ class CallMachine:
         remote = dict(self._remote)
         remote["ice"] = {**remote["ice"], "candidates": e.ice["candidates"]}
         self._start_ice(remote, fx)
+        return self.state
+
+    def _on_user_hold(
+        self, e: ev.UserHold | ev.UserResume, now: float, fx: list[ev.Effect]
+    ) -> State:
+        try:
+            message = self._hold.user(isinstance(e, ev.UserHold))
+        except HoldRefused as refusal:
+            raise _Refuse(str(refusal)) from None
+        fx += [ev.HoldChanged(self._hold.state), ev.SendMessage(message)]
+        return self.state
+
+    def _on_hold(self, e: msg.Hold | msg.Resume, now: float, fx: list[ev.Effect]) -> State:
+        try:
+            changed = self._hold.receive(e)
+        except HoldRefused as refusal:
+            raise _Refuse(str(refusal)) from None
+        if changed:
+            fx.append(ev.HoldChanged(self._hold.state))
         return self.state
 
     def _on_signaling_lost(self, e: object, now: float, fx: list[ev.Effect]) -> State:

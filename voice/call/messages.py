@@ -15,6 +15,8 @@ padding. The envelope header already carries call_id, seq and timestamp; they ar
 | `cancel`  | caller | (none)                                                       |
 | `hangup`  | either | (none)                                                       |
 | `ice`     | either | `generation`, `answer` (bool), `ice` (`candidates`, `ufrag`, `pwd`)   |
+| `hold`    | either | `epoch` (1..2**31-1, the sender's count of hold changes)       |
+| `resume`  | either | `epoch`                                                      |
 | `error`   | either | `reason` (1-64 chars of ``a-z 0-9 _``, starting with a letter) |
 
 :func:`decode` accepts exactly the bytes :func:`encode` produces and nothing else: one encoding
@@ -233,11 +235,72 @@ class Ice:
             raise BadCallMessage("ice.candidates must be a list of strings")
 
 
-Message = Offer | Ringing | Reveal | Accept | Decline | Busy | Cancel | Hangup | CallError | Ice
+MAX_HOLD_EPOCH: Final = 2**31 - 1
+
+
+def _check_epoch(epoch: object) -> None:
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= MAX_HOLD_EPOCH:
+        raise BadCallMessage(f"epoch must be an integer 1..{MAX_HOLD_EPOCH}")
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Either side, in a connected call: the sender put the call on hold.
+
+    ``epoch`` numbers the sender's hold changes (hold and resume alike) from 1, so the receiver
+    takes only a newer one: the replay guard refuses a copy, but lets through an envelope held
+    back and delivered after a later one, which must not flip the state back.
+    """
+
+    TYPE: ClassVar[str] = "hold"
+    epoch: int
+
+    def __post_init__(self) -> None:
+        _check_epoch(self.epoch)
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Either side: the sender takes its hold off (``epoch`` as for :class:`Hold`)."""
+
+    TYPE: ClassVar[str] = "resume"
+    epoch: int
+
+    def __post_init__(self) -> None:
+        _check_epoch(self.epoch)
+
+
+Message = (
+    Offer
+    | Ringing
+    | Reveal
+    | Accept
+    | Decline
+    | Busy
+    | Cancel
+    | Hangup
+    | CallError
+    | Ice
+    | Hold
+    | Resume
+)
 
 MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
     cls.TYPE: cls
-    for cls in (Offer, Ringing, Reveal, Accept, Decline, Busy, Cancel, Hangup, CallError, Ice)
+    for cls in (
+        Offer,
+        Ringing,
+        Reveal,
+        Accept,
+        Decline,
+        Busy,
+        Cancel,
+        Hangup,
+        CallError,
+        Ice,
+        Hold,
+        Resume,
+    )
 }
 _BINARY: Final = frozenset({"commitment", "eph_a", "eph_b", "continuity_a", "continuity_b"})
 _FIELDS: Final[dict[str, frozenset[str]]] = {
@@ -246,6 +309,8 @@ _FIELDS: Final[dict[str, frozenset[str]]] = {
     "reveal": frozenset({"eph_a", "continuity_a"}),
     "error": frozenset({"reason"}),
     "ice": frozenset({"generation", "ice", "answer"}),
+    "hold": frozenset({"epoch"}),
+    "resume": frozenset({"epoch"}),
 }
 
 

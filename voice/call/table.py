@@ -83,6 +83,11 @@ def _build() -> dict[tuple[State, type[Any]], Rule]:
     add((_S.CONNECTED,), ev.MediaLost, "_on_media_lost", _S.FAILED)
     add((_S.CONNECTED,), ev.PeerHungUp, "_on_peer_hung_up", _S.ENDED)
     add(_ICE_UP, ev.MediaFailed, "_on_media_failed", _S.FAILED)
+    # hold (voice.call.hold): only in a connected call
+    add((_S.CONNECTED,), ev.UserHold, "_on_user_hold", stay=True)
+    add((_S.CONNECTED,), ev.UserResume, "_on_user_hold", stay=True)
+    add((_S.CONNECTED,), msg.Hold, "_on_hold", stay=True)
+    add((_S.CONNECTED,), msg.Resume, "_on_hold", stay=True)
     # timers
     add((_S.DIALING,), ev.Tick, "_on_tick", _S.FAILED, stay=True)
     add(

@@ -30,6 +30,9 @@ so the resumption does not click; the jitter buffer re-syncs after the gap as af
 stream that passed SRTP authentication (``on_rtp`` sees nothing else); :attr:`last_rtp_at` is the
 arrival of the newest one. In the peer's RTCP, an authenticated BYE (RFC 3550 section 6.6) that
 names the peer's SSRC sets :attr:`peer_said_bye`: the peer hung up, said in band.
+
+While :attr:`RtpReceiver.muted` (the call is on hold) everything above still runs (packets are
+counted, buffered and decoded, so nothing is stale when it ends) but the sink gets silence.
 """
 
 from __future__ import annotations
@@ -108,6 +111,7 @@ class PlayoutCounters:
     concealed: int = 0  # Opus packet loss concealment (at full level or fading)
     faded: int = 0  # ... of which attenuated: a run of missing frames longer than 80 ms
     silenced: int = 0  # still missing after the fade: comfort noise (or silence), not PLC
+    withheld: int = 0  # decoded but not played: playout muted (the call is on hold)
     waited: int = 0  # nothing to play yet: silence
     decode_errors: int = 0  # an authenticated payload Opus refused (concealed instead)
     ticks_skipped: int = 0
@@ -164,6 +168,8 @@ class RtpReceiver:
         self._stretch_rest = 0  # frames to play as they are after a declined stretch
         self._background: float | None = None  # RMS of the peer's pauses (None: none heard)
         self._noise = np.random.default_rng()
+        self.muted = False  # play silence in place of the peer's audio (hold); still decode
+        self._unmuting = False
 
     @property
     def jitter_buffer(self) -> JitterBuffer:
@@ -280,12 +286,24 @@ class RtpReceiver:
             if clock is not None:
                 best = self._decoder.max_complexity
                 self._decoder.set_complexity(decoder_complexity(clock.complexity, best))
-            pcm, real = self.tick(loop.time())
+            pcm, real = self._gate(*self.tick(loop.time()))
             await self._sink.write_frame(pcm)
             if real and self.first_audio_at is None:
                 self.first_audio_at = loop.time()
                 self.first_audio.set()
             tick += 1
+
+    def _gate(self, pcm: bytes, real: bool) -> tuple[bytes, bool]:
+        """What the sink gets of a tick's frame: silence while :attr:`muted`, and a fade-in
+        on the first frame after it (so a resumed call does not click)."""
+        if self.muted:
+            self.playout.withheld += 1
+            self._unmuting = True
+            return SILENCE, False
+        if self._unmuting:
+            self._unmuting = False
+            pcm = ramp(pcm, 0.0, 1.0, FADE_IN_SAMPLES)
+        return pcm, real
 
     def tick(self, now: float) -> tuple[bytes, bool]:
         """One playout tick at loop time ``now``: the frame for the sink, and whether it holds

@@ -24,6 +24,11 @@ With a :class:`~voice.media.ladder.BitrateLadder` (the session's default) the sa
 pick the constant bitrate (40, 48 or 64 kbit/s; docs/media.md, "Bitrate ladder"), and FEC
 costs bits exactly while the ladder is above its clean bottom step. Nothing else changes a packet's
 size or time: the source's content never reaches any of these decisions.
+
+Mute (:attr:`RtpSender.muted`, also used for hold) replaces the source's frames with digital
+silence before encoding; the source is still read every tick, and the packets keep their size
+and time, so the network cannot tell a muted call from a talking one
+(tests/voice/media/test_mute_adversarial.py).
 """
 
 from __future__ import annotations
@@ -106,6 +111,7 @@ class RtpSender:
         self.octets_sent = 0  # RTP payload octets, as RTCP SR counts them
         self.ticks_skipped = 0
         self.source_ended = False
+        self.muted = False  # send digital silence in place of the source (mute, hold)
         self.payload_sizes: set[int] = set()
         self._loss_perc = float(initial_loss_perc)  # the prior for the first lossy report
         self.loss_perc = initial_loss_perc
@@ -163,6 +169,14 @@ class RtpSender:
             clock.leave()
 
     async def _read(self) -> bytes:
+        """The next frame to encode: the source's, or digital silence while :attr:`muted`.
+
+        A muted source is still read, so a microphone's buffer does not back up (and its
+        audio from before the unmute is not sent late)."""
+        pcm = await self._read_source()
+        return SILENCE if self.muted else pcm
+
+    async def _read_source(self) -> bytes:
         if self.source_ended:
             return SILENCE
         pcm = await self._source.read_frame()

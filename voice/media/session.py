@@ -4,6 +4,7 @@
     connect(peer description)        ICE checks; may run while the phone rings
     set_keys(tx=..., rx=...)         SRTP keys from the e2e key agreement (before or after ICE)
     start()                          after accept: send and play out
+    set_muted(...), set_playout_muted(...)  mute and hold: silence out / in, same packets
     send_bye()                       hang-up, in band: SRTCP report + BYE (3 times, 20 ms apart)
     close()                          hang-up: cancel every task, close ICE, drop the keys
 
@@ -118,6 +119,7 @@ class MediaSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._started_at: float | None = None
         self._error: str | None = None
+        self._playout_muted = False
 
     @classmethod
     async def create(
@@ -201,6 +203,7 @@ class MediaSession:
             first_packet=self.first_packet,
             peer_said_bye=self.peer_said_bye,
         )
+        self._receiver.muted = self._playout_muted
         self._rtcp = RtcpScheduler(
             sender=self._sender,
             receiver=self._receiver,
@@ -261,6 +264,20 @@ class MediaSession:
         self._started = True
         self._started_at = asyncio.get_running_loop().time()
         self._spawn(self._run_media(), "media")
+
+    def set_muted(self, muted: bool) -> None:
+        """Send digital silence in place of the source's audio (mute, hold), or stop doing so.
+
+        The source is still read; packet sizes and times do not change (constant bitrate), so
+        nothing on the path tells a muted call from a talking one."""
+        self._sender.muted = muted
+
+    def set_playout_muted(self, muted: bool) -> None:
+        """Play silence in place of the peer's audio (hold), or play it again. Packets are
+        still received, counted and decoded: the call's health checks see no difference."""
+        self._playout_muted = muted
+        if self._receiver is not None:
+            self._receiver.muted = muted
 
     @property
     def first_audio_at(self) -> float | None:

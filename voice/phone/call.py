@@ -10,11 +10,14 @@ Outgoing messages go through a second queue: a sender task seals each one
 never waits for the network. When the call ends, the media session is closed and the call keys
 are erased; the sender still flushes the last message.
 
+Mute acts on the media at once (nothing is sent); hold and resume go through the machine
+(:mod:`voice.call.hold`), which tells the peer, and HoldChanged silences both directions.
+
 Never logged: keys, SAS, descriptions, audio, message contents.
 
-About 500 lines, on purpose: the user's view of a call (accept, hangup, wait_connected, sas)
-and the one task that drives it share every field; split in two, each half would reach into
-the other's state.
+About 570 lines, on purpose: the user's view of a call (accept, hangup, wait_connected, sas,
+mute, hold) and the one task that drives it share every field; split in two, each half would
+reach into the other's state.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ __all__ = ["Call", "CallTimings", "Outcome", "PhoneLink"]
 log = logging.getLogger("voice.phone")
 TICK = 0.1  # seconds between deadline checks
 _PATH_ERRORS = (ev.FailReason.ICE_FAILED.value, ev.FailReason.NO_MEDIA_PATH.value)
+MAX_HOLD_CHANGES = 16  # hold changes queued for a UI that does not read them; newest kept
 
 
 @dataclass
@@ -149,6 +153,7 @@ class Call:
             name=self.short_id,
         )
         self._notices: asyncio.Queue[str] = asyncio.Queue()
+        self._hold_changes: asyncio.Queue[ev.HoldState] = asyncio.Queue(MAX_HOLD_CHANGES)
         self._connected = asyncio.Event()
         self._ended = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -189,6 +194,48 @@ class Call:
     async def next_notice(self) -> str:
         """The next change the user should hear of: "reconnecting" or "reconnected"."""
         return await self._notices.get()
+
+    @property
+    def muted(self) -> bool:
+        """Our microphone is muted: the peer gets digital silence (see :meth:`mute`)."""
+        return self._media.muted
+
+    def mute(self, muted: bool = True) -> None:
+        """Mute (or unmute) our microphone, from any state until the call ends (CallEnded).
+
+        The peer gets digital silence in place of our audio, in packets of the same size at
+        the same times: nothing on the path tells that we muted, and the peer is not told."""
+        if self.state.terminal:
+            raise CallEnded(self.outcome)
+        self._media.set_audio(muted=muted)
+
+    @property
+    def hold_state(self) -> ev.HoldState:
+        """Who holds the call: ``local`` (we), ``remote`` (the peer), both or neither."""
+        return self._machine.hold
+
+    @property
+    def on_hold(self) -> bool:
+        """Held by either side: nothing is played, and silence is sent instead of our audio."""
+        return self._machine.hold.held
+
+    async def hold(self) -> None:
+        """Put the connected call on hold and tell the peer (a sealed ``hold``).
+
+        While held (by either side) both phones play nothing and send digital silence in place
+        of the microphone, at the same packet size and rate, so the call stays healthy and the
+        network sees no change. CallControlError unless the call is connected and not already
+        held by us; CallEnded once it ended."""
+        await self._hold_change(ev.UserHold())
+
+    async def resume(self) -> None:
+        """Take our hold off and tell the peer (a sealed ``resume``); the call stays held while
+        the peer holds it too. CallControlError unless we hold the call."""
+        await self._hold_change(ev.UserResume())
+
+    async def next_hold_change(self) -> ev.HoldState:
+        """The next change of :attr:`hold_state`, ours or the peer's (for the UI to show)."""
+        return await self._hold_changes.get()
 
     def media_stats(self) -> MediaStats | None:
         """Live media counters (the last ones after the call ended); None before media exists."""
@@ -310,6 +357,21 @@ class Call:
             raise CallEnded(self.outcome)
         await self.post(event)
 
+    async def _hold_change(self, event: ev.UserHold | ev.UserResume) -> None:
+        hold = isinstance(event, ev.UserHold)
+        if self.state.terminal:
+            raise CallEnded(self.outcome)
+        if self.state is not State.CONNECTED:
+            raise CallControlError(f"only a connected call can be held (it is {self.state.value})")
+        if self.hold_state.local == hold:
+            why = "the call is already on hold" if hold else "we are not holding the call"
+            raise CallControlError(why)
+        step = await self.post(event)
+        if step is None:
+            raise CallEnded(self.outcome)
+        if not step.ok:
+            raise CallControlError(f"cannot {'hold' if hold else 'resume'}: {step.rejected}")
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + TICK
@@ -417,7 +479,8 @@ class Call:
         """Carry out one effect; return the event it produced for the machine, if any."""
         now = asyncio.get_running_loop().time()
         if isinstance(fx, ev.SendMessage):
-            self._outbox.put(fx.message)
+            # A hold change that cannot reach the peer must not end the call: ours is applied.
+            self._outbox.put(fx.message, best_effort=isinstance(fx.message, m.Hold | m.Resume))
         elif isinstance(fx, ev.PrepareRinging):
             return await self._prepare_ringing(fx.offer)
         elif isinstance(fx, ev.StartIce):
@@ -441,6 +504,8 @@ class Call:
             self._outbox.put(self._media.candidates())
         elif isinstance(fx, ev.RestartIce):
             self._spawn(self._restarter.receive(fx.message), "restart")
+        elif isinstance(fx, ev.HoldChanged):
+            self._hold_changed(fx.state)
         elif isinstance(fx, ev.EndCall):
             detail = fx.detail
             if fx.reason in (ev.FailReason.ICE_FAILED, ev.FailReason.NO_MEDIA_PATH):
@@ -461,6 +526,13 @@ class Call:
             log.warning("call %s: cannot prepare media (%s)", self.short_id, type(exc).__name__)
             return ev.UserDecline()
         return self._media.ring(session, offer, private=self.private_ice)
+
+    def _hold_changed(self, state: ev.HoldState) -> None:
+        self._media.set_audio(held=state.held)
+        log.info("call %s: hold: local %s, remote %s", self.short_id, state.local, state.remote)
+        if self._hold_changes.full():
+            self._hold_changes.get_nowait()  # nobody is reading: keep the newest
+        self._hold_changes.put_nowait(state)
 
     def _show_sas(self) -> None:
         keys = self._media.keys

@@ -47,12 +47,29 @@ class CallMedia:
         self.first_audio_at: float | None = None
         self._watch = MediaWatch(cfg.media_timeout)
         self._moved = False  # this machine's addresses changed since the last check
+        self.muted = False  # the user muted the microphone
+        self.held = False  # the call is on hold, by either side
 
     def addresses_changed(self) -> None:
         """The phone saw this machine's addresses change: a connected call restarts ICE at
         its first check within a second that finds the audio stopped (voice.call.health: the
         old path may be gone; a restart while audio still flows would only cost a gap)."""
         self._moved = True
+
+    def set_audio(self, *, muted: bool | None = None, held: bool | None = None) -> None:
+        """Mute and hold: digital silence goes out while muted or held (same packets: the
+        network sees no change), and silence is played while held."""
+        if muted is not None:
+            self.muted = muted
+        if held is not None:
+            self.held = held
+        self._apply_audio()
+
+    def _apply_audio(self) -> None:
+        session = self.session
+        if session is not None:
+            session.set_muted(self.muted or self.held)
+            session.set_playout_muted(self.held)
 
     @property
     def keys(self) -> CallKeys | None:
@@ -61,6 +78,7 @@ class CallMedia:
     def dial(self, session: MediaSession) -> ev.UserDial:
         """Caller: the offer commits to our key and this session's description."""
         self.session = session
+        self._apply_audio()
         return self.agreement.dial(session.local_description())
 
     def ring(self, session: MediaSession, offer: m.Offer, *, private: bool) -> ev.RingingReady:
@@ -69,6 +87,7 @@ class CallMedia:
         ``private``: the caller is not a verified contact; our candidates (our addresses) are
         left out and follow the user's accept (SendCandidates)."""
         self.session = session
+        self._apply_audio()
         description = session.local_description()
         if private:
             description = {**description, "ice": {**description["ice"], "candidates": []}}

@@ -60,7 +60,12 @@ INPUTS: list[tuple[str, Any, float]] = [  # (name, input, now)
     ("Cancel", m.Cancel(), 0.0),
     ("Hangup", m.Hangup(), 0.0),
     ("CallError", m.CallError("ice_failed"), 0.0),
+    ("UserHold", ev.UserHold(), 0.0),
+    ("UserResume", ev.UserResume(), 0.0),
+    ("Hold", m.Hold(1), 0.0),
+    ("Resume", m.Resume(2), 0.0),
 ]
+HOLD_CHANGES = 2  # our own hold changes per call in the exploration (keeps it finite)
 
 
 def feed(machine: CallMachine, item: Any, now: float) -> ev.Step:
@@ -70,7 +75,7 @@ def feed(machine: CallMachine, item: Any, now: float) -> ev.Step:
 
 
 def fresh(role: Role) -> CallMachine:
-    return CallMachine(role=role, peer="peer", call_id=CALL_ID)
+    return CallMachine(role=role, peer="peer", call_id=CALL_ID, max_hold_changes=HOLD_CHANGES)
 
 
 def explore() -> tuple[set[tuple[str, str, str]], int]:

@@ -37,6 +37,8 @@ messages = st.one_of(
     st.builds(m.Reveal, keys, continuity),
     st.sampled_from([m.Accept(), m.Decline(), m.Busy(), m.Cancel(), m.Hangup()]),
     st.builds(m.CallError, reasons),
+    st.builds(m.Hold, st.integers(1, m.MAX_HOLD_EPOCH)),
+    st.builds(m.Resume, st.integers(1, m.MAX_HOLD_EPOCH)),
 )
 
 
@@ -172,6 +174,13 @@ def nest(depth: int) -> Any:
             id="non-canonical-number",
         ),
         pytest.param(b" " * (m.MAX_MESSAGE_BYTES + 1), id="oversized"),
+        pytest.param(canon({"v": 1, "type": "hold"}), id="hold-without-epoch"),
+        pytest.param(canon({"v": 1, "type": "hold", "epoch": 0}), id="hold-epoch-0"),
+        pytest.param(canon({"v": 1, "type": "resume", "epoch": -1}), id="resume-epoch-negative"),
+        pytest.param(canon({"v": 1, "type": "hold", "epoch": 2**31}), id="hold-epoch-too-big"),
+        pytest.param(canon({"v": 1, "type": "hold", "epoch": True}), id="hold-epoch-bool"),
+        pytest.param(b'{"epoch":1.0,"type":"hold","v":1}', id="hold-epoch-float"),
+        pytest.param(canon({"v": 1, "type": "hold", "epoch": "1"}), id="hold-epoch-string"),
     ],
 )
 def test_malformed_payloads_are_rejected(payload: bytes) -> None:

@@ -132,6 +132,32 @@ async def test_wrong_rx_key_plays_no_audio_and_counts_auth_failures(call: Call) 
     assert len(call.b_sink.frames) > 20 and peak(call.b_sink.frames) == 0
 
 
+async def test_mute_sends_silence_and_muted_playout_plays_nothing(call: Call) -> None:
+    """Mute and hold at the session: silence out, silence in, and the packets never stop."""
+    call.b.set_playout_muted(True)  # before there is a receiver: kept for it
+    await call.connect()
+    call.keys()
+    call.a.start()
+    call.b.start()
+    await asyncio.wait_for(call.a.first_audio.wait(), 5)
+    await asyncio.sleep(1.0)
+    stats = call.b.stats()
+    assert stats.rtp_packets_received > 30 and stats.playout.withheld > 30  # a's tone arrives
+    assert peak(call.b_sink.frames) == 0 and not call.b.first_audio.is_set()  # ... unplayed
+
+    call.b.set_playout_muted(False)
+    call.a.set_muted(True)
+    await asyncio.sleep(1.0)
+    assert peak(call.b_sink.frames[-30:]) < 50  # a sends digital silence
+    assert dominant_hz(call.a_sink.frames[-40:]) == pytest.approx(B_HZ, abs=5)  # b does not
+
+    call.a.set_muted(False)
+    await asyncio.sleep(1.0)
+    assert dominant_hz(call.b_sink.frames[-30:]) == pytest.approx(A_HZ, abs=5)
+    assert peak(call.b_sink.frames[-30:]) > 4000
+    assert call.a.stats().srtp_packet_sizes == (128,)  # muted or not: one size on the wire
+
+
 async def test_ten_percent_loss_still_delivers_the_tone_with_fec() -> None:
     a_sink, b_sink = MemorySink(), MemorySink()
     a = await MediaSession.create(
