@@ -189,9 +189,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Sentences(logging.Formatter):
+    """Without -v a warning reaches the user as one sentence: no timestamp, no logger name and
+    never a traceback (those come with -v)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"voice: {record.levelname.lower()}: {record.getMessage()}"
+
+
 def _configure_logging(verbosity: int) -> None:
+    """Warnings and up to stderr (-v: info, -vv: debug, with times, names and tracebacks).
+    Like ``logging.basicConfig``, nothing changes where logging is already set up."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    if verbosity <= 0:
+        handler.setFormatter(_Sentences())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
