@@ -98,6 +98,29 @@ async def test_sas_prompt_marks_the_contact_verified(tmp_path: Path) -> None:
     assert contact is not None and contact.state is TrustState.VERIFIED
 
 
+async def test_a_verified_contact_is_not_asked_to_compare_again(tmp_path: Path) -> None:
+    """Both compare the words on the first call; on the second, each is told the contact is
+    verified and the keys continue the first call's secret, and nobody is asked again."""
+    quiet = ("--silence", "--no-output")
+    async with signaling_server() as url:
+        # bob: accept, "same words", accept the second call (and nothing more to answer)
+        bob = await listener(tmp_path / "bob", url, "bob", *quiet, stdin=b"y\ny\ny\n")
+        first = await run_voice(tmp_path / "alice", "call", "bob", *quiet, "--duration", "2",
+                                server=url, user="alice", stdin=b"y\n")  # fmt: skip
+        assert first.proc.returncode == ExitCode.OK, first.stdout + first.stderr
+        await bob.wait_for("Waiting for the next call", 20)
+        second = await run_voice(tmp_path / "alice", "call", "bob", *quiet, "--duration", "1",
+                                 server=url, user="alice", stdin=b"")  # fmt: skip
+        assert second.proc.returncode == ExitCode.OK, second.stdout + second.stderr
+        assert await bob.stop_listening() == ExitCode.OK, bob.stdout + bob.stderr
+    assert "Does bob read the same words?" in first.stdout
+    assert "Does bob read the same words?" not in second.stdout
+    assert bob.stdout.count("Does alice read the same words?") == 1
+    told = "is verified: the same identity key as in your 1 earlier call, and this call's keys"
+    assert f"bob {told}" in second.stdout and f"alice {told}" in bob.stdout
+    assert "WARNING" not in second.stdout + bob.stdout
+
+
 async def test_offline_unknown_and_no_call(tmp_path: Path) -> None:
     async with signaling_server() as url:
         # bob registers, waits 1 s for a call that never comes, and leaves

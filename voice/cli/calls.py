@@ -20,6 +20,8 @@ from voice.cli.context import Settings, check_username
 from voice.cli.options import CallOptions
 from voice.cli.summary import audio_summary
 from voice.cli.ui import Interrupt, LineReader, ask_yes_no, sas_lines, say
+from voice.crypto.contacts import Contact, TrustState
+from voice.crypto.continuity import ContinuityResult
 from voice.crypto.identity import Fingerprint
 from voice.errors import CallEnded, KeyChangedError, RecipientOffline, UnknownUser
 from voice.exitcodes import ExitCode, for_reason
@@ -220,12 +222,25 @@ class Session:
         warning = call.continuity_warning
         if warning:
             self.say(f"WARNING: {warning}")
+        elif self._verified(call):
+            self.say(verified_line(call.peer, self.contacts.get(call.peer), call.continuity))
         self.say("Ctrl-C hangs up.")
+
+    def _verified(self, call: Call) -> bool:
+        """A contact the user verified (SAS or fingerprint), calling under that key, whose
+        continuity check found nothing wrong: no need to compare the words again (as Signal
+        does not ask again after a verified safety number). A continuity MISMATCH asks again."""
+        contact = self.contacts.get(call.peer)
+        return (
+            contact is not None
+            and contact.state is TrustState.VERIFIED
+            and call.continuity is not ContinuityResult.MISMATCH
+        )
 
     async def _confirm_sas(self, call: Call) -> None:
         """Verification follows a shown SAS, always: only the user's answer to this question,
         asked after the SAS is on screen, marks the contact verified."""
-        if not self.options.prompt:
+        if not self.options.prompt or self._verified(call):
             return
         if await ask_yes_no(self.out, f"Does {call.peer} read the same words?", self.lines):
             call.mark_verified()
@@ -305,3 +320,14 @@ async def call(settings: Settings, peer: str, options: CallOptions) -> ExitCode:
 async def _connected(call: Call) -> bool:
     await call.wait_connected()
     return True
+
+
+def verified_line(peer: str, contact: Contact | None, continuity: ContinuityResult | None) -> str:
+    """What a call with a verified contact says instead of asking to compare the words (shown
+    once connected: the contact book already counts this call)."""
+    earlier = max(0, contact.connected_calls - 1) if contact is not None else 0
+    line = f"{peer} is verified: the same identity key as in your {earlier} earlier call"
+    line += "" if earlier == 1 else "s"
+    if continuity is ContinuityResult.MATCH:
+        line += ", and this call's keys continue a secret kept from them"
+    return line + ". No need to compare the words again."

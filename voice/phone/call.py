@@ -36,6 +36,7 @@ from voice.call.events import Outcome, Role, State
 from voice.call.inbound import CallView
 from voice.call.machine import SENT_BY, CallMachine
 from voice.call.outbound import CallSealer
+from voice.crypto.continuity import ContinuityResult
 from voice.crypto.sas import Sas
 from voice.errors import (
     CallControlError,
@@ -131,6 +132,7 @@ class Call:
         self._timings = CallTimings()
         self._media = CallMedia(cfg, peer=peer, peer_key=peer_key, call_id=call_id)
         self._continuity_warning: str | None = None
+        self._continuity: ContinuityResult | None = None
         self._sas: Sas | None = None
         self._inbox: asyncio.Queue[tuple[Input, asyncio.Future[ev.Step | None] | None]]
         self._inbox = asyncio.Queue()
@@ -174,6 +176,13 @@ class Call:
     def continuity_warning(self) -> str | None:
         """Set when key continuity failed: show it to the user before they trust the call."""
         return self._continuity_warning
+
+    @property
+    def continuity(self) -> ContinuityResult | None:
+        """What the key-continuity check found once the keys exist: MATCH means a secret kept
+        from an earlier call is mixed into this call's keys (ZRTP's rs1/rs2), so a man in the
+        middle would have had to be there, or hold that secret, ever since (None before)."""
+        return self._continuity
 
     @property
     def timings(self) -> CallTimings:
@@ -489,6 +498,7 @@ class Call:
             result = self._media.derive(fx)
             if self._media.keys is not None:
                 self._continuity_warning = self._media.keys.continuity_warning
+                self._continuity = self._media.keys.continuity
             return result
         elif isinstance(fx, ev.Ring | ev.Ringback):
             self._timings.ringing_at = now
