@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.voice.cli_harness import VoiceProc, run_voice, signaling_server, start_voice
+from voice.audio.base import SAMPLE_RATE
+from voice.audio.speech import speech_sample
+from voice.audio.wavfile import load_wav
 from voice.crypto.identity import Identity
 from voice.exitcodes import ExitCode
 from voice.net.client import SignalingClient
@@ -96,3 +100,26 @@ async def test_listen_timeout_ends_cleanly(tmp_path: Path) -> None:
     assert bob.proc.returncode == ExitCode.NO_ANSWER, bob.stdout + bob.stderr
     assert "No call came." in bob.stdout
     assert "Traceback" not in bob.stderr and "never retrieved" not in bob.stderr, bob.stderr
+
+
+async def test_every_call_of_a_listen_gets_its_audio_not_only_the_first(tmp_path: Path) -> None:
+    """bob's listen plays the speech sample: the second caller hears it too (each call opens
+    the source afresh; before, calls after the first got silence)."""
+    async with signaling_server() as url:
+        bob = await start_voice(tmp_path / "bob", "listen", "--auto-answer", "--play",
+                                str(speech_sample()), "--no-output", "--no-prompt",
+                                server=url, user="bob")  # fmt: skip
+        await bob.wait_for("Waiting for a call")
+        heard: list[float] = []
+        for k in range(2):
+            record = tmp_path / f"heard{k}.wav"
+            alice = await run_voice(tmp_path / "alice", "call", "bob", "--silence", "--record",
+                                    str(record), "--no-prompt", "--duration", "2.5",
+                                    server=url, user="alice")  # fmt: skip
+            assert alice.proc.returncode == ExitCode.OK, alice.stdout + alice.stderr
+            await bob.wait_for("Waiting for the next call")
+            pcm = load_wav(record, SAMPLE_RATE).astype(np.float64)
+            heard.append(float(np.sqrt(np.mean(pcm**2))))
+        bob.interrupt()
+        assert await bob.finish() == ExitCode.OK, bob.stdout + bob.stderr
+    assert min(heard) > 300.0, heard  # speech both times (silence and comfort noise: < 60)

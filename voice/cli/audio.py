@@ -11,6 +11,9 @@ unless ``--no-audio-processing``. WAV files, tones and silence never do: there i
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +21,8 @@ from voice.audio.base import AudioSink, AudioSource
 from voice.audio.sinks import NullSink, WavRecorder
 from voice.audio.sources import SilenceSource, ToneSource, WavFileSource
 from voice.errors import UsageError
+
+log = logging.getLogger("voice.cli")
 
 
 @dataclass(frozen=True)
@@ -80,11 +85,17 @@ class AudioChoice:
 
     async def build(self) -> tuple[AudioSource, AudioSink]:
         """Open a fresh source and sink (raises NoAudioDevice, FileNotFoundError, ...)."""
+        return self.open_now()
+
+    def open_now(self) -> tuple[AudioSource, AudioSink]:
+        """:meth:`build` without awaiting: for the phone's audio factory, which is called
+        synchronously while a call is set up. On an error, what was opened is closed in the
+        background."""
         source = self._source()
         try:
             sink = self._sink()
         except BaseException:
-            await source.close()
+            _close_soon(source)
             raise
         if not self.front_end:
             return source, sink
@@ -93,8 +104,8 @@ class AudioChoice:
         try:
             return with_front_end(source, sink)
         except BaseException:
-            await source.close()
-            await sink.close()
+            _close_soon(source)
+            _close_soon(sink)
             raise
 
     def _source(self) -> AudioSource:
@@ -124,11 +135,22 @@ def _spec(device: str | None) -> str | int | None:
     return int(device) if device.strip().isdigit() else device
 
 
-class AudioPlan:
-    """Hands out the source/sink pair prepared before logging in, to the one call it serves.
+def _close_soon(stream: AudioSource | AudioSink) -> None:
+    with contextlib.suppress(RuntimeError):  # no running loop: nothing was started either
+        task = asyncio.get_running_loop().create_task(stream.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
-    The CLI handles one call per run, so a second request is a bug upstream; it still gets a
-    silent pair rather than a crash inside the controller.
+
+_closing: set[asyncio.Task[None]] = set()  # keeps the background closes referenced
+
+
+class AudioPlan:
+    """Hands each call its source/sink pair: the first is the one prepared before logging in
+    (so a missing device fails fast), each later call of a ``listen`` gets a fresh one, opened
+    as it is set up (a WAV file plays from its start again; ``--record`` starts the file over,
+    so it keeps the latest call). If that fails (a device unplugged meanwhile), the call goes on
+    with silence and says so in the log rather than failing inside the controller.
     """
 
     def __init__(self, choice: AudioChoice, pair: tuple[AudioSource, AudioSink]) -> None:
@@ -143,7 +165,11 @@ class AudioPlan:
         if self._prepared is not None:
             pair, self._prepared = self._prepared, None
             return pair
-        return SilenceSource(), NullSink()
+        try:
+            return self.choice.open_now()
+        except Exception as exc:
+            log.warning("could not open the audio for this call (%s): it goes on silent", exc)
+            return SilenceSource(), NullSink()
 
     async def close(self) -> None:
         """Close the prepared pair if no call took it."""
