@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     call = add("call", "call USER")
     call.add_argument("peer", metavar="USER")
     _add_audio(call)
+    ui = add("ui", "the call screen (terminal UI): home, incoming calls, the call, its end")
+    ui.add_argument("peer", metavar="USER", nargs="?", help="call USER at once")
+    _add_audio(ui)
     add("contacts", "list pinned contacts and whether they are verified")
     trust = add("trust", "accept USER's key after checking its fingerprint out of band")
     trust.add_argument("peer", metavar="USER")
@@ -239,6 +242,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
     from voice.cli.options import CallOptions
 
     options = CallOptions.from_args(args)
+    if command == "ui":
+        from voice.ui.shell import run_ui  # loads textual: only for the screen
+
+        return asyncio.run(run_ui(settings, options, args.peer))
     if command == "listen":
         return asyncio.run(listen.listen(settings, options))
     return asyncio.run(calls.call(settings, args.peer, options))
