@@ -12,6 +12,11 @@ machine kept it waiting, and a gap in the test's own harness cannot be told apar
 in the call. The devices under test are alice's pyaudio microphone and bob's pyaudio speaker.
 A null sink can still stall when a stream starts, so the speech is played PLAYS times, recorded
 for long enough, and the best play counts.
+
+Alice's microphone is sent as it is (``--no-audio-processing``): the audio front end's gain
+control and noise suppression change the waveform over time, and this test compares waveforms
+to check the devices. The front end is tested on its own (tests/voice/audio/test_frontend.py,
+PESQ-WB of speech through it) and on the device path (tests/voice/test_cli_audio.py).
 """
 
 from __future__ import annotations
@@ -123,7 +128,8 @@ async def test_call_from_a_pyaudio_microphone_to_a_pyaudio_speaker(
         recorder = await _start_recording(recording, "voice_spk.monitor")
         try:
             alice = await start_voice(tmp_path / "alice", "call", "bob", "--input", "pulse",
-                                      "--no-output", "--no-prompt", "--duration", str(talk),
+                                      "--no-audio-processing", "--no-output", "--no-prompt",
+                                      "--duration", str(talk),
                                       server=url, user="alice",
                                       env={"PULSE_SOURCE": "voice_mic.monitor"})  # fmt: skip
             await alice.wait_for("Connected")
