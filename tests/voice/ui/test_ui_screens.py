@@ -102,11 +102,11 @@ async def test_ctrl_c_hangs_up_and_duration_hangs_up_by_itself() -> None:
         await pilot.pause()
         assert call.log == ["hangup"]
     timed = connected_call(seconds=0.0)
-    host = Host(CallScreen(timed, None, Levels(), duration=0.5))
+    host = Host(CallScreen(timed, None, Levels(), duration=2.0))  # margin for a loaded start-up
     async with host.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.2)
+        await pilot.pause()
         assert timed.log == []
-        await pilot.pause(0.6)
+        await pilot.pause(2.5)
         assert timed.log == ["hangup"]
 
 
