@@ -227,7 +227,9 @@ def test_delay_jitter_loss_bursts_reordering_and_duplicates(link: ImpairedLink) 
         assert want[int(p / 100 * (len(want) - 1))] == pytest.approx(expected, abs=1.5)
         assert expected - 1.5 <= q[p] <= expected + SLACK_MS, report
     assert late[0] >= -0.05, report  # never early
-    assert late[len(late) // 2] <= 1.0, report  # on time (idle machine: p90 0.25, p99 < 2 ms)
+    # On time at the median: 0.3 ms on an idle machine (p90 0.25, p99 < 2 ms), 2.4 ms once in
+    # CI with both cores busy; a stage that rounded due times to a coarse tick would be later.
+    assert late[len(late) // 2] <= SLACK_MS / 2, report
     print(f"a->b loss {1 - len(at_b.unique) / N:.4f}; late (reordered by jitter) "
           f"{at_b.late() / N:.3f}")  # fmt: skip
 
