@@ -12,47 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from voice.call.events import EndReason, FailReason, Role
 from voice.cli.audio import AudioPlan
 from voice.cli.context import Settings, check_username
+from voice.cli.login import phone_config, remember_login
 from voice.cli.options import CallOptions
-from voice.cli.summary import audio_summary
+from voice.cli.summary import audio_summary, end_text
 from voice.cli.ui import Interrupt, LineReader, ask_yes_no, sas_lines, say
 from voice.crypto.contacts import Contact, TrustState
 from voice.crypto.continuity import ContinuityResult
 from voice.crypto.identity import Fingerprint
 from voice.errors import CallEnded, KeyChangedError, RecipientOffline, UnknownUser
 from voice.exitcodes import ExitCode, for_reason
-from voice.phone import Call, Phone, PhoneConfig
+from voice.phone import Call, Phone
 
 T = TypeVar("T")
-
-_END_TEXT: dict[EndReason | FailReason, str] = {
-    EndReason.HANGUP_LOCAL: "you hung up",
-    EndReason.HANGUP_REMOTE: "{peer} hung up",
-    EndReason.DECLINED_LOCAL: "you declined",
-    EndReason.DECLINED_REMOTE: "{peer} declined the call",
-    EndReason.BUSY: "{peer} is busy (in another call)",
-    EndReason.CANCELLED_LOCAL: "you cancelled the call",
-    EndReason.CANCELLED_REMOTE: "{peer} cancelled the call",
-    EndReason.NO_ANSWER: "no answer from {peer}",
-    EndReason.GLARE_LOST: "{peer} called you at the same time; that call went ahead",
-    FailReason.KEY_CHANGED: "{peer}'s identity key changed",
-    FailReason.COMMITMENT_MISMATCH: "{peer}'s key did not match its commitment (possible attack)",
-    FailReason.BAD_KEY: "{peer} sent an invalid key",
-    FailReason.ICE_FAILED: "no network path to {peer} (ICE failed)",
-    FailReason.MEDIA_FAILED: "the audio connection failed",
-    FailReason.PEER_VANISHED: "{peer} went offline",
-    FailReason.BAD_MESSAGE: "{peer} sent a malformed message",
-    FailReason.SETUP_TIMEOUT: "the call was accepted but the keys never became ready",
-    FailReason.REMOTE_ERROR: "{peer} reported an error",
-    FailReason.SIGNALING_LOST: "lost the connection to the signaling server during call setup",
-    FailReason.UNREACHABLE: "{peer}'s phone did not ring: it is offline or its network is down",
-    FailReason.NO_MEDIA_PATH: "no audio path to {peer} could be found",
-    FailReason.MEDIA_LOST: "the audio from {peer} stopped and the connection did not come back",
-}
 
 
 async def race(main: Awaitable[T], *stoppers: asyncio.Event) -> T | None:
@@ -92,27 +68,8 @@ class Session:
         say(self.out, text)
 
     async def open(self) -> tuple[Phone, AudioPlan]:
-        user = self.settings.require_user()
-        identity = self.settings.identity()
-        pins = self.settings.server_pins()
-        pin = pins.get(self.settings.server)  # the server id pinned for this address, if any
+        config = phone_config(self.settings, self.options, self.contacts)
         plan = await AudioPlan.prepare(self.options.audio)
-        config_args: dict[str, Any] = {}
-        if self.options.timeout is not None:
-            config_args["no_answer_timeout"] = self.options.timeout
-        config = PhoneConfig(
-            server_url=self.settings.server,
-            user=user,
-            identity=identity,
-            contacts=self.contacts,
-            replay_journal=self.settings.replay_journal_path,
-            expected_server=pin.name if pin is not None and pin.server_id is None else None,
-            expected_server_id=pin.server_id if pin is not None else None,
-            ca_file=self.settings.ca_file,
-            insecure=self.settings.insecure,
-            relay=self.options.relay,
-            **config_args,
-        )
         try:
             phone = await Phone.connect(config, audio=plan)
         except BaseException:
@@ -120,15 +77,15 @@ class Session:
             raise
         self.phone = phone
         try:
-            pins.pin(self.settings.server, phone.server_name, phone.server_id)
-            self.settings.remember_user(user)
-        except OSError as exc:  # a read-only or full config directory: say so, keep the call
-            self.say(f"WARNING: could not save to {self.settings.config_dir}: {exc}")
+            warning = remember_login(self.settings, phone)
         except BaseException:
             self.phone = None
             await phone.close()
             await plan.close()
             raise
+        if warning is not None:
+            self.say(f"WARNING: {warning}")
+        user = phone.user
         self.say(f"Logged in to {self.settings.server} as {user} ({plan.choice.describe()}).")
         return phone, plan
 
@@ -253,7 +210,7 @@ class Session:
         """Once ``call`` ended: say why, and return the exit code for it."""
         outcome = await call.wait_ended()
         reason: EndReason | FailReason = outcome.reason
-        text = _END_TEXT.get(reason, reason.value).format(peer=call.peer)
+        text = end_text(reason, call.peer)
         detail = getattr(outcome, "detail", None)
         self.say(f"Call ended: {text}" + (f" ({detail})" if detail else "") + ".")
         stats = call.media_stats()

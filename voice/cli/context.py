@@ -75,6 +75,10 @@ class Settings:
         return self.config_dir / "replay.json"
 
     @property
+    def call_log_path(self) -> Path:
+        return self.config_dir / "calls.json"
+
+    @property
     def server_pins_path(self) -> Path:
         return self.config_dir / "servers.json"
 

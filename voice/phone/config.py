@@ -22,6 +22,7 @@ from voice.crypto.sas import DEFAULT_SAS_BITS, MIN_SAFE_SAS_BITS
 from voice.media.loss import LossModel
 from voice.media.opus import OpusSettings
 from voice.net.client import KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT
+from voice.phone.history import CallLog
 
 __all__ = ["RELAY_POLICIES", "PhoneConfig", "RelayPolicy", "TestHooks"]
 
@@ -75,6 +76,7 @@ class PhoneConfig:
     reconnect: bool = True  # a lost signaling session is logged in again (False: it ends)
     reconnect_delay: float = 0.5  # first backoff ceiling; doubles per failed attempt,
     reconnect_max_delay: float = 15.0  # up to this (full jitter: a random wait below it)
+    call_log: CallLog | None = None  # where ended and missed calls are recorded (CLI: config dir)
     hooks: TestHooks = field(default_factory=TestHooks)
 
     def __post_init__(self) -> None:

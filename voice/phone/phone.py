@@ -56,7 +56,7 @@ from voice.call import events as ev
 from voice.call import inbound as ib
 from voice.call import messages as m
 from voice.call import routing
-from voice.call.events import EndReason, FailReason, Role
+from voice.call.events import EndReason, FailReason, Outcome, Role
 from voice.call.inbound import CallView, Inbound, KeyChangedWarning
 from voice.call.outbound import CallSealer
 from voice.crypto.contacts import TrustState
@@ -76,6 +76,7 @@ from voice.net.client import Delivery, SignalingClient
 from voice.phone.addresses import AddressWatch, host_addresses, watch_addresses
 from voice.phone.call import Call
 from voice.phone.config import PhoneConfig
+from voice.phone.history import CallRecord, record_for
 from voice.phone.journal import JournalWriter
 from voice.phone.link import LinkChange, SignalingLink
 from voice.phone.media import CLOSE_TIMEOUT, open_session
@@ -363,6 +364,8 @@ class Phone:
 
     def on_end(self, call: Call) -> None:
         outcome = call.outcome
+        if outcome is not None and outcome.reason is not EndReason.GLARE_LOST:
+            self._log_call(call, outcome)  # a lost glare call is not a call: the other one is
         if call.role is Role.CALLEE and call.timings.answered_at is None and outcome is not None:
             reason = _MISSED_REASONS.get(outcome.reason)
             if reason is not None:
@@ -376,6 +379,32 @@ class Phone:
         self.dropped[what] += 1
 
     # ---- internals ------------------------------------------------------------------------
+
+    def _log_call(self, call: Call, outcome: Outcome) -> None:
+        """Record the call in the call log (its times are loop times; the log's is wall)."""
+        if self.config.call_log is None:
+            return
+        t = call.timings
+        now = asyncio.get_running_loop().time()
+        began = t.dialed_at if t.dialed_at is not None else t.offered_at
+        ended = t.ended_at if t.ended_at is not None else now
+        self._write_log(
+            record_for(
+                server=self.config.server_url,
+                peer=call.peer,
+                incoming=call.role is Role.CALLEE,
+                outcome=outcome,
+                began_at=self.config.hooks.clock() - (now - (began if began is not None else now)),
+                connected_for=None if t.connected_at is None else max(0.0, ended - t.connected_at),
+            )
+        )
+
+    def _write_log(self, record: CallRecord) -> None:
+        assert self.config.call_log is not None
+        try:
+            self.config.call_log.add(record)
+        except (OSError, VoiceError) as exc:  # a full disk or a refused file: the call is fine
+            log.warning("could not write the call log: %s", exc)
 
     def _note_missed(self, missed: MissedCall) -> None:
         log.info("missed a call (%s)", missed.reason)
@@ -506,6 +535,9 @@ class Phone:
         )
         self._note_missed(MissedCall(action.peer, self.config.hooks.clock(), "busy",
                                      action.call_id))  # fmt: skip
+        if self.config.call_log is not None:
+            at = self.config.hooks.clock()
+            self._write_log(CallRecord(self.config.server_url, action.peer, "in", at, "missed"))
         with contextlib.suppress(VoiceError, TimeoutError, OSError):
             await self.send_envelope(action.peer, sealer.seal(m.Busy()))
 

@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from voice.cli.context import Settings, check_username
+from voice.cli.login import phone_config, remember_login
 from voice.cli.options import CallOptions
 from voice.crypto.contacts import ContactBook
 from voice.exitcodes import ExitCode
-from voice.phone import Phone, PhoneConfig
+from voice.phone import Phone
 from voice.ui.meter import CallAudio
 
 if TYPE_CHECKING:
@@ -32,37 +33,13 @@ async def open_phone(
     settings: Settings, options: CallOptions, contacts: ContactBook, audio: CallAudio
 ) -> tuple[Phone, list[str]]:
     """A logged-in phone, and the warnings to show once the screen is up."""
-    user = settings.require_user()
-    identity = settings.identity()
-    pins = settings.server_pins()
-    pin = pins.get(settings.server)  # the server id pinned for this address, if any
-    extra: dict[str, Any] = {}
-    if options.timeout is not None:
-        extra["no_answer_timeout"] = options.timeout
-    config = PhoneConfig(
-        server_url=settings.server,
-        user=user,
-        identity=identity,
-        contacts=contacts,
-        replay_journal=settings.replay_journal_path,
-        expected_server=pin.name if pin is not None and pin.server_id is None else None,
-        expected_server_id=pin.server_id if pin is not None else None,
-        ca_file=settings.ca_file,
-        insecure=settings.insecure,
-        relay=options.relay,
-        **extra,
-    )
-    phone = await Phone.connect(config, audio=audio)
-    warnings: list[str] = []
+    phone = await Phone.connect(phone_config(settings, options, contacts), audio=audio)
     try:
-        pins.pin(settings.server, phone.server_name, phone.server_id)
-        settings.remember_user(user)
-    except OSError as exc:  # a read-only or full config directory: say so, keep the phone
-        warnings.append(f"could not save to {settings.config_dir}: {exc}")
+        warning = remember_login(settings, phone)
     except BaseException:
         await phone.close()
         raise
-    return phone, warnings
+    return phone, [warning] if warning is not None else []
 
 
 async def run_ui(settings: Settings, options: CallOptions, peer: str | None = None) -> ExitCode:

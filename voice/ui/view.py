@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from typing import Literal
 
 from voice.call.events import EndReason, FailReason, HoldState, Outcome, Role, State
-from voice.cli.calls import _END_TEXT  # the line mode's wording of each end reason
-from voice.cli.summary import audio_summary
+from voice.cli.summary import audio_summary, end_text
 from voice.crypto.contacts import Contact, TrustState
 from voice.crypto.continuity import ContinuityResult
 from voice.crypto.sas import Sas
 from voice.media.stats import MediaStats
+from voice.phone.history import CallRecord
 
 __all__ = [
     "Badge",
     "EndSummary",
     "ScreenName",
+    "call_row",
     "contact_row",
     "continuity_line",
     "end_summary",
@@ -31,6 +33,7 @@ __all__ = [
     "mute_text",
     "network_line",
     "path_text",
+    "recent_heading",
     "sas_emoji_line",
     "sas_words_line",
     "screen_for",
@@ -206,7 +209,7 @@ def end_summary(
     """How long the call lasted, why it ended (worded as the line mode words it), and what the
     audio was like (the line mode's summary, and the last network figures)."""
     reason: EndReason | FailReason = outcome.reason
-    text = _END_TEXT.get(reason, reason.value).format(peer=peer)
+    text = end_text(reason, peer)
     if outcome.detail:
         text += f" ({outcome.detail})"
     if connected_at is None or ended_at is None:
@@ -241,3 +244,36 @@ def link_line(
         return f"{server}: OFFLINE for good ({reason or 'lost'}): quit and start again"
     why = f"{reason}, " if reason else ""
     return f"{server}: OFFLINE ({why}reconnecting)"
+
+
+_RESULT_TEXT = {
+    "answered": "",  # the duration says it
+    "missed": "MISSED",
+    "declined": "declined",
+    "busy": "busy",
+    "no answer": "no answer",
+    "cancelled": "cancelled",
+    "failed": "failed",
+}
+
+
+def call_row(record: CallRecord, now: float, tz: tzinfo | None = None) -> str:
+    """One line of the recent calls: which way, who, how it went, when (the time alone for
+    today's calls, else the day too; ``tz`` None: the local time zone)."""
+    arrow = "<-" if record.direction == "in" else "->"
+    if record.result == "answered" and record.seconds is not None:
+        how = timer_text(record.seconds)
+    else:
+        how = _RESULT_TEXT[record.result]
+    when = datetime.fromtimestamp(record.at, tz)
+    today = datetime.fromtimestamp(now, tz).date() == when.date()
+    stamp = when.strftime("%H:%M" if today else "%d %b %H:%M")
+    return f"{arrow} {record.peer:<16} {how:<10} {stamp}"
+
+
+def recent_heading(records: list[CallRecord]) -> str:
+    """The heading of the recent calls, with how many of them were missed."""
+    missed = sum(r.missed for r in records)
+    if not records:
+        return "Recent calls: none yet"
+    return "Recent calls" + (f" ({missed} missed):" if missed else ":")
