@@ -23,6 +23,7 @@ APT_PACKAGES=(
   iproute2            # network namespaces (ip netns, veth) for the netlab tests and benchmarks
   iptables            # NAT, loss and outages in the netlab (tests/support/netlab.py)
   docker-compose      # only to check that docker-compose.yml parses (no engine runs here)
+  tmux                # two real terminals for the call screen's end-to-end test
 )
 
 missing=()

@@ -17,9 +17,10 @@ from typing import TextIO
 
 from voice.cli.context import Settings, resolve_settings
 from voice.cli.doctor import DOCTOR_HELP, add_doctor_arguments
+from voice.errors import UsageError
 from voice.exitcodes import ExitCode, for_exception
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "wants_screen"]
 
 _EPILOG = "exit codes:\n" + "\n".join(
     f"  {c.value:>3}  {c.name:<18}  {c.meaning}" for c in ExitCode
@@ -109,6 +110,16 @@ def _add_audio(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_plain(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="line mode: the call as lines of text instead of the call screen (always so when "
+        "stdin or stdout is not a terminal, and with --no-prompt, listen --auto-answer or "
+        "listen --timeout)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voice",
@@ -120,7 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_globals(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
     _add_globals(common, suppress=True)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        required=False,
+        help="in a terminal, no command opens the call screen (as 'voice ui')",
+    )
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(
@@ -172,9 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listen.add_argument("--auto-answer", action="store_true", help="accept every call at once")
     _add_audio(listen)
+    _add_plain(listen)
     call = add("call", "call USER")
     call.add_argument("peer", metavar="USER")
     _add_audio(call)
+    _add_plain(call)
     ui = add("ui", "the call screen (terminal UI): home, incoming calls, the call, its end")
     ui.add_argument("peer", metavar="USER", nargs="?", help="call USER at once")
     _add_audio(ui)
@@ -216,10 +234,33 @@ def _configure_logging(verbosity: int) -> None:
     root.setLevel(level)
 
 
+def wants_screen(args: argparse.Namespace, settings: Settings) -> bool:
+    """Whether ``call`` or ``listen`` runs as the call screen: in a terminal (stdin and stdout),
+    unless ``--plain`` or an option that only line mode has (``--auto-answer``, ``--no-prompt``,
+    ``listen --timeout``) asks for the scripted behaviour."""
+    if args.command not in ("call", "listen") or args.plain or args.no_prompt:
+        return False
+    if args.command == "listen" and (args.auto_answer or args.timeout is not None):
+        return False
+    return _is_terminal(sys.stdin) and _is_terminal(settings.out)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or stand-in stream
+        return False
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
     from voice.cli import local
 
-    command: str = args.command
+    command: str | None = args.command
+    if command is None:  # bare ``voice``: the call screen in a terminal, else the usage
+        if not (_is_terminal(sys.stdin) and _is_terminal(settings.out)):
+            raise UsageError("a command is needed when not in a terminal (see 'voice --help')")
+        args = build_parser().parse_args(["ui"])
+        command = "ui"
     if command == "id":
         from voice.cli.identity import IdOptions, cmd_id
 
@@ -242,10 +283,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
     from voice.cli.options import CallOptions
 
     options = CallOptions.from_args(args)
-    if command == "ui":
+    if command == "ui" or wants_screen(args, settings):
         from voice.ui.shell import run_ui  # loads textual: only for the screen
 
-        return asyncio.run(run_ui(settings, options, args.peer))
+        return asyncio.run(run_ui(settings, options, args.peer if command != "listen" else None))
     if command == "listen":
         return asyncio.run(listen.listen(settings, options))
     return asyncio.run(calls.call(settings, args.peer, options))

@@ -20,11 +20,14 @@ from voice.crypto.contacts import Contact, ContactBook
 from voice.errors import CallEnded, KeyChangedError, PhoneClosed, VoiceError
 from voice.exitcodes import ExitCode, for_reason
 from voice.phone import Call, Phone
+from voice.phone.history import CallRecord
 from voice.ui import view
 from voice.ui.meter import CallAudio
-from voice.ui.screens import CallScreen, EndScreen, HomeScreen, IncomingScreen
+from voice.ui.screens import CallScreen, EndScreen, HomeLook, HomeScreen, IncomingScreen
 
 __all__ = ["VoiceApp"]
+
+RECENT_CALLS = 6  # lines of recent calls on home
 
 
 class VoiceApp(App[ExitCode]):
@@ -78,8 +81,8 @@ class VoiceApp(App[ExitCode]):
         if self.call_to is not None:
             self.run_worker(self.place_call(self.call_to))
 
-    def _look(self) -> tuple[str, list[Contact]]:
-        """What home shows: the link line and the contacts."""
+    def _look(self) -> HomeLook:
+        """What home shows: the link line, the contacts and the recent calls."""
         changes = self.phone.link_changes
         reason = changes[-1].reason if changes and not changes[-1].online else None
         lost = self.phone.signaling_lost
@@ -87,7 +90,16 @@ class VoiceApp(App[ExitCode]):
             link = view.link_line(self.server, False, str(lost), reconnecting=False)
         else:
             link = view.link_line(self.server, self.phone.online, reason)
-        return link, self.contacts.all()
+        return HomeLook(link, self.contacts.all(), self._recent())
+
+    def _recent(self) -> list[CallRecord]:
+        log = self.phone.config.call_log
+        if log is None:
+            return []
+        try:
+            return log.recent(RECENT_CALLS)
+        except (OSError, VoiceError):  # an unreadable log costs the list, not the phone
+            return []
 
     async def action_quit(self) -> None:
         """Quit with the last call's exit code (a call in progress is hung up on close)."""

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any, ClassVar, Protocol
 
 from textual.app import ComposeResult
@@ -26,10 +29,18 @@ from voice.crypto.sas import Sas
 from voice.errors import CallControlError, CallEnded
 from voice.media.stats import MediaStats
 from voice.phone.call import CallTimings
+from voice.phone.history import CallRecord
 from voice.ui import view
 from voice.ui.meter import Levels
 
-__all__ = ["CallLike", "CallScreen", "EndScreen", "HomeScreen", "IncomingScreen"]
+__all__ = [
+    "CallLike",
+    "CallScreen",
+    "EndScreen",
+    "HomeLook",
+    "HomeScreen",
+    "IncomingScreen",
+]
 
 REFRESH = 0.25  # seconds between looks at the call
 HOME_REFRESH = 0.5  # seconds between looks at the link and the contact book
@@ -79,8 +90,19 @@ def _set(screen: Screen[Any], selector: str, text: str) -> None:
     screen.query_one(selector, Static).update(text)
 
 
+@dataclass(frozen=True)
+class HomeLook:
+    """What home shows, as it is now: the link line, the contacts, the recent calls (newest
+    first)."""
+
+    link: str
+    contacts: list[Contact]
+    recent: list[CallRecord] = field(default_factory=list)
+
+
 class HomeScreen(Screen[None]):
-    """Who you are, whether you can be reached, and your contacts (Enter calls one)."""
+    """Who you are, whether you can be reached, your contacts (Enter calls one) and your
+    recent and missed calls."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "app.quit", "Quit"),
@@ -88,12 +110,19 @@ class HomeScreen(Screen[None]):
     ]
 
     def __init__(
-        self, user: str, fingerprint: str, look: Callable[[], tuple[str, list[Contact]]]
+        self,
+        user: str,
+        fingerprint: str,
+        look: Callable[[], HomeLook],
+        clock: Callable[[], float] = time.time,
+        tz: tzinfo | None = None,
     ) -> None:
         super().__init__()
+        self._tz = tz  # None: the local time zone
         self._user = user
         self._fingerprint = fingerprint
-        self._look = look  # the link line and the contacts, as they are now
+        self._look = look
+        self._clock = clock  # wall time: "today" in the recent calls
         self._rows: list[tuple[str, str]] | None = None  # none shown yet
 
     def compose(self) -> ComposeResult:
@@ -104,6 +133,8 @@ class HomeScreen(Screen[None]):
             yield _text("Contacts (Enter calls):", id="heading", classes="heading")
             yield ListView(id="contacts")
             yield _text("", id="empty")
+            yield _text("", id="recent-heading", classes="heading")
+            yield _text("", id="recent")
         yield Footer()
 
     async def on_mount(self) -> None:
@@ -111,10 +142,14 @@ class HomeScreen(Screen[None]):
         self.set_interval(HOME_REFRESH, self.refresh_view)
 
     async def refresh_view(self) -> None:
-        """The link line, and the list (rebuilt only when a row changed: the cursor stays)."""
-        link, contacts = self._look()
-        _set(self, "#link", link)
-        rows = [(c.user, view.contact_row(c)) for c in contacts]
+        """The link line, the recent calls, and the list (rebuilt only when a row changed: the
+        cursor stays)."""
+        look = self._look()
+        _set(self, "#link", look.link)
+        _set(self, "#recent-heading", view.recent_heading(look.recent))
+        now = self._clock()
+        _set(self, "#recent", "\n".join(view.call_row(r, now, self._tz) for r in look.recent))
+        rows = [(c.user, view.contact_row(c)) for c in look.contacts]
         if rows == self._rows:
             return
         self._rows = rows

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from textual.screen import Screen
 
 from voice.call.events import EndReason, Outcome, Role, State
-from voice.crypto.contacts import Contact, KeySource, TrustState
+from voice.crypto.contacts import KeySource, TrustState
 from voice.crypto.sas import Sas
 from voice.media.jitter import JitterStats
 from voice.media.receiver import PlayoutCounters
+from voice.phone.history import CallRecord
 from voice.ui import view
 from voice.ui.meter import Levels
-from voice.ui.screens import CallScreen, EndScreen, HomeScreen, IncomingScreen
+from voice.ui.screens import CallScreen, EndScreen, HomeLook, HomeScreen, IncomingScreen
 
 from .fakes import FakeCall, Host, contact, screen_text, stats
 
@@ -35,10 +37,17 @@ def _home() -> Screen[None]:
         contact(user="mallory", introduced=KeySource.OFFER),
     ]
 
-    def look() -> tuple[str, list[Contact]]:
-        return view.link_line(SERVER, True), book
+    now = datetime(2026, 12, 1, 14, 30, tzinfo=UTC).timestamp()
+    recent = [
+        CallRecord(SERVER, "carol", "in", now - 25 * 60, "missed"),
+        CallRecord(SERVER, "bob", "out", now - 3 * 3600, "answered", 83.0),
+        CallRecord(SERVER, "bob", "in", now - 26 * 3600, "answered", 412.0),
+    ]
 
-    return HomeScreen("alice", contact().fingerprint.human, look)
+    def look() -> HomeLook:
+        return HomeLook(view.link_line(SERVER, True), book, recent)
+
+    return HomeScreen("alice", contact().fingerprint.human, look, clock=lambda: now, tz=UTC)
 
 
 def _incoming() -> Screen[bool | None]:

@@ -7,12 +7,13 @@ import asyncio
 from typing import Any
 
 from voice.call.events import EndReason, HoldState, Outcome, Role, State
-from voice.crypto.contacts import Contact, TrustState
+from voice.crypto.contacts import TrustState
 from voice.crypto.sas import Sas
 from voice.media.receiver import PlayoutCounters
+from voice.phone.history import CallRecord
 from voice.ui import view
 from voice.ui.meter import Levels
-from voice.ui.screens import CallScreen, EndScreen, HomeScreen, IncomingScreen
+from voice.ui.screens import CallScreen, EndScreen, HomeLook, HomeScreen, IncomingScreen
 
 from .fakes import FakeCall, Host, contact, screen_text, stats
 
@@ -168,17 +169,23 @@ async def test_the_end_screen() -> None:
             assert host.results == [home]
 
 
-async def test_home_shows_who_you_are_the_link_and_contacts() -> None:
+async def test_home_shows_who_you_are_the_link_contacts_and_recent_calls() -> None:
     fingerprint = contact().fingerprint.human
+    now = 1_800_000_000.0  # a fixed wall time; the rows are in the machine's time zone
+    recent = [
+        CallRecord("ws://127.0.0.1:8765", "carol", "in", now - 60, "missed"),
+        CallRecord("ws://127.0.0.1:8765", "bob", "out", now - 3 * 86_400, "answered", 83.0),
+    ]
     shown: dict[str, Any] = {
         "link": view.link_line("ws://127.0.0.1:8765", True),
         "contacts": [contact(TrustState.VERIFIED, calls=3), contact(user="carol")],
+        "recent": recent,
     }
 
-    def look() -> tuple[str, list[Contact]]:
-        return shown["link"], shown["contacts"]
+    def look() -> HomeLook:
+        return HomeLook(shown["link"], shown["contacts"], shown["recent"])
 
-    host = Host(HomeScreen("alice", fingerprint, look))
+    host = Host(HomeScreen("alice", fingerprint, look, clock=lambda: now))
     async with host.run_test(size=SIZE) as pilot:
         await pilot.pause()
         text = screen_text(host)
@@ -186,9 +193,15 @@ async def test_home_shows_who_you_are_the_link_and_contacts() -> None:
         assert "ws://127.0.0.1:8765: online" in text
         assert "bob              VERIFIED   3 calls" in text
         assert "carol            UNVERIFIED 0 calls" in text
+        assert "Recent calls (1 missed):" in text
+        assert view.call_row(recent[0], now) in text and "MISSED" in text
+        assert view.call_row(recent[1], now) in text and "01:23" in text
         shown["link"] = view.link_line("ws://127.0.0.1:8765", False, "connection reset")
+        shown["recent"] = []
         await pilot.pause(0.6)
-        assert "OFFLINE (connection reset, reconnecting)" in screen_text(host)
+        text = screen_text(host)
+        assert "OFFLINE (connection reset, reconnecting)" in text
+        assert "Recent calls: none yet" in text and "MISSED" not in text
         await pilot.press("down", "enter")
         await pilot.pause()
         assert host.selected == ["carol"]
