@@ -226,3 +226,27 @@ class FakePhone:
         parties = Parties(self.identity.public_key, self.name, peer_key, peer, call_id)
         self._agreements[call_id] = CallAgreement(parties)
         return machine
+
+
+Pair = tuple[Wire, FakePhone, FakePhone]
+
+
+def ringing(pair: Pair) -> tuple[CallMachine, CallMachine]:
+    """Alice dials Bob: both ring, and the key agreement ran while they did."""
+    wire, alice, bob = pair
+    a = alice.dial("bob")
+    wire.run()
+    b = bob.calls[a.call_id]
+    assert (a.state, b.state) == (ev.State.RINGING_OUT, ev.State.RINGING_IN)
+    assert a.keys_ready and b.keys_ready
+    return a, b
+
+
+def connected(pair: Pair) -> tuple[CallMachine, CallMachine]:
+    """Bob accepts a ringing call: both connected."""
+    wire, _, bob = pair
+    a, b = ringing(pair)
+    bob.do(b, ev.UserAccept())
+    wire.run()
+    assert (a.state, b.state) == (ev.State.CONNECTED, ev.State.CONNECTED)
+    return a, b

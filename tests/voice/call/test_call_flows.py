@@ -2,44 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.voice.call.call_harness import FakePhone, Wire
+from tests.voice.call.call_harness import FakePhone, Pair, connected, ringing
 from voice.call import events as ev
 from voice.call import messages as m
 from voice.call.events import EndReason, FailReason, State
 from voice.call.machine import CallMachine
 from voice.call.messages import Hangup, encode
 from voice.call.outbound import CallSealer
-
-Pair = tuple[Wire, FakePhone, FakePhone]
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Pair:
-    wire = Wire(tmp_path)
-    return wire, wire.add("alice"), wire.add("bob")
-
-
-def ringing(pair: Pair) -> tuple[CallMachine, CallMachine]:
-    wire, alice, bob = pair
-    a = alice.dial("bob")
-    wire.run()
-    b = bob.calls[a.call_id]
-    assert (a.state, b.state) == (State.RINGING_OUT, State.RINGING_IN)
-    assert a.keys_ready and b.keys_ready  # the key agreement ran while the phone rang
-    return a, b
-
-
-def connected(pair: Pair) -> tuple[CallMachine, CallMachine]:
-    wire, _, bob = pair
-    a, b = ringing(pair)
-    bob.do(b, ev.UserAccept())
-    wire.run()
-    assert (a.state, b.state) == (State.CONNECTED, State.CONNECTED)
-    return a, b
 
 
 def after_keys(machine: CallMachine) -> State:

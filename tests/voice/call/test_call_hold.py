@@ -3,43 +3,15 @@ through the real envelopes (replayed, reordered, forged and misrouted hold messa
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from tests.voice.call.call_harness import FakePhone, Wire
+from tests.voice.call.call_harness import FakePhone, Pair, connected, ringing
 from voice.call import events as ev
 from voice.call import messages as m
 from voice.call.events import HoldState, Role, State
 from voice.call.hold import HoldControl, HoldRefused
 from voice.call.machine import CallMachine
 from voice.call.outbound import CallSealer
-
-Pair = tuple[Wire, FakePhone, FakePhone]
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Pair:
-    wire = Wire(tmp_path)
-    return wire, wire.add("alice"), wire.add("bob")
-
-
-def ringing(pair: Pair) -> tuple[CallMachine, CallMachine]:
-    wire, alice, bob = pair
-    a = alice.dial("bob")
-    wire.run()
-    b = bob.calls[a.call_id]
-    assert (a.state, b.state) == (State.RINGING_OUT, State.RINGING_IN)
-    return a, b
-
-
-def connected(pair: Pair) -> tuple[CallMachine, CallMachine]:
-    wire, _, bob = pair
-    a, b = ringing(pair)
-    bob.do(b, ev.UserAccept())
-    wire.run()
-    assert (a.state, b.state) == (State.CONNECTED, State.CONNECTED)
-    return a, b
 
 
 def hold_changes(phone: FakePhone, call_id: bytes) -> list[HoldState]:
