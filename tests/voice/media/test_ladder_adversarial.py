@@ -11,6 +11,7 @@ change only on the packet right after a report that moved the ladder.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from dataclasses import dataclass, field
 
@@ -134,7 +135,7 @@ async def test_sizes_and_times_follow_the_reports_never_the_audio() -> None:
     # Each packet on its own tick of the 20 ms grid, its RTP timestamp saying when it was sent:
     # nothing bunched. (On a loaded machine the real clock may skip a late tick; the three
     # streams share it, so they skip it together and still look alike.)
-    steps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    steps = [b - a for a, b in itertools.pairwise(stamps)]
     assert steps and all(step > 0 and step % 960 == 0 for step in steps)
     assert times == [round(ts / 48_000, 6) for ts in stamps]
     rates = expected_bitrates()
