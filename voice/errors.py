@@ -15,6 +15,9 @@ Other helpers add their branches here; keep the tree below up to date.
     │   ├── WrongPassphrase         a passphrase does not open a sealed key (or it was changed)
     │   ├── IdentityExists          importing would replace a different identity (needs --force)
     │   └── KeyAgreementError       the key agreement was used out of order (also RuntimeError)
+    ├── SFrameError                 a group-call frame (voice.group.sframe) was refused: drop it
+    │   ├── UnknownKeyId            no key for the frame's KID (yet): buffer it or drop it
+    │   └── CounterExhausted        a sender used every counter of its key: send with a new KID
     ├── BadCallMessage              a call message (voice.call) is malformed (also ValueError)
     ├── CallControlError            the phone (voice.phone) refused or ended
     │   ├── CallEnded               the call ended before it connected; .outcome says why
@@ -223,6 +226,30 @@ class IdentityExists(CryptoError):
 
 class KeyAgreementError(CryptoError, RuntimeError):
     """The key agreement was driven out of order (e.g. keys() before the answer)."""
+
+
+class SFrameError(VoiceError):
+    """SFrame (voice.group.sframe) refused a frame: a receiver got a malformed header, a frame
+    that fails authentication, a replayed or too old counter or an unknown key id; or a sender
+    ran out of counters.
+
+    One frame is lost, not the call: drop it (or buffer it, for :class:`UnknownKeyId`) and go
+    on. A burst of them means a broken or hostile sender or SFU.
+    """
+
+
+class UnknownKeyId(SFrameError):
+    """No key is installed for the frame's KID. RFC 9605 allows buffering the frame and
+    retrying once that key arrives (its sender key may still be on its way); else drop it."""
+
+    def __init__(self, kid: int) -> None:
+        super().__init__(f"no SFrame key for KID {kid}")
+        self.kid = kid
+
+
+class CounterExhausted(SFrameError):
+    """A sender has used every counter value (2**64) of its key; reusing one would reuse an AEAD
+    nonce. Distribute a new base key under a new KID and send with that."""
 
 
 class SignalingClientError(VoiceError):
