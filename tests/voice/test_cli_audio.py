@@ -14,11 +14,11 @@ import pytest
 
 from tests.voice.audio.test_audio_devices import pulse  # noqa: F401  (the fixture)
 from voice.audio.base import FRAME_BYTES
-from voice.audio.devices import PyAudioMicrophone, PyAudioSpeaker
 from voice.audio.frontend import FrontEndSource, ReferenceSink
 from voice.audio.sinks import WavRecorder
 from voice.audio.sources import ToneSource, WavFileSource
 from voice.audio.speech import speech_sample
+from voice.audio.switch import LiveMicrophone, LiveSpeaker
 from voice.cli import build_parser
 from voice.cli.audio import AudioChoice
 from voice.cli.options import CallOptions
@@ -31,8 +31,8 @@ async def test_a_microphone_is_processed_and_the_speaker_feeds_the_echo_referenc
     source, sink = await choice.build()
     try:
         assert isinstance(source, FrontEndSource) and isinstance(sink, ReferenceSink)
-        assert isinstance(source.inner, PyAudioMicrophone)
-        assert isinstance(sink.inner, PyAudioSpeaker)
+        assert isinstance(source.inner, LiveMicrophone)  # switchable, under the front end
+        assert isinstance(sink.inner, LiveSpeaker)
         assert source.front_end is sink.front_end  # one canceller sees both directions
         await sink.write_frame(bytes(FRAME_BYTES))
         frame = await source.read_frame()
@@ -51,7 +51,7 @@ async def test_no_audio_processing_sends_the_microphone_as_it_is() -> None:
     assert not choice.front_end and "echo" not in choice.describe()
     source, sink = await choice.build()
     try:
-        assert isinstance(source, PyAudioMicrophone) and isinstance(sink, PyAudioSpeaker)
+        assert isinstance(source, LiveMicrophone) and isinstance(sink, LiveSpeaker)
     finally:
         await source.close()
         await sink.close()

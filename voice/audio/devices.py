@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Mapping
 
@@ -54,6 +55,8 @@ class _PyAudioStream:
         self._pa = open_pyaudio()
         self._closed = False
         self._started = False
+        self.started_at: float | None = None  # time.monotonic() once PortAudio runs the stream
+        self.last_callback: float | None = None  # time.monotonic() of PortAudio's latest callback
         try:
             self.device = resolve_device(self._pa, device, self.kind)
             with quiet_stderr():
@@ -86,9 +89,26 @@ class _PyAudioStream:
             return
         self._started = True
         try:
-            await asyncio.to_thread(self._stream.start_stream)
+            await asyncio.to_thread(self._start)
         except OSError as exc:
             raise NoAudioDevice(f"cannot start the {self.kind} audio device: {exc}") from exc
+
+    def _start(self) -> None:
+        # Noted here, on the worker thread: it happens even if the awaiting task is cancelled.
+        self._stream.start_stream()
+        self.started_at = time.monotonic()
+
+    async def start(self) -> None:
+        """Start the stream now rather than on first use: a device swapped into a running call
+        is warmed up first (a microphone drops what it hears until the first read)."""
+        await self._ensure_started()
+
+    @property
+    def failed(self) -> bool:
+        """Whether PortAudio stopped the started stream on its own: the device went away."""
+        if self.started_at is None or self._closed:
+            return False
+        return not self._stream.is_active()
 
     @property
     def closed(self) -> bool:
@@ -136,6 +156,7 @@ class PyAudioMicrophone(_PyAudioStream):
     def _callback(
         self, in_data: bytes | None, frame_count: int, time_info: Mapping[str, float], status: int
     ) -> tuple[bytes | None, int]:
+        self.last_callback = time.monotonic()
         if status & pyaudio.paInputOverflowed:
             self.device_overflows += 1
         loop = self._loop
@@ -211,6 +232,7 @@ class PyAudioSpeaker(_PyAudioStream):
     def _callback(
         self, in_data: bytes | None, frame_count: int, time_info: Mapping[str, float], status: int
     ) -> tuple[bytes | None, int]:
+        self.last_callback = time.monotonic()
         need = frame_count * 2
         while len(self._buffer) < need:
             try:

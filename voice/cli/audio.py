@@ -7,6 +7,9 @@ streams open at construction but start on first use, so an idle prepared pair co
 A microphone goes through the audio front end (echo cancellation, noise suppression, gain
 control: voice/audio/frontend.py), fed with every frame the sink plays as the echo reference,
 unless ``--no-audio-processing``. WAV files, tones and silence never do: there is no room in them.
+
+Devices are live (voice/audio/switch.py): they can be switched during a call, and one that goes
+away is replaced by the default device with a notice, handed to ``on_notice`` (or logged).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from voice.audio.base import AudioSink, AudioSource
@@ -37,6 +41,8 @@ class AudioChoice:
     record: Path | None = None  # write what we hear to this WAV file
     mute_output: bool = False  # hear nothing (a headless listener that only sends)
     processing: bool = True  # echo cancellation, noise suppression, gain control (microphone)
+    # told when a device went away and the default replaced it (None: logged as a warning)
+    on_notice: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         sources = [self.input is not None, self.play is not None, self.tone is not None]
@@ -115,18 +121,18 @@ class AudioChoice:
             return ToneSource(self.tone)
         if self.silence:
             return SilenceSource()
-        from voice.audio.devices import PyAudioMicrophone  # PortAudio only when needed
+        from voice.audio.switch import LiveMicrophone  # PortAudio only when needed
 
-        return PyAudioMicrophone(_spec(self.input))
+        return LiveMicrophone(_spec(self.input), on_notice=self.on_notice)
 
     def _sink(self) -> AudioSink:
         if self.record is not None:
             return WavRecorder(self.record)
         if self.mute_output:
             return NullSink()
-        from voice.audio.devices import PyAudioSpeaker
+        from voice.audio.switch import LiveSpeaker
 
-        return PyAudioSpeaker(_spec(self.output))
+        return LiveSpeaker(_spec(self.output), on_notice=self.on_notice)
 
 
 def _spec(device: str | None) -> str | int | None:
