@@ -22,6 +22,7 @@ from voice.exitcodes import ExitCode, for_reason
 from voice.phone import Call, Phone
 from voice.phone.history import CallRecord
 from voice.ui import view
+from voice.ui.devices import CallDevices
 from voice.ui.meter import CallAudio
 from voice.ui.screens import CallScreen, EndScreen, HomeLook, HomeScreen, IncomingScreen
 
@@ -175,7 +176,8 @@ class VoiceApp(App[ExitCode]):
 
             self.push_screen(IncomingScreen(call, contact), answered)
         elif name == "in_call":
-            screen = CallScreen(call, contact, self.audio.levels, duration=self.duration)
+            screen = CallScreen(call, contact, self.audio.levels, duration=self.duration,
+                                devices=CallDevices(lambda: self.audio.current))  # fmt: skip
             self.push_screen(screen, lambda _: self._show_call(call, contact))
         else:
             self.run_worker(self._show_end(call))

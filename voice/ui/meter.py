@@ -92,6 +92,7 @@ class CallAudio:
         self.choice = choice
         self.levels = levels or Levels()
         self._prepared: tuple[AudioSource, AudioSink] | None = None
+        self.current: tuple[AudioSource, AudioSink] | None = None  # the newest call's pair
 
     async def refill(self) -> None:
         """Build the next call's pair unless one is waiting (NoAudioDevice, OSError, ...)."""
@@ -105,7 +106,8 @@ class CallAudio:
         else:
             pair = (SilenceSource(), NullSink())
         self.levels.reset()
-        return MeteredSource(pair[0], self.levels), MeteredSink(pair[1], self.levels)
+        self.current = MeteredSource(pair[0], self.levels), MeteredSink(pair[1], self.levels)
+        return self.current
 
     async def close(self) -> None:
         """Close the pair no call took."""

@@ -22,11 +22,12 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Label, ListItem, ListView, Static
 
+from voice.audio.devicelist import DeviceKind
 from voice.call.events import HoldState, Outcome, Role, State
 from voice.crypto.contacts import Contact
 from voice.crypto.continuity import ContinuityResult
 from voice.crypto.sas import Sas
-from voice.errors import CallControlError, CallEnded
+from voice.errors import CallControlError, CallEnded, VoiceError
 from voice.media.stats import MediaStats
 from voice.phone.call import CallTimings
 from voice.phone.history import CallRecord
@@ -44,6 +45,13 @@ __all__ = [
 
 REFRESH = 0.25  # seconds between looks at the call
 HOME_REFRESH = 0.5  # seconds between looks at the link and the contact book
+
+
+class DeviceKeys(Protocol):
+    """What the call screen uses to switch devices (voice.ui.devices.CallDevices)."""
+
+    def name(self, kind: DeviceKind) -> str | None: ...
+    async def switch_to_next(self, kind: DeviceKind) -> str: ...
 
 
 class CallLike(Protocol):
@@ -141,6 +149,10 @@ class HomeScreen(Screen[None]):
         await self.refresh_view()
         self.set_interval(HOME_REFRESH, self.refresh_view)
 
+    async def on_screen_resume(self) -> None:
+        """Back from a call: show it at once, not at the next look."""
+        await self.refresh_view()
+
     async def refresh_view(self) -> None:
         """The link line, the recent calls, and the list (rebuilt only when a row changed: the
         cursor stays)."""
@@ -205,15 +217,24 @@ class CallScreen(Screen[None]):
         Binding("m", "mute", "Mute"),
         Binding("h", "hold", "Hold"),
         Binding("v", "verify", "SAS matches: verify"),
+        Binding("i", "device('input')", "Input"),
+        Binding("o", "device('output')", "Output"),
         Binding("q", "hangup", "Hang up"),
         Binding("ctrl+c", "hangup", "Hang up", show=False, priority=True),
     ]
 
     def __init__(
-        self, call: CallLike, contact: Contact | None, levels: Levels, *, duration: float | None
+        self,
+        call: CallLike,
+        contact: Contact | None,
+        levels: Levels,
+        *,
+        duration: float | None,
+        devices: DeviceKeys | None = None,
     ) -> None:
         super().__init__()
         self.call = call
+        self.devices = devices  # the call's microphone and speaker, when they are devices
         self.contact = contact  # as the call began: the badge and the count of earlier calls
         self.levels = levels
         self.duration = duration  # --duration: hang up this long after connecting
@@ -234,6 +255,7 @@ class CallScreen(Screen[None]):
             yield _text("", id="mute")
             yield _text("", id="level-in")
             yield _text("", id="level-out")
+            yield _text("", id="devices")
             yield _text("", id="network")
         yield Footer()
 
@@ -268,6 +290,9 @@ class CallScreen(Screen[None]):
         _set(self, "#mute", view.mute_text(call.muted))
         _set(self, "#level-in", "you  " + view.level_bar(self.levels.input_dbfs))
         _set(self, "#level-out", "peer " + view.level_bar(self.levels.output_dbfs))
+        names = self._device_names()
+        _set(self, "#devices", view.devices_line(*names))
+        self.query_one("#devices", Static).display = names != (None, None)
         _set(self, "#network", view.network_line(call.media_stats()))
         elapsed = self._elapsed()
         if self.duration is not None and elapsed is not None and elapsed >= self.duration:
@@ -284,7 +309,29 @@ class CallScreen(Screen[None]):
         """Verify is offered only after the SAS was on screen, and only once."""
         if action == "verify":
             return self.sas_shown and not self.call.verified
+        if action == "device":
+            kind = parameters[0] if parameters else None
+            return (
+                kind in ("input", "output") and self._device_names()[kind == "output"] is not None
+            )
         return True
+
+    def _device_names(self) -> tuple[str | None, str | None]:
+        if self.devices is None:
+            return None, None
+        return self.devices.name("input"), self.devices.name("output")
+
+    async def action_device(self, kind: DeviceKind) -> None:
+        """Move the microphone (input) or the speaker (output) to the next device."""
+        if self.devices is None:
+            return
+        try:
+            name = await self.devices.switch_to_next(kind)
+        except (LookupError, VoiceError) as exc:
+            self.notify(f"Cannot switch the {kind}: {exc}", severity="warning", markup=False)
+            return
+        self.notify(f"{'Microphone' if kind == 'input' else 'Speaker'}: {name}", markup=False)
+        self.refresh_view()
 
     def action_mute(self) -> None:
         try:

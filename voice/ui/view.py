@@ -27,6 +27,7 @@ __all__ = [
     "call_row",
     "contact_row",
     "continuity_line",
+    "devices_line",
     "end_summary",
     "level_bar",
     "link_line",
@@ -277,3 +278,13 @@ def recent_heading(records: list[CallRecord]) -> str:
     if not records:
         return "Recent calls: none yet"
     return "Recent calls" + (f" ({missed} missed):" if missed else ":")
+
+
+def devices_line(microphone: str | None, speaker: str | None) -> str:
+    """The call's devices (i and o switch them); a direction that is not a device is left out."""
+    parts = []
+    if microphone is not None:
+        parts.append(f"Microphone: {microphone}")
+    if speaker is not None:
+        parts.append(f"Speaker: {speaker}")
+    return " · ".join(parts)
