@@ -34,7 +34,12 @@ from voice.errors import KeyChangedError
 async def test_first_contact_mitm_gives_the_two_users_different_sas(tmp_path: Path) -> None:
     alice, bob = Person.make("alice", tmp_path), Person.make("bob", tmp_path)
     attack = MitmBehaviour()
-    async with running_server(attack) as server, two_phones(server.url, alice, bob) as (pa, pb):
+    # connect_timeout: how long an accepted call waits for its first authenticated packet
+    # before it fails with no_media_path (20 s by default; 5 s is plenty on loopback)
+    async with (
+        running_server(attack) as server,
+        two_phones(server.url, alice, bob, connect_timeout=5.0) as (pa, pb),
+    ):
         a, b = await accept_call(pa, pb, "bob")
         leg = attack.mitm.legs[a.call_id]
         assert leg.keys_with_caller is not None and leg.keys_with_callee is not None

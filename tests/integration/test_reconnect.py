@@ -25,6 +25,7 @@ from tests.integration.conftest import WAIT, MakeUser, User, server_config, url_
 from tests.integration.link_proxy import LinkProxy
 from voice.call.events import EndReason, FailReason, State
 from voice.errors import SessionReplaced
+from voice.net.client import CLOSE_TIMEOUT
 from voice.phone import Call, Phone
 
 pytestmark = pytest.mark.timeout(120)
@@ -125,14 +126,23 @@ async def test_idle_phones_come_back_after_a_server_restart_and_call(
     assert alice.sinks[-1].frames and bob.sinks[-1].frames  # real audio both ways
 
 
+def test_the_default_keepalive_notices_a_silent_server_within_15_s(make_user: MakeUser) -> None:
+    """What the README promises: a ping every keepalive_interval, a pong awaited for
+    keepalive_timeout, then the closing handshake; the test below runs the same code faster."""
+    config = make_user("alice").config("ws://127.0.0.1:1")
+    assert config.keepalive_interval + config.keepalive_timeout + CLOSE_TIMEOUT <= 15.0
+
+
 async def test_a_silent_link_is_noticed_by_keepalive_and_the_phone_comes_back(
     server: SignalingServer, make_user: MakeUser, phones: list[Phone]
 ) -> None:
     proxy = await LinkProxy(server.port).start()
     try:
-        # default keepalive; short login attempts so one stuck in the black hole ends soon
+        # a short keepalive (the default's 5 s + 9 s: test_the_default_keepalive_...), and
+        # short login attempts so one stuck in the black hole ends soon
         pa = await connect(phones, make_user("alice"), proxy.url, request_timeout=3.0,
-                           reconnect_max_delay=2.0)  # fmt: skip
+                           reconnect_max_delay=2.0, keepalive_interval=1.0,
+                           keepalive_timeout=2.0)  # fmt: skip
         pb = await connect(phones, make_user("bob"), url_of(server))
         loop = asyncio.get_running_loop()
         proxy.stall()  # nothing gets through any more, and nothing is closed
@@ -140,7 +150,8 @@ async def test_a_silent_link_is_noticed_by_keepalive_and_the_phone_comes_back(
         change = await pa.next_link_change(WAIT)
         noticed = loop.time() - stalled_at
         assert change.state == "offline" and "keepalive" in change.reason, change
-        assert noticed <= 15.0 + 1.0, noticed  # within 15 s (plus scheduling slack)
+        assert noticed <= 1.0 + 2.0 + CLOSE_TIMEOUT + 1.0, noticed  # interval + timeout + close
+        # (plus scheduling slack)
         assert not pa.online
         await asyncio.sleep(1.0)
         assert not pa.online  # attempts go into the black hole: still offline

@@ -29,7 +29,7 @@ from signaling.server import SignalingServer, serve_signaling
 from tests.signaling.helpers import make_user, server_config, url_of
 
 T = TypeVar("T")
-EXAMPLES = 2_000
+EXAMPLES = 1_000
 TRANSPORT_CLOSE = {"too_large": 1009, "bad_frame": 1007}
 NAMES = ["pairaa", "pairbb", "fuzzer", "nobody", "ghost-1", "Bad", "", "a" * 40]
 REGISTERED = ["pairaa", "pairbb", "fuzzer", "ghost-1"]  # ghost-1 is registered, offline
