@@ -106,26 +106,29 @@ async def test_a_malformed_message_from_the_peer_fails_the_call(
     assert (outcome.reason, outcome.detail) == (FailReason.REMOTE_ERROR, "bad_message")
 
 
-async def test_continuity_is_kept_only_after_a_verified_sas_and_warns_on_a_mismatch(
+async def test_continuity_links_every_call_and_warns_on_a_mismatch(
     make_user: MakeUser, make_phone: MakePhone
 ) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     pa, pb = await make_phone(alice), await make_phone(bob)
-    out, inc = await connect(pa, pb)  # 1: nobody compares the SAS: nothing is retained
+    out, inc = await connect(pa, pb)  # 1: nobody compares the SAS: the chain starts anyway
     await hang_up(out, inc)
-    assert not alice.contacts.get_retained("bob") and not bob.contacts.get_retained("alice")
-    out, inc = await connect(pa, pb)  # 2: both confirm the SAS
+    first = alice.contacts.get_retained("bob").current
+    assert first is not None and bob.contacts.get_retained("alice").current == first
+    out, inc = await connect(pa, pb)  # 2: a MATCH; only alice confirms the SAS
+    assert out.continuity is inc.continuity is ContinuityResult.MATCH
     out.mark_verified()
-    inc.mark_verified()
     await hang_up(out, inc)
     assert alice.contacts.get("bob").state is TrustState.VERIFIED  # type: ignore[union-attr]
-    first = alice.contacts.get_retained("bob").current
-    assert first is not None and first == bob.contacts.get_retained("alice").current
-    out, inc = await connect(pa, pb)  # 3: MATCH with a verified contact: rotated by itself
+    assert bob.contacts.get("alice").state is TrustState.UNVERIFIED  # type: ignore[union-attr]
+    second = alice.contacts.get_retained("bob")
+    assert second == bob.contacts.get_retained("alice") and second.previous == first
+    out, inc = await connect(pa, pb)  # 3: one side verifying left no gap: no warning
+    assert out.continuity is inc.continuity is ContinuityResult.MATCH
     assert out.continuity_warning is None and inc.continuity_warning is None
     await hang_up(out, inc)
     rotated = alice.contacts.get_retained("bob")
-    assert rotated.current not in (None, first) and rotated.previous == first
+    assert rotated.current not in (None, second.current) and rotated.previous == second.current
     # 4: bob lost his contact book (same identity): alice is warned, and keeps her secrets
     bob.contacts.path.unlink()
     bob.contacts = ContactBook(bob.contacts.path)
@@ -134,7 +137,16 @@ async def test_continuity_is_kept_only_after_a_verified_sas_and_warns_on_a_misma
     assert out.continuity_warning is not None and "mismatch" in out.continuity_warning.lower()
     assert inc.continuity_warning is None  # bob has nothing retained: nothing to compare
     await hang_up(out, inc)
-    assert alice.contacts.get_retained("bob") == rotated
+    assert alice.contacts.get_retained("bob") == rotated  # a MISMATCH is not a link
+    assert bob.contacts.get_retained("alice").current is not None  # bob's first link
+    out, inc = await connect(pa, pb2)  # 5: still a mismatch for alice, now for bob too ...
+    assert out.continuity is inc.continuity is ContinuityResult.MISMATCH
+    out.mark_verified()  # ... until they compare the SAS: both keep this call's secret
+    inc.mark_verified()
+    await hang_up(out, inc)
+    out, inc = await connect(pa, pb2)  # 6: the chain is whole again
+    assert out.continuity is inc.continuity is ContinuityResult.MATCH
+    await hang_up(out, inc)
 
 
 async def test_the_key_observer_sees_matching_keys_that_are_erased_at_the_end(

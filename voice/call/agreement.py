@@ -142,14 +142,21 @@ class CallAgreement:
         return self.keys.envelope_rx if self.keys is not None else None
 
     def earned_retained(self, contact: Contact | None) -> bytes | None:
-        """At connect: the secret to keep without asking, after a continuity MATCH with a
-        VERIFIED contact under the same key (None otherwise)."""
+        """At connect: the secret to keep without asking (None: keep nothing), as ZRTP updates
+        its cache after every call: when this call continued the chain (MATCH) or started it
+        (NONE: we held no secret for this contact), under the contact's pinned key. Never after
+        a MISMATCH: that link is kept only once the users compare the SAS (mark_verified).
+
+        Both sides keep it whether or not anyone compared the SAS, so one side verifying and
+        the other not leaves no gap that the next call would report as a mismatch. A VERIFIED
+        contact and a MATCH still mean "the party of the verified call": every link since that
+        call was a MATCH."""
         keys = self.keys
         if (
             keys is not None
-            and keys.continuity is ContinuityResult.MATCH
+            and keys.continuity in (ContinuityResult.MATCH, ContinuityResult.NONE)
             and contact is not None
-            and contact.state is TrustState.VERIFIED
+            and contact.state is not TrustState.CHANGED
             and contact.public_key == self.parties.peer
         ):
             return keys.next_retained

@@ -1,9 +1,10 @@
 """Key continuity: retained secrets from earlier calls with a contact (the ZRTP rs1/rs2 idea).
 
-After a call whose SAS the users compared (or one that matched an earlier verified secret), each
-side keeps ``CallKeys.next_retained``. The next call mixes that secret into its keys, so a
-man-in-the-middle who was not there for the earlier call cannot produce matching keys, even if
-the users skip the SAS this time.
+After each call that continued the chain (MATCH) or started it (NONE), and after one whose SAS
+the users compared, each side keeps ``CallKeys.next_retained`` (never after a MISMATCH left
+unverified: voice.call.agreement.CallAgreement.earned_retained). The next call mixes that
+secret into its keys, so a man-in-the-middle who was not there for the earlier call cannot
+produce matching keys, even if the users skip the SAS this time.
 
 Each side sends a 64-byte continuity field in its key message: two 32-byte tokens, one for its
 current and one for its previous retained secret (random bytes for a slot it has no secret for)::

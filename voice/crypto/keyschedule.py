@@ -64,7 +64,7 @@ class CallKeys:
     sas: Sas
     transcript_hash: bytes = field(repr=False)  # the SAS follows from it: do not log
     continuity: ContinuityResult
-    next_retained: bytes = field(repr=False)  # keep after a verified call: store_retained()
+    next_retained: bytes = field(repr=False)  # kept at connect (earned_retained) or on verify
     envelope_tx: bytes = field(repr=False)  # 32-byte secretbox key for our call envelopes
     envelope_rx: bytes = field(repr=False)  # ... and for the peer's (voice.crypto.callenvelope)
 

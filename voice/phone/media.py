@@ -120,7 +120,8 @@ class CallMedia:
         return result
 
     def keep_continuity_if_earned(self) -> None:
-        """At connect: a MATCH with a VERIFIED contact (same key) keeps the new secret."""
+        """At connect: a MATCH, or a first link, under the pinned key keeps the new secret
+        (CallAgreement.earned_retained)."""
         contacts = self._cfg.contacts
         secret = self.agreement.earned_retained(contacts.get(self._peer))
         if secret is not None:
