@@ -31,3 +31,9 @@ def test_the_summary_counts_concealed_and_rebuilt_audio() -> None:
 
 def test_no_summary_when_no_audio_arrived() -> None:
     assert audio_summary(stats(PlayoutCounters(waited=100, silenced=50), JitterStats())) is None
+
+
+def test_one_frame_is_one_frame() -> None:
+    playout = PlayoutCounters(played=900, concealed=1)
+    line = audio_summary(stats(playout, JitterStats(underruns=1)))
+    assert line is not None and "(1 frame; packets lost: 0, gaps in arrival: 1)" in line

@@ -53,7 +53,7 @@ def audio_summary(stats: MediaStats) -> str | None:
         return None
     concealed = playout.concealed + playout.silenced
     frames = playout.played + playout.fec_recovered + concealed
-    why = f"{concealed} frames"
+    why = f"{concealed} frame{'' if concealed == 1 else 's'}"
     if jitter is not None:
         why += f"; packets lost: {jitter.lost}, gaps in arrival: {jitter.underruns}"
     parts = [
