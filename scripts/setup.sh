@@ -17,6 +17,7 @@ APT_PACKAGES=(
   make
   python3.11-dev      # Python.h, for pyaudio's C extension
   coturn              # STUN/TURN relay (UDP, TCP, TLS) for the relay and netlab tests
+  janus               # WebRTC server: its VideoRoom is the SFU of group calls (voice/group)
   redis-server        # fan-out across signaling instances
   espeak-ng           # speech sample for the demo and the audio tests
   sox                 # audio measurement helpers
