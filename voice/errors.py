@@ -17,8 +17,13 @@ Other helpers add their branches here; keep the tree below up to date.
     │   └── KeyAgreementError       the key agreement was used out of order (also RuntimeError)
     ├── SFrameError                 a group-call frame (voice.group.sframe) was refused: drop it
     │   ├── UnknownKeyId            no key for the frame's KID (yet): buffer it or drop it
-    │   └── CounterExhausted        a sender used every counter of its key: send with a new KID
+    │   ├── CounterExhausted        a sender used every counter of its key: send with a new KID
+    │   └── ForgedFrame             a group frame's signature is missing, bad or of no member
+    ├── GroupError                  group-call keys or the group code (voice.group) refused input
+    │   ├── StaleSenderKey          a sender key older than, or conflicting with, the one held
+    │   └── GroupCodeError          commits and reveals of the group code do not add up
     ├── BadCallMessage              a call message (voice.call) is malformed (also ValueError)
+    ├── BadGroupMessage             a group control message (voice.group) is malformed (ValueError)
     ├── CallControlError            the phone (voice.phone) refused or ended
     │   ├── CallEnded               the call ended before it connected; .outcome says why
     │   ├── AlreadyInCall           a phone holds one call at a time
@@ -62,6 +67,15 @@ class BadCallMessage(VoiceError, ValueError):
 
     It came inside an authenticated envelope, so the peer's client is broken or hostile: drop
     the message; if it belongs to a live call, fail that call with reason ``bad_message``.
+    """
+
+
+class BadGroupMessage(VoiceError, ValueError):
+    """A group-call control message (voice.group.messages) is malformed, oversized, of an
+    unknown type or not canonical.
+
+    It came inside an authenticated envelope, so the sender's client is broken or hostile: drop
+    the message and count it; the group call goes on.
     """
 
 
@@ -250,6 +264,35 @@ class UnknownKeyId(SFrameError):
 class CounterExhausted(SFrameError):
     """A sender has used every counter value (2**64) of its key; reusing one would reuse an AEAD
     nonce. Distribute a new base key under a new KID and send with that."""
+
+
+class ForgedFrame(SFrameError):
+    """A group frame (voice.group.frameauth) does not carry a valid signature of the member its
+    KID names: too short, a KID of no member of the roster, or a signature that fails.
+
+    Either the frame was damaged or a member (or the SFU) sent under another member's KID: drop
+    it and count it. Deliberately one error, whatever the cause.
+    """
+
+
+class GroupError(VoiceError):
+    """A group call's keys or its security code (voice.group) refused an input."""
+
+
+class StaleSenderKey(GroupError):
+    """A sender key is older (lower generation, or lower step in the same generation) than the
+    one held for that member, or differs from it at the same generation and step.
+
+    A replayed or reordered key message, or a hostile member: keep the key held, drop this one.
+    """
+
+
+class GroupCodeError(GroupError):
+    """The group security code cannot be computed: a reveal does not match its commit, came
+    before every commit, or a member changed its commit or nonce.
+
+    Someone may be grinding the code: show "code failed" and let the call go on, unverified.
+    """
 
 
 class SignalingClientError(VoiceError):
