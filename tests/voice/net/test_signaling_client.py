@@ -154,7 +154,9 @@ async def test_our_abort_never_hides_that_the_session_was_replaced() -> None:
 async def hostile(
     handler: Callable[[ServerConnection], Awaitable[None]],
 ) -> AsyncIterator[str]:
-    async with serve(handler, "127.0.0.1", 0) as fake:
+    # close_timeout: a fake server that stopped reading never completes a closing handshake;
+    # do not wait the default 10 s for it at the end of a test
+    async with serve(handler, "127.0.0.1", 0, close_timeout=1.0) as fake:
         port = next(iter(fake.sockets)).getsockname()[1]
         yield f"ws://127.0.0.1:{port}"
 
