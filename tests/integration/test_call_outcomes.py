@@ -29,6 +29,7 @@ from voice.errors import (
     UnknownUser,
 )
 from voice.phone import Call, Phone
+from voice.phone.phone import CLOSE_GRACE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -231,6 +232,10 @@ async def test_a_peer_process_that_dies_mid_call_ends_the_call(
         assert outcome.reason is FailReason.MEDIA_LOST  # after the reconnect window
         assert pa.active_call is None
         await out.hangup()  # nothing left to do: no error
+        # Quitting now does not wait for messages to a peer that is gone (it waited 5 s)
+        started = asyncio.get_running_loop().time()
+        await pa.close()
+        assert asyncio.get_running_loop().time() - started < CLOSE_GRACE + 1.0
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -348,12 +348,13 @@ class Call:
         """Drop a call that was prepared but never started."""
         await self._release()
 
-    async def aclose(self) -> None:
-        """Stop the tasks (after hangup had its chance) and release everything; idempotent."""
+    async def aclose(self, grace: float = CLOSE_TIMEOUT) -> None:
+        """Stop the tasks (after hangup had ``grace`` seconds to be delivered) and release
+        everything; idempotent."""
         for task in (self._runner, self._outbox.task):
             if task is not None and not task.done():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT)
+                    await asyncio.wait_for(asyncio.shield(task), grace)
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -90,6 +90,7 @@ AudioFactory = Callable[[Call], tuple[AudioSource, AudioSink]]
 """Makes the audio source and sink of a call; the call's MediaSession owns (and closes) them."""
 MAX_ENDED_CALLS = 256  # ended calls remembered so their ids stay refused
 MAX_WARNINGS = 64  # key-changed warnings kept (and queued) for the user, newest last
+CLOSE_GRACE = 1.0  # seconds a closing phone gives its calls' last messages to go out
 MAX_MISSED = 64  # missed calls kept (and queued) for the user, newest last
 _MISSED_REASONS = {
     EndReason.CANCELLED_REMOTE: "cancelled",
@@ -300,7 +301,11 @@ class Phone:
         live = [c for c in self._calls.values() if not c.state.terminal]
         for call in live:
             call.post(ev.UserHangup())
-        await _bounded(asyncio.gather(*(c.aclose() for c in self._calls.values())))
+        # A hangup to a peer that is online goes out in milliseconds; one to a peer that went
+        # offline would be retried (it may be reconnecting) for seconds, while the user waits
+        # for the phone to close. The peer learns it from RTCP BYE or its media timeout anyway.
+        grace = CLOSE_GRACE
+        await _bounded(asyncio.gather(*(c.aclose(grace) for c in self._calls.values())))
         if self._journal is not None:
             await _bounded(self._journal.flush())
         for task in list(self._background):
