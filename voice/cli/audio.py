@@ -14,6 +14,7 @@ away is replaced by the default device with a notice, handed to ``on_notice`` (o
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -43,6 +44,20 @@ class AudioChoice:
     processing: bool = True  # echo cancellation, noise suppression, gain control (microphone)
     # told when a device went away and the default replaced it (None: logged as a warning)
     on_notice: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> AudioChoice:
+        """From the audio options of ``call``, ``listen``, ``ui`` and ``doctor``."""
+        return cls(
+            input=args.input,
+            output=args.output,
+            play=args.play,
+            tone=args.tone,
+            silence=args.silence,
+            record=args.record,
+            mute_output=args.no_output,
+            processing=not getattr(args, "no_audio_processing", False),
+        )
 
     def __post_init__(self) -> None:
         sources = [self.input is not None, self.play is not None, self.tone is not None]

@@ -73,15 +73,7 @@ class DoctorOptions:
     def from_args(cls, args: argparse.Namespace) -> DoctorOptions:
         from voice.cli.audio import AudioChoice  # checks that at most one of each is given
 
-        choice = AudioChoice(
-            input=args.input,
-            output=args.output,
-            play=args.play,
-            tone=args.tone,
-            silence=args.silence,
-            record=args.record,
-            mute_output=args.no_output,
-        )
+        choice = AudioChoice.from_args(args)
         said = None
         if choice.play is not None:
             said = f"{choice.play} (--play)"

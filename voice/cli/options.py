@@ -31,16 +31,7 @@ class CallOptions:
         if relay not in RELAY_POLICIES:
             raise UsageError(f"--relay must be one of {', '.join(RELAY_POLICIES)}")
         return cls(
-            audio=AudioChoice(
-                input=args.input,
-                output=args.output,
-                play=args.play,
-                tone=args.tone,
-                silence=args.silence,
-                record=args.record,
-                mute_output=args.no_output,
-                processing=not getattr(args, "no_audio_processing", False),
-            ),
+            audio=AudioChoice.from_args(args),
             auto_answer=getattr(args, "auto_answer", False),
             duration=args.duration,
             timeout=args.timeout,
