@@ -93,10 +93,12 @@ class CallLog:
         self.path = path
         self.server = server
         self.keep = keep
+        self._warned: tuple[int, int, int] | None = None  # the unreadable file we warned of
 
     def add(self, record: CallRecord) -> None:
+        """Append ``record`` (OSError if the file is another version's: it is left alone)."""
         with locked(self.path):
-            records = [*self._read(), record]
+            records = [*self._read(keep_newer=True), record]
             data = {"version": VERSION, "calls": [asdict(r) for r in records[-self.keep :]]}
             replace_private_file(self.path, json.dumps(data, indent=1).encode())
 
@@ -105,24 +107,47 @@ class CallLog:
         mine = [r for r in self._read() if r.server == self.server]
         return mine[::-1][:limit]
 
-    def _read(self) -> list[CallRecord]:
+    def _read(self, *, keep_newer: bool = False) -> list[CallRecord]:
         try:
             raw = read_secret_file(self.path)
         except FileNotFoundError:
             return []
         try:
             return parse_log(raw)
-        except ValueError as exc:
-            log.warning("%s is not a readable call log (%s): starting a new one", self.path, exc)
+        except NewerLog as exc:
+            if keep_newer:
+                raise OSError(f"{self.path} was written by another version: {exc}") from exc
+            self._warn_once(exc)
             return []
+        except ValueError as exc:
+            self._warn_once(exc)
+            return []
+
+    def _warn_once(self, exc: ValueError) -> None:
+        """Say once per version of the file that it cannot be read (home reads it twice a
+        second; the next call replaces a damaged one)."""
+        try:
+            st = self.path.stat()
+        except OSError:
+            return
+        seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if seen != self._warned:
+            self._warned = seen
+            log.warning("%s is not a readable call log (%s): the next call starts it anew",
+                        self.path, exc)  # fmt: skip
+
+
+class NewerLog(ValueError):
+    """A call log of another version: read as empty, never overwritten."""
 
 
 def parse_log(raw: bytes) -> list[CallRecord]:
-    """The records of a ``calls.json`` (ValueError if it is not one)."""
+    """The records of a ``calls.json`` (ValueError if it is not one; NewerLog for a version
+    this one does not know)."""
     try:
         doc = json.loads(raw)
         if doc["version"] != VERSION:
-            raise ValueError(f"version {doc['version']!r}")
+            raise NewerLog(f"version {doc['version']!r}")
         return [_record(item) for item in doc["calls"]]
     except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(str(exc) or type(exc).__name__) from exc

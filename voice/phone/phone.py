@@ -136,6 +136,7 @@ class Phone:
         self._lost: SignalingClientError | None = None
         self._lost_event = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._log_writes: set[asyncio.Task[None]] = set()  # call log records being written
         self._ice_servers = IceServerCache()  # TURN credentials, reused until half their TTL
         self._reader = asyncio.create_task(self._read_loop(), name=f"phone-{config.user}")
         fake = config.hooks.addresses
@@ -308,6 +309,8 @@ class Phone:
         await _bounded(asyncio.gather(*(c.aclose(grace) for c in self._calls.values())))
         if self._journal is not None:
             await _bounded(self._journal.flush())
+        if self._log_writes:
+            await _bounded(asyncio.gather(*self._log_writes))
         for task in list(self._background):
             task.cancel()
         self._reader.cancel()  # first: no reconnection may start after this
@@ -405,11 +408,20 @@ class Phone:
         )
 
     def _write_log(self, record: CallRecord) -> None:
-        assert self.config.call_log is not None
-        try:
-            self.config.call_log.add(record)
-        except (OSError, VoiceError) as exc:  # a full disk or a refused file: the call is fine
-            log.warning("could not write the call log: %s", exc)
+        """Add ``record`` off the event loop (a file lock and two fsyncs must not stall the
+        audio); a closing phone waits for the writes still under way."""
+        call_log = self.config.call_log
+        assert call_log is not None
+
+        async def write() -> None:
+            try:
+                await asyncio.to_thread(call_log.add, record)
+            except (OSError, VoiceError) as exc:  # a full disk, a refused file: calls go on
+                log.warning("could not write the call log: %s", exc)
+
+        task = asyncio.create_task(write())
+        self._log_writes.add(task)
+        task.add_done_callback(self._log_writes.discard)
 
     def _note_missed(self, missed: MissedCall) -> None:
         log.info("missed a call (%s)", missed.reason)
@@ -540,7 +552,9 @@ class Phone:
         )
         self._note_missed(MissedCall(action.peer, self.config.hooks.clock(), "busy",
                                      action.call_id))  # fmt: skip
-        if self.config.call_log is not None:
+        if self.config.call_log is not None and self.config.contacts.get(action.peer):
+            # Only a contact's: anyone can send offers while we talk, and a stranger's would
+            # flood the log (and push our real history out of it).
             at = self.config.hooks.clock()
             self._write_log(CallRecord(self.config.server_url, action.peer, "in", at, "missed"))
         with contextlib.suppress(VoiceError, TimeoutError, OSError):

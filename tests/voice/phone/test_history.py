@@ -81,8 +81,24 @@ def test_a_missing_or_unreadable_log_is_empty_and_replaced_by_the_next_call(
     os.close(fd)
     assert log.recent() == []
     assert "not a readable call log" in caplog.text
+    for _ in range(5):  # home looks twice a second: one warning, not one per look
+        assert log.recent() == []
+    assert caplog.text.count("not a readable call log") == 1
     log.add(CallRecord(SERVER, "bob", "in", 1.0, "missed"))
     assert [r.peer for r in log.recent()] == ["bob"]
+
+
+def test_a_log_of_another_version_is_read_as_empty_and_never_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "calls.json"
+    newer = json.dumps({"version": 2, "calls": [{"whatever": "comes next"}]}).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, newer)
+    os.close(fd)
+    log = CallLog(path, server=SERVER)
+    assert log.recent() == []
+    with pytest.raises(OSError, match="another version"):
+        log.add(CallRecord(SERVER, "bob", "in", 1.0, "missed"))
+    assert path.read_bytes() == newer
 
 
 def test_a_log_that_others_can_read_is_refused(tmp_path: Path) -> None:
