@@ -349,12 +349,13 @@ class Call:
         await self._release()
 
     async def aclose(self, grace: float = CLOSE_TIMEOUT) -> None:
-        """Stop the tasks (after hangup had ``grace`` seconds to be delivered) and release
-        everything; idempotent."""
-        for task in (self._runner, self._outbox.task):
+        """Stop the tasks and release everything; idempotent. The call's own task gets
+        CLOSE_TIMEOUT to finish (it closes the media: devices, TURN allocations); messages
+        still queued (the hangup) get ``grace`` seconds to be delivered."""
+        for task, limit in ((self._runner, CLOSE_TIMEOUT), (self._outbox.task, grace)):
             if task is not None and not task.done():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(task), grace)
+                    await asyncio.wait_for(asyncio.shield(task), limit)
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
