@@ -115,8 +115,8 @@ def _add_plain(parser: argparse.ArgumentParser) -> None:
         "--plain",
         action="store_true",
         help="line mode: the call as lines of text instead of the call screen (always so when "
-        "stdin or stdout is not a terminal, and with --no-prompt, listen --auto-answer or "
-        "listen --timeout)",
+        "stdin or stdout is not a terminal, and with --no-prompt, --duration, listen "
+        "--auto-answer or listen --timeout)",
     )
 
 
@@ -207,6 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--seconds", type=float, default=None, help="call length (default: the speech sample)"
     )
+    demo.add_argument(
+        "--group",
+        metavar="N",
+        type=int,
+        nargs="?",
+        const=4,
+        default=None,
+        help="a group call of N (3-8, default 4) local users through a private Janus",
+    )
     return parser
 
 
@@ -236,9 +245,11 @@ def _configure_logging(verbosity: int) -> None:
 
 def wants_screen(args: argparse.Namespace, settings: Settings) -> bool:
     """Whether ``call`` or ``listen`` runs as the call screen: in a terminal (stdin and stdout),
-    unless ``--plain`` or an option that only line mode has (``--auto-answer``, ``--no-prompt``,
-    ``listen --timeout``) asks for the scripted behaviour."""
+    unless ``--plain`` or a script's option (``--no-prompt``, ``--duration``,
+    ``listen --auto-answer``, ``listen --timeout``) asks for line mode, which ends by itself."""
     if args.command not in ("call", "listen") or args.plain or args.no_prompt:
+        return False
+    if args.duration is not None:  # a timed call is a script's: it must end by itself
         return False
     if args.command == "listen" and (args.auto_answer or args.timeout is not None):
         return False
@@ -271,6 +282,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
         return local.cmd_trust(settings, args.peer, " ".join(args.fingerprint))
     if command == "devices":
         return local.cmd_devices(settings)
+    if command == "demo" and args.group is not None:
+        from voice.group.demo import run_group_demo
+
+        return asyncio.run(run_group_demo(n=args.group, out=settings.out, keep=args.keep))
     if command == "demo":
         from voice.demo import run_demo
 

@@ -18,7 +18,7 @@ from textual.widgets import ListView
 
 from voice.crypto.contacts import Contact, ContactBook
 from voice.errors import CallEnded, KeyChangedError, PhoneClosed, VoiceError
-from voice.exitcodes import ExitCode, for_reason
+from voice.exitcodes import ExitCode, for_exception, for_reason
 from voice.phone import Call, Phone
 from voice.phone.history import CallRecord
 from voice.ui import view
@@ -149,10 +149,12 @@ class VoiceApp(App[ExitCode]):
         try:
             call = await self.phone.call(user)
         except KeyChangedError:
+            self.last_code = ExitCode.KEY_CHANGED
             text = f"{user}'s identity key changed: nothing was sent. See 'voice contacts'."
             self.notify(text, severity="error", markup=False)
             return None
         except (VoiceError, TimeoutError, OSError) as exc:
+            self.last_code = for_exception(exc) or ExitCode.CALL_FAILED  # as line mode exits
             self.notify(f"Cannot call {user}: {exc}", severity="error", markup=False)
             return None
         self.calls.append(call)

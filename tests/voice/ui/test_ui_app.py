@@ -16,6 +16,7 @@ from voice.audio.sinks import NullSink
 from voice.audio.sources import ToneSource
 from voice.call.events import EndReason, HoldState
 from voice.crypto.contacts import TrustState
+from voice.exitcodes import ExitCode
 from voice.phone import Phone
 from voice.ui import view
 from voice.ui.app import VoiceApp
@@ -127,6 +128,28 @@ async def test_alice_calls_bob_mutes_holds_verifies_hangs_up_then_takes_his_call
                 assert "Call ended: bob hung up." in screen_text(app)
                 await pilot.press("q")
             assert app.return_value is not None and app.return_value.name == "OK"
+        finally:
+            await alice_phone.close()
+            await audio.close()
+
+
+async def test_a_call_that_cannot_be_placed_exits_with_its_code_as_line_mode_does(
+    tmp_path: Path,
+) -> None:
+    alice = Person.make("alice", tmp_path)
+    async with signaling_server() as url:
+        audio = CallAudio(Tones())
+        await audio.refill()
+        alice_phone = await Phone.connect(alice.config(url), audio=audio)
+        app = VoiceApp(alice_phone, alice.contacts, audio, server=url, call_to="nosuchuser")
+        try:
+            async with app.run_test(size=SIZE) as pilot:
+                await until(lambda: app.last_code is not None, pilot)
+                notes = [n.message for n in app._notifications]
+                assert any(n.startswith("Cannot call nosuchuser") for n in notes), notes
+                assert isinstance(app.screen, HomeScreen)  # back home, nothing to hang up
+                await pilot.press("q")
+            assert app.return_value == ExitCode.UNKNOWN_USER
         finally:
             await alice_phone.close()
             await audio.close()

@@ -65,7 +65,8 @@ class Terminal(io.StringIO):
     [
         (["call", "bob"], True),
         (["listen"], True),
-        (["call", "bob", "--tone", "440", "--duration", "5"], True),
+        (["call", "bob", "--tone", "440"], True),
+        (["call", "bob", "--duration", "5"], False),  # a timed call ends by itself: lines
         (["call", "bob", "--plain"], False),
         (["listen", "--plain"], False),
         (["call", "bob", "--no-prompt"], False),  # a script's options: line mode
