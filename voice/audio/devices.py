@@ -56,6 +56,9 @@ class _PyAudioStream:
         self._closed = False
         self._started = False
         self.started_at: float | None = None  # time.monotonic() once PortAudio runs the stream
+        self.start_requested_at: float | None = None  # time.monotonic() when it was asked to
+        self._start_error: OSError | None = None  # the start failed (noticed even if no one
+        # awaited it: a read that timed out leaves the start running on its thread)
         self.last_callback: float | None = None  # time.monotonic() of PortAudio's latest callback
         try:
             self.device = resolve_device(self._pa, device, self.kind)
@@ -88,6 +91,7 @@ class _PyAudioStream:
         if self._started:
             return
         self._started = True
+        self.start_requested_at = time.monotonic()
         try:
             await asyncio.to_thread(self._start)
         except OSError as exc:
@@ -95,7 +99,11 @@ class _PyAudioStream:
 
     def _start(self) -> None:
         # Noted here, on the worker thread: it happens even if the awaiting task is cancelled.
-        self._stream.start_stream()
+        try:
+            self._stream.start_stream()
+        except OSError as exc:
+            self._start_error = exc
+            raise
         self.started_at = time.monotonic()
 
     async def start(self) -> None:
@@ -105,10 +113,18 @@ class _PyAudioStream:
 
     @property
     def failed(self) -> bool:
-        """Whether PortAudio stopped the started stream on its own: the device went away."""
-        if self.started_at is None or self._closed:
+        """Whether the device went away: its start failed, or PortAudio stopped the started
+        stream on its own (or cannot even say whether it runs)."""
+        if self._closed:
             return False
-        return not self._stream.is_active()
+        if self._start_error is not None:
+            return True
+        if self.started_at is None:
+            return False
+        try:
+            return not self._stream.is_active()
+        except OSError:
+            return True
 
     @property
     def closed(self) -> bool:

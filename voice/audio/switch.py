@@ -36,6 +36,7 @@ STALL_S = 0.5  # a running microphone silent this long has gone away
 START_S = 5.0  # a started microphone that never delivers within this has gone away
 WARM_UP_S = 3.0  # at most this long for a new device to run before it is swapped in anyway
 STEADY_S = 0.1  # a callback this long after the start means the device runs in real time
+REFALL_S = 10.0  # a second loss this soon after a fallback goes silent instead of reopening
 
 
 class _Stream(Protocol):
@@ -43,6 +44,7 @@ class _Stream(Protocol):
 
     device: DeviceInfo
     started_at: float | None
+    start_requested_at: float | None
     last_callback: float | None
 
     @property
@@ -99,6 +101,7 @@ class _LiveDevice(Generic[S]):
         self._device: S | None = opener(device)  # NoAudioDevice here fails the call early
         self._lock = asyncio.Lock()
         self._closed = False
+        self._fell_back_at: float | None = None  # time.monotonic() of the last fallback
 
     @property
     def device_name(self) -> str:
@@ -124,6 +127,7 @@ class _LiveDevice(Generic[S]):
                 await _close_quietly(new)
                 raise AudioError(f"switch() on a closed {self.kind} stream")
             old, self._device = self._device, new
+            self._fell_back_at = None  # the user's choice: a later loss may fall back again
         await _close_quietly(old)
         return new.device.name
 
@@ -146,7 +150,12 @@ class _LiveDevice(Generic[S]):
             if lost is not self._device or self._closed:
                 return  # a switch or another fallback got there first
             name = lost.device.name
+            now = time.monotonic()
+            again = self._fell_back_at is not None and now - self._fell_back_at < REFALL_S
+            self._fell_back_at = now
             try:
+                if again:  # the default we fell back to failed at once: do not loop on it
+                    raise NoAudioDevice("it failed too, just now")
                 self._device = await self._open(None)
             except NoAudioDevice as exc:
                 self._device = None
@@ -230,7 +239,8 @@ class LiveMicrophone(_LiveDevice[MicStream]):
         now = time.monotonic()
         if device.last_callback is not None:
             return now - device.last_callback > self.stall_s
-        return device.started_at is not None and now - device.started_at > START_S
+        started = device.started_at or device.start_requested_at  # a start may hang in PortAudio
+        return started is not None and now - started > START_S
 
 
 class LiveSpeaker(_LiveDevice[SpeakerStream]):

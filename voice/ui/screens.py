@@ -327,7 +327,7 @@ class CallScreen(Screen[None]):
             return
         try:
             name = await self.devices.switch_to_next(kind)
-        except (LookupError, VoiceError) as exc:
+        except (LookupError, VoiceError, OSError) as exc:  # OSError: PortAudio itself
             self.notify(f"Cannot switch the {kind}: {exc}", severity="warning", markup=False)
             return
         self.notify(f"{'Microphone' if kind == 'input' else 'Speaker'}: {name}", markup=False)

@@ -320,6 +320,7 @@ class FakeStream:
     def __init__(self, name: str) -> None:
         self.device = DeviceInfo(0, name, 1, 1, 48_000.0)
         self.started_at: float | None = None
+        self.start_requested_at: float | None = None
         self.last_callback: float | None = None
         self.failed = False
         self.closed = False
@@ -385,3 +386,23 @@ async def test_speaker_without_any_device_discards(caplog: pytest.LogCaptureFixt
     await speaker.close()
     with pytest.raises(AudioError):
         await speaker.write_frame(SILENCE)
+
+
+async def test_a_default_that_fails_at_once_is_not_reopened_in_a_loop() -> None:
+    notices: list[str] = []
+    opened: list[FakeStream] = []
+
+    def default_dies(device: DeviceSpec | None) -> FakeStream:
+        stream = FakeStream(str(device) if device is not None else "default")
+        stream.failed = device is None  # the default opens, then fails on first use
+        opened.append(stream)
+        return stream
+
+    mic = LiveMicrophone("headset", on_notice=notices.append, opener=default_dies)
+    opened[0].failed = True  # the headset goes away
+    async with asyncio.timeout(2):
+        frames = [await mic.read_frame() for _ in range(5)]
+    assert frames == [SILENCE] * 5 and mic.device_name == "no device"
+    assert [s.device.name for s in opened] == ["headset", "default"]  # reopened once, no more
+    assert len(notices) == 2 and notices[1].endswith("sending silence.")
+    await mic.close()
