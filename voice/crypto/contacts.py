@@ -216,16 +216,20 @@ class ContactBook:
 
         self._change(apply)
 
-    def store_retained(self, user: str, secret: bytes) -> None:
+    def store_retained(self, user: str, secret: bytes, *, key: bytes | None = None) -> None:
         """Keep ``secret`` (``CallKeys.next_retained``) as the current one, the old as previous.
 
-        Call it after a call whose SAS the users confirmed, or whose continuity was a MATCH with
-        a VERIFIED contact: a secret from an unauthenticated call would vouch for nobody.
+        Call it when a call earned it (voice.call.agreement.CallAgreement.earned_retained) or
+        its SAS was confirmed. With ``key`` (the identity key the call ran under), nothing is
+        kept if the pinned key is no longer that one: a ``voice trust`` in another process
+        between the call's check and this write must not give the new key the old one's secret.
         """
         copy = bytes(bytearray(secret))  # our own object: CallKeys.erase() wipes theirs
 
         def apply(records: dict[str, Record]) -> None:
             rec = _require(records, user)
+            if key is not None and rec.key != key:
+                return
             rec.retained = rec.retained.rotated(copy)
 
         self._change(apply)

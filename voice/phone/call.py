@@ -297,7 +297,7 @@ class Call:
         self.verified = True
         keys = self._media.keys
         if keys is not None and self._sas is not None:
-            contacts.store_retained(self.peer, keys.next_retained)
+            contacts.store_retained(self.peer, keys.next_retained, key=self.peer_key)
 
     def __repr__(self) -> str:
         return f"Call({self.role.value}, peer={self.peer!r}, {self.short_id}, {self.state.name})"

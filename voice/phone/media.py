@@ -125,7 +125,7 @@ class CallMedia:
         contacts = self._cfg.contacts
         secret = self.agreement.earned_retained(contacts.get(self._peer))
         if secret is not None:
-            contacts.store_retained(self._peer, secret)
+            contacts.store_retained(self._peer, secret, key=self.agreement.parties.peer)
 
     async def connect_ice(self, remote: dict[str, Any]) -> ev.LocalEvent:
         assert self.session is not None

@@ -222,3 +222,11 @@ def test_a_version_1_book_is_adopted_by_the_first_server(tmp_path: Path) -> None
     book.check("carol", OTHER.public_key)
     doc = json.loads(path.read_text())
     assert set(doc["servers"]) == {"wss://one.example"}
+
+
+def test_a_secret_for_a_key_no_longer_pinned_is_not_kept(book: ContactBook) -> None:
+    book.check("bob", b"\x01" * 32)
+    book.store_retained("bob", b"1" * 32, key=b"\x02" * 32)  # the call ran under another key
+    assert book.get_retained("bob") == RetainedSecrets()
+    book.store_retained("bob", b"1" * 32, key=b"\x01" * 32)
+    assert book.get_retained("bob") == RetainedSecrets(b"1" * 32)
