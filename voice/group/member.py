@@ -17,12 +17,13 @@ from voice.group.frames import EncodedAudioTrack, OnFrame, tap_receiver
 from voice.group.janus import JanusError, JanusSession
 from voice.group.videoroom import VideoRoom
 
-__all__ = ["MediaMember", "OnFeedFrame"]
+__all__ = ["MediaMember", "OnFeedFrame", "opus_only"]
 
 OnFeedFrame = Callable[[int, bytes, int], None]  # (feed id, sealed frame, RTP timestamp)
 
 
-def _opus_only(transceiver: RTCRtpTransceiver) -> None:
+def opus_only(transceiver: RTCRtpTransceiver) -> None:
+    """Offer Opus alone: the frames we hand aiortc are Opus, under the type Janus expects."""
     codecs = RTCRtpSender.getCapabilities("audio").codecs
     transceiver.setCodecPreferences([c for c in codecs if c.mimeType.lower() == "audio/opus"])
 
@@ -51,7 +52,7 @@ class MediaMember:
         joined = await videoroom.join_as_publisher(self.room, display=self.display)
         pc = self._pc()
         transceiver = pc.addTransceiver(EncodedAudioTrack(next_frame), direction="sendonly")
-        _opus_only(transceiver)
+        opus_only(transceiver)
         await pc.setLocalDescription(await pc.createOffer())
         answer = await videoroom.publish(pc.localDescription.sdp, e2ee=e2ee)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
@@ -69,7 +70,7 @@ class MediaMember:
             feed = offer.feeds.get(str(transceiver.mid))
             if feed is None:
                 raise JanusError(f"Janus offered m-line {transceiver.mid} for no feed we know")
-            _opus_only(transceiver)
+            opus_only(transceiver)
             tap_receiver(transceiver.receiver, _for_feed(feed, on_frame))
         await pc.setLocalDescription(await pc.createAnswer())
         await videoroom.start(pc.localDescription.sdp)

@@ -62,9 +62,15 @@ class VideoRoom:
         self.handle = handle
 
     async def create_room(
-        self, *, room: int | None = None, publishers: int = 16, require_e2ee: bool = True
+        self,
+        *,
+        room: int | None = None,
+        publishers: int = 16,
+        require_e2ee: bool = True,
+        pin: str | None = None,
     ) -> int:
-        """A temporary, private, Opus-only room; its id (Janus picks one unless ``room``)."""
+        """A temporary, private, Opus-only room; its id (Janus picks one unless ``room``).
+        With ``pin``, Janus lets in only who gives it (join, subscribe)."""
         body: Json = {
             "request": "create",
             "description": "group call",
@@ -76,6 +82,8 @@ class VideoRoom:
         }
         if room is not None:
             body["room"] = room
+        if pin is not None:
+            body["pin"] = pin
         reply = await self.handle.send(body)
         return int(_expect(reply.data, "videoroom", "created")["room"])
 
@@ -84,11 +92,15 @@ class VideoRoom:
         reply = await self.handle.send({"request": "destroy", "room": room})
         _expect(reply.data, "videoroom", "destroyed")
 
-    async def join_as_publisher(self, room: int, *, display: str | None = None) -> Joined:
+    async def join_as_publisher(
+        self, room: int, *, display: str | None = None, pin: str | None = None
+    ) -> Joined:
         """Enter ``room`` as a (not yet sending) publisher."""
         body: Json = {"request": "join", "ptype": "publisher", "room": room}
         if display is not None:
             body["display"] = display
+        if pin is not None:
+            body["pin"] = pin
         reply = await self.handle.send(body)
         data = _expect(reply.data, "videoroom", "joined")
         return Joined(int(data["id"]), _feeds(data))
@@ -102,7 +114,9 @@ class VideoRoom:
             raise JanusError(f"Janus answered a publish without an SDP answer: {reply.data}")
         return str(reply.jsep["sdp"])
 
-    async def subscribe(self, room: int, feeds: list[int]) -> Subscription:
+    async def subscribe(
+        self, room: int, feeds: list[int], *, pin: str | None = None
+    ) -> Subscription:
         """Ask for every stream of ``feeds`` on this handle's one PeerConnection."""
         body: Json = {
             "request": "join",
@@ -110,6 +124,8 @@ class VideoRoom:
             "room": room,
             "streams": [{"feed": feed} for feed in feeds],
         }
+        if pin is not None:
+            body["pin"] = pin
         reply = await self.handle.send(body)
         data = _expect(reply.data, "videoroom", "attached")
         if reply.jsep is None or reply.jsep.get("type") != "offer":
@@ -122,6 +138,16 @@ class VideoRoom:
         jsep = {"type": "answer", "sdp": answer_sdp, "trickle": False}
         reply = await self.handle.send({"request": "start"}, jsep)
         _expect(reply.data, "started")
+
+    async def publishers(self, room: int) -> tuple[Feed, ...]:
+        """The participants of ``room`` that publish now (``listparticipants``)."""
+        reply = await self.handle.send({"request": "listparticipants", "room": room})
+        data = _expect(reply.data, "videoroom", "participants")
+        return tuple(
+            Feed(int(p["id"]), p.get("display"))
+            for p in data.get("participants") or ()
+            if p.get("publisher")
+        )
 
     async def leave(self) -> None:
         """Leave the room (publisher: unpublish and leave; subscriber: stop receiving)."""

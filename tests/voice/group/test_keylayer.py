@@ -1,0 +1,87 @@
+"""The key layer without any network: three members pass its messages by hand, and the room
+watcher decides from publisher lists."""
+
+from __future__ import annotations
+
+import os
+
+from voice.group import messages as gm
+from voice.group.keylayer import KeyLayer, Outgoing
+from voice.group.keys import OwnSender, SenderKey
+from voice.group.media import FeedWatch
+
+GROUP = os.urandom(16)
+
+
+def member(user: str, index: int) -> gm.Member:
+    return gm.Member(user, os.urandom(32), index, os.urandom(32))
+
+
+def settle(layers: dict[str, KeyLayer], outgoing: dict[str, Outgoing]) -> None:
+    """Deliver every message (as the roster would, same epoch) until nothing is left."""
+    while any(outgoing.values()):
+        sender = next(user for user, out in outgoing.items() if out)
+        to, message = outgoing[sender].pop(0)
+        assert isinstance(message, gm.SenderKey | gm.Commit | gm.Reveal)
+        outgoing[to] += layers[to].on_deliver(message, 0.0)
+
+
+def epoch(
+    layers: dict[str, KeyLayer],
+    number: int,
+    members: tuple[gm.Member, ...],
+    joined: tuple[gm.Member, ...] = (),
+    left: tuple[gm.Member, ...] = (),
+) -> None:
+    outgoing = {}
+    for m in members:
+        others = [o for o in members if o is not m]
+        outgoing[m.user] = layers[m.user].on_membership(
+            GROUP, number, members, others, joined, left, 0.0
+        )
+    settle(layers, outgoing)
+
+
+def test_joins_and_a_leave_give_one_code_and_the_keys_the_design_says() -> None:
+    alice, bob, carol = member("alice", 0), member("bob", 1), member("carol", 2)
+    layers = {
+        "alice": KeyLayer("alice", sender=OwnSender(SenderKey.fresh(0, 0))),
+        "bob": KeyLayer("bob"),
+        "carol": KeyLayer("carol"),
+    }
+    epoch(layers, 1, (alice, bob), joined=(bob,))
+    assert layers["alice"].code is not None and layers["alice"].code == layers["bob"].code
+    epoch(layers, 2, (alice, bob, carol), joined=(carol,))
+    codes = {str(layers[u].code) for u in ("alice", "bob", "carol")}
+    assert len(codes) == 1 and "None" not in codes
+    bob_key = layers["bob"].sender
+    assert bob_key is not None and bob_key.current.step == 1  # ratcheted for carol's join
+    assert layers["carol"].peers.get(1) == bob_key.current  # carol got the ratcheted key only
+    epoch(layers, 3, (alice, bob), left=(carol,))
+    assert layers["alice"].code is not None and layers["alice"].code == layers["bob"].code
+    assert bob_key.current.generation == 1  # a fresh key after the leave
+    assert layers["carol"].peers.get(1) != bob_key.current  # which carol never got
+
+
+def test_the_code_waits_for_every_key_of_the_epoch() -> None:
+    alice, bob = member("alice", 0), member("bob", 1)
+    layers = {"alice": KeyLayer("alice", sender=OwnSender(SenderKey.fresh(0, 0)))}
+    layers["bob"] = KeyLayer("bob")
+    out_a = layers["alice"].on_membership(GROUP, 1, (alice, bob), [bob], (bob,), (), 0.0)
+    out_b = layers["bob"].on_membership(GROUP, 1, (alice, bob), [alice], (bob,), (), 0.0)
+    bob_key = next(m for _, m in out_b if isinstance(m, gm.SenderKey))
+    settle(layers, {"alice": out_a, "bob": [(t, m) for t, m in out_b if m is not bob_key]})
+    assert layers["bob"].code is not None
+    assert layers["alice"].code is None  # every reveal is in, bob's key is not
+    layers["alice"].on_deliver(bob_key, 0.0)
+    assert layers["alice"].code == layers["bob"].code
+
+
+def test_the_watcher_subscribes_once_and_finds_vanished_members() -> None:
+    watch = FeedWatch(publish_s=5.0)
+    wanted, gone = watch.look({"bob": 7}, {"bob", "carol"}, now=0.0)
+    assert wanted == [("bob", 7)] and gone == []
+    watch.subscribed["bob"] = 7
+    assert watch.look({"bob": 7}, {"bob", "carol"}, now=1.0) == ([], [])
+    assert watch.look({}, {"bob", "carol"}, now=2.0) == ([], ["bob"])  # its feed went away
+    assert watch.look({}, {"carol"}, now=5.5) == ([], ["carol"])  # never published in 5 s
