@@ -16,7 +16,7 @@ import pytest
 
 from tests.voice.cli_harness import VoiceProc, run_voice, signaling_server, start_voice
 from voice.audio.base import SAMPLE_RATE
-from voice.audio.quality import compare
+from voice.audio.quality import compare, segmental_correlation
 from voice.audio.speech import speech_sample
 from voice.audio.wavfile import load_wav
 from voice.crypto.contacts import ContactBook, TrustState
@@ -79,8 +79,14 @@ async def test_call_shows_equal_sas_carries_audio_and_marks_verified(tmp_path: P
     assert seen is not None and seen.state is TrustState.UNVERIFIED  # pinned, not compared
     assert (tmp_path / "alice" / "user").read_text().strip() == "alice"  # remembered
     speech = load_wav(speech_sample(), SAMPLE_RATE)
-    report = compare(speech, load_wav(heard, SAMPLE_RATE), max_lag_s=1.0)
-    assert report.correlation > 0.5, report  # the speech got through (silence or noise: ~0)
+    got = load_wav(heard, SAMPLE_RATE)
+    report = compare(speech, got, max_lag_s=1.0)
+    assert report.delay_ms is not None, report
+    # The speech got through, window by window (silence or noise: ~0). One overall correlation
+    # halves at a 20 ms step of the jitter buffer though every word got through (0.33 once in
+    # CI, with PESQ-WB 2.5): the demo measures the same way (voice.demo._heard_speech).
+    lag = round(report.delay_ms * SAMPLE_RATE / 1000)
+    assert segmental_correlation(speech, got, lag) > 0.5, report
 
 
 async def test_sas_prompt_marks_the_contact_verified(tmp_path: Path) -> None:
