@@ -107,15 +107,19 @@ class GroupCall:
         sink_for: Callable[[str], AudioSink] | None = None,
         mixed: AudioSink | None = None,
     ) -> Self:
-        """Open a group on the Janus at ``janus_url`` (a require_e2ee room with a random pin)
-        and publish into it; we are member 0 of epoch 0."""
+        """Open a group on the Janus at ``janus_url`` (a require_e2ee room with a random pin, and
+        a random secret that only we hold: nobody else may edit, destroy or kick in it) and
+        publish into it; we are member 0 of epoch 0."""
         signer = FrameSigner.generate()
         pin = secrets.token_urlsafe(18)
+        room_secret = secrets.token_urlsafe(24)
         control = GroupControl(client, identity, contacts)
         stack = contextlib.AsyncExitStack()
         try:
             janus = await stack.enter_async_context(JanusSession.open(janus_url))
-            room = await VideoRoom(await janus.attach()).create_room(require_e2ee=True, pin=pin)
+            room = await VideoRoom(await janus.attach()).create_room(
+                require_e2ee=True, pin=pin, secret=room_secret
+            )
             state = rs.CreatorState(
                 user=client.user,
                 identity_key=identity.public_key,

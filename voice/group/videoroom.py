@@ -68,9 +68,11 @@ class VideoRoom:
         publishers: int = 16,
         require_e2ee: bool = True,
         pin: str | None = None,
+        secret: str | None = None,
     ) -> int:
         """A temporary, private, Opus-only room; its id (Janus picks one unless ``room``).
-        With ``pin``, Janus lets in only who gives it (join, subscribe)."""
+        With ``pin``, Janus lets in only who gives it (join, subscribe); with ``secret``, only
+        who gives that may edit, destroy or kick in it (else anyone who learns the room id)."""
         body: Json = {
             "request": "create",
             "description": "group call",
@@ -84,12 +86,17 @@ class VideoRoom:
             body["room"] = room
         if pin is not None:
             body["pin"] = pin
+        if secret is not None:
+            body["secret"] = secret
         reply = await self.handle.send(body)
         return int(_expect(reply.data, "videoroom", "created")["room"])
 
-    async def destroy_room(self, room: int) -> None:
+    async def destroy_room(self, room: int, *, secret: str | None = None) -> None:
         """Close the room; Janus tells every participant it is gone."""
-        reply = await self.handle.send({"request": "destroy", "room": room})
+        body: Json = {"request": "destroy", "room": room}
+        if secret is not None:
+            body["secret"] = secret
+        reply = await self.handle.send(body)
         _expect(reply.data, "videoroom", "destroyed")
 
     async def join_as_publisher(

@@ -144,3 +144,12 @@ async def test_a_janus_that_does_not_start_is_a_clear_error(tmp_path: Path) -> N
     with pytest.raises(JanusStartError, match="not installed"):
         async with run_janus(tmp_path, binary="no-such-janus-binary"):
             pass
+
+
+async def test_only_the_creator_with_the_room_secret_may_destroy_the_room(tmp_path: Path) -> None:
+    async with running_janus(tmp_path) as janus, JanusSession.open(janus.url) as session:
+        videoroom = VideoRoom(await session.attach())
+        room = await videoroom.create_room(require_e2ee=True, pin="a-pin-1234", secret="s3cret")
+        with pytest.raises(JanusError):  # someone who learnt the room id, without the secret
+            await VideoRoom(await session.attach()).destroy_room(room)
+        await videoroom.destroy_room(room, secret="s3cret")
