@@ -5,31 +5,57 @@ never published beyond the Docker host's loopback; coturn on UDP, TCP and TLS wi
 certificate mounted; a healthcheck for every service; TURN_SECRET and TURN_HOST required (no
 silent placeholder); stun:, turn: (udp and tcp) and turns: URIs handed out; nothing provisioned
 that no code uses.
+
+Janus (issue 14, the SFU of voice/group): host networking, its public address required
+(JANUS_PUBLIC_IP), its wss:// certificate mounted; deploy/janus's configs serve the API over
+wss:// only, load the VideoRoom and the WebSockets transport and nothing else, no admin API.
+The real Janus starts with those very configs (only folders, certificate and port rewritten).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
 import re
 import shutil
+import signal
+import socket
+import ssl
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus, WebSocketException
+from websockets.typing import Subprotocol
 
 from signaling.config import ENV_PREFIX, Config
+from tests.support.tls import TestCA
+from voice.group import janusd
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 TURN_CONF = ROOT / "deploy" / "turnserver.conf"
-ENV = {"TURN_SECRET": "not-a-real-secret", "TURN_HOST": "turn.example.org"}
+JANUS_DIR = ROOT / "deploy" / "janus"
+JANUS_CONF = JANUS_DIR / "janus.jcfg"
+JANUS_WS_CONF = JANUS_DIR / "janus.transport.websockets.jcfg"
+JANUS_ROOM_CONF = JANUS_DIR / "janus.plugin.videoroom.jcfg"
+ENV = {
+    "TURN_SECRET": "not-a-real-secret",
+    "TURN_HOST": "turn.example.org",
+    "JANUS_PUBLIC_IP": "203.0.113.7",
+}
 
-pytestmark = pytest.mark.skipif(
+needs_compose = pytest.mark.skipif(
     shutil.which("docker-compose") is None,
     reason="docker-compose is missing: scripts/setup.sh installs Debian's (a parser only)",
+)
+needs_janus = pytest.mark.skipif(
+    shutil.which("janus") is None, reason="janus is missing: scripts/setup.sh installs it"
 )
 
 
@@ -68,19 +94,24 @@ def _yaml_to_json(text: str) -> dict[str, Any]:
     return parsed
 
 
+@needs_compose
 def test_compose_file_parses_with_docker_compose() -> None:
-    assert set(_services()) == {"signaling", "coturn"}  # nothing that no code uses (Redis)
+    # nothing that no code uses (no Redis); Janus is the SFU of group calls (voice/group)
+    assert set(_services()) == {"signaling", "coturn", "janus"}
 
 
-@pytest.mark.parametrize("variable", ["TURN_SECRET", "TURN_HOST"])
-def test_compose_refuses_to_start_without_turn_settings(variable: str) -> None:
+@needs_compose
+@pytest.mark.parametrize("variable", ["TURN_SECRET", "TURN_HOST", "JANUS_PUBLIC_IP"])
+def test_compose_refuses_to_start_without_required_settings(variable: str) -> None:
     env = {k: v for k, v in ENV.items() if k != variable}
     result = _compose_config(env, drop=(variable,))
     assert result.returncode != 0
     assert f"set {variable}" in result.stderr
     assert "turn.example" not in COMPOSE.read_text().replace("turn.example.org", "")
+    assert "203.0.113" not in COMPOSE.read_text()  # no placeholder address either
 
 
+@needs_compose
 def test_signaling_hands_out_stun_turn_and_turns_uris() -> None:
     env = _services()["signaling"]["environment"]
     uris = [u.strip() for u in env["VOICE_SIGNALING_TURN_URIS"].split(",")]
@@ -100,6 +131,7 @@ def test_signaling_hands_out_stun_turn_and_turns_uris() -> None:
     assert "--tls-listening-port=443" in moved["coturn"]["command"]
 
 
+@needs_compose
 def test_signaling_is_tls_only_and_keeps_metrics_private() -> None:
     sig = _services()["signaling"]
     env = sig["environment"]
@@ -119,6 +151,7 @@ def test_signaling_is_tls_only_and_keeps_metrics_private() -> None:
             assert target == int(env["VOICE_SIGNALING_PORT"]), published
 
 
+@needs_compose
 def test_coturn_listens_on_udp_tcp_and_tls_with_a_mounted_certificate() -> None:
     coturn = _services()["coturn"]
     conf = dict(
@@ -136,6 +169,7 @@ def test_coturn_listens_on_udp_tcp_and_tls_with_a_mounted_certificate() -> None:
     assert "443" in TURN_CONF.read_text()  # how to serve TURN over TLS on 443 is documented
 
 
+@needs_compose
 def test_every_service_has_a_healthcheck() -> None:
     for name, service in _services().items():
         check = service.get("healthcheck")
@@ -148,3 +182,184 @@ def test_every_signaling_variable_in_compose_is_a_server_setting() -> None:
     assert names, "compose file configures no signaling settings"
     unknown = [n for n in names if n.lower() not in fields]
     assert not unknown, f"compose sets variables the server ignores: {unknown}"
+
+
+# --- Janus (deploy/janus, the janus service) -------------------------------------------------
+
+
+def _jcfg(path: Path) -> dict[str, dict[str, str]]:
+    """The settings of one of our .jcfg files, section by section (values as written, strings
+    unquoted). Our files put one setting per line; the real Janus test below checks that Janus
+    reads them."""
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if opened := re.fullmatch(r"([a-z_]+)\s*:\s*\{", line):
+            current = sections.setdefault(opened.group(1), {})
+        elif line == "}":
+            current = None
+        else:
+            assert current is not None, f"{path.name}: setting outside a section: {raw!r}"
+            key, value = (part.strip() for part in line.split("=", 1))
+            current[key] = value.strip('"')
+    return sections
+
+
+def _entrypoint() -> list[str]:
+    found = re.search(r"^ENTRYPOINT (\[.*\])$", (JANUS_DIR / "Dockerfile").read_text(), re.M)
+    assert found, "deploy/janus/Dockerfile has no ENTRYPOINT in exec form"
+    entry: list[str] = json.loads(found.group(1))
+    return entry
+
+
+@needs_compose
+def test_janus_runs_on_host_networking_with_its_public_address_and_certificate() -> None:
+    janus = _services()["janus"]
+    assert Path(janus["build"]["context"]) == JANUS_DIR
+    assert janus["network_mode"] == "host"  # RTP ports and real addresses, like coturn
+    assert janus["command"] == ["--nat-1-1=203.0.113.7", "--rtp-port-range=20000-29999"]
+    moved = _services({**ENV, "JANUS_RTP_PORTS": "30000-30999"})["janus"]
+    assert "--rtp-port-range=30000-30999" in moved["command"]
+    certificates = _jcfg(JANUS_WS_CONF)["certificates"]
+    mounts = {v.split(":")[1]: v for v in janus["volumes"]}
+    for path in (certificates["cert_pem"], certificates["cert_key"]):
+        mount = mounts[Path(path).parent.as_posix()]
+        assert mount.startswith("janus-tls:") and mount.endswith(":ro"), mount
+    check = " ".join(janus["healthcheck"]["test"])
+    assert f"/dev/tcp/127.0.0.1/{_jcfg(JANUS_WS_CONF)['general']['wss_port']}" in check
+    assert janus["restart"] == "unless-stopped"
+    assert janus["read_only"] is True  # Janus writes nothing; recordings could not land
+    assert "8989/tcp" in COMPOSE.read_text() and "20000-29999/udp" in COMPOSE.read_text()
+
+
+def test_janus_configs_serve_wss_only_with_two_modules_and_no_admin_api() -> None:
+    core, ws, room = _jcfg(JANUS_CONF), _jcfg(JANUS_WS_CONF), _jcfg(JANUS_ROOM_CONF)
+    general = ws["general"]
+    assert general["ws"] == "false" and general["wss"] == "true" and general["wss_port"] == "8989"
+    assert ws["admin"] == {"admin_ws": "false", "admin_wss": "false"}
+    assert Path(ws["certificates"]["cert_pem"]).parent == Path("/etc/janus-voice/tls")
+    # the image runs `janus --configs-folder=/etc/janus-voice`, where it copies our three files
+    assert _entrypoint() == ["janus", f"--configs-folder={core['general']['configs_folder']}"]
+    dockerfile = (JANUS_DIR / "Dockerfile").read_text()
+    assert f"COPY {JANUS_CONF.name} {JANUS_WS_CONF.name} {JANUS_ROOM_CONF.name} " in dockerfile
+    # module folders: the Dockerfile links the VideoRoom and the WebSockets transport only
+    assert "plugins/libjanus_videoroom.so transports/libjanus_websockets.so;" in dockerfile
+    for kind in ("plugins", "transports", "events", "loggers"):
+        assert core["general"][f"{kind}_folder"] == f"/usr/local/lib/janus-voice/{kind}"
+    assert "lib=/usr/local/lib/janus-voice;" in dockerfile
+    assert "USER janus" in dockerfile  # not root
+    for secret in ("api_secret", "token_auth", "admin_secret"):
+        assert secret not in core["general"]  # our client sends none of them
+    assert core["general"]["protected_folders"] == '["/"]'  # nothing is ever recorded
+    assert core["nat"]["ice_tcp"] == "false" and core["media"]["ipv6"] == "false"
+    # no static rooms; no admin_key: our client creates its rooms without one
+    assert set(room) == {"general"} and "admin_key" not in room["general"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _module_dir() -> Path:
+    """Where Janus's modules are, by the Dockerfile's glob (else wherever janusd finds them)."""
+    found = sorted(Path("/usr/lib").glob("*/janus/plugins/libjanus_videoroom.so"))
+    return found[0].parent.parent if found else janusd._lib_dir()
+
+
+def _deploy_configs_in(folder: Path, *, port: int, cert: str, key: str) -> Path:
+    """deploy/janus's three configs and module folders under ``folder``; only the folders,
+    the certificate and the wss port differ from the image's."""
+    conf, lib = folder / "conf", folder / "lib"
+    conf.mkdir(parents=True)
+    modules = _module_dir()
+    for kind, name in (("plugins", janusd.PLUGIN), ("transports", janusd.TRANSPORT)):
+        (lib / kind).mkdir(parents=True)
+        (lib / kind / name).symlink_to(modules / kind / name)
+    for kind in ("events", "loggers"):
+        (lib / kind).mkdir()
+    values = {
+        "configs_folder": conf,
+        **{f"{kind}_folder": lib / kind for kind in ("plugins", "transports", "events", "loggers")},
+        "cert_pem": cert,
+        "cert_key": key,
+    }
+    rewritten: list[str] = []
+    for source in (JANUS_CONF, JANUS_WS_CONF, JANUS_ROOM_CONF):
+        text = source.read_text()
+        for name, value in values.items():
+            text, hits = re.subn(
+                rf'^(\s*{name}\s*=\s*)"[^"]*"', rf"\g<1>{json.dumps(str(value))}", text, flags=re.M
+            )
+            rewritten += [name] * hits
+        text, hits = re.subn(r"^(\s*wss_port\s*=\s*)\d+", rf"\g<1>{port}", text, flags=re.M)
+        rewritten += ["wss_port"] * hits
+        (conf / source.name).write_text(text)
+    assert sorted(rewritten) == sorted([*values, "wss_port"])  # each exactly once
+    return conf
+
+
+async def _info(url: str, context: ssl.SSLContext, deadline: float) -> dict[str, Any]:
+    """Janus's answer to "info" over wss://, retried until Janus listens or ``deadline``."""
+    while True:
+        try:
+            async with connect(
+                url, ssl=context, subprotocols=[Subprotocol("janus-protocol")], open_timeout=2
+            ) as ws:
+                await ws.send(json.dumps({"janus": "info", "transaction": "x"}))
+                async with asyncio.timeout(2):
+                    reply: dict[str, Any] = json.loads(await ws.recv())
+                return reply
+        except (OSError, InvalidStatus, WebSocketException, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+@needs_janus
+async def test_real_janus_runs_the_deploy_configs_with_videoroom_and_websockets_only(
+    tmp_path: Path,
+) -> None:
+    ca = TestCA.create(tmp_path / "pki")
+    issued = ca.issue(tmp_path / "pki", "janus", dns=["localhost"], ips=["127.0.0.1"])
+    port = _free_port()
+    conf = _deploy_configs_in(tmp_path / "janus", port=port, cert=issued.cert, key=issued.key)
+    # the image's entrypoint and docker-compose.yml's options, with our configs folder
+    command = [arg.replace("/etc/janus-voice", str(conf)) for arg in _entrypoint()]
+    command += ["--nat-1-1=203.0.113.7", "--rtp-port-range=20000-29999"]
+    out = tmp_path / "janus.out"
+    with out.open("wb") as sink:
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink
+        )
+    try:
+        context = ssl.create_default_context(cafile=str(ca.cert_path))
+        try:
+            info = await _info(f"wss://127.0.0.1:{port}/", context, time.monotonic() + 4)
+            with pytest.raises((OSError, WebSocketException)):  # no plain ws:// on the port
+                async with connect(f"ws://127.0.0.1:{port}/", open_timeout=2):
+                    pass
+        except Exception as exc:
+            exc.add_note(f"exit code {proc.returncode}; janus printed:\n{out.read_text()[-3000:]}")
+            raise
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)  # Janus closes its sessions and exits
+            try:
+                await asyncio.wait_for(proc.wait(), 3)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+    assert info["janus"] == "server_info" and info["transaction"] == "x", info
+    assert set(info["plugins"]) == {"janus.plugin.videoroom"}, info["plugins"]
+    assert set(info["transports"]) == {"janus.transport.websockets"}, info["transports"]
+    assert not info.get("events") and not info.get("loggers"), info
+    assert "dependencies" not in info  # hide_dependencies
+    assert info["server-name"] == "voice-group"
+    assert info["public-ip"] == "203.0.113.7"  # --nat-1-1, as docker-compose.yml passes it
+    assert info["ice-lite"] is False and info["ice-tcp"] is False and info["ipv6"] is False
+    assert info["api_secret"] is False and info["auth_token"] is False  # the client sends none
