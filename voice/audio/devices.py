@@ -42,6 +42,7 @@ __all__ = [
     "find_device",
     "list_devices",
     "match_device",
+    "take_fresh",
 ]
 
 
@@ -150,6 +151,26 @@ class _PyAudioStream:
             self._pa.terminate()
 
 
+MAX_BACKLOG_FRAMES = 3  # a reader this far behind gets the newest audio, not the oldest
+
+
+def take_fresh(
+    frame: bytes | None, queue: asyncio.Queue[bytes | None], max_backlog: int | None
+) -> tuple[bytes | None, int]:
+    """``frame`` (just taken from ``queue``), or a newer one if ``max_backlog`` or more still
+    wait behind it; and how many were skipped.
+
+    A live call reads one frame per 20 ms tick. Each tick it misses (a loaded machine) leaves
+    one more frame waiting, and without this the call would stay that much later for good,
+    up to the whole queue (500 ms); WebRTC drops captured audio the same way. A reader that
+    keeps up never has a backlog, so nothing is skipped."""
+    skipped = 0
+    while frame is not None and max_backlog is not None and queue.qsize() >= max_backlog:
+        frame = queue.get_nowait()
+        skipped += 1
+    return frame, skipped
+
+
 class PyAudioMicrophone(_PyAudioStream):
     """An AudioSource reading 20 ms frames from a PortAudio input device.
 
@@ -159,10 +180,19 @@ class PyAudioMicrophone(_PyAudioStream):
 
     kind: DeviceKind = "input"
 
-    def __init__(self, device: DeviceSpec | None = None, *, max_queued_frames: int = 25) -> None:
+    def __init__(
+        self,
+        device: DeviceSpec | None = None,
+        *,
+        max_queued_frames: int = 25,
+        max_backlog_frames: int | None = MAX_BACKLOG_FRAMES,
+    ) -> None:
         if max_queued_frames < 1:
             raise ValueError("max_queued_frames must be >= 1")
+        if max_backlog_frames is not None and max_backlog_frames < 1:
+            raise ValueError("max_backlog_frames must be >= 1 (or None)")
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(max_queued_frames)
+        self.max_backlog_frames = max_backlog_frames  # None: hand out every frame, however old
         self._pending = bytearray()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dropped = 0  # frames discarded because the reader fell behind
@@ -209,7 +239,8 @@ class PyAudioMicrophone(_PyAudioStream):
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         await self._ensure_started()
-        frame = await self._queue.get()
+        frame, stale = take_fresh(await self._queue.get(), self._queue, self.max_backlog_frames)
+        self.dropped += stale
         return None if self._closed else frame
 
     def _on_close(self) -> None:

@@ -162,7 +162,9 @@ async def check_input(device: str | None, alternative: str | None) -> Check:
     from voice.audio.devices import PyAudioMicrophone
 
     try:
-        mic = await asyncio.to_thread(PyAudioMicrophone, device, max_queued_frames=200)
+        mic = await asyncio.to_thread(
+            PyAudioMicrophone, device, max_queued_frames=200, max_backlog_frames=None
+        )  # every frame of the listening window, however late it is read
     except VoiceError as exc:
         return _no_device(name, exc, "input", "--play WAV, --tone HZ or --silence")
     except Exception as exc:

@@ -18,10 +18,12 @@ import pytest
 
 from voice.audio.base import FRAME_BYTES, AudioSink, AudioSource, pcm_to_array
 from voice.audio.devices import (
+    MAX_BACKLOG_FRAMES,
     PyAudioMicrophone,
     PyAudioSpeaker,
     find_device,
     list_devices,
+    take_fresh,
 )
 from voice.audio.sources import ToneSource
 from voice.errors import AudioError, NoAudioDevice
@@ -74,7 +76,7 @@ def test_bogus_device_raises_no_audio_device(pulse: None) -> None:
 
 
 async def test_tone_played_to_null_sink_comes_back(pulse: None) -> None:
-    mic = PyAudioMicrophone("pulse", max_queued_frames=500)
+    mic = PyAudioMicrophone("pulse", max_queued_frames=500, max_backlog_frames=None)
     speaker = PyAudioSpeaker("pulse", max_queued_frames=500)
     assert isinstance(mic, AudioSource) and isinstance(speaker, AudioSink)
     frames: list[bytes] = []
@@ -163,3 +165,27 @@ def test_no_sound_server_means_no_audio_device(
             PyAudioMicrophone(spec)
         with pytest.raises(NoAudioDevice):
             PyAudioSpeaker(spec)
+
+
+async def test_a_reader_that_fell_behind_gets_fresh_audio_not_stale() -> None:
+    """The backlog rule of PyAudioMicrophone.read_frame (take_fresh), on a queue of numbered
+    frames: a reader that keeps up gets every frame; one left behind by missed ticks skips to
+    within MAX_BACKLOG_FRAMES of the newest, so a call does not stay late for good."""
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def fill(*numbers: int) -> None:
+        for n in numbers:
+            queue.put_nowait(bytes([n]))
+
+    fill(0, 1)  # a reader on time: at most one frame waiting behind
+    got = [take_fresh(await queue.get(), queue, MAX_BACKLOG_FRAMES) for _ in range(2)]
+    assert got == [(b"\x00", 0), (b"\x01", 0)]
+    fill(*range(10, 20))  # ten ticks missed
+    frame, skipped = take_fresh(await queue.get(), queue, MAX_BACKLOG_FRAMES)
+    assert (frame, skipped) == (bytes([20 - MAX_BACKLOG_FRAMES]), 10 - MAX_BACKLOG_FRAMES)
+    assert queue.qsize() == MAX_BACKLOG_FRAMES - 1  # what is left is fresh
+    fill(30)
+    queue.put_nowait(None)  # closed meanwhile: the close still gets through
+    assert take_fresh(await queue.get(), queue, 1) == (None, 3)
+    fill(*range(40, 45))
+    assert take_fresh(await queue.get(), queue, None) == (b"\x28", 0)  # None: every frame

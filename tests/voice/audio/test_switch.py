@@ -154,7 +154,7 @@ class Recorder:
     """Records one device (a sink's monitor) in the background, with arrival times."""
 
     def __init__(self, device: DeviceSpec | None) -> None:
-        self.mic = PyAudioMicrophone(device, max_queued_frames=500)
+        self.mic = PyAudioMicrophone(device, max_queued_frames=500, max_backlog_frames=None)
         self.frames: list[tuple[float, bytes]] = []
         self._task = asyncio.create_task(self._run())
 
