@@ -409,11 +409,14 @@ class Phone:
 
     def _write_log(self, record: CallRecord) -> None:
         """Add ``record`` off the event loop (a file lock and two fsyncs must not stall the
-        audio); a closing phone waits for the writes still under way."""
+        audio), after the records before it (the log keeps the order calls ended in); a
+        closing phone waits for the writes still under way."""
         call_log = self.config.call_log
         assert call_log is not None
+        before = list(self._log_writes)
 
         async def write() -> None:
+            await asyncio.gather(*before, return_exceptions=True)
             try:
                 await asyncio.to_thread(call_log.add, record)
             except (OSError, VoiceError) as exc:  # a full disk, a refused file: calls go on
