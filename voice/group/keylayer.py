@@ -7,9 +7,12 @@ returns them as ``(recipient, message)`` pairs for the session to seal and send,
   goes to the newcomers only; a newcomer (our first roster) sends its fresh key to everyone;
 - a new epoch that drops members: their keys are forgotten at once, and a fresh key of the
   next generation goes to every remaining member;
-- then a commit to every other member; our reveal once every commit is in. The code is computed
-  once every reveal is in *and* every member's sender key of this epoch is held (a key is bound
-  into the code by its commitment), so a substituted key changes the code.
+- then a commit to every other member; our reveal once every commit is in *and* every member's
+  sender key of this epoch is held. The code binds each key by its commitment, as the keys
+  stood when we revealed: a key that changes after that fails the round. So every input of the
+  code is fixed before our nonce is known, as the commits fix the nonces: a member (or a
+  server that substitutes keys) that could still pick its key after seeing the reveals could
+  try keys until two different transcripts gave the same code (2**24 tries: seconds).
 
 Keys sent before commits on the same path: a member whose commit arrived already holds our
 key. No I/O, no clock (``now`` comes in). Never logged: keys, nonces, the code.
@@ -46,6 +49,7 @@ class KeyLayer:
         self._group = b""
         self._key_epoch: dict[int, int] = {}  # member index -> the epoch its held key is for
         self._revealed: set[int] = set()  # epochs whose nonce we sent
+        self._fixed: dict[int, bytes] = {}  # member index -> its key's commitment at our reveal
 
     def on_membership(
         self,
@@ -78,6 +82,7 @@ class KeyLayer:
         self._key_epoch[me.index] = epoch
         self.round = CodeRound(epoch, [m.index for m in members], me.index)
         self.code, self.failure = None, None
+        self._fixed = {}
         out: Outgoing = [
             (m.user, gm.SenderKey(group, epoch, me.index, key.generation, key.step, key.base_key))
             for m in to
@@ -108,20 +113,31 @@ class KeyLayer:
         if r is None or r.failure is not None:
             return []
         out: Outgoing = []
-        if r.ready_to_reveal and r.epoch not in self._revealed:
+        keys_in = all(self._key_epoch.get(m.index) == r.epoch for m in self._members)
+        if r.ready_to_reveal and keys_in and r.epoch not in self._revealed:
+            self._fixed = self._key_commitments()  # what the code will bind, fixed from now on
             self._revealed.add(r.epoch)
             reveal = gm.Reveal(self._group, r.epoch, r.own_index, r.own_reveal())
             out = [(user, reveal) for user in self._others]
-        if not r.complete or self.code is not None:
+        if not r.complete or self.code is not None or r.epoch not in self._revealed:
             return out
-        if any(self._key_epoch.get(m.index) != r.epoch for m in self._members):
-            return out  # a member's key of this epoch is still on its way
-        assert self.sender is not None
-        inputs = []
-        for m in self._members:
-            key = self.sender.current if m.index == r.own_index else self.peers.get(m.index)
-            assert key is not None
-            commitment = key.commitment()
-            inputs.append(CodeMember(m.user, m.identity_key, m.index, m.frame_key, commitment))
+        if not keys_in or self._key_commitments() != self._fixed:
+            self.failure = "a member's sender key changed after the reveals began"
+            return out
+        inputs = [
+            CodeMember(m.user, m.identity_key, m.index, m.frame_key, self._fixed[m.index])
+            for m in self._members
+        ]
         self.code = r.code(inputs)
         return out
+
+    def _key_commitments(self) -> dict[int, bytes]:
+        """Each member's sender key of this epoch, as its commitment (ours included)."""
+        assert self.sender is not None and self.round is not None
+        fixed: dict[int, bytes] = {}
+        for m in self._members:
+            own = m.index == self.round.own_index
+            key = self.sender.current if own else self.peers.get(m.index)
+            if key is not None:
+                fixed[m.index] = key.commitment()
+        return fixed

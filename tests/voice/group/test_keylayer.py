@@ -63,18 +63,42 @@ def test_joins_and_a_leave_give_one_code_and_the_keys_the_design_says() -> None:
     assert layers["carol"].peers.get(1) != bob_key.current  # which carol never got
 
 
-def test_the_code_waits_for_every_key_of_the_epoch() -> None:
+def test_no_reveal_and_no_code_before_every_key_of_the_epoch() -> None:
     alice, bob = member("alice", 0), member("bob", 1)
     layers = {"alice": KeyLayer("alice", sender=OwnSender(SenderKey.fresh(0, 0)))}
     layers["bob"] = KeyLayer("bob")
     out_a = layers["alice"].on_membership(GROUP, 1, (alice, bob), [bob], (bob,), (), 0.0)
     out_b = layers["bob"].on_membership(GROUP, 1, (alice, bob), [alice], (bob,), (), 0.0)
     bob_key = next(m for _, m in out_b if isinstance(m, gm.SenderKey))
-    settle(layers, {"alice": out_a, "bob": [(t, m) for t, m in out_b if m is not bob_key]})
-    assert layers["bob"].code is not None
-    assert layers["alice"].code is None  # every reveal is in, bob's key is not
-    layers["alice"].on_deliver(bob_key, 0.0)
-    assert layers["alice"].code == layers["bob"].code
+    outgoing = {"alice": out_a, "bob": [(t, m) for t, m in out_b if m is not bob_key]}
+    settle(layers, outgoing)
+    # alice holds every commit but not bob's key: she keeps her nonce, so nobody has a code
+    assert layers["alice"].code is None and layers["bob"].code is None
+    outgoing = {"alice": layers["alice"].on_deliver(bob_key, 0.0), "bob": []}
+    assert any(isinstance(m, gm.Reveal) for _, m in outgoing["alice"])  # now she reveals
+    settle(layers, outgoing)
+    assert layers["alice"].code is not None and layers["alice"].code == layers["bob"].code
+
+
+def test_a_key_changed_after_the_reveals_began_fails_the_code() -> None:
+    """A member that could still pick its key once the nonces are out could grind the code
+    (try keys until two transcripts give one code): the keys are fixed at our reveal."""
+    alice, bob = member("alice", 0), member("bob", 1)
+    layers = {"alice": KeyLayer("alice", sender=OwnSender(SenderKey.fresh(0, 0)))}
+    layers["bob"] = KeyLayer("bob")
+    out_a = layers["alice"].on_membership(GROUP, 1, (alice, bob), [bob], (bob,), (), 0.0)
+    out_b = layers["bob"].on_membership(GROUP, 1, (alice, bob), [alice], (bob,), (), 0.0)
+    bob_reveal: list[gm.Message] = []
+    for to, message in out_a:  # alice's key and commit reach bob: he reveals
+        bob_reveal += [m for _, m in layers[to].on_deliver(message, 0.0)]  # type: ignore[arg-type]
+    for _, message in out_b:  # bob's key and commit reach alice: she reveals
+        layers["alice"].on_deliver(message, 0.0)  # type: ignore[arg-type]
+    later = SenderKey.fresh(1, 1)  # bob now hands alice another key (a new generation) ...
+    layers["alice"].on_deliver(gm.SenderKey(GROUP, 1, 1, 1, 0, later.base_key), 0.0)
+    for message in bob_reveal:  # ... and then his nonce
+        layers["alice"].on_deliver(message, 0.0)  # type: ignore[arg-type]
+    assert layers["alice"].code is None
+    assert layers["alice"].failure is not None and "changed" in layers["alice"].failure
 
 
 def test_the_watcher_subscribes_once_and_finds_vanished_members() -> None:
