@@ -101,7 +101,7 @@ def test_compose_file_parses_with_docker_compose() -> None:
 
 
 @needs_compose
-@pytest.mark.parametrize("variable", ["TURN_SECRET", "TURN_HOST", "JANUS_PUBLIC_IP"])
+@pytest.mark.parametrize("variable", ["TURN_SECRET", "TURN_HOST"])
 def test_compose_refuses_to_start_without_required_settings(variable: str) -> None:
     env = {k: v for k, v in ENV.items() if k != variable}
     result = _compose_config(env, drop=(variable,))
@@ -220,9 +220,15 @@ def test_janus_runs_on_host_networking_with_its_public_address_and_certificate()
     janus = _services()["janus"]
     assert Path(janus["build"]["context"]) == JANUS_DIR
     assert janus["network_mode"] == "host"  # RTP ports and real addresses, like coturn
-    assert janus["command"] == ["--nat-1-1=203.0.113.7", "--rtp-port-range=20000-29999"]
+    assert janus["environment"] == {
+        "JANUS_PUBLIC_IP": "203.0.113.7", "JANUS_RTP_PORTS": "20000-29999"}  # fmt: skip
     moved = _services({**ENV, "JANUS_RTP_PORTS": "30000-30999"})["janus"]
-    assert "--rtp-port-range=30000-30999" in moved["command"]
+    assert moved["environment"]["JANUS_RTP_PORTS"] == "30000-30999"
+    # optional: a host with its public address on an interface needs no 1:1 mapping
+    plain = {k: v for k, v in ENV.items() if k != "JANUS_PUBLIC_IP"}
+    result = _compose_config(plain, drop=("JANUS_PUBLIC_IP",))
+    assert result.returncode == 0, result.stderr
+    assert _yaml_to_json(result.stdout)["services"]["janus"]["environment"]["JANUS_PUBLIC_IP"] == ""
     certificates = _jcfg(JANUS_WS_CONF)["certificates"]
     mounts = {v.split(":")[1]: v for v in janus["volumes"]}
     for path in (certificates["cert_pem"], certificates["cert_key"]):
@@ -241,9 +247,12 @@ def test_janus_configs_serve_wss_only_with_two_modules_and_no_admin_api() -> Non
     assert general["ws"] == "false" and general["wss"] == "true" and general["wss_port"] == "8989"
     assert ws["admin"] == {"admin_ws": "false", "admin_wss": "false"}
     assert Path(ws["certificates"]["cert_pem"]).parent == Path("/etc/janus-voice/tls")
-    # the image runs `janus --configs-folder=/etc/janus-voice`, where it copies our three files
-    assert _entrypoint() == ["janus", f"--configs-folder={core['general']['configs_folder']}"]
+    # the image runs its entrypoint script, which starts janus on the folder of our three files
+    assert _entrypoint() == ["/usr/local/bin/janus-voice"]
     dockerfile = (JANUS_DIR / "Dockerfile").read_text()
+    assert "COPY entrypoint.sh /usr/local/bin/janus-voice" in dockerfile
+    script = (JANUS_DIR / "entrypoint.sh").read_text()
+    assert f"${{JANUS_CONFIGS:-{core['general']['configs_folder']}}}" in script
     assert f"COPY {JANUS_CONF.name} {JANUS_WS_CONF.name} {JANUS_ROOM_CONF.name} " in dockerfile
     # module folders: the Dockerfile links the VideoRoom and the WebSockets transport only
     assert "plugins/libjanus_videoroom.so transports/libjanus_websockets.so;" in dockerfile
@@ -328,14 +337,15 @@ async def test_real_janus_runs_the_deploy_configs_with_videoroom_and_websockets_
     issued = ca.issue(tmp_path / "pki", "janus", dns=["localhost"], ips=["127.0.0.1"])
     port = _free_port()
     conf = _deploy_configs_in(tmp_path / "janus", port=port, cert=issued.cert, key=issued.key)
-    # the image's entrypoint and docker-compose.yml's options, with our configs folder
-    command = [arg.replace("/etc/janus-voice", str(conf)) for arg in _entrypoint()]
-    command += ["--nat-1-1=203.0.113.7", "--rtp-port-range=20000-29999"]
+    # the image's entrypoint script, with docker-compose.yml's environment and our folder
+    env = {**os.environ, "JANUS_CONFIGS": str(conf), "JANUS_PUBLIC_IP": "203.0.113.7",
+           "JANUS_RTP_PORTS": "20000-29999"}  # fmt: skip
     out = tmp_path / "janus.out"
     with out.open("wb") as sink:
         proc = await asyncio.create_subprocess_exec(
-            *command, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink
-        )
+            "sh", str(JANUS_DIR / "entrypoint.sh"),
+            stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, env=env,
+        )  # fmt: skip
     try:
         context = ssl.create_default_context(cafile=str(ca.cert_path))
         try:
