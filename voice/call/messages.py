@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
+from voice.canonjson import dumps, loads_object
 from voice.crypto.continuity import CONTINUITY_BYTES
 from voice.errors import BadCallMessage
 
@@ -90,12 +90,6 @@ def _check_text(text: str) -> None:
         raise BadCallMessage("text is not valid Unicode (lone surrogate)") from None
 
 
-def _dumps(obj: object) -> bytes:
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
-
-
 def canonical_description(desc: dict[str, Any]) -> bytes:
     """The one byte string for a media description, fed to the transcript hash on both sides.
 
@@ -104,7 +98,7 @@ def canonical_description(desc: dict[str, Any]) -> bytes:
     if not isinstance(desc, dict):
         raise BadCallMessage("description must be a JSON object")
     _check_json(desc, 0)
-    data = _dumps(desc)
+    data = dumps(desc)
     if len(data) > MAX_DESCRIPTION_BYTES:
         raise BadCallMessage(f"description larger than {MAX_DESCRIPTION_BYTES} bytes")
     return data
@@ -328,41 +322,15 @@ def encode(msg: Message) -> bytes:
         elif name in ("description", "ice"):
             canonical_description(value)  # a dict can change after the message was built
         obj[name] = value
-    data = _dumps(obj)
+    data = dumps(obj)
     if len(data) > MAX_MESSAGE_BYTES:
         raise BadCallMessage(f"message larger than {MAX_MESSAGE_BYTES} bytes")
     return data
 
 
-def _reject_constant(name: str) -> Any:
-    raise BadCallMessage(f"{name} is not JSON")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise BadCallMessage("duplicate key")
-    return obj
-
-
 def decode(data: bytes) -> Message:
     """Parse one payload; raise BadCallMessage for anything but a canonical, valid message."""
-    if not isinstance(data, bytes):
-        raise BadCallMessage("payload must be bytes")
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise BadCallMessage(f"message larger than {MAX_MESSAGE_BYTES} bytes")
-    try:
-        obj = json.loads(
-            data.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_reject_constant,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, BadCallMessage):
-            raise
-        raise BadCallMessage("payload is not UTF-8 JSON") from None
-    if not isinstance(obj, dict):
-        raise BadCallMessage("payload must be a JSON object")
+    obj = loads_object(data, MAX_MESSAGE_BYTES, BadCallMessage)
     if obj.get("v") != VERSION or isinstance(obj.get("v"), bool):
         raise BadCallMessage(f"unsupported version (want {VERSION})")
     kind = obj.get("type")

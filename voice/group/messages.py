@@ -41,11 +41,11 @@ from __future__ import annotations
 import base64
 import binascii
 import itertools
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
+from voice.canonjson import dumps, loads_object
 from voice.errors import BadGroupMessage
 
 VERSION: Final = 1
@@ -305,12 +305,6 @@ def _to_json(name: str, value: Any) -> Any:
     return value
 
 
-def _dumps(obj: object) -> bytes:
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
-
-
 def encode(msg: Message) -> bytes:
     """Canonical JSON bytes for ``msg`` (checked again, so we never send what a peer refuses)."""
     cls = type(msg)
@@ -320,7 +314,7 @@ def encode(msg: Message) -> bytes:
     obj: dict[str, Any] = {"v": VERSION, "type": msg.TYPE, "group": _b64(msg.group)}
     for name in cls.FIELDS:
         obj[name] = _to_json(name, getattr(msg, name))
-    data = _dumps(obj)
+    data = dumps(obj)
     if len(data) > MAX_MESSAGE_BYTES:
         raise BadGroupMessage(f"message larger than {MAX_MESSAGE_BYTES} bytes")
     return data
@@ -347,35 +341,9 @@ def _from_json(name: str, value: Any) -> Any:
     return value
 
 
-def _reject_constant(name: str) -> Any:
-    raise BadGroupMessage(f"{name} is not JSON")
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise BadGroupMessage("duplicate key")
-    return obj
-
-
 def decode(data: bytes) -> Message:
     """Parse one payload; raise BadGroupMessage for anything but a canonical, valid message."""
-    if not isinstance(data, bytes):
-        raise BadGroupMessage("payload must be bytes")
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise BadGroupMessage(f"message larger than {MAX_MESSAGE_BYTES} bytes")
-    try:
-        obj = json.loads(
-            data.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_reject_constant,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, BadGroupMessage):
-            raise
-        raise BadGroupMessage("payload is not UTF-8 JSON") from None
-    if not isinstance(obj, dict):
-        raise BadGroupMessage("payload must be a JSON object")
+    obj = loads_object(data, MAX_MESSAGE_BYTES, BadGroupMessage)
     version = obj.get("v")
     if version != VERSION or isinstance(version, bool) or type(version) is not int:
         raise BadGroupMessage(f"unsupported version (want {VERSION})")
