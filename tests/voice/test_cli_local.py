@@ -99,11 +99,17 @@ def test_contacts_and_trust_round_trip(tmp_path: Path) -> None:
     assert contact.state is TrustState.VERIFIED
 
 
-def test_trust_rejects_unknown_contacts_and_malformed_fingerprints(tmp_path: Path) -> None:
+def test_trust_of_a_new_contact_needs_the_server_and_a_well_formed_fingerprint(
+    tmp_path: Path,
+) -> None:
+    """Someone not yet a contact is looked up on the server (tests/voice/test_cli_trust.py):
+    with no server to ask, nothing is pinned and the exit code says why."""
     conf = str(tmp_path / "conf")
     fp = Identity.generate().fingerprint.machine
-    code, _, err = run("--config-dir", conf, "trust", "carol", fp)
-    assert code == ExitCode.USAGE and "carol" in err
+    code, _, err = run("--config-dir", conf, "--server", "ws://127.0.0.1:9", "--user", "alice",
+                       "trust", "carol", fp)  # fmt: skip
+    assert code == ExitCode.SERVER_UNREACHABLE, err
+    assert ContactBook(tmp_path / "conf" / "contacts.json").get("carol") is None
     code, _, err = run("--config-dir", conf, "trust", "carol", "not-a-fingerprint")
     assert code == ExitCode.USAGE and "not a fingerprint" in err
 

@@ -197,9 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("peer", metavar="USER", nargs="?", help="call USER at once")
     _add_audio(ui)
     add("contacts", "list pinned contacts and whether they are verified")
-    trust = add("trust", "accept USER's key after checking its fingerprint out of band")
+    trust = add(
+        "trust",
+        "verify USER by the fingerprint USER gave you out of band: accepts a changed key, or "
+        "makes USER a verified contact (its key looked up on the server, pinned only if it has "
+        "that fingerprint)",
+    )
     trust.add_argument("peer", metavar="USER")
     trust.add_argument("fingerprint", metavar="FINGERPRINT", nargs="+")
+    from voice.cli.groupopts import GROUP_HELP, add_group_arguments
+
+    add_group_arguments(add("group", GROUP_HELP))
     add("devices", "list audio devices for --input and --output")
     add_doctor_arguments(add("doctor", DOCTOR_HELP))
     demo = add("demo", "a real encrypted call between two temporary local users")
@@ -282,6 +290,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> ExitCode:
         return local.cmd_trust(settings, args.peer, " ".join(args.fingerprint))
     if command == "devices":
         return local.cmd_devices(settings)
+    if command == "group":
+        from voice.cli.group import cmd_group
+        from voice.cli.groupopts import GroupOptions
+
+        return asyncio.run(cmd_group(settings, GroupOptions.from_args(args)))
     if command == "demo" and args.group is not None:
         from voice.group.demo import run_group_demo
 

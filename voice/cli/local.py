@@ -1,14 +1,18 @@
-"""The subcommands that need no server: ``contacts``, ``trust``, ``devices``.
+"""The contact and device subcommands: ``contacts``, ``trust``, ``devices``.
 
-``voice id`` lives in :mod:`voice.cli.identity`.
+Only ``trust`` of someone not yet a contact goes to the server (for the key to check against the
+fingerprint). ``voice id`` lives in :mod:`voice.cli.identity`.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from voice.cli.context import Settings, check_username
 from voice.crypto.contacts import Contact, ContactBook, TrustState
-from voice.crypto.identity import Fingerprint
-from voice.errors import UsageError
+from voice.crypto.contactstore import KeySource
+from voice.crypto.identity import Fingerprint, fingerprint_of
+from voice.errors import UnknownFingerprint, UsageError
 from voice.exitcodes import ExitCode
 
 
@@ -34,7 +38,8 @@ def cmd_contacts(settings: Settings) -> ExitCode:
     servers = settings.contacts().by_server()
     if not servers:
         print(
-            "No contacts yet: a contact is pinned the first time you call each other.",
+            "No contacts yet: a contact is pinned the first time you call each other, or "
+            "by 'voice trust USER FINGERPRINT' with the fingerprint USER gave you.",
             file=(settings.out),
         )
         return ExitCode.OK
@@ -64,9 +69,34 @@ def cmd_trust(settings: Settings, user: str, fingerprint: str) -> ExitCode:
             raise UsageError(f"{user} is a contact on several servers: pass --server URL")
         if servers:
             book = ContactBook(book.path, server=servers[0])
-    contact = book.trust(user, fingerprint)
+    if book.get(user) is None and not book.servers_with(user):
+        contact = asyncio.run(_trust_new(settings, book, user, fingerprint))
+    else:
+        contact = book.trust(user, fingerprint)
     print(f"{user} is now verified: {contact.fingerprint.human}", file=settings.out)
     return ExitCode.OK
+
+
+async def _trust_new(settings: Settings, book: ContactBook, user: str, fingerprint: str) -> Contact:
+    """Make ``user`` a verified contact from the fingerprint the user was given: the server
+    is asked for ``user``'s key, and it is pinned only if it has that fingerprint (so a server
+    that names another key pins nothing). Then ``user`` may invite us to group calls, and our
+    calls with ``user`` start verified."""
+    from voice.cli.login import login_client  # the network: only for a new contact
+
+    client = await login_client(settings)
+    try:
+        key = await client.lookup(user)
+    finally:
+        await client.close()
+    if fingerprint_of(key) != Fingerprint.parse(fingerprint):
+        raise UnknownFingerprint(
+            f"the server names a key for {user} whose fingerprint is {fingerprint_of(key).human},"
+            f" not the one you were given: nothing was pinned (a mistyped fingerprint, or "
+            f"someone in the middle)"
+        )
+    book.check(user, key, source=KeySource.LOOKUP)
+    return book.trust(user, fingerprint)
 
 
 def cmd_devices(settings: Settings) -> ExitCode:

@@ -3,15 +3,17 @@ configuration from the settings and options, and what is saved once a login work
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from voice.cli.context import Settings
 from voice.cli.options import CallOptions
 from voice.crypto.contacts import ContactBook
+from voice.net.client import SignalingClient
 from voice.phone import Phone, PhoneConfig
 from voice.phone.history import CallLog
 
-__all__ = ["phone_config", "remember_login"]
+__all__ = ["login_client", "phone_config", "remember_login"]
 
 
 def phone_config(settings: Settings, options: CallOptions, contacts: ContactBook) -> PhoneConfig:
@@ -47,3 +49,24 @@ def remember_login(settings: Settings, phone: Phone) -> str | None:
     except OSError as exc:  # a read-only or full config directory
         return f"could not save to {settings.config_dir}: {exc}"
     return None
+
+
+async def login_client(settings: Settings) -> SignalingClient:
+    """A plain signaling session (no phone: group calls, ``voice trust`` of a new contact)
+    with the pins, CAs and keepalive a phone's login has; the server is pinned on success."""
+    pin = settings.server_pins().get(settings.server)
+    identity = settings.identity()
+    client = await SignalingClient.connect(
+        settings.server,
+        settings.require_user(),
+        identity.public_key,
+        identity.sign,
+        expected_server=pin.name if pin is not None and pin.server_id is None else None,
+        expected_server_id=pin.server_id if pin is not None else None,
+        ca_file=settings.ca_file,
+        insecure=settings.insecure,
+    )
+    with contextlib.suppress(OSError):  # the login stands; the pin is saved next time
+        settings.server_pins().pin(settings.server, client.server, client.server_id)
+        settings.remember_user(client.user)
+    return client

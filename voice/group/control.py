@@ -29,7 +29,9 @@ from voice.errors import BadEnvelope, BadGroupMessage, KeyChangedError
 from voice.group import messages as gm
 from voice.net.client import Delivery, SignalingClient
 
-__all__ = ["GroupControl", "Incoming"]
+__all__ = ["GroupControl", "GroupOpener", "Incoming"]
+
+SEQ_PER_MS = 1024  # room for that many messages per millisecond of a session's start
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,12 @@ class GroupControl:
         self.identity = identity
         self.contacts = contacts
         self.clock = clock
-        self.guard = ReplayGuard(clock=clock)
-        self._seq = itertools.count(1)
-        self.dropped: Counter[str] = Counter()
+        self.opener = GroupOpener(identity, contacts, clock=clock)
+        self.dropped = self.opener.dropped  # one counter: opening's refusals and key changes
+        # Sequence numbers start from the clock (ms x 1024), not 1: a member that leaves and
+        # joins the same group again from a new process (same group id, same identity) must not
+        # look like a replay of its earlier session to members who remember it.
+        self._seq = itertools.count(int(clock() * 1000) * SEQ_PER_MS)
 
     @property
     def user(self) -> str:
@@ -95,17 +100,44 @@ class GroupControl:
 
     def open(self, delivery: Delivery) -> Incoming | None:
         """The message in ``delivery``, or None (counted) if it is not one we may accept."""
+        return self.opener.open(delivery.from_user, delivery.body)
+
+
+class GroupOpener:
+    """Opens, checks and decodes group deliveries for one identity: pure, no I/O.
+
+    Freshness memory is spent only on envelopes that opened and whose sender key is the pinned
+    one. A sender we have not pinned (an invite from a stranger) goes to the replay guard's
+    small unsolicited pool, which evicts its own oldest entries: however many accounts a
+    stranger makes, the memory of our contacts' and members' messages is never crowded out
+    (voice.crypto.replay)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        contacts: ContactBook,
+        *,
+        clock: Callable[[], float] = time.time,
+        guard: ReplayGuard | None = None,
+    ) -> None:
+        self.identity = identity
+        self.contacts = contacts
+        self.guard = ReplayGuard(clock=clock) if guard is None else guard
+        self.dropped: Counter[str] = Counter()
+
+    def open(self, from_user: str, body: bytes) -> Incoming | None:
+        """The message ``from_user`` sent in ``body``, or None (counted by reason)."""
         try:
-            opened = open_envelope(self.identity, delivery.body)
+            opened = open_envelope(self.identity, body)
         except BadEnvelope:
             self.dropped["bad_envelope"] += 1
             return None
-        contact = self.contacts.get(delivery.from_user)
+        contact = self.contacts.get(from_user)
         if contact is not None and contact.public_key != opened.sender_key:
             self.dropped["key_changed"] += 1
             return None
         try:
-            self.guard.check(opened.sender_key, opened.header)
+            self.guard.check(opened.sender_key, opened.header, solicited=contact is not None)
         except BadEnvelope:
             self.dropped["replay"] += 1
             return None
@@ -117,4 +149,4 @@ class GroupControl:
         if message.group != opened.header.call_id:
             self.dropped["call_id_mismatch"] += 1
             return None
-        return Incoming(delivery.from_user, opened.sender_key, message, contact is not None)
+        return Incoming(from_user, opened.sender_key, message, contact is not None)

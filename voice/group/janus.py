@@ -29,6 +29,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Self
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -36,6 +37,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.typing import Subprotocol
 
 from voice.errors import VoiceError
+from voice.net.transport import client_tls_context
 
 __all__ = ["VIDEOROOM", "JanusError", "JanusHandle", "JanusSession", "server_info"]
 
@@ -133,11 +135,14 @@ class JanusSession:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, url: str, *, reply_timeout: float = 10.0) -> AsyncIterator[Self]:
+    async def open(
+        cls, url: str, *, reply_timeout: float = 10.0, ca_file: Path | None = None
+    ) -> AsyncIterator[Self]:
         """Connect, create a session and keep it alive; destroy it and disconnect on exit.
 
-        Every request, the connection included, fails after ``reply_timeout`` seconds."""
-        session = cls(await _connect(url, reply_timeout), reply_timeout=reply_timeout)
+        Every request, the connection included, fails after ``reply_timeout`` seconds.
+        ``ca_file``: the CAs that verify a ``wss://`` Janus (default: the system's)."""
+        session = cls(await _connect(url, reply_timeout, ca_file), reply_timeout=reply_timeout)
         try:
             reply = await session.request({"janus": "create"})
             session.id = int(reply["data"]["id"])
@@ -231,10 +236,11 @@ class JanusSession:
             handle.events.put_nowait(message)
 
 
-async def _connect(url: str, open_timeout: float) -> ClientConnection:
+async def _connect(url: str, open_timeout: float, ca_file: Path | None = None) -> ClientConnection:
+    tls = client_tls_context(ca_file) if url.startswith("wss://") else None
     try:
         async with asyncio.timeout(open_timeout):
-            return await connect(url, subprotocols=[SUBPROTOCOL], open_timeout=None)
+            return await connect(url, subprotocols=[SUBPROTOCOL], open_timeout=None, ssl=tls)
     except (OSError, TimeoutError, WebSocketException) as exc:
         raise JanusError(f"cannot reach Janus at {url}: {exc!r}") from exc
 

@@ -19,6 +19,7 @@ import contextlib
 import json
 import random
 import shutil
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -244,3 +245,33 @@ async def _wait_ready(
         f"Janus did not start (exit code {proc.returncode}, last error {last}); "
         f"{out} ends with:\n{_tail(out)}\n{log} ends with:\n{_tail(log)}"
     )
+
+
+async def _serve_until_stopped(workdir: Path) -> None:
+    async with run_janus(workdir) as janus:
+        print(f"Janus (VideoRoom) at {janus.url}; its log: {janus.log}. Ctrl-C stops it.")
+        print(f"For example: voice group start --sfu {janus.url} --invite USER", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+
+def main() -> None:
+    """``python -m voice.group.janusd [DIR]``: a local Janus for trying group calls by hand,
+    configured as the tests and the demo configure theirs (loopback only, ws://)."""
+    import sys
+    import tempfile
+
+    if len(sys.argv) > 1:
+        workdir = Path(sys.argv[1])
+        workdir.mkdir(parents=True, exist_ok=True)
+        asyncio.run(_serve_until_stopped(workdir))
+        return
+    with tempfile.TemporaryDirectory(prefix="voice-janus-") as tmp:
+        asyncio.run(_serve_until_stopped(Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,8 @@ returns them as ``(recipient, message)`` pairs for the session to seal and send,
 
 - a new epoch that adds members: our key ratchets one step, so does every key held, and ours
   goes to the newcomers only; a newcomer (our first roster) sends its fresh key to everyone;
+  a key of an earlier epoch that arrives late (two joins close together; the roster checked
+  that nobody left since) is ratcheted forward to this epoch as its sender's was;
 - a new epoch that drops members: their keys are forgotten at once, and a fresh key of the
   next generation goes to every remaining member;
 - then a commit to every other member; our reveal once every commit is in *and* every member's
@@ -63,6 +65,7 @@ class KeyLayer:
     ) -> Outgoing:
         """A new epoch of ``members``; ``others`` are those we trust (pinned) besides us."""
         me = next(m for m in members if m.user == self.user)
+        previous = None if self.round is None else self.round.epoch
         self._group, self._members = group, members
         self._others = [m.user for m in others]
         for m in left:
@@ -76,8 +79,9 @@ class KeyLayer:
         else:
             key = self.sender.on_join()
             self.peers.ratchet_all(now)
-            for index in self._key_epoch:
-                self._key_epoch[index] = epoch
+            for index, held in self._key_epoch.items():  # keys of the last epoch hold on;
+                if held == previous:  # one still awaited (e.g. after a leave) does not
+                    self._key_epoch[index] = epoch
             to = [m for m in others if m in joined]
         self._key_epoch[me.index] = epoch
         self.round = CodeRound(epoch, [m.index for m in members], me.index)
@@ -95,8 +99,13 @@ class KeyLayer:
         try:
             if isinstance(message, gm.SenderKey):
                 key = SenderKey(message.index, message.generation, message.step, message.key)
+                # An earlier epoch's key (the roster checked that only joins came since): its
+                # sender ratcheted it once per join, and so do we.
+                epoch = message.epoch if self.round is None else self.round.epoch
+                for _ in range(epoch - message.epoch):
+                    key = key.ratcheted()
                 self.peers.install(key, now)
-                self._key_epoch[message.index] = message.epoch
+                self._key_epoch[message.index] = max(epoch, message.epoch)
             elif self.round is not None and isinstance(message, gm.Commit):
                 self.round.add_commit(message.index, message.commitment)
             elif self.round is not None and isinstance(message, gm.Reveal):

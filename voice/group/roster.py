@@ -11,7 +11,9 @@ Who may send what (docs/group-calls.md): ``invite``, ``roster``, ``removed``, ``
 ``decline`` and ``leave`` only to the creator; ``sender_key``, ``commit`` and ``reveal`` only a
 member of the current roster, under the index the roster gives it and sealed with the identity key
 it lists. A member holds those of a later epoch (its roster may still be on the way) and delivers
-them once it accepts that roster; older epochs are dropped (``stale_epoch``).
+them once it accepts that roster. Older epochs are dropped (``stale_epoch``), except a sender key
+of an epoch whose sender is still the same member and since which nobody left: the key layer
+ratchets it forward, as its sender did (two joins close together make that common).
 
 CreatorState (the creator is member index 0; epoch 0 is the creator alone, nothing is sent):
 
@@ -79,6 +81,8 @@ __all__ = [
 INVITE_TIMEOUT: Final = 120.0  # an unanswered invite lapses (the invitee is told: ``end``)
 JOIN_TIMEOUT: Final = 30.0  # a joiner that gets no roster gives up
 MAX_HELD: Final = 64  # messages of a later epoch a member keeps until that roster comes
+MAX_REFUSED_SHOWN: Final = 8  # strangers' invites a member remembers, to tell its user who
+EPOCHS_KEPT: Final = 64  # how far back an old epoch's sender key may still be carried forward
 
 
 class State(enum.Enum):
@@ -198,6 +202,8 @@ class _Party:
         self.epoch = 0
         self.members: tuple[Member, ...] = ()
         self.dropped: Counter[str] = Counter()
+        # epoch -> (its members, whether it dropped anyone): which old sender keys still hold
+        self._epochs: dict[int, tuple[tuple[Member, ...], bool]] = {}
 
     def member(self, user: str) -> Member | None:
         return next((m for m in self.members if m.user == user), None)
@@ -206,9 +212,29 @@ class _Party:
         self.dropped[reason] += 1
         return Step((), reason)
 
+    def _remember_epoch(self, members: tuple[Member, ...], *, dropped_someone: bool) -> None:
+        self._epochs[self.epoch] = (members, dropped_someone)
+        for old in [e for e in self._epochs if e < self.epoch - EPOCHS_KEPT]:
+            del self._epochs[old]
+
+    def _carried(self, sender: str, msg: PeerMessage) -> bool:
+        """Whether ``msg``, from an earlier epoch, is a sender key that still holds: its sender
+        was the same member then, and every epoch since only added members (the key layer
+        ratchets it forward, as its sender did). Two joins close together make this common: a
+        newcomer's key for one epoch can arrive after the next epoch's roster."""
+        member = self.member(sender)
+        then = self._epochs.get(msg.epoch)
+        if not isinstance(msg, gm.SenderKey) or member is None or then is None:
+            return False
+        if member not in then[0]:
+            return False
+        since = range(msg.epoch + 1, self.epoch + 1)
+        return all(e in self._epochs and not self._epochs[e][1] for e in since)
+
     def _check_peer(self, sender: str, identity_key: bytes, msg: PeerMessage) -> Step:
-        """Deliver ``msg`` for the current epoch if ``sender`` is the member it claims to be."""
-        if msg.epoch < self.epoch:
+        """Deliver ``msg`` for the current epoch (or an earlier epoch's sender key that still
+        holds) if ``sender`` is the member it claims to be."""
+        if msg.epoch < self.epoch and not self._carried(sender, msg):
             return self._drop("stale_epoch")
         if msg.epoch > self.epoch:
             return self._drop("future_epoch")
@@ -254,6 +280,7 @@ class CreatorState(_Party):
         self.invite_timeout = invite_timeout
         self.max_members = max_members
         self.members = (Member(user, self.identity_key, 0, frame_key),)
+        self._remember_epoch(self.members, dropped_someone=False)
         self.invited: dict[str, float] = {}  # user -> deadline
         self._joined_at: dict[str, int] = {}  # user -> the epoch that admitted it
         self._next_index = 1
@@ -382,6 +409,7 @@ class CreatorState(_Party):
         joined, left = _diff(self.members, members)
         self.epoch += 1
         self.members = members
+        self._remember_epoch(members, dropped_someone=bool(left))
         roster = gm.Roster(self.group, self.epoch, members, self.sfu_url, self.room, self.pin)
         sends = tuple(Send(m.user, roster) for m in members if m.user != self.user)
         return Step((*sends, MembershipChanged(self.epoch, members, joined, left)))
@@ -416,6 +444,7 @@ class MemberState(_Party):
         self.reason: EndReason | None = None
         self.deadline: float | None = None
         self._held: list[tuple[str, bytes, PeerMessage]] = []
+        self.refused_invites: tuple[str, ...] = ()  # the latest senders refused: not contacts
 
     # ---- local events ----
 
@@ -486,7 +515,9 @@ class MemberState(_Party):
         return self._on_peer(sender, identity_key, message)
 
     def _on_invite(self, sender: str, identity_key: bytes, invite: gm.Invite, pinned: bool) -> Step:
-        if not pinned:
+        if not pinned:  # the app may say who (bounded: strangers must not grow our memory)
+            if sender not in self.refused_invites:
+                self.refused_invites = (*self.refused_invites, sender)[-MAX_REFUSED_SHOWN:]
             return self._drop("not_pinned")
         if invite.creator != sender:
             return self._drop("creator_mismatch")
@@ -532,6 +563,9 @@ class MemberState(_Party):
             self.room = room
         self.state, self.deadline = State.JOINED, None
         self.epoch, self.members = roster.epoch, roster.members
+        # A roster that skips an epoch (one that never came) leaves that epoch unknown here:
+        # no key from before the gap is carried over it.
+        self._remember_epoch(roster.members, dropped_someone=bool(left))
         effects.append(MembershipChanged(roster.epoch, roster.members, joined, left))
         held, self._held = self._held, []
         for sender, key, message in held:  # in the order they came

@@ -28,6 +28,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Self
 
 from voice.audio.base import AudioSink, AudioSource
@@ -72,8 +73,10 @@ class GroupCall:
         mixed: AudioSink | None = None,
         sender: OwnSender | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        janus_ca: Path | None = None,
     ) -> None:
         self.control = control
+        self.janus_ca = janus_ca  # verifies a wss:// Janus (default: the system's CAs)
         self.state = state
         self.signer = signer
         self.auto_accept = auto_accept
@@ -106,6 +109,7 @@ class GroupCall:
         *,
         sink_for: Callable[[str], AudioSink] | None = None,
         mixed: AudioSink | None = None,
+        janus_ca: Path | None = None,
     ) -> Self:
         """Open a group on the Janus at ``janus_url`` (a require_e2ee room with a random pin, and
         a random secret that only we hold: nobody else may edit, destroy or kick in it) and
@@ -116,7 +120,7 @@ class GroupCall:
         control = GroupControl(client, identity, contacts)
         stack = contextlib.AsyncExitStack()
         try:
-            janus = await stack.enter_async_context(JanusSession.open(janus_url))
+            janus = await stack.enter_async_context(JanusSession.open(janus_url, ca_file=janus_ca))
             room = await VideoRoom(await janus.attach()).create_room(
                 require_e2ee=True, pin=pin, secret=room_secret
             )
@@ -133,7 +137,9 @@ class GroupCall:
             await stack.aclose()
             raise
         sender = OwnSender(SenderKey.fresh(0, 0))
-        call = cls(control, state, signer, sink_for=sink_for, mixed=mixed, sender=sender)
+        call = cls(
+            control, state, signer, sink_for=sink_for, mixed=mixed, sender=sender, janus_ca=janus_ca
+        )
         call._stack = stack
         call._media = RoomMedia(janus, room, pin, client.user)
         call._start()
@@ -150,6 +156,7 @@ class GroupCall:
         auto_accept: bool = False,
         sink_for: Callable[[str], AudioSink] | None = None,
         mixed: AudioSink | None = None,
+        janus_ca: Path | None = None,
     ) -> Self:
         """Wait for an invite (AskUser: :meth:`accept`, or at once with ``auto_accept``)."""
         state = rs.MemberState(user=client.user, identity_key=identity.public_key)
@@ -161,6 +168,7 @@ class GroupCall:
             auto_accept=auto_accept,
             sink_for=sink_for,
             mixed=mixed,
+            janus_ca=janus_ca,
         )
         call._start()
         return call
@@ -223,6 +231,11 @@ class GroupCall:
     async def accept(self) -> None:
         assert isinstance(self.state, rs.MemberState)
         await self._step(self.state.accept(self.now(), self.signer.public_key))
+
+    async def decline(self) -> None:
+        """Refuse the invite :attr:`invitation` (the creator is told)."""
+        assert isinstance(self.state, rs.MemberState)
+        await self._step(self.state.decline(self.now()))
 
     async def end(self) -> None:
         """End the call for everyone (creator) or leave it (member)."""
@@ -361,7 +374,9 @@ class GroupCall:
     async def _join_room(self, room: rs.JoinRoom) -> None:
         await self._close_media()
         try:
-            janus = await self._stack.enter_async_context(JanusSession.open(room.sfu_url))
+            janus = await self._stack.enter_async_context(
+                JanusSession.open(room.sfu_url, ca_file=self.janus_ca)
+            )
         except JanusError:  # the call goes on without media; the screen shows the counter
             self.counters["janus_unreachable"] += 1
             return

@@ -109,3 +109,73 @@ def test_the_watcher_subscribes_once_and_finds_vanished_members() -> None:
     assert watch.look({"bob": 7}, {"bob", "carol"}, now=1.0) == ([], [])
     assert watch.look({}, {"bob", "carol"}, now=2.0) == ([], ["bob"])  # its feed went away
     assert watch.look({}, {"carol"}, now=5.5) == ([], ["carol"])  # never published in 5 s
+
+
+def test_a_key_of_the_previous_epoch_that_arrives_late_is_ratcheted_to_this_one() -> None:
+    """carol and dave join close together: the keys carol sent for epoch 2 arrive once epoch 3
+    (dave) has begun everywhere. Ratcheted forward as carol's own was, they still give everyone
+    carol's current key and one code; the commits and reveals of epoch 2 are dropped, as the
+    roster drops them."""
+    names = ("alice", "bob", "carol", "dave")
+    alice, bob, carol, dave = (member(n, i) for i, n in enumerate(names))
+    layers = {"alice": KeyLayer("alice", sender=OwnSender(SenderKey.fresh(0, 0)))}
+    layers |= {name: KeyLayer(name) for name in ("bob", "carol", "dave")}
+    epoch(layers, 1, (alice, bob), joined=(bob,))
+    two = (alice, bob, carol)
+    late: Outgoing = []
+    for m in two:  # epoch 2 begins; nothing of it is delivered yet
+        out = layers[m.user].on_membership(
+            GROUP, 2, two, [o for o in two if o is not m], (carol,), (), 0.0
+        )
+        late += [(to, msg) for to, msg in out if isinstance(msg, gm.SenderKey)]
+    three = (*two, dave)
+    outgoing = {
+        m.user: layers[m.user].on_membership(
+            GROUP, 3, three, [o for o in three if o is not m], (dave,), (), 0.0
+        )
+        for m in three
+    }
+    for to, message in late:  # epoch 2's keys, late, before anything of epoch 3
+        outgoing[to] += layers[to].on_deliver(message, 0.0)
+    settle(layers, outgoing)
+    codes = {str(layers[u].code) for u in ("alice", "bob", "carol", "dave")}
+    assert len(codes) == 1 and "None" not in codes, codes
+    carol_key = layers["carol"].sender
+    assert carol_key is not None and carol_key.current.step == 1
+    assert layers["bob"].peers.get(2) == carol_key.current
+    assert layers["alice"].peers.get(2) == carol_key.current
+
+
+def test_a_join_does_not_make_a_key_still_awaited_after_a_leave_current() -> None:
+    """carol leaves (everyone sends a fresh key of the next generation), then dave joins before
+    bob's fresh key reaches alice: alice must not take bob's old-generation key, ratcheted, as
+    his key of the new epoch (the code would bind the wrong key); the fresh one, when it comes,
+    is ratcheted once and completes the round (bob's reveal waits for alice's fresh key alike)."""
+    names = ("alice", "bob", "carol", "dave")
+    alice, bob, carol, dave = (member(n, i) for i, n in enumerate(names))
+    layers = {"alice": KeyLayer("alice", sender=OwnSender(SenderKey.fresh(0, 0)))}
+    layers |= {name: KeyLayer(name) for name in ("bob", "carol", "dave")}
+    epoch(layers, 1, (alice, bob), joined=(bob,))
+    epoch(layers, 2, (alice, bob, carol), joined=(carol,))
+    two = (alice, bob)
+    out = layers["bob"].on_membership(GROUP, 3, two, [alice], (), (carol,), 0.0)
+    out += layers["alice"].on_membership(GROUP, 3, two, [bob], (), (carol,), 0.0)
+    fresh = [(to, m) for to, m in out if isinstance(m, gm.SenderKey)]  # delivered late
+    three = (alice, bob, dave)
+    outgoing = {
+        m.user: layers[m.user].on_membership(
+            GROUP, 4, three, [o for o in three if o is not m], (dave,), (), 0.0
+        )
+        for m in three
+    }
+    settle(layers, outgoing)
+    assert layers["alice"].code is None and layers["alice"].failure is None  # still waiting
+    bob_key = layers["bob"].sender
+    assert bob_key is not None and bob_key.current.generation == 1
+    outgoing = {"alice": [], "bob": [], "dave": []}
+    for to, message in fresh:
+        outgoing[to] += layers[to].on_deliver(message, 0.0)
+    settle(layers, outgoing)
+    assert layers["alice"].peers.get(1) == bob_key.current
+    codes = {str(layers[u].code) for u in ("alice", "bob", "dave")}
+    assert len(codes) == 1 and "None" not in codes, codes

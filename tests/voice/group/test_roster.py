@@ -344,11 +344,21 @@ def test_an_invite_from_someone_not_pinned_is_dropped() -> None:
     invite = gm.Invite(GROUP, "alice", SFU, 1, "pin-12345678")
     step = bob.receive(0.0, "alice", identity_key("alice"), invite, pinned=False)
     assert step.refused == "not_pinned" and bob.state is State.IDLE
+    assert bob.refused_invites == ("alice",)  # so that bob's screen can say who was refused
     step = bob.receive(0.0, "mallory", identity_key("alice"), invite, pinned=True)
     assert step.refused == "creator_mismatch"
     step = bob.receive(0.0, "alice", identity_key("alice"), invite, pinned=True)
     assert step.effects == (gr.AskUser(invite),)
     assert bob.state.value == "invited"  # (mypy narrowed the state to IDLE above)
+
+
+def test_the_names_of_refused_strangers_are_bounded() -> None:
+    bob = MemberState(user="bob", identity_key=identity_key("bob"))
+    for n in range(3 * gr.MAX_REFUSED_SHOWN):
+        name = f"stranger{n}"
+        bob.receive(0.0, name, bytes(32), gm.Invite(GROUP, name, SFU, 1, "pin-12345678"))
+    assert len(bob.refused_invites) == gr.MAX_REFUSED_SHOWN
+    assert bob.refused_invites[-1] == f"stranger{3 * gr.MAX_REFUSED_SHOWN - 1}"
 
 
 def test_declining_an_invite_tells_the_creator() -> None:
@@ -417,6 +427,47 @@ def test_held_messages_of_a_skipped_epoch_are_dropped_when_a_later_roster_comes(
     roster5 = gm.Roster(GROUP, 5, net.creator.members, SFU, 1234, "pin-12345678")
     net.inject("alice", "dave", roster5)
     assert net.member("dave").dropped["stale_epoch"] == 1 and not net.parties["dave"].delivered()
+
+
+def test_an_earlier_epochs_sender_key_is_delivered_while_only_joins_came_since(net: Net) -> None:
+    """Two joins close together: a key for epoch 3 reaches dave after the roster of epoch 5.
+    Its sender is the same member and nobody left since, so it still holds (the key layer
+    ratchets it forward); the same key from before a leave does not."""
+    net.invite("erin")  # epoch 4
+    net.invite("frank")  # epoch 5
+    bob = entry(net, "bob")
+    late = gm.SenderKey(GROUP, 3, bob.index, 0, 0, bytes(32))
+    assert net.inject("bob", "dave", late).effects == (gr.Deliver(bob, late),)
+    assert net.inject("bob", "alice", late).effects == (gr.Deliver(bob, late),)  # creator too
+    # a commit or reveal of an earlier epoch is never carried: its round is over
+    assert net.inject("bob", "dave", gm.Commit(GROUP, 3, bob.index, bytes(32))).refused
+    # erin was not a member at epoch 3: nobody sent her that key, and she does not take it
+    assert net.inject("bob", "erin", late).refused == "stale_epoch"
+    net.apply("alice", net.creator.remove(net.now, "carol"))  # epoch 6 drops someone
+    net.run()
+    assert net.inject("bob", "dave", late).refused == "stale_epoch"
+    after = gm.SenderKey(GROUP, 6, bob.index, 1, 0, bytes(32))
+    assert net.inject("bob", "dave", after).refused is None
+
+
+def test_an_old_key_is_not_carried_over_an_epoch_this_member_never_saw(net: Net) -> None:
+    bob = entry(net, "bob")
+    roster5 = gm.Roster(GROUP, 5, net.creator.members, SFU, 1234, "pin-12345678")
+    net.inject("alice", "dave", roster5)  # epoch 4's roster never came: what did it change?
+    late = gm.SenderKey(GROUP, 3, bob.index, 0, 0, bytes(32))
+    assert net.inject("bob", "dave", late).refused == "stale_epoch"
+
+
+def test_an_old_key_is_not_carried_for_a_member_whose_entry_changed(net: Net) -> None:
+    """A member that left and joined again is a new member (new index): its old keys are not."""
+    old_carol = entry(net, "carol")
+    net.apply("alice", net.creator.remove(net.now, "carol"))
+    net.run()
+    net.add_member("carol")  # her new phone state: the old one ended when she was removed
+    net.invite("carol")
+    assert entry(net, "carol").index != old_carol.index
+    late = gm.SenderKey(GROUP, 3, entry(net, "carol").index, 0, 0, bytes(32))
+    assert net.inject("carol", "dave", late).refused == "stale_epoch"
 
 
 # ---- robustness ------------------------------------------------------------------------------
