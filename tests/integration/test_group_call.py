@@ -35,6 +35,7 @@ from voice.group import messages as gm
 from voice.group.demo import MIN_PESQ, run_group_demo
 from voice.group.frameauth import FrameSigner
 from voice.group.keys import SUITE, PeerKeys, parse_group_kid
+from voice.group.media import RoomMedia
 from voice.group.session import GroupCall
 from voice.group.sframe import Header, SFrameSender
 from voice.media.opus import SAMPLE_RATE, OpusDecoder
@@ -376,3 +377,35 @@ async def test_the_group_demo_scores_speech_for_every_pair(tmp_path: Path) -> No
     assert min(scores) >= MIN_PESQ, text
     assert "equal: yes" in text
     assert len(list((tmp_path / "recordings").glob("*-to-*.wav"))) == 12
+
+
+async def test_decoy_feeds_under_a_members_name_cannot_take_its_place(
+    server: SignalingServer, tmp_path: Path
+) -> None:
+    """carol, a member (she has the room's pin), publishes two more feeds named "bob": one
+    carrying her own signed frames, one carrying garbage. Every other member still receives
+    bob's real feed only, and hears bob."""
+    async with group_of(server, tmp_path, 3) as group:
+        carol = group.people["carol"].call
+        assert carol._media is not None
+        janus = carol._media.session
+        decoys = [RoomMedia(janus, carol._media.room, carol._media.pin, "bob") for _ in range(2)]
+        await decoys[0].publish(carol._next_frame)  # her frames, under bob's name
+        await decoys[1].publish(lambda: b"\x00" * 100)  # noise under bob's name
+        try:
+            await group.hear_everyone(frames=60)
+            bob = group.people["bob"].call
+            assert bob._media is not None and bob._media.feed is not None
+            alice = group.people["alice"].call
+            async with asyncio.timeout(WAIT):
+                real = bob._media.feed
+                await alice.until(lambda c: c._watch.feeds_of("bob") == [real])
+            before = alice.hearing.frames["bob"]
+            await asyncio.sleep(1.0)
+            assert alice.hearing.frames["bob"] >= before + 30  # bob is heard, not the decoys
+            assert {d.feed for d in decoys}.isdisjoint(alice._watch.subscribed)
+            pcm = group.people["alice"].heard["bob"].pcm()
+            assert abs(dominant_hz(pcm[-len(pcm) // 2 :]) - TONES["bob"]) < 15
+        finally:
+            for decoy in decoys:
+                await decoy.close()

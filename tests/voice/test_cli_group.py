@@ -10,7 +10,10 @@ every process exits 0. Each one records the mix it heard: the others' tones must
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +56,18 @@ async def code_at(vp: VoiceProc, epoch: int) -> str:
     return found.group(2).strip()
 
 
-async def test_a_group_call_from_the_command_line(tmp_path: Path) -> None:
+@pytest.fixture
+def started() -> Iterator[list[VoiceProc]]:
+    """Every `voice` process a test starts; any still running at its end is killed (a failed
+    assertion must not leave a group call running)."""
+    procs: list[VoiceProc] = []
+    yield procs
+    for vp in procs:
+        if vp.proc.returncode is None:
+            vp.proc.kill()
+
+
+async def test_a_group_call_from_the_command_line(tmp_path: Path, started: list[VoiceProc]) -> None:
     homes = {name: tmp_path / name for name in TONES}
     alice = Identity.load_or_create(homes["alice"] / "identity.key")
 
@@ -71,11 +85,13 @@ async def test_a_group_call_from_the_command_line(tmp_path: Path) -> None:
                                 server=url, user="bob", stdin=b"")  # fmt: skip
         carol = await start_voice(homes["carol"], "group", "join", *audio("carol"),
                                   server=url, user="carol")  # fmt: skip
+        started += [bob, carol]
         await bob.wait_for("Waiting for an invite")
         await carol.wait_for("Waiting for an invite")
         creator = await start_voice(homes["alice"], "group", "start", "--sfu", janus.url,
                                     "--invite", "bob", "--invite", "carol", *audio("alice"),
                                     server=url, user="alice")  # fmt: skip
+        started.append(creator)
         carol.send("y\n")  # her answer to the question (waits in the pipe until it is asked)
         codes = {await code_at(vp, 2) for vp in (creator, bob, carol)}
         assert len(codes) == 1, "\n".join(vp.stdout for vp in (creator, bob, carol))
@@ -96,6 +112,7 @@ async def test_a_group_call_from_the_command_line(tmp_path: Path) -> None:
 
         bob = await start_voice(homes["bob"], "group", "join", "--auto-accept",
                                 *audio("bob", 2), server=url, user="bob", stdin=b"")  # fmt: skip
+        started.append(bob)
         await bob.wait_for("Waiting for an invite")
         creator.send("invite bob\n")
         codes = {await code_at(vp, 4) for vp in (creator, bob, carol)}
@@ -122,3 +139,37 @@ async def test_a_group_call_from_the_command_line(tmp_path: Path) -> None:
     assert all(share > 0.2 for share in heard.values()), heard  # equal tones: about 0.5
     own = {name: band_share(tmp_path / f"{name}1.wav", TONES[name]) for name in TONES}
     assert all(share < 0.05 for share in own.values()), own  # nobody hears itself
+
+
+async def test_a_group_call_whose_sfu_dies_ends_cleanly_everywhere(
+    tmp_path: Path, started: list[VoiceProc]
+) -> None:
+    """Janus is killed mid-call: no audio can flow any more. The creator says so, ends the call
+    for everyone and exits CALL_FAILED; bob ends too, within seconds (nothing hangs, no
+    traceback)."""
+    alice = Identity.load_or_create(tmp_path / "alice" / "identity.key")
+    async with signaling_server() as url, running_janus(tmp_path) as janus:
+        client = await SignalingClient.connect(url, "alice", alice.public_key, alice.sign)
+        await client.close()
+        await run_voice(tmp_path / "bob", "trust", "alice", alice.fingerprint.machine,
+                        server=url, user="bob")  # fmt: skip
+        bob = await start_voice(tmp_path / "bob", "group", "join", "--auto-accept", "--silence",
+                                "--no-output", server=url, user="bob")  # fmt: skip
+        started.append(bob)
+        await bob.wait_for("Waiting for an invite")
+        creator = await start_voice(tmp_path / "alice", "group", "start", "--sfu", janus.url,
+                                    "--invite", "bob", "--silence", "--no-output",
+                                    server=url, user="alice")  # fmt: skip
+        started.append(creator)
+        for vp, other in ((creator, "bob"), (bob, "alice")):
+            await vp.wait_for(f"Hearing {other}.", 30)
+        os.kill(janus.pid, signal.SIGKILL)
+        assert await creator.finish(15) == ExitCode.CALL_FAILED, creator.stdout + creator.stderr
+        assert "Lost the connection to the SFU (Janus)" in creator.stdout
+        # bob notices it himself, or first hears the end the creator sent as it gave up
+        code = await bob.finish(15)
+        lost = "Lost the connection to the SFU (Janus)" in bob.stdout
+        assert (code, lost) in ((ExitCode.CALL_FAILED, True), (ExitCode.OK, False)), bob.stdout
+        assert lost or "Group call over (ended)" in bob.stdout, bob.stdout
+        for vp in (creator, bob):
+            assert "Traceback" not in vp.stderr, vp.stderr

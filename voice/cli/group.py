@@ -69,6 +69,7 @@ class GroupScreen:
         self._code: str | None = None
         self._heard: set[str] = set()
         self._frames: dict[str, int] = {}
+        self._told_lost = False
 
     def say(self, text: str) -> None:
         say(self.settings.out, text)
@@ -93,6 +94,10 @@ class GroupScreen:
                 self.say(f"Hearing {user}.")
             self._frames[user] = frames
         self._heard &= members  # one who left and comes back is announced again
+        if call.signaling_lost and not self._told_lost:
+            self._told_lost = True
+            self.say("Lost the signaling server: the call goes on, but nobody can join or leave "
+                     "it now.")  # fmt: skip
         line = code_line(call)
         shown = call.code_failure is not None or "(epoch" in line
         if line != self._code and shown:
@@ -290,6 +295,7 @@ async def _in_call(
     stoppers: list[Awaitable[object]] = [
         screen.commands(),
         call.ended.wait(),
+        call.media_lost.wait(),
         interrupt.event.wait(),
     ]
     if options.duration is not None:
@@ -309,6 +315,9 @@ async def _in_call(
     follow.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await follow
+    if call.media_lost.is_set():
+        screen.say("Lost the connection to the SFU (Janus): the group call has ended here.")
+        return ExitCode.CALL_FAILED
     screen.say(_end_text(call))
     return ExitCode.OK
 

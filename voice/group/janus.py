@@ -181,6 +181,11 @@ class JanusSession:
         finally:
             self._pending.pop(tid, None)
 
+    @property
+    def closed(self) -> bool:
+        """Whether the connection to Janus is gone (closed by us, by Janus, or lost)."""
+        return self._reader.done()
+
     async def close(self) -> None:
         """Destroy the session (best effort) and disconnect; idempotent."""
         if self._keepalive is not None:

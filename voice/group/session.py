@@ -7,7 +7,8 @@ The pure parts decide; this class carries out their effects (docs/group-calls.md
   it (``member_gone``), a member whose creator is gone ends.
 - ``JoinRoom``: publish our frames (encoded silence until :meth:`play`) and subscribe to every
   other member's feed, found by its ``display`` (the username) in Janus's publisher list, polled
-  every :data:`POLL_S`. The creator also treats a member whose feed disappears (its Janus
+  every :data:`POLL_S`; a display is only a claim, and the frames decide which feed is whose
+  (voice.group.media.FeedWatch). The creator also treats a member whose feed disappears (its Janus
   session went away) as gone: it is out of everyone's roster within a few seconds.
 - ``MembershipChanged``, ``Deliver``: the key layer (voice.group.keylayer) says which sender
   keys, commits and reveals to send to whom, and computes the group code; the media side
@@ -23,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Self
 
@@ -51,9 +53,11 @@ from voice.group.keys import OwnSender, SenderKey
 from voice.group.media import FeedWatch, RoomMedia
 from voice.group.streams import Hearing, OwnStream
 from voice.group.videoroom import VideoRoom
-from voice.net.client import SignalingClient
+from voice.net.client import Delivery, SignalingClient
 
 __all__ = ["GroupCall"]
+
+log = logging.getLogger("voice.group")
 
 POLL_S = 0.5  # how often the publisher list is read (newcomers, vanished members)
 TICK_S = 1.0
@@ -90,6 +94,8 @@ class GroupCall:
         self.tap: Callable[[str, bytes], None] | None = None  # sees payloads as Janus sent them
         self.ended = asyncio.Event()
         self.changed = asyncio.Event()  # set on every epoch and code change
+        self.signaling_lost = False  # the server connection ended: no more roster changes
+        self.media_lost = asyncio.Event()  # the connection to Janus ended: no more audio
         self.counters: Counter[str] = Counter()
         self._lock = asyncio.Lock()
         self._stack = contextlib.AsyncExitStack()
@@ -260,69 +266,97 @@ class GroupCall:
     # ---- the loops ----
 
     async def _receive(self) -> None:
-        with contextlib.suppress(SignalingClientError):
+        try:
             async for delivery in self.control.client:
-                incoming = self.control.open(delivery)
-                if incoming is None:
-                    continue
-                if isinstance(self.state, rs.CreatorState):
-                    step = self.state.receive(
-                        self.now(), incoming.sender, incoming.identity_key, incoming.message
-                    )
-                else:
-                    step = self.state.receive(
-                        self.now(),
-                        incoming.sender,
-                        incoming.identity_key,
-                        incoming.message,
-                        pinned=incoming.pinned,
-                    )
-                await self._step(step)
+                with self._survive("receive"):
+                    await self._on_delivery(delivery)
+        except SignalingClientError:
+            pass
+        self.signaling_lost = True  # media goes on; membership can no longer change
+        self.changed.set()
+
+    async def _on_delivery(self, delivery: Delivery) -> None:
+        incoming = self.control.open(delivery)
+        if incoming is None:
+            return
+        if isinstance(self.state, rs.CreatorState):
+            step = self.state.receive(
+                self.now(), incoming.sender, incoming.identity_key, incoming.message
+            )
+        else:
+            step = self.state.receive(
+                self.now(),
+                incoming.sender,
+                incoming.identity_key,
+                incoming.message,
+                pinned=incoming.pinned,
+            )
+        await self._step(step)
+
+    @contextlib.contextmanager
+    def _survive(self, loop: str) -> Iterator[None]:
+        """A bug met by one input must not stop a loop (a deaf call, a frozen roster): it is
+        counted and logged by type only (an exception's text could hold a value)."""
+        try:
+            yield
+        except Exception as exc:
+            self.counters["internal_error"] += 1
+            log.warning("group call: %s loop: unexpected %s", loop, type(exc).__name__)
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
-            await self._step(self.state.tick(self.now()))
+            with self._survive("tick"):
+                await self._step(self.state.tick(self.now()))
 
     async def _watch_room(self) -> None:
         """Subscribe to members' feeds as they appear; the creator drops vanished ones."""
         while self._media is not None:
-            try:
-                feeds = await self._media.publishers()
-            except JanusError:
-                self.counters["janus_error"] += 1
-                await asyncio.sleep(POLL_S)
-                continue
-            members = {m.user for m in self.members if m.user != self.control.user}
-            wanted, gone = self._watch.look(feeds, members, self.now())
-            for user, feed in wanted:
-                async with self._lock:
-                    await self._subscribe(user, feed)
-            if isinstance(self.state, rs.CreatorState):
-                for user in gone:
-                    await self._step(self.state.member_gone(self.now(), user))
+            with self._survive("room"):
+                await self._look_at_room()
             await asyncio.sleep(POLL_S)
+
+    async def _look_at_room(self) -> None:
+        if self._media is None:
+            return
+        if self._media.session.closed:  # Janus went away: no media can flow any more
+            self.counters["janus_lost"] += 1
+            self.media_lost.set()
+            self.changed.set()
+            return
+        try:
+            feeds = await self._media.publishers()
+        except JanusError:
+            self.counters["janus_error"] += 1
+            return
+        members = {m.user for m in self.members if m.user != self.control.user}
+        look = self._watch.look(feeds, members, self.now())
+        for feed in look.unsubscribe:
+            await self._media.unsubscribe(feed)
+        for user, feed in look.subscribe:
+            async with self._lock:
+                await self._subscribe(user, feed)
+        if isinstance(self.state, rs.CreatorState):
+            for user in look.gone:
+                await self._step(self.state.member_gone(self.now(), user))
 
     async def _subscribe(self, user: str, feed: int) -> None:
         media = self._media
         if media is None:  # the call ended meanwhile
+            self._watch.stopped(feed)
             return
-        old = self._watch.subscribed.pop(user, None)
-        if old is not None:
-            await media.unsubscribe(old)
 
         def on_payload(payload: bytes, _rtp_timestamp: int) -> None:
             if self.tap is not None:
                 self.tap(user, payload)
-            self.hearing.receive(payload)
+            self._watch.heard(feed, self.hearing.receive(payload))
 
         try:
             await media.subscribe(feed, on_payload)
         except JanusError:  # tried again at the next look
             self.counters["subscribe_failed"] += 1
+            self._watch.stopped(feed)
             await media.unsubscribe(feed)
-            return
-        self._watch.subscribed[user] = feed
 
     # ---- effects ----
 
@@ -419,9 +453,10 @@ class GroupCall:
         for m in change.left:
             self._watch.forget(m.user)
             self.hearing.forget(m.index)
-            feed = self._watch.subscribed.pop(m.user, None)
-            if feed is not None and self._media is not None:
-                await self._media.unsubscribe(feed)
+            for feed in self._watch.feeds_of(m.user):
+                self._watch.stopped(feed)
+                if self._media is not None:
+                    await self._media.unsubscribe(feed)
         self.hearing.verifier = FrameVerifier({m.index: m.frame_key for m in others})
         self.hearing.names = {m.index: m.user for m in others}
         assert self.state.group is not None

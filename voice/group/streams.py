@@ -79,6 +79,10 @@ class OwnStream:
         self.encoder.close()
 
 
+MAX_QUEUED = 50  # decoded frames (1 s) waiting for one sender's sink; a flood cannot grow it
+CLOSE_S = 2.0  # at most this long to write out what is queued when the call ends
+
+
 class Hearing:
     """Every other member's frames in: checked, decoded, handed to sinks.
 
@@ -108,22 +112,23 @@ class Hearing:
         if mixed is not None:
             self._tasks.append(asyncio.create_task(self._mix(mixed)))
 
-    def receive(self, payload: bytes) -> None:
-        """One payload as Janus forwarded it; never raises."""
+    def receive(self, payload: bytes) -> str | None:
+        """One payload as Janus forwarded it; the member whose signed, sealed frame it was
+        (None if it was refused). Never raises."""
         try:
             sframe = self.verifier.verify(payload)
         except ForgedFrame:
             self.dropped["forged"] += 1
-            return
+            return None
         try:
             index, frame = self.peers.unprotect(sframe, self.clock())
         except SFrameError:
             self.dropped["bad_sframe"] += 1
-            return
+            return None
         user = self.names.get(index)
         if user is None:
             self.dropped["no_member"] += 1
-            return
+            return None
         decoder = self._decoders.get(index)
         if decoder is None:
             decoder = self._decoders[index] = OpusDecoder()
@@ -131,11 +136,16 @@ class Hearing:
             pcm = decoder.decode(frame)
         except CodecError:
             self.dropped["bad_opus"] += 1
-            return
+            return user  # its signature and key were its sender's all the same
         self.frames[user] += 1
         self._latest[user] = pcm
         if self.sink_for is not None:
-            self._queue(user).put_nowait(pcm)
+            queue = self._queue(user)
+            if queue.full():  # its sink fell behind (or a member floods): the oldest goes
+                queue.get_nowait()
+                self.dropped["late"] += 1
+            queue.put_nowait(pcm)
+        return user
 
     def forget(self, index: int) -> None:
         """Member ``index`` left: its decoder goes (a newcomer never gets its index)."""
@@ -149,7 +159,7 @@ class Hearing:
     def _queue(self, user: str) -> asyncio.Queue[bytes]:
         queue = self._queues.get(user)
         if queue is None and self.sink_for is not None:
-            queue = self._queues[user] = asyncio.Queue()
+            queue = self._queues[user] = asyncio.Queue(MAX_QUEUED)
             self._tasks.append(asyncio.create_task(self._write(self.sink_for(user), queue)))
         assert queue is not None
         return queue
@@ -159,10 +169,12 @@ class Hearing:
         try:
             while True:
                 await sink.write_frame(await queue.get())
-        finally:
-            while not queue.empty():
-                await sink.write_frame(queue.get_nowait())
-            await sink.close()
+        finally:  # what is queued is written, but a sink that hangs cannot hang the close
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_S):
+                    while not queue.empty():
+                        await sink.write_frame(queue.get_nowait())
+                    await sink.close()
 
     async def _mix(self, sink: AudioSink) -> None:
         loop = asyncio.get_running_loop()

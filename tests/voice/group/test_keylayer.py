@@ -1,5 +1,4 @@
-"""The key layer without any network: three members pass its messages by hand, and the room
-watcher decides from publisher lists."""
+"""The key layer without any network: three members pass its messages by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +7,6 @@ import os
 from voice.group import messages as gm
 from voice.group.keylayer import KeyLayer, Outgoing
 from voice.group.keys import OwnSender, SenderKey
-from voice.group.media import FeedWatch
 
 GROUP = os.urandom(16)
 
@@ -99,16 +97,6 @@ def test_a_key_changed_after_the_reveals_began_fails_the_code() -> None:
         layers["alice"].on_deliver(message, 0.0)  # type: ignore[arg-type]
     assert layers["alice"].code is None
     assert layers["alice"].failure is not None and "changed" in layers["alice"].failure
-
-
-def test_the_watcher_subscribes_once_and_finds_vanished_members() -> None:
-    watch = FeedWatch(publish_s=5.0)
-    wanted, gone = watch.look({"bob": 7}, {"bob", "carol"}, now=0.0)
-    assert wanted == [("bob", 7)] and gone == []
-    watch.subscribed["bob"] = 7
-    assert watch.look({"bob": 7}, {"bob", "carol"}, now=1.0) == ([], [])
-    assert watch.look({}, {"bob", "carol"}, now=2.0) == ([], ["bob"])  # its feed went away
-    assert watch.look({}, {"carol"}, now=5.5) == ([], ["carol"])  # never published in 5 s
 
 
 def test_a_key_of_the_previous_epoch_that_arrives_late_is_ratcheted_to_this_one() -> None:
