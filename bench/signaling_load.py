@@ -1,11 +1,16 @@
-"""Signaling server load: logged-in clients held by one process, memory per connection, and
-routed envelopes per second with p50/p99 latency while all those clients stay connected.
+"""Signaling server load: logged-in clients held, memory per connection, and routed envelopes
+per second with p50/p99 latency and CPU per envelope while all those clients stay connected;
+for one instance alone and for 1, 2, 4 instances sharing a Redis (issue 15).
 
-The server runs as a separate process (``python -m signaling``, SQLite registry in a temp dir);
-this process is the load generator. RLIMIT_NOFILE is raised to its hard limit for both.
+Each instance runs as a separate process (``python -m signaling``, one SQLite registry file in a
+temp dir); with ``--instances`` greater than one (or ``--redis``) they share a redis-server this
+script starts. This process is the load generator. Clients are spread round robin over the
+instances, and every sender's receiver is on the *next* instance, so with several instances
+every envelope crosses the bus (the worst case). RLIMIT_NOFILE is raised to its hard limit.
 
-    .venv/bin/python bench/signaling_load.py            # ~1-2 minutes, 10,000 clients
-    .venv/bin/python bench/signaling_load.py --clients 2000 --duration 5
+    .venv/bin/python -m bench.signaling_load                          # one instance, no Redis
+    .venv/bin/python -m bench.signaling_load --instances 1,2,4 --clients 4000 --duration 5
+    .venv/bin/python -m bench.signaling_load --hold 80000             # idle clients, 4 instances
 
 Prints a table and writes bench/results/signaling_load.json. Not part of the test suite.
 """
@@ -60,15 +65,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(clients: int, tmp: str) -> tuple[subprocess.Popen[bytes], int, int]:
+def start_redis(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
+    path = os.path.join(tmp, "redis.sock")
+    args = ["redis-server", "--port", "0", "--unixsocket", path, "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen([*args, "--maxclients", "1000"], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.02)
+    return proc, f"unix://{path}"
+
+
+def start_server(
+    clients: int, tmp: str, redis: str = "", handshakes: int = 4096, per_ip: int = 0
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """One instance for ``clients``; ``per_ip``: connections from one address on all the
+    instances together (every client comes from 127.0.0.1), by default ``clients``."""
     port, http_port = free_port(), free_port()
     env = {
+        "VOICE_SIGNALING_REDIS": redis,
+        "VOICE_SIGNALING_SERVER_ID": "bench-deployment-000001",
         **os.environ,
         "VOICE_SIGNALING_PORT": str(port),
         "VOICE_SIGNALING_HTTP_PORT": str(http_port),
         "VOICE_SIGNALING_DB": os.path.join(tmp, "registry.sqlite3"),
-        "VOICE_SIGNALING_MAX_CONNECTIONS": str(clients + 100),
-        "VOICE_SIGNALING_MAX_CONNECTIONS_PER_IP": str(clients + 100),
+        "VOICE_SIGNALING_MAX_CONNECTIONS": str(max(per_ip, clients) + 100),
+        "VOICE_SIGNALING_MAX_CONNECTIONS_PER_IP": str(max(per_ip, clients) + 100),
         "VOICE_SIGNALING_RATE": "100000",
         "VOICE_SIGNALING_BURST": "100000",
         "VOICE_SIGNALING_MAX_QUEUE": "256",
@@ -76,8 +100,8 @@ def start_server(clients: int, tmp: str) -> tuple[subprocess.Popen[bytes], int, 
         # One address registers every client: open the registration allowances wide.
         "VOICE_SIGNALING_REGISTRATION_IP_BURST": str(clients + 100),
         "VOICE_SIGNALING_REGISTRATION_BURST": str(clients + 100),
-        "VOICE_SIGNALING_MAX_HANDSHAKES": "4096",  # 256 logins in flight from one address
-        "VOICE_SIGNALING_LOG_LEVEL": "WARNING",
+        "VOICE_SIGNALING_MAX_HANDSHAKES": str(handshakes),  # logins in flight, one address
+        "VOICE_SIGNALING_LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING"),
     }
     proc = subprocess.Popen([sys.executable, "-m", "signaling"], env=env)
     deadline = time.monotonic() + 30
@@ -99,7 +123,10 @@ async def healthz(http_port: int) -> dict[str, Any]:
     return dict(json.loads(data.split(b"\r\n\r\n", 1)[1]))
 
 
-async def connect_all(url: str, n: int, concurrency: int) -> tuple[list[SignalingClient], float]:
+async def connect_all(
+    urls: list[str], n: int, concurrency: int, first: int = 0
+) -> tuple[list[SignalingClient], float]:
+    """Client ``i`` logs in to ``urls[i % len(urls)]``."""
     gate = asyncio.Semaphore(concurrency)
     keys = [SigningKey.generate() for _ in range(n)]
 
@@ -107,8 +134,8 @@ async def connect_all(url: str, n: int, concurrency: int) -> tuple[list[Signalin
         key = keys[i]
         async with gate:
             return await SignalingClient.connect(
-                url,
-                f"u{i:06d}",
+                urls[i % len(urls)],
+                f"u{first + i:06d}",
                 bytes(key.verify_key),
                 lambda m: key.sign(m).signature,
                 open_timeout=60,
@@ -132,10 +159,16 @@ async def route_phase(
     duration: float,
     body_bytes: int,
     rate: float | None,
-    server_pid: int,
+    server_pids: list[int],
+    instances: int = 1,
 ) -> dict[str, Any]:
-    """``pairs`` senders each keep ``window`` sends in flight (or pace to ``rate`` in total)."""
-    senders, receivers = clients[:pairs], clients[pairs : 2 * pairs]
+    """``pairs`` senders each keep ``window`` sends in flight (or pace to ``rate`` in total).
+    Sender ``k`` is on instance ``k % instances``, its receiver on the next one: every
+    envelope crosses instances if there are several, and every instance sends and receives.
+    ``server_pids``: the instances and Redis, whose CPU is counted."""
+    n = instances  # client i is on instance i % n
+    senders = [clients[2 * n * k + k % n] for k in range(pairs)]
+    receivers = [clients[2 * n * k + n + (k + 1) % n] for k in range(pairs)]
     latencies: list[float] = []
     delivered = 0
     stop = asyncio.Event()
@@ -168,10 +201,14 @@ async def route_phase(
     await asyncio.sleep(1.0)  # warm-up
     latencies.clear()
     delivered = 0
-    cpu0, t0, own0 = cpu_seconds(server_pid), time.perf_counter(), sum(os.times()[:2])
+    cpu0 = [cpu_seconds(pid) for pid in server_pids]
+    t0, own0 = time.perf_counter(), sum(os.times()[:2])
     await asyncio.sleep(duration)
     elapsed = time.perf_counter() - t0
-    server_cpu = (cpu_seconds(server_pid) - cpu0) / elapsed
+    per_process = [
+        (cpu_seconds(pid) - c) / elapsed for pid, c in zip(server_pids, cpu0, strict=True)
+    ]
+    server_cpu = sum(per_process)
     client_cpu = (sum(os.times()[:2]) - own0) / elapsed
     count, lat = delivered, sorted(latencies)
     stop.set()
@@ -181,6 +218,8 @@ async def route_phase(
     await asyncio.gather(*tasks, return_exceptions=True)
     return {
         "target_rate": rate,
+        "server_cpu_us_per_envelope": round(server_cpu * elapsed / max(1, count) * 1e6, 1),
+        "cpu_core_fraction_by_process": [round(c, 3) for c in per_process],
         "envelopes_per_s": round(count / elapsed, 1),
         "p50_ms": round(percentile(lat, 0.50) * 1000, 3),
         "p99_ms": round(percentile(lat, 0.99) * 1000, 3),
@@ -189,59 +228,192 @@ async def route_phase(
     }
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    limit = raise_nofile()
+async def run_deployment(args: argparse.Namespace, instances: int, redis: bool) -> dict[str, Any]:
+    """``instances`` servers (sharing a Redis if ``redis``): clients held, memory, routing."""
     load_before = os.getloadavg()[0]
+    per_instance = args.clients // instances + 100
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port, http_port = start_server(args.clients, tmp)
+        procs: list[subprocess.Popen[bytes]] = []
         try:
+            url = ""
+            if redis:
+                redis_proc, url = start_redis(tmp)
+                procs.append(redis_proc)
+            servers = [
+                start_server(per_instance, tmp, url, per_ip=args.clients) for _ in range(instances)
+            ]
+            procs += [p for p, _, _ in servers]
             await asyncio.sleep(0.5)
-            base_rss = rss_kib(proc.pid)
-            clients, connect_s = await connect_all(
-                f"ws://127.0.0.1:{port}", args.clients, args.concurrency
-            )
-            health = await healthz(http_port)
+            base = [rss_kib(p.pid) for p, _, _ in servers]
+            urls = [f"ws://127.0.0.1:{port}" for _, port, _ in servers]
+            clients, connect_s = await connect_all(urls, args.clients, args.concurrency)
+            logged_in = sum([(await healthz(h))["logged_in"] for _, _, h in servers])
             gc.collect()
-            gc.freeze()  # the load generator's 10k clients stay out of its own GC scans
+            gc.freeze()  # the load generator's clients stay out of its own GC scans
             await asyncio.sleep(1.0)
-            held_rss = rss_kib(proc.pid)
+            held = [rss_kib(p.pid) for p, _, _ in servers]
+            pids = [p.pid for p in procs]
             saturated = await route_phase(
-                clients, args.pairs, args.window, args.duration, args.body_bytes, None, proc.pid
-            )
-            paced_rate = round(saturated["envelopes_per_s"] * 0.5, -1)
-            paced = await route_phase(
                 clients,
                 args.pairs,
                 args.window,
                 args.duration,
                 args.body_bytes,
-                paced_rate,
-                proc.pid,
+                None,
+                pids,
+                instances,
             )
             light = await route_phase(
-                clients, 10, 1, args.duration, args.body_bytes, 200.0, proc.pid
+                clients, 10, 1, args.duration, args.body_bytes, 200.0, pids, instances
             )
-            health_after = await healthz(http_port)
-            closing = time.perf_counter()
+            after = sum([(await healthz(h))["logged_in"] for _, _, h in servers])
             await asyncio.gather(*(c.close() for c in clients))
-            close_s = time.perf_counter() - closing
+            gc.unfreeze()
         finally:
-            proc.terminate()
-            proc.wait(30)
+            stop_all(procs[::-1])  # the instances before their Redis
+    grown = sum(held) - sum(base)
     return {
+        "instances": instances,
+        "redis": redis,
         "clients_requested": args.clients,
-        "clients_logged_in": health["logged_in"],
-        "still_logged_in_after_routing": health_after["logged_in"],
+        "clients_logged_in": logged_in,
+        "still_logged_in_after_routing": after,
         "connect_and_login_s": round(connect_s, 2),
         "logins_per_s": round(args.clients / connect_s, 1),
-        "server_rss_base_mib": round(base_rss / 1024, 1),
-        "server_rss_with_clients_mib": round(held_rss / 1024, 1),
-        "kib_per_connection": round((held_rss - base_rss) / max(1, health["logged_in"]), 1),
+        "server_rss_base_mib": [round(b / 1024, 1) for b in base],
+        "server_rss_with_clients_mib": [round(h / 1024, 1) for h in held],
+        "kib_per_connection": round(grown / max(1, logged_in), 1),
         "routing_saturated": saturated,
-        "routing_paced_half": paced,
         "routing_light_200_per_s": light,
-        "close_all_s": round(close_s, 2),
+        "loadavg_1min_before": round(load_before, 2),
+    }
+
+
+async def hold(args: argparse.Namespace) -> dict[str, Any]:
+    """As many idle, logged-in clients as 4 instances and this machine hold: load worker
+    processes (each under its own RLIMIT_NOFILE) log in ``--hold`` clients in all."""
+    instances, per_worker = 4, args.hold_per_worker
+    workers_n = -(-args.hold // per_worker)
+    with tempfile.TemporaryDirectory() as tmp:
+        procs: list[subprocess.Popen[bytes]] = []
+        workers: list[subprocess.Popen[bytes]] = []
+        try:
+            redis_proc, url = start_redis(tmp)
+            procs.append(redis_proc)
+            # Fewer handshake slots leave more of each instance's descriptors to logged-in users.
+            size = args.hold // instances + 100
+            servers = [
+                start_server(size, tmp, url, handshakes=512, per_ip=args.hold) for _ in range(4)
+            ]
+            procs += [p for p, _, _ in servers]
+            await asyncio.sleep(0.5)
+            base = [rss_kib(p.pid) for p, _, _ in servers]
+            urls = ",".join(f"ws://127.0.0.1:{port}" for _, port, _ in servers)
+            started = time.perf_counter()
+            for w in range(workers_n):
+                count = min(per_worker, args.hold - w * per_worker)
+                command = [sys.executable, "-m", "bench.signaling_load", "--worker", urls]
+                command += ["--clients", str(count), "--first", str(w * per_worker)]
+                workers.append(
+                    subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # noqa: ASYNC220
+                )
+            reports = []
+            for worker in workers:
+                assert worker.stdout is not None
+                reports.append(json.loads(worker.stdout.readline() or b"{}"))
+            connect_s = time.perf_counter() - started
+            health = [await healthz(h) for _, _, h in servers]
+            held = [rss_kib(p.pid) for p, _, _ in servers]
+            limits = [server_limits(p.pid) for p, _, _ in servers]
+            worker_rss = [rss_kib(w.pid) for w in workers if w.poll() is None]
+        finally:
+            for worker in workers:
+                if worker.stdin is not None:
+                    worker.stdin.close()
+            stop_all([*workers, *procs[::-1]])
+    logged_in = sum(int(h["logged_in"]) for h in health)
+    return {
+        "requested": args.hold,
+        "logged_in_per_instance": [h["logged_in"] for h in health],
+        "logged_in_total": logged_in,
+        "worker_reports": reports,
+        "connect_and_login_s": round(connect_s, 1),
+        "server_rss_mib": [round(h / 1024, 1) for h in held],
+        "kib_per_connection": round((sum(held) - sum(base)) / max(1, logged_in), 1),
+        "load_worker_rss_mib": round(sum(worker_rss) / 1024, 1),
+        "server_open_files_limit": limits,
+        "memory_available_mib": memory_available_mib(),
+    }
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def server_limits(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    return -1
+
+
+def memory_available_mib() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) // 1024
+    return -1
+
+
+async def worker(args: argparse.Namespace) -> None:
+    """One load process of :func:`hold`: log in, print a JSON line, stay until stdin closes."""
+    raise_nofile()
+    urls = args.worker.split(",")
+    gate = asyncio.Semaphore(args.concurrency)
+    made: list[SignalingClient] = []
+    failed: dict[str, int] = {}
+
+    async def one(i: int) -> None:
+        key = SigningKey.generate()
+        async with gate:
+            try:
+                made.append(
+                    await SignalingClient.connect(
+                        urls[i % len(urls)],
+                        f"h{args.first + i:06d}",
+                        bytes(key.verify_key),
+                        lambda m: key.sign(m).signature,
+                        open_timeout=120,
+                        ping_interval=None,
+                    )
+                )
+            except Exception as exc:  # counted by kind: what stopped more logins
+                kind = type(exc).__name__
+                failed[kind] = failed.get(kind, 0) + 1
+
+    await asyncio.gather(*(one(i) for i in range(args.clients)))
+    print(json.dumps({"logged_in": len(made), "failed": failed}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    limit = raise_nofile()
+    runs = []
+    for n in args.instances:
+        if n == 1 and not args.redis_only:
+            runs.append(await run_deployment(args, 1, redis=False))
+        runs.append(await run_deployment(args, n, redis=True))
+    return {
+        "runs": runs,
+        "hold": await hold(args) if args.hold else None,
         "settings": {
+            "clients": args.clients,
             "pairs": args.pairs,
             "window": args.window,
             "duration_s": args.duration,
@@ -252,60 +424,73 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
-            "loadavg_1min_before": round(load_before, 2),  # other work on the machine
             "loadavg_1min_after": round(os.getloadavg()[0], 2),
         },
     }
 
 
 def print_table(r: dict[str, Any]) -> None:
-    sat, paced = r["routing_saturated"], r["routing_paced_half"]
-    light = r["routing_light_200_per_s"]
-    rows = [
-        ("logged-in clients held", f"{r['clients_logged_in']} of {r['clients_requested']}"),
-        ("connect + login, all", f"{r['connect_and_login_s']} s ({r['logins_per_s']}/s)"),
-        (
-            "server RSS base -> held",
-            f"{r['server_rss_base_mib']} -> {r['server_rss_with_clients_mib']} MiB",
-        ),
-        ("memory per connection", f"{r['kib_per_connection']} KiB"),
-        (
-            "routed, saturated",
-            f"{sat['envelopes_per_s']}/s  p50 {sat['p50_ms']} ms  "
-            f"p99 {sat['p99_ms']} ms  server CPU {sat['server_cpu_core_fraction']}",
-        ),
-        (
-            "routed, paced at half",
-            f"{paced['envelopes_per_s']}/s  p50 {paced['p50_ms']} ms  "
-            f"p99 {paced['p99_ms']} ms  server CPU "
-            f"{paced['server_cpu_core_fraction']}",
-        ),
-        (
-            "routed, light (10 pairs)",
-            f"{light['envelopes_per_s']}/s  p50 {light['p50_ms']} ms  "
-            f"p99 {light['p99_ms']} ms  server CPU "
-            f"{light['server_cpu_core_fraction']}",
-        ),
-        ("load client CPU (sat.)", f"{sat['load_client_cpu_core_fraction']} core"),
-        ("still logged in after", str(r["still_logged_in_after_routing"])),
-        ("machine load before", f"{r['machine']['loadavg_1min_before']} (1-min load average)"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    print("\nsignaling server load (one server process, one load process)")
-    for key, value in rows:
-        print(f"  {key:<{width}}  {value}")
+    print("\nsignaling load: instances (processes), Redis, one load-generator process")
+    head = (
+        "deployment",
+        "held",
+        "KiB/conn",
+        "env/s",
+        "p50 ms",
+        "p99 ms",
+        "CPU us/env",
+        "per process CPU",
+    )
+    print("  " + " | ".join(head))
+    for run in r["runs"]:
+        sat = run["routing_saturated"]
+        name = f"{run['instances']} instance{'s' if run['instances'] > 1 else ''}"
+        name += " + Redis" if run["redis"] else ", no Redis"
+        cells = (
+            name,
+            str(run["clients_logged_in"]),
+            str(run["kib_per_connection"]),
+            str(sat["envelopes_per_s"]),
+            str(sat["p50_ms"]),
+            str(sat["p99_ms"]),
+            str(sat["server_cpu_us_per_envelope"]),
+            " ".join(str(c) for c in sat["cpu_core_fraction_by_process"])
+            + f" (load {sat['load_client_cpu_core_fraction']})",
+        )
+        print("  " + " | ".join(cells))
+    if r["hold"]:
+        h = r["hold"]
+        print(
+            f"\n  idle logged-in clients, 4 instances: {h['logged_in_total']} of {h['requested']} "
+            f"({h['logged_in_per_instance']}); {h['kib_per_connection']} KiB/connection; "
+            f"open-files limit per instance {h['server_open_files_limit']}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=10_000)
+    parser.add_argument(
+        "--instances",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1],
+        help="comma-separated instance counts; 1 runs with and without Redis",
+    )
+    parser.add_argument("--redis-only", action="store_true", help="skip one instance alone")
     parser.add_argument("--concurrency", type=int, default=64, help="logins in flight")
     parser.add_argument("--pairs", type=int, default=100, help="sender/receiver pairs")
     parser.add_argument("--window", type=int, default=4, help="sends in flight per sender")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per phase")
     parser.add_argument("--body-bytes", type=int, default=256)
+    parser.add_argument("--hold", type=int, default=0, help="idle clients on 4 instances")
+    parser.add_argument("--hold-per-worker", type=int, default=15_000)
+    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.worker:
+        asyncio.run(worker(args))
+        return
     result = asyncio.run(run(args))
     print_table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ APT_PACKAGES=(
   coturn              # STUN/TURN relay (UDP, TCP, TLS) for the relay and netlab tests
   janus               # WebRTC server: its VideoRoom is the SFU of group calls (voice/group)
   redis-server        # fan-out across signaling instances
+  postgresql          # the shared registry of several instances (tests start a throwaway one)
+  haproxy             # the load balancer in front of them (tests/test_deploy.py runs it)
   espeak-ng           # speech sample for the demo and the audio tests
   sox                 # audio measurement helpers
   iproute2            # network namespaces (ip netns, veth) for the netlab tests and benchmarks

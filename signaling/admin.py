@@ -1,4 +1,4 @@
-"""``voice-signaling admin``: operator commands on the registry file (the server may be running).
+"""``voice-signaling admin``: operator commands on the registry (the servers may be running).
 
     voice-signaling admin release NAME [--fingerprint FP | --invite] [--ttl S] --db PATH
     voice-signaling admin invite [--user NAME [--fingerprint FP]] [--count N] [--ttl S] --db PATH
@@ -12,8 +12,9 @@ here, that the person presents once by dialing ``ws://HOST:PORT/?invite=TOKEN``.
 the name is free for whoever registers it first. ``invite`` prints tokens, one a line, for the
 ``invite`` policy; ``--user`` binds them to a name (which reserves it), ``--fingerprint``
 reserves the name for a key instead of printing a token. ``show`` prints who owns a name.
-Tokens are printed once and stored hashed. ``--db`` defaults to ``VOICE_SIGNALING_DB``.
-A running server sees every change at its next registry query.
+Tokens are printed once and stored hashed. ``--db`` (an SQLite file or a ``postgresql://``
+URL) defaults to ``VOICE_SIGNALING_DB``. A running server sees every change at its next registry
+query (SQLite), or within milliseconds (PostgreSQL: every instance is notified).
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ import time
 from collections.abc import Sequence
 
 from signaling.config import ENV_PREFIX, Config
+from signaling.errors import ConfigError
 from signaling.registration import key_invitation, parse_fingerprint
-from signaling.registry import SQLiteRegistry
+from signaling.registry import Registry, RegistryUnavailable
+from signaling.registry_open import open_registry
 from signaling.wire import is_username
 
 DEFAULT_TTL = 7 * 24 * 3600  # an invitation is good for a week unless told otherwise
@@ -60,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--ttl", type=int, default=DEFAULT_TTL, help="invitation lifetime, s")
     db = os.environ.get(ENV_PREFIX + "DB", Config().db)
     for sub in (release, invite, show):
-        sub.add_argument("--db", default=db, help=f"registry file (env {ENV_PREFIX}DB)")
+        sub.add_argument(
+            "--db", default=db, help=f"registry file or postgresql:// URL (env {ENV_PREFIX}DB)"
+        )
     return parser
 
 
@@ -70,35 +75,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem is not None:
         print(f"voice-signaling admin: {problem}", file=sys.stderr)
         return 2
-    registry = SQLiteRegistry(args.db)
     try:
-        if args.command == "show":
-            key = registry.key_of(args.name)
-            if key is None:
-                _note(f"{args.name} is not registered")
-                return 1
-            print(f"{args.name} ed25519:{hashlib.sha256(key).hexdigest()}")
-            return 0
-        expires = time.time() + args.ttl
-        user = args.name if args.command == "release" else args.user
-        if args.command == "release":
-            released = registry.release(user)
-            _note(f"{user}: {'released' if released else 'was not registered'}")
-            if not (args.invite or digest):
-                return 0 if released else 1
-        if digest:
-            registry.add_invite(key_invitation(digest), user, expires)
-            _note(f"{user} is reserved for the key {args.fingerprint}: it logs in as usual")
-            return 0
-        for _ in range(1 if args.command == "release" else args.count):
-            token = new_token()
-            registry.add_invite(token, user, expires)
-            print(token)
-        if user is not None:
-            _note(f"{user} is reserved: log in once with --server 'ws://HOST:PORT/?invite=TOKEN'")
-        return 0
+        registry = open_registry(args.db)
+    except (ConfigError, RegistryUnavailable) as exc:  # unreachable, or a newer schema
+        print(f"voice-signaling admin: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    try:
+        return _run(args, registry, digest)
+    except RegistryUnavailable as exc:
+        print(f"voice-signaling admin: {exc}", file=sys.stderr)
+        return 1
     finally:
         registry.close()
+
+
+def _run(args: argparse.Namespace, registry: Registry, digest: bytes) -> int:
+    """Carry out the command on the open registry; the exit code."""
+    if args.command == "show":
+        key = registry.key_of(args.name)
+        if key is None:
+            _note(f"{args.name} is not registered")
+            return 1
+        print(f"{args.name} ed25519:{hashlib.sha256(key).hexdigest()}")
+        return 0
+    expires = time.time() + args.ttl
+    user = args.name if args.command == "release" else args.user
+    if args.command == "release":
+        released = registry.release(user)
+        _note(f"{user}: {'released' if released else 'was not registered'}")
+        if not (args.invite or digest):
+            return 0 if released else 1
+    if digest:
+        registry.add_invite(key_invitation(digest), user, expires)
+        _note(f"{user} is reserved for the key {args.fingerprint}: it logs in as usual")
+        return 0
+    for _ in range(1 if args.command == "release" else args.count):
+        token = new_token()
+        registry.add_invite(token, user, expires)
+        print(token)
+    if user is not None:
+        _note(f"{user} is reserved: log in once with --server 'ws://HOST:PORT/?invite=TOKEN'")
+    return 0
 
 
 def _check(args: argparse.Namespace) -> tuple[bytes, str | None]:

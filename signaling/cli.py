@@ -19,6 +19,7 @@ from signaling import admin
 from signaling.config import ENV_PREFIX, Config
 from signaling.errors import ConfigError
 from signaling.logs import configure_logging
+from signaling.registry_open import open_registry
 from signaling.server import serve_signaling
 
 
@@ -47,7 +48,8 @@ async def run(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with serve_signaling(config):
+    # the registry the db setting names: an SQLite file or a postgresql:// URL
+    async with serve_signaling(config, registry=open_registry(config.db)):
         await stop.wait()
 
 

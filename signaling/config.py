@@ -59,6 +59,8 @@ class Config:
     # credentials: stun:HOST[:PORT], turn:HOST[:PORT][?transport=udp|tcp], turns:HOST[:PORT]
     turn_ttl: int = 3_600  # seconds the TURN credentials stay valid
     log_level: str = "INFO"
+    redis: str = ""  # redis://HOST:PORT/DB or unix:///PATH: act as one server with the other
+    # instances on that Redis (presence, routing, limits; signaling.cluster); empty: alone
 
     def __post_init__(self) -> None:
         positive = ("max_frame_bytes", "max_body_bytes", "max_queue", "rate", "burst")
@@ -83,6 +85,8 @@ class Config:
         if not 0 < len(self.name) <= 255 or not self.name.isprintable():
             raise ConfigError("name must be 1-255 printable characters")
         _check_identity(self)
+        if self.redis and not self.redis.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("redis must be a redis://, rediss:// or unix:// URL")
         if len(self.turn_uris) > MAX_ICE_URIS:
             raise ConfigError(f"turn_uris: at most {MAX_ICE_URIS} URIs")
         for uri in self.turn_uris:

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from signaling.admission import SocketTable
+from signaling.cluster import Cluster
 from signaling.router import Router
 
 
@@ -82,9 +83,44 @@ class SocketCollector(Collector):
         yield dropped
 
 
-def make_registry(router: Router, sockets: SocketTable[Any] | None = None) -> CollectorRegistry:
+class ClusterCollector(Collector):
+    """Only with ``--redis``: the bus, and what became of envelopes sent to other instances."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster
+
+    def collect(self) -> Iterator[Metric]:
+        c = self._cluster
+        yield GaugeMetricFamily(
+            "signaling_bus_up", "1 while connected to the cluster bus (Redis).", value=c.bus.up
+        )
+        yield CounterMetricFamily(
+            "signaling_bus_reconnects",
+            "Connections to Redis after the first.",
+            value=c.bus.reconnects,
+        )
+        yield CounterMetricFamily(
+            "signaling_bus_duplicates_dropped",
+            "Envelopes from the bus dropped as repeats of one already handled.",
+            value=c.seen.duplicates,
+        )
+        forwarded = CounterMetricFamily(
+            "signaling_envelopes_forwarded",
+            "Envelopes sent to other instances, by outcome: ok, offline, queue_full, unreachable.",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(c.router.stats.forwarded.items()):
+            forwarded.add_metric([outcome], count)
+        yield forwarded
+
+
+def make_registry(
+    router: Router, sockets: SocketTable[Any] | None = None, cluster: Cluster | None = None
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RouterCollector(router))
     if sockets is not None:
         registry.register(SocketCollector(sockets))
+    if cluster is not None:
+        registry.register(ClusterCollector(cluster))
     return registry

@@ -1,7 +1,9 @@
-"""Presence: which connection a logged-in user is on. One small interface, one local backend.
+"""Presence: which connection a logged-in user is on *in this process*. One small interface.
 
-The router asks only these three questions, so a fan-out backend (Redis pub/sub across several
-server processes) can be added later behind the same interface without touching the router.
+The router asks only these three questions, synchronously. Across several instances the
+deployment-wide presence lives in Redis (:mod:`signaling.cluster`): a login claims it there
+before the router attaches it here, so this index stays the truth for local sessions and Redis
+for "which instance holds the user".
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 Every frame a connection sends spends a token, the login included, so a flood of malformed
 frames before login costs the sender as much as a flood of envelopes after it.
+
+:meth:`TokenBucket.level` and :meth:`TokenBucket.restore` carry a bucket to another server
+instance (``signaling.cluster``): a user who logs in elsewhere keeps the tokens it had, not a
+fresh burst.
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+    def level(self, now: float) -> float:
+        """Tokens saved up at ``now`` (refilled, not spent): what a handover carries."""
+        return min(self._burst, self._tokens + max(0.0, now - self._stamp) * self._rate)
+
+    def restore(self, tokens: float, now: float) -> None:
+        """Continue from ``tokens`` saved up at ``now`` (a level handed over by another
+        process; clamped to 0..burst, so a bad level can never grant more than a new bucket)."""
+        self._tokens = min(self._burst, max(0.0, tokens))
+        self._stamp = now
 
 
 class KeyedBuckets:
@@ -62,6 +76,16 @@ class KeyedBuckets:
         else:
             self._buckets.move_to_end(key)
         return bucket.take(now)
+
+    def level(self, key: str, now: float) -> float:
+        """``key``'s tokens at ``now``; a key never seen (or forgotten) has a full bucket."""
+        bucket = self._buckets.get(key)
+        return self._burst if bucket is None else bucket.level(now)
+
+    def restore(self, key: str, tokens: float, now: float) -> None:
+        """Set ``key``'s bucket to ``tokens`` at ``now`` (see :meth:`TokenBucket.restore`)."""
+        self.take(key, now)  # creates it (least recently used bookkeeping included)
+        self._buckets[key].restore(tokens, now)
 
     def __len__(self) -> int:
         return len(self._buckets)

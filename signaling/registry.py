@@ -8,9 +8,12 @@ Invitations are stored as SHA-256 digests of the token, so a copy of the databas
 usable invitation. An invitation may be bound to one username: while it is outstanding, that
 name is reserved for it.
 
-SQLite by default so ownership survives a restart; an in-memory one for tests and benchmarks.
-Lookups are small primary-key queries, cheap enough to run on the event loop; owners are kept in
-a bounded cache that is dropped whenever another process (the admin command) wrote the file.
+SQLite by default so ownership survives a restart; an in-memory one for tests and benchmarks;
+PostgreSQL (``db`` a ``postgresql://`` URL) for several instances sharing one registry
+(:mod:`signaling.registry_postgres`). SQLite lookups are small primary-key queries, cheap enough
+to run on the event loop; owners are kept in a bounded cache that is dropped whenever another
+process (the admin command) wrote the file. Either database carries a schema version and is
+migrated on open (:mod:`signaling.registry_schema`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,21 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
 
+from signaling.errors import ConfigError, SignalingError
+from signaling.registry_schema import migrate_sqlite
+
 CACHE_SIZE = 4_096
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+class RegistryUnavailable(SignalingError, ConnectionError):
+    """The registry's database cannot be reached now (a network database): the one request
+    fails, the server goes on, and the next request tries again."""
+
+
+def is_database_url(db: str) -> bool:
+    """Whether the ``db`` setting names a PostgreSQL database rather than an SQLite file."""
+    return db.startswith(URL_SCHEMES)
 
 
 def invite_digest(token: str) -> bytes:
@@ -118,19 +135,17 @@ class SQLiteRegistry:
     """Registry in one SQLite file (WAL); ``":memory:"`` works too."""
 
     def __init__(self, path: str | Path, *, cache_size: int = CACHE_SIZE) -> None:
+        if is_database_url(str(path)):
+            raise ConfigError("db: a postgresql:// URL is no SQLite file: see registry_open")
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=2000")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS users ("
-            " name TEXT PRIMARY KEY, key BLOB NOT NULL,"
-            " created INTEGER NOT NULL DEFAULT (strftime('%s','now')))"
-        )
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS invites ("
-            " digest BLOB PRIMARY KEY, user TEXT, expires REAL NOT NULL)"
-        )
+        try:
+            self._db.execute("PRAGMA busy_timeout=2000")  # first: the others wait for locks
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            migrate_sqlite(self._db, str(path))
+        except BaseException:
+            self._db.close()
+            raise
         self._cache_size = max(0, cache_size)
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._count: int | None = None

@@ -13,6 +13,12 @@ Per-user allowances besides the message rate, each kept across reconnections: th
 (a ``lookup``, or a ``send`` to a name this session has not exchanged an envelope with, spends a
 token, whatever the answer, so probing who exists or who is online is slow) and TURN
 credentials. New usernames go through :class:`signaling.registration.Registrations`.
+
+Cluster mode (``cluster=True``, several instances behind a load balancer, :mod:`signaling.cluster`
+does the I/O): a login becomes a :class:`~signaling.handoff.Claim` (state ``claiming``) and is
+finished by :meth:`Router.claimed`; an envelope for a registered user who is not on this
+instance becomes a :class:`~signaling.handoff.Forward`, answered by :meth:`Router.forwarded`;
+envelopes from other instances come in through :meth:`Router.deliver_remote`. Still pure.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from signaling.auth import RandomBytes, ServerIdentity, new_nonce, new_server_id
 from signaling.config import Config
 from signaling.errors import FrameError
+from signaling.handoff import Allowances, Claim, Forward, Left, Outcome
 from signaling.messages import (
     Challenge,
     Error,
@@ -65,7 +72,7 @@ class Disconnect:
     reason: str
 
 
-Action = Transmit | Disconnect
+Action = Transmit | Disconnect | Forward | Claim
 
 
 @dataclass(slots=True)
@@ -81,6 +88,7 @@ class _Session:
     accepted: bool = True
     net: str = ""  # what the per-IP limit counts: the IPv4 address or the IPv6 /64
     invite: str | None = None  # the invitation token the client dialed with, if any
+    claiming: str | None = None  # cluster mode: the user this login is being claimed for
     # Names this session exchanged an envelope with (sent to, or delivered from): sending to
     # them again spends no directory token. Bounded; the oldest is forgotten first.
     peers: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -95,6 +103,7 @@ class RouterStats:
     errors: Counter[str] = field(default_factory=Counter)
     logins: Counter[str] = field(default_factory=Counter)
     registrations: Counter[str] = field(default_factory=Counter)
+    forwarded: Counter[str] = field(default_factory=Counter)  # cluster mode, by Outcome
 
 
 class Router:
@@ -108,8 +117,10 @@ class Router:
         wall_clock: Callable[[], float] = time.time,
         random_bytes: RandomBytes = secrets.token_bytes,
         identity: ServerIdentity | None = None,
+        cluster: bool = False,
     ) -> None:
         self.config = config
+        self.cluster = cluster
         self.registry = registry
         self.presence: Presence = presence if presence is not None else LocalPresence()
         self.stats = RouterStats()
@@ -137,11 +148,14 @@ class Router:
     def logged_in(self) -> int:
         return len(self.presence)
 
-    def connect(self, ip: str, *, invite: str | None = None) -> tuple[SessionId, list[Action]]:
+    def connect(
+        self, ip: str, *, invite: str | None = None, cluster_full: bool = False
+    ) -> tuple[SessionId, list[Action]]:
         """A socket opened: send the challenge, or refuse it if a connection limit is reached.
 
         ``invite`` is the invitation token the client dialed with (used only if its login
-        registers a new username)."""
+        registers a new username); ``cluster_full``: the address is at its limit on all the
+        instances together (cluster mode), refused like a local one."""
         sid, now = self._next_id, self._clock()
         self._next_id += 1
         bucket = TokenBucket(self.config.rate, self.config.burst, now)
@@ -151,7 +165,7 @@ class Router:
         self._sessions[sid] = s
         out: list[Action] = []
         full = self._accepted >= self.config.max_connections
-        if full or self._per_ip[s.net] >= self.config.max_connections_per_ip:
+        if full or cluster_full or self._per_ip[s.net] >= self.config.max_connections_per_ip:
             s.accepted = False
             what = "server" if full else "address"
             self._close(
@@ -236,21 +250,24 @@ class Router:
             self._close(s, ErrorCode.INTERNAL, "internal error", CloseCode.INTERNAL, out)
         return out
 
-    def disconnect(self, sid: SessionId) -> None:
-        """The socket is gone: forget the session."""
+    def disconnect(self, sid: SessionId) -> Left | None:
+        """The socket is gone: forget the session. A logged-in one is reported (cluster mode
+        releases its presence and keeps the user's allowances for the next instance)."""
         s = self._sessions.pop(sid, None)
         if s is None:
-            return
+            return None
         if s.accepted:
             self._accepted -= 1
             self._per_ip[s.net] -= 1
             if self._per_ip[s.net] <= 0:
                 del self._per_ip[s.net]
-        if s.user is not None:
-            self.presence.detach(s.user, sid)
+        if s.user is None:
+            return None
+        self.presence.detach(s.user, sid)
+        return Left(s.user, sid, self._allowances(s.user, None))
 
     def _login(self, s: _Session, msg: Login, out: list[Action]) -> None:
-        if s.user is not None:
+        if s.user is not None or s.claiming is not None:
             self._error(s, ErrorCode.ALREADY_LOGGED_IN, "this connection is logged in", None, out)
             return
         nonce, s.nonce = s.nonce, b""  # single use, whatever happens next
@@ -277,9 +294,52 @@ class Router:
         elif owner != msg.key:
             self._login_failed(s, ErrorCode.USERNAME_TAKEN, "username owned by another key", out)
             return
-        old_sid = self.presence.attach(msg.user, s.id)
-        s.user, s.state = msg.user, "open"
+        if self.cluster:  # the bus makes it the one session of the user (signaling.cluster)
+            s.state, s.claiming = "claiming", msg.user
+            out.append(Claim(s.id, msg.user))
+            return
+        self._finish_login(s, msg.user, None, out)
+
+    def claimed(self, sid: SessionId, handed: Allowances | None) -> list[Action]:
+        """Cluster mode: the login of ``sid`` is now its user's one session everywhere (an
+        older one elsewhere was told and closed, and ``handed`` over its allowances)."""
+        s = self._sessions.get(sid)
+        out: list[Action] = []
+        if s is not None and s.state == "claiming" and s.claiming is not None:
+            self._finish_login(s, s.claiming, handed, out)
+        return out
+
+    def claim_failed(self, sid: SessionId) -> list[Action]:
+        """Cluster mode: the bus could not make ``sid`` its user's session (it is down): refuse
+        the login with a code clients retry (``internal``), never log in half way."""
+        s = self._sessions.get(sid)
+        out: list[Action] = []
+        if s is not None and s.state == "claiming":
+            message = "the server cannot reach its cluster bus; try again shortly"
+            self.stats.logins["refused"] += 1
+            self._close(s, ErrorCode.INTERNAL, message, CloseCode.INTERNAL, out)
+        return out
+
+    def kick(self, user: str, sid: SessionId) -> tuple[list[Action], Allowances | None]:
+        """Cluster mode: ``user`` logged in on another instance: close ``sid`` (``replaced``)
+        if it is still that user's, and hand its allowances over."""
+        s = self._sessions.get(sid)
+        out: list[Action] = []
+        if s is None or s.state == "closing" or user not in (s.user, s.claiming):
+            return out, None
+        handed = self._allowances(user, s)
+        message = "logged in from another connection"
+        self._close(s, ErrorCode.REPLACED, message, CloseCode.REPLACED, out)
+        return out, handed
+
+    def _finish_login(
+        self, s: _Session, user: str, handed: Allowances | None, out: list[Action]
+    ) -> None:
+        old_sid = self.presence.attach(user, s.id)
+        s.user, s.state, s.claiming = user, "open", None
         self.stats.logins["ok"] += 1
+        if handed is not None:
+            self._restore(s, user, handed)
         old = self._sessions.get(old_sid) if old_sid is not None else None
         if old is not None:
             s.bucket = old.bucket  # logging in again does not reset the rate limit
@@ -291,8 +351,29 @@ class Router:
                 CloseCode.REPLACED,
                 out,
             )
-        self._emit(s, encode(Welcome(msg.user)), out)
-        _info("login", session=s.id, user=msg.user, ip=s.ip, replaced=old_sid)
+        self._emit(s, encode(Welcome(user)), out)
+        _info("login", session=s.id, user=user, ip=s.ip, replaced=old_sid)
+
+    def _allowances(self, user: str, s: _Session | None) -> Allowances:
+        """``user``'s token levels now; with ``s``, its message bucket too."""
+        now = self._clock()
+        messages = s.bucket.level(now) if s is not None else None
+        directory = self._directory.level(user, now)
+        turn = self._turn_allowance.level(user, now)
+        return Allowances(messages, directory, turn, self._wall_clock())
+
+    def _restore(self, s: _Session, user: str, handed: Allowances) -> None:
+        """Continue ``handed`` (refilled for the time since), never above what we hold here."""
+        now, elapsed = self._clock(), max(0.0, self._wall_clock() - handed.at)
+        c = self.config
+        if handed.messages is not None:
+            s.bucket.restore(handed.messages + elapsed * c.rate, now)
+        for buckets, level, per_minute in (
+            (self._directory, handed.directory, c.lookups_per_minute),
+            (self._turn_allowance, handed.turn, c.turn_per_minute),
+        ):
+            refilled = level + elapsed * per_minute / 60.0
+            buckets.restore(user, min(refilled, buckets.level(user, now)), now)
 
     def _login_failed(self, s: _Session, code: str, message: str, out: list[Action]) -> None:
         self.stats.logins["refused"] += 1
@@ -306,7 +387,9 @@ class Router:
         target_id = self.presence.lookup(msg.to)
         target = self._sessions.get(target_id) if target_id is not None else None
         if target is None or target.state != "open":
-            if self.registry.exists(msg.to):
+            if self.cluster and target is None and self.registry.exists(msg.to):
+                out.append(Forward(s.id, msg.id, msg.to, user, msg.body))  # maybe elsewhere
+            elif self.registry.exists(msg.to):
                 self._error(s, ErrorCode.OFFLINE, "recipient is not connected", msg.id, out)
             else:
                 self._error(s, ErrorCode.UNKNOWN_USER, "no such user", msg.id, out)
@@ -324,6 +407,50 @@ class Router:
         _remember_peer(s, msg.to)
         _remember_peer(target, user)
         self._emit(s, encode(Sent(msg.id)), out)
+
+    def forwarded(self, sid: SessionId, msg_id: str, to: str, outcome: Outcome) -> list[Action]:
+        """Cluster mode: what became of the envelope ``sid`` sent to ``to`` on another instance
+        (one answer: ``sent``, or an error saying it was not delivered or not confirmed)."""
+        self.stats.forwarded[str(outcome)] += 1
+        s = self._sessions.get(sid)
+        out: list[Action] = []
+        if s is None or s.state != "open":
+            return out
+        if outcome is Outcome.OK:
+            _remember_peer(s, to)
+            self._emit(s, encode(Sent(msg_id)), out)
+        elif outcome is Outcome.QUEUE_FULL:
+            message = "recipient is not keeping up; dropped"
+            self._error(s, ErrorCode.QUEUE_FULL, message, msg_id, out)
+        elif outcome is Outcome.OFFLINE:
+            self._error(s, ErrorCode.OFFLINE, "recipient is not connected", msg_id, out)
+        else:
+            message = "recipient's server did not confirm delivery; it was not retried"
+            self._error(s, ErrorCode.OFFLINE, message, msg_id, out)
+        return out
+
+    def deliver_remote(self, from_user: str, to: str, body: str) -> tuple[list[Action], Outcome]:
+        """Cluster mode: another instance forwards an envelope from ``from_user`` to ``to``.
+        Delivered to ``to``'s session here (the same checks as a local one), or not, and why."""
+        target_id = self.presence.lookup(to)
+        target = self._sessions.get(target_id) if target_id is not None else None
+        out: list[Action] = []
+        if target is None or target.state != "open":
+            return out, Outcome.OFFLINE
+        if target.pending >= self.config.max_queue:
+            return out, Outcome.QUEUE_FULL
+        self._emit(target, deliver_frame(from_user, body), out)
+        self.stats.envelopes_routed += 1
+        _remember_peer(target, from_user)
+        return out, Outcome.OK
+
+    def sessions_by_user(self) -> list[tuple[str, SessionId]]:
+        """Every logged-in (open) session: what the cluster registers again after a restart."""
+        return [(s.user, s.id) for s in self._sessions.values() if s.user and s.state == "open"]
+
+    def connections_per_address(self) -> dict[str, int]:
+        """Accepted connections by address group (what the per-IP limit counts)."""
+        return dict(self._per_ip)
 
     def _lookup(self, s: _Session, msg: Lookup, out: list[Action]) -> None:
         """Key directory: the key that owns a username (clients pin it on first use)."""

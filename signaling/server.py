@@ -4,7 +4,8 @@ One reader loop and one writer task per connection. The router decides everythin
 routing, limits, closes); this module only carries its actions out, schedules the login
 deadline, and enforces the close grace period. The ops HTTP endpoints run on their own port,
 in plain HTTP. With ``tls_cert`` and ``tls_key`` it serves ``wss://``
-(:mod:`signaling.serveridentity`).
+(:mod:`signaling.serveridentity`). With ``redis`` set it is one instance of several acting as
+one server (:mod:`signaling.cluster`): the router's cross-instance actions go there.
 
     async with serve_signaling(Config(port=0, http_port=0, db=":memory:")) as server:
         url = server.url  # ws://127.0.0.1:PORT
@@ -29,13 +30,16 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from signaling.admission import SocketTable, fit_to_fd_limit
+from signaling.cluster import Cluster
 from signaling.config import Config
+from signaling.handoff import Claim, Forward
 from signaling.httpd import MAX_CLIENTS, OpsHttpServer
 from signaling.logs import Throttle
 from signaling.messages import Error
 from signaling.metrics import make_registry
 from signaling.protocol import encode
-from signaling.registry import MemoryRegistry, Registry, SQLiteRegistry
+from signaling.registry import Registry
+from signaling.registry_open import open_registry
 from signaling.router import Action, Disconnect, Router, address_group
 from signaling.serveridentity import load_server_identity
 
@@ -107,9 +111,12 @@ class SignalingServer:
         self.name = config.name
         # Logins are bound to the server id, our certificate's hash and our host names.
         self.identity, self.tls = load_server_identity(config)
-        self.router = Router(config, registry, identity=self.identity)
+        self.router = Router(config, registry, identity=self.identity, cluster=bool(config.redis))
+        self.cluster = (
+            Cluster(self.router, config.redis, self._apply_later) if config.redis else None
+        )
         self.sockets: SocketTable[_Connection] = SocketTable.for_config(config)
-        self.metrics = make_registry(self.router, self.sockets)
+        self.metrics = make_registry(self.router, self.sockets, self.cluster)
         self.port = 0
         self.http_port = 0
         self._conns: dict[int, _Conn] = {}
@@ -126,11 +133,14 @@ class SignalingServer:
         return f"{'wss' if self.tls is not None else 'ws'}://{host}:{self.port}"
 
     def _health(self) -> dict[str, object]:
-        return {
+        health: dict[str, object] = {
             "status": "ok",
             "connections": self.router.connections,
             "logged_in": self.router.logged_in,
         }
+        if self.cluster is not None:  # "bus": down means other instances are unreachable
+            health |= {"instance": self.cluster.instance, "bus": self.cluster.bus.up}
+        return health
 
     async def start(self) -> None:
         c = self.config
@@ -142,6 +152,8 @@ class SignalingServer:
         self._loop_handler = loop.get_exception_handler()
         loop.set_exception_handler(self._on_loop_error)
         self._log_lowered_limits()
+        if self.cluster is not None:
+            await self.cluster.start()
 
         self._ws = await serve(
             self._handle,
@@ -179,6 +191,8 @@ class SignalingServer:
             self._ws.close()
             await self._ws.wait_closed()
         await self._http.close()
+        if self.cluster is not None:
+            await self.cluster.stop()
         self.router.registry.close()
         if asyncio.get_running_loop().get_exception_handler() == self._on_loop_error:
             asyncio.get_running_loop().set_exception_handler(self._loop_handler)
@@ -211,7 +225,10 @@ class SignalingServer:
     async def _handle(self, ws: ServerConnection) -> None:
         address = ws.remote_address
         ip = str(address[0]) if address else "?"
-        sid, actions = self.router.connect(ip, invite=_invite_of(ws))
+        net, counted = address_group(ip), None
+        if self.cluster is not None:  # the per-IP limit counts every instance's connections
+            counted = await self.cluster.admit(net)
+        sid, actions = self.router.connect(ip, invite=_invite_of(ws), cluster_full=counted is False)
         conn = _Conn(ws)
         self._conns[sid] = conn
         writer = asyncio.create_task(self._write_loop(sid, conn))
@@ -236,7 +253,12 @@ class SignalingServer:
             sent = ws.protocol.close_sent
             if sent is not None and sent.code in _TRANSPORT_ERRORS:
                 self.router.stats.errors[_TRANSPORT_ERRORS[sent.code][0]] += 1
-            self.router.disconnect(sid)
+            left = self.router.disconnect(sid)
+            if self.cluster is not None:
+                if left is not None:
+                    self.cluster.left(left)
+                if counted:
+                    self.cluster.unadmit(net)
             _info("disconnect", session=sid, code=ws.close_code)
             if conn.timer is not None:
                 conn.timer.cancel()
@@ -263,6 +285,10 @@ class SignalingServer:
             conn = self._conns.get(action.session)
             if conn is None:
                 continue
+            if isinstance(action, Forward | Claim):
+                if self.cluster is not None:
+                    self.cluster.carry_out(action)
+                continue
             if isinstance(action, Disconnect):
                 conn.queue.put_nowait((action.code, action.reason))
                 # A peer that stopped reading blocks the writer; drop it after the grace time.
@@ -270,6 +296,16 @@ class SignalingServer:
                 loop.call_later(2 * self.config.close_timeout, _abort, conn.ws)
             else:
                 conn.queue.put_nowait(action.frame)
+
+    def _apply_later(self, actions: list[Action]) -> None:
+        """Actions that come back from the cluster: a login it finished is no longer a
+        handshake in progress (signaling.admission), as one finished at once would be."""
+        self._apply(actions)
+        for action in actions:
+            conn = self._conns.get(action.session)
+            ws = conn.ws if conn is not None else None
+            if isinstance(ws, _Connection) and self.router.logged_in_session(action.session):
+                self.sockets.logged_in(ws)
 
     def _arm_deadline(self, sid: int, conn: _Conn, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -303,17 +339,13 @@ def _abort(ws: ServerConnection) -> None:
         ws.transport.abort()
 
 
-def open_registry(config: Config) -> Registry:
-    return MemoryRegistry() if config.db == "" else SQLiteRegistry(config.db)
-
-
 @asynccontextmanager
 async def serve_signaling(
     config: Config | None = None, *, registry: Registry | None = None
 ) -> AsyncIterator[SignalingServer]:
     """Run a server for the duration of the block (port 0 = ephemeral; loopback by default)."""
     config = config if config is not None else Config(port=0, http_port=0, db=":memory:")
-    server = SignalingServer(config, registry if registry is not None else open_registry(config))
+    server = SignalingServer(config, registry if registry is not None else open_registry(config.db))
     await server.start()
     try:
         yield server

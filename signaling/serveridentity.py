@@ -8,7 +8,9 @@ Adapter for :class:`signaling.auth.ServerIdentity` (pure): it reads what the pur
   login (``wrong_server``): pass TLS through to the server instead.
 * ``server_id``: set it (every instance of one deployment must share it), or leave it empty
   and it is generated once and kept in ``<db>.server-id`` (0644, one line). With the registry
-  in memory (``:memory:`` or empty ``db``) a fresh id is made per run, like the registry.
+  in memory (``:memory:`` or empty ``db``) a fresh id is made per run, like the registry. With
+  a ``postgresql://`` registry there is no file to keep it next to, and the instances sharing
+  that database are one deployment: ``server_id`` must be set (the same on each).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from signaling.auth import ServerIdentity, new_server_id
 from signaling.config import Config
 from signaling.errors import ConfigError
+from signaling.registry import is_database_url
 from signaling.wire import is_server_id
 
 ID_SUFFIX = ".server-id"
@@ -72,6 +75,11 @@ def load_or_create_server_id(db: str) -> str:
     """The id kept next to the registry file, created on first use (random, 32 hex digits)."""
     if db in ("", ":memory:"):
         return new_server_id(secrets.token_bytes)
+    if is_database_url(db):
+        raise ConfigError(
+            "server_id: set it when db is a postgresql:// URL, the same on every instance of "
+            "the deployment (16-64 of a-z 0-9 -, e.g. `openssl rand -hex 16`)"
+        )
     path = Path(db + ID_SUFFIX)
     if not path.exists():
         # Written under a temporary name, then linked into place: a second instance starting

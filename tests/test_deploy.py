@@ -10,12 +10,23 @@ Janus (issue 14, the SFU of voice/group): host networking, its public address re
 (JANUS_PUBLIC_IP), its wss:// certificate mounted; deploy/janus's configs serve the API over
 wss:// only, load the VideoRoom and the WebSockets transport and nothing else, no admin API.
 The real Janus starts with those very configs (only folders, certificate and port rewritten).
+
+Several instances (issue 15): two signaling instances behind HAProxy, sharing Redis and a
+PostgreSQL registry, one certificate and one server id; POSTGRES_PASSWORD and
+SIGNALING_SERVER_ID required. deploy/haproxy.cfg passes TLS through (the logins' channel
+binding) and checks each instance's /healthz; the real HAProxy runs that very file in front of
+two real instances on a real PostgreSQL: a login through it succeeds, and a killed instance is
+marked down and new logins go to the other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
+import csv
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -25,6 +36,7 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +46,13 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
 from signaling.config import ENV_PREFIX, Config
+from tests.signaling.helpers import make_user
+from tests.support.postgres import PASSWORD, PostgresCluster, needs_postgres
+from tests.support.signalingd import SignalingProcess, free_port, start_signaling
 from tests.support.tls import TestCA
+from voice.errors import LoginRefused
 from voice.group import janusd
+from voice.net.client import SignalingClient
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -44,11 +61,15 @@ JANUS_DIR = ROOT / "deploy" / "janus"
 JANUS_CONF = JANUS_DIR / "janus.jcfg"
 JANUS_WS_CONF = JANUS_DIR / "janus.transport.websockets.jcfg"
 JANUS_ROOM_CONF = JANUS_DIR / "janus.plugin.videoroom.jcfg"
+HAPROXY_CONF = ROOT / "deploy" / "haproxy.cfg"
 ENV = {
     "TURN_SECRET": "not-a-real-secret",
     "TURN_HOST": "turn.example.org",
     "JANUS_PUBLIC_IP": "203.0.113.7",
+    "POSTGRES_PASSWORD": "not-a-real-password",
+    "SIGNALING_SERVER_ID": "0123456789abcdef0123456789abcdef",
 }
+INSTANCES = ("signaling-1", "signaling-2")
 
 needs_compose = pytest.mark.skipif(
     shutil.which("docker-compose") is None,
@@ -56,6 +77,9 @@ needs_compose = pytest.mark.skipif(
 )
 needs_janus = pytest.mark.skipif(
     shutil.which("janus") is None, reason="janus is missing: scripts/setup.sh installs it"
+)
+needs_haproxy = pytest.mark.skipif(
+    shutil.which("haproxy") is None, reason="haproxy is missing: scripts/setup.sh installs it"
 )
 
 
@@ -74,7 +98,14 @@ def _compose_config(
 
 
 def _services(env: dict[str, str] = ENV) -> dict[str, Any]:
-    result = _compose_config(env)
+    """The services as `docker-compose config` resolves them under ``env`` (each distinct
+    environment is resolved once per run: a run of docker-compose takes most of a second)."""
+    return copy.deepcopy(_resolved(json.dumps(env, sort_keys=True)))
+
+
+@functools.cache
+def _resolved(env_json: str) -> dict[str, Any]:
+    result = _compose_config(json.loads(env_json))
     assert result.returncode == 0, result.stderr
     services: dict[str, Any] = _yaml_to_json(result.stdout)["services"]
     return services
@@ -96,12 +127,14 @@ def _yaml_to_json(text: str) -> dict[str, Any]:
 
 @needs_compose
 def test_compose_file_parses_with_docker_compose() -> None:
-    # nothing that no code uses (no Redis); Janus is the SFU of group calls (voice/group)
-    assert set(_services()) == {"signaling", "coturn", "janus"}
+    # nothing that no code uses; Janus is the SFU of group calls (voice/group)
+    assert set(_services()) == {*INSTANCES, "haproxy", "redis", "postgres", "coturn", "janus"}
 
 
 @needs_compose
-@pytest.mark.parametrize("variable", ["TURN_SECRET", "TURN_HOST"])
+@pytest.mark.parametrize(
+    "variable", ["TURN_SECRET", "TURN_HOST", "POSTGRES_PASSWORD", "SIGNALING_SERVER_ID"]
+)
 def test_compose_refuses_to_start_without_required_settings(variable: str) -> None:
     env = {k: v for k, v in ENV.items() if k != variable}
     result = _compose_config(env, drop=(variable,))
@@ -113,7 +146,7 @@ def test_compose_refuses_to_start_without_required_settings(variable: str) -> No
 
 @needs_compose
 def test_signaling_hands_out_stun_turn_and_turns_uris() -> None:
-    env = _services()["signaling"]["environment"]
+    env = _services()["signaling-1"]["environment"]
     uris = [u.strip() for u in env["VOICE_SIGNALING_TURN_URIS"].split(",")]
     assert uris == [
         "stun:turn.example.org:3478",
@@ -126,29 +159,75 @@ def test_signaling_hands_out_stun_turn_and_turns_uris() -> None:
     moved = _services({**ENV, "TURNS_PORT": "443"})
     assert (
         "turns:turn.example.org:443?transport=tcp"
-        in (moved["signaling"]["environment"]["VOICE_SIGNALING_TURN_URIS"])
+        in (moved["signaling-2"]["environment"]["VOICE_SIGNALING_TURN_URIS"])
     )
     assert "--tls-listening-port=443" in moved["coturn"]["command"]
 
 
+def _published(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of every port a service publishes."""
+    published: list[tuple[str, int, int]] = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            host_ip = str(port.get("host_ip", ""))
+            published.append((host_ip, int(port["published"]), int(port["target"])))
+        else:
+            *host, outside, inside = str(port).split("/")[0].split(":")
+            published.append((host[0] if host else "", int(outside), int(inside)))
+    return published
+
+
 @needs_compose
 def test_signaling_is_tls_only_and_keeps_metrics_private() -> None:
-    sig = _services()["signaling"]
-    env = sig["environment"]
-    assert env["VOICE_SIGNALING_TLS_CERT"] and env["VOICE_SIGNALING_TLS_KEY"]
-    http_port = int(env["VOICE_SIGNALING_HTTP_PORT"])
-    published: list[tuple[str, int]] = []
-    for port in sig["ports"]:
-        if isinstance(port, dict):
-            published.append((str(port.get("host_ip", "")), int(port["target"])))
-        else:
-            *host, _published, inside = str(port).split("/")[0].split(":")
-            published.append((host[0] if host else "", int(inside)))
-    for host_ip, target in published:
-        if target == http_port:
-            assert host_ip == "127.0.0.1", "/metrics must not be published beyond loopback"
-        else:
-            assert target == int(env["VOICE_SIGNALING_PORT"]), published
+    services = _services()
+    for name in INSTANCES:
+        env = services[name]["environment"]
+        assert env["VOICE_SIGNALING_TLS_CERT"] and env["VOICE_SIGNALING_TLS_KEY"]
+        # the instances publish /healthz and /metrics on the host's loopback, nothing else
+        assert [(ip, inside) for ip, _out, inside in _published(services[name])] == [
+            ("127.0.0.1", int(env["VOICE_SIGNALING_HTTP_PORT"]))
+        ]
+    assert len({out for name in INSTANCES for _ip, out, _in in _published(services[name])}) == 2
+    # wss:// is published by HAProxy only, and Redis and PostgreSQL not at all
+    assert [(ip, inside) for ip, _out, inside in _published(services["haproxy"])] == [("", 8765)]
+    assert not services["redis"].get("ports") and not services["postgres"].get("ports")
+
+
+@needs_compose
+def test_instances_are_one_deployment_on_postgresql_and_redis() -> None:
+    services = _services()
+    first, second = (services[name]["environment"] for name in INSTANCES)
+    assert first == second  # same certificate, server id, name, registry, Redis, limits
+    Config.from_sources(first)  # the server accepts every setting
+    assert first["VOICE_SIGNALING_SERVER_ID"] == ENV["SIGNALING_SERVER_ID"]
+    assert first["VOICE_SIGNALING_DB"] == "postgresql://voice@postgres:5432/voice"  # no password
+    assert first["PGPASSWORD"] == services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == ENV["POSTGRES_PASSWORD"]
+    assert services["postgres"]["environment"]["POSTGRES_USER"] == "voice"
+    assert services["postgres"]["environment"]["POSTGRES_DB"] == "voice"
+    assert first["VOICE_SIGNALING_REDIS"] == "redis://redis:6379/0"
+    assert any(v.endswith(":/var/lib/postgresql/data:rw") for v in services["postgres"]["volumes"])
+    for name in INSTANCES:
+        assert services[name]["depends_on"] == {
+            "postgres": {"condition": "service_healthy"},
+            "redis": {"condition": "service_healthy"},
+        }
+
+
+@needs_compose
+def test_haproxy_gets_its_config_and_every_address_it_names() -> None:
+    services = _services()
+    haproxy = services["haproxy"]
+    assert f"{HAPROXY_CONF}:/usr/local/etc/haproxy/haproxy.cfg:ro" in haproxy["volumes"]
+    env = haproxy["environment"]
+    assert set(env) == set(re.findall(r"\$\{(\w+)\}", HAPROXY_CONF.read_text()))
+    instance_env = services["signaling-1"]["environment"]
+    for index, name in enumerate(INSTANCES, 1):
+        assert env[f"SIGNALING_{index}"] == f"{name}:{instance_env['VOICE_SIGNALING_PORT']}"
+        assert env[f"SIGNALING_{index}_HEALTH_PORT"] == instance_env["VOICE_SIGNALING_HTTP_PORT"]
+    assert env["HAPROXY_WSS_BIND"] == ":8765"
+    assert env["HAPROXY_STATS_BIND"].startswith("127.0.0.1:")  # the status page stays inside
+    assert env["HAPROXY_STATS_BIND"].split(":")[1] in " ".join(haproxy["healthcheck"]["test"])
 
 
 @needs_compose
@@ -182,6 +261,142 @@ def test_every_signaling_variable_in_compose_is_a_server_setting() -> None:
     assert names, "compose file configures no signaling settings"
     unknown = [n for n in names if n.lower() not in fields]
     assert not unknown, f"compose sets variables the server ignores: {unknown}"
+
+
+# --- HAProxy (deploy/haproxy.cfg) in front of two real instances ------------------------------
+
+
+def _haproxy_env(**addresses: int) -> dict[str, str]:
+    """deploy/haproxy.cfg's variables for instances on loopback (ports by name)."""
+    return {
+        "HAPROXY_WSS_BIND": f"127.0.0.1:{addresses['wss']}",
+        "HAPROXY_STATS_BIND": f"127.0.0.1:{addresses['stats']}",
+        "SIGNALING_1": f"127.0.0.1:{addresses['one']}",
+        "SIGNALING_1_HEALTH_PORT": str(addresses["one_health"]),
+        "SIGNALING_2": f"127.0.0.1:{addresses['two']}",
+        "SIGNALING_2_HEALTH_PORT": str(addresses["two_health"]),
+    }
+
+
+@needs_haproxy
+def test_haproxy_config_is_valid_and_passes_tls_through() -> None:
+    env = _haproxy_env(wss=18765, stats=18404, one=18001, one_health=18002, two=18003,
+                       two_health=18004)  # fmt: skip
+    done = subprocess.run(
+        ["haproxy", "-c", "-f", str(HAPROXY_CONF)],
+        capture_output=True, text=True, env={**os.environ, **env}, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Configuration file is valid" in done.stdout and "WARNING" not in done.stderr
+    words = [line.split("#")[0].split() for line in HAPROXY_CONF.read_text().splitlines()]
+    assert ["mode", "tcp"] in words  # the default: TLS bytes pass through untouched
+    for line in words:  # no certificate anywhere: HAProxy never terminates TLS
+        assert not {"ssl", "crt", "check-ssl"} & set(line), line
+    assert ["option", "httpchk", "GET", "/healthz"] in words
+
+
+def _haproxy_status(stats_port: int) -> dict[str, str]:
+    """HAProxy's view of the signaling backend: server name -> status (UP, DOWN, ...)."""
+    url = f"http://127.0.0.1:{stats_port}/stats;csv"
+    with urllib.request.urlopen(url, timeout=2) as answer:
+        text = answer.read().decode()
+    rows = csv.DictReader(text.removeprefix("# ").splitlines())
+    return {r["svname"]: r["status"] for r in rows if r["pxname"] == "signaling"}
+
+
+async def _wait_status(
+    haproxy: asyncio.subprocess.Process, stats_port: int, want: dict[str, str], limit: float
+) -> float:
+    """Seconds until HAProxy reports ``want`` (AssertionError with its last view after
+    ``limit`` seconds)."""
+    started = time.monotonic()
+    status: dict[str, str] = {}
+    while time.monotonic() - started < limit:
+        assert haproxy.returncode is None, "haproxy exited"
+        with contextlib.suppress(OSError):
+            status = _haproxy_status(stats_port)
+        if all(status.get(name) == state for name, state in want.items()):
+            return time.monotonic() - started
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"HAProxy never reported {want}: {status}")
+
+
+@needs_haproxy
+@needs_postgres
+async def test_haproxy_passes_logins_through_and_routes_around_a_dead_instance(
+    tmp_path: Path,
+) -> None:
+    ca = TestCA.create(tmp_path / "pki")
+    cert = ca.issue(tmp_path / "pki", "signaling", ips=["127.0.0.1"])  # one, for both
+    server_id = ENV["SIGNALING_SERVER_ID"]
+    with PostgresCluster.start() as pg:
+        db = pg.new_database().replace(f":{PASSWORD}@", "@")  # PGPASSWORD, as in compose
+        args = ["--db", db, "--server-id", server_id, "--tls-cert", cert.cert,
+                "--tls-key", cert.key]  # fmt: skip
+        one, two = await asyncio.gather(
+            *(asyncio.to_thread(start_signaling, tmp_path, name, args, tls=True,
+                                env={"PGPASSWORD": PASSWORD}) for name in ("one", "two"))
+        )  # fmt: skip
+        wss, stats = free_port(), free_port()
+        env = _haproxy_env(wss=wss, stats=stats, one=one.port, one_health=one.http_port,
+                           two=two.port, two_health=two.http_port)  # fmt: skip
+        with (tmp_path / "haproxy.log").open("wb") as sink:
+            haproxy = await asyncio.create_subprocess_exec(
+                "haproxy", "-db", "-f", str(HAPROXY_CONF),
+                stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, env={**os.environ, **env},
+            )  # fmt: skip
+        try:
+            await _through_haproxy(haproxy, wss, stats, one, two, ca, server_id)
+        except BaseException as exc:
+            exc.add_note((tmp_path / "haproxy.log").read_text(errors="replace")[-3000:])
+            raise
+        finally:
+            if haproxy.returncode is None:
+                haproxy.terminate()
+                await haproxy.wait()
+            one.stop()
+            two.stop()
+
+
+async def _through_haproxy(
+    haproxy: asyncio.subprocess.Process,
+    wss: int,
+    stats: int,
+    one: SignalingProcess,
+    two: SignalingProcess,
+    ca: TestCA,
+    sid: str,
+) -> None:
+    url = f"wss://127.0.0.1:{wss}"
+
+    async def login(name: str) -> SignalingClient:
+        user = make_user(name)  # TLS verified, the login bound to the certificate's hash
+        return await SignalingClient.connect(
+            url, user.name, user.pub, user.sign, ca_file=ca.cert_path, expected_server_id=sid
+        )
+
+    await _wait_status(haproxy, stats, {"signaling-1": "UP", "signaling-2": "UP"}, limit=10)
+    first, second = await login("alice"), await login("bob")  # leastconn: one on each
+    assert [one.health(), two.health()] == [
+        {"status": "ok", "connections": 1, "logged_in": 1},
+        {"status": "ok", "connections": 1, "logged_in": 1},
+    ]
+    await first.close()
+    await second.close()
+
+    one.proc.kill()  # SIGKILL: no goodbye; only the health check can tell
+    one.proc.wait()
+    down = {"signaling-1": "DOWN", "signaling-2": "UP"}
+    took = await _wait_status(haproxy, stats, down, limit=10)
+    assert took < 5, took  # inter 1s, fall 2
+    clients = [await login(name) for name in ("carol", "dave", "erin")]
+    health = two.health()
+    assert health is not None and health["logged_in"] == 3  # every new login went to two
+    with pytest.raises(LoginRefused) as refused:  # one registry: alice's name is her key's
+        await login("alice")
+    assert refused.value.code == "username_taken"
+    for client in clients:
+        await client.close()
 
 
 # --- Janus (deploy/janus, the janus service) -------------------------------------------------

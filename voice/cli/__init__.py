@@ -41,7 +41,8 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         default=default,
         metavar="URL",
         help="signaling server, wss://HOST:PORT (env VOICE_SERVER; default ws://127.0.0.1:8765; "
-        "plain ws:// only to loopback unless --insecure)",
+        "plain ws:// only to loopback unless --insecure); several instances of one deployment "
+        "as URL,URL,...: tried in turn, each must show the server id pinned for the first",
     )
     parser.add_argument(
         "--ca",

@@ -50,13 +50,14 @@ class Settings:
     """The global options, resolved: flags, then environment, then the config directory."""
 
     config_dir: Path
-    server: str
+    server: str  # the first address: its pin, contacts and call log stand for the deployment
     user: str | None
     out: TextIO = sys.stdout
     err: TextIO = sys.stderr
     passphrases: Passphrases = field(default_factory=Passphrases)
     ca_file: Path | None = None  # --ca / VOICE_CA: the CAs that verify wss:// (else the system's)
     insecure: bool = False  # --insecure: allow plain ws:// to a host that is not loopback
+    fallback_servers: tuple[str, ...] = ()  # --server A,B,C: the same deployment's B and C
 
     @property
     def identity_path(self) -> Path:
@@ -116,6 +117,15 @@ class Settings:
         return text if _USERNAME.fullmatch(text) else None
 
 
+def server_urls(text: str) -> tuple[str, ...]:
+    """``--server``: one address, or several of one deployment separated by commas (tried in
+    that order; every one must present the same server id, pinned under the first)."""
+    urls = tuple(dict.fromkeys(u.strip() for u in text.split(",") if u.strip()))
+    if not urls:
+        raise UsageError("--server needs at least one address")
+    return urls
+
+
 def resolve_settings(
     *,
     config_dir: str | None,
@@ -134,9 +144,11 @@ def resolve_settings(
         base = env.get("XDG_CONFIG_HOME", "")
         root = Path(base) if base and os.path.isabs(base) else Path.home() / ".config"
         directory = root / "voice"
+    urls = server_urls(server or env.get("VOICE_SERVER") or DEFAULT_SERVER)
     settings = Settings(
         config_dir=directory,
-        server=server or env.get("VOICE_SERVER") or DEFAULT_SERVER,
+        server=urls[0],
+        fallback_servers=urls[1:],
         user=None,
         out=out or sys.stdout,
         err=err or sys.stderr,

@@ -26,6 +26,7 @@ def phone_config(settings: Settings, options: CallOptions, contacts: ContactBook
         extra["no_answer_timeout"] = options.timeout
     return PhoneConfig(
         server_url=settings.server,
+        fallback_urls=settings.fallback_servers,
         user=settings.require_user(),
         identity=settings.identity(),
         contacts=contacts,

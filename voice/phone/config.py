@@ -54,6 +54,9 @@ class PhoneConfig:
     user: str
     identity: Identity
     contacts: ContactBook
+    fallback_urls: tuple[str, ...] = ()  # other addresses of the same deployment (instances
+    # behind no load balancer): tried when server_url fails; every one must present the same
+    # server name and id as the first login (SignalingLink), and passes the same TLS checks
     host_addresses: Sequence[str] | None = None  # ICE host candidates; None: every usable
     # interface, plus 127.0.0.1 when the signaling server is on loopback
     relay: RelayPolicy = "auto"  # always: TURN only; never: no relay; auto: relay unless the
@@ -88,6 +91,10 @@ class PhoneConfig:
                 raise ValueError(f"{name} must be > 0")
         if self.reconnect_max_delay < self.reconnect_delay:
             raise ValueError("reconnect_max_delay must be >= reconnect_delay")
+        if self.server_url in self.fallback_urls or len(set(self.fallback_urls)) < len(
+            self.fallback_urls
+        ):
+            raise ValueError("fallback_urls must not repeat an address")
         if self.request_timeout <= 0 or self.ring_grace < 0:
             raise ValueError("request_timeout must be > 0 and ring_grace >= 0")
         if self.relay not in RELAY_POLICIES:

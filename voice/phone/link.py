@@ -22,6 +22,13 @@ a call's ICE restart needs the server now. A login still in flight then is aband
 have gone out on the old network) and a backoff wait ends; the backoff starts over, since a
 move says nothing about the server.
 
+Several addresses (``PhoneConfig.fallback_urls``: instances of one deployment without a load
+balancer in front): the first login tries them in the order given; after a lost session each
+attempt tries every address once, the others first (in a random rotation, so that the users
+of a dead instance spread over the rest) and the lost one last. Whichever answers, it must
+present the server name and id that the first login signed (and its own TLS certificate and
+host name, as always): several addresses never widen what the phone will log in to.
+
 :class:`Backoff` is pure: exponential with full jitter (a random wait below a ceiling that
 doubles per failed attempt, up to a cap), reset after a successful login.
 """
@@ -32,7 +39,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -144,12 +151,19 @@ class SignalingLink:
         self._moved = asyncio.Event()  # the network changed: log in again now, no backoff wait
         self._renewal: str | None = None  # why renew() cut the session (for went_offline)
         self._queue: asyncio.Queue[LinkChange] = asyncio.Queue(MAX_CHANGES)
+        self.url = config.server_url  # the address of the current session
 
     @classmethod
     async def open(cls, config: PhoneConfig) -> SignalingLink:
-        """The first login, with the config's pins (SignalingUnreachable, LoginRefused, ...)."""
-        client = await login(config, config.expected_server, config.expected_server_id)
-        return cls(config, client)
+        """The first login, with the config's pins (SignalingUnreachable, LoginRefused, ...),
+        at the first of the addresses that answers."""
+        urls = (config.server_url, *config.fallback_urls)
+        client, url = await login_any(
+            config, urls, config.expected_server, config.expected_server_id
+        )
+        link = cls(config, client)
+        link.url = url
+        return link
 
     @property
     def online(self) -> bool:
@@ -294,7 +308,9 @@ class SignalingLink:
     async def _login_unless_moved(self) -> SignalingClient | None:
         """One login; None if the network changed before it was done: it may have gone out on
         the old network, where it would only run into its timeout."""
-        attempt = asyncio.ensure_future(login(self.config, self.server, self.server_id))
+        attempt = asyncio.ensure_future(
+            login_any(self.config, self._order(), self.server, self.server_id)
+        )
         moved = asyncio.ensure_future(self._moved.wait())
         try:
             await asyncio.wait((attempt, moved), return_when=asyncio.FIRST_COMPLETED)
@@ -304,10 +320,17 @@ class SignalingLink:
                 attempt.cancel()
                 await asyncio.wait((attempt,))  # a cancelled login closes its socket first
         if not self._moved.is_set():
-            return attempt.result()  # the session, or why the login failed
+            client, self.url = attempt.result()  # the session, or why the login failed
+            return client
         if not attempt.cancelled() and attempt.exception() is None:
-            attempt.result().abort()  # done just as the network changed: not to be trusted
+            attempt.result()[0].abort()  # done just as the network changed: not to be trusted
         return None
+
+    def _order(self) -> list[str]:
+        """Where to log in again: the other addresses (random rotation), the lost one last."""
+        others = [u for u in (self.config.server_url, *self.config.fallback_urls) if u != self.url]
+        start = random.randrange(len(others)) if others else 0
+        return [*others[start:], *others[:start], self.url]
 
     async def _replaced(self, client: SignalingClient) -> None:
         """Until the link has another session than ``client`` (or ended)."""
@@ -335,12 +358,37 @@ async def _first_set(*events: asyncio.Event) -> None:
             w.cancel()
 
 
+async def login_any(
+    config: PhoneConfig,
+    urls: Sequence[str],
+    expected_server: str | None,
+    expected_server_id: str | None,
+) -> tuple[SignalingClient, str]:
+    """Log in at the first of ``urls`` that lets us, each with the same pins; a fatal error
+    (another server id, a certificate that does not verify, a refused login) stops at once,
+    a transient one moves on to the next; all failed: the last error."""
+    error: SignalingClientError | None = None
+    for url in urls:
+        try:
+            return await login(config, expected_server, expected_server_id, url), url
+        except SignalingClientError as exc:
+            if is_fatal(exc):
+                raise
+            error = exc
+    assert error is not None, "no address to log in to"
+    raise error
+
+
 async def login(
-    config: PhoneConfig, expected_server: str | None, expected_server_id: str | None
+    config: PhoneConfig,
+    expected_server: str | None,
+    expected_server_id: str | None,
+    url: str | None = None,
 ) -> SignalingClient:
-    """One login with the phone's identity, TLS settings and keepalive."""
+    """One login with the phone's identity, TLS settings and keepalive (at ``url``, by
+    default the configured address)."""
     return await SignalingClient.connect(
-        config.server_url,
+        url or config.server_url,
         config.user,
         config.identity.public_key,
         config.identity.sign,

@@ -1,0 +1,102 @@
+"""The PostgreSQL registry on a real server: it answers lookups from its copy when the database
+connections die, fails the one write that finds them dead and then recovers, says clearly when
+the database cannot be reached (never showing the password), and ``python -m signaling --db
+postgresql://...`` serves real logins."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from signaling import admin
+from signaling.config import Config
+from signaling.errors import ConfigError
+from signaling.registry import RegistryUnavailable
+from signaling.registry_open import open_registry
+from signaling.registry_postgres import PostgresRegistry
+from signaling.serveridentity import load_server_identity
+from tests.signaling.helpers import make_user
+from tests.support.postgres import PASSWORD, PostgresCluster, needs_postgres
+from tests.support.signalingd import free_port, start_signaling
+from voice.errors import LoginRefused
+
+pytestmark = needs_postgres
+SERVER_ID = "0123456789abcdef0123456789abcdef"
+
+
+def _kill_connections(url: str) -> int:
+    """End every server connection of the registries (as a database restart would)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'voice-signaling'"
+        ).fetchall()
+    return len(rows)
+
+
+def test_lookups_survive_lost_connections_and_the_copy_is_reloaded(
+    postgres: PostgresCluster,
+) -> None:
+    url = postgres.new_database()
+    registry = open_registry(url)
+    assert isinstance(registry, PostgresRegistry)
+    assert registry.claim("alice", b"A" * 32)
+    assert _kill_connections(url) == 2  # the writer and the listener
+    assert registry.key_of("alice") == b"A" * 32  # from the copy: no database needed
+    with psycopg.connect(url, autocommit=True) as conn:  # a change it cannot be told about now
+        conn.execute("INSERT INTO users (name, key) VALUES ('bob', %s)", (b"B" * 32,))
+    with pytest.raises(RegistryUnavailable):  # the one write that finds its connection dead
+        registry.claim("carol", b"C" * 32)
+    assert registry.claim("carol", b"C" * 32)  # the next one connects again
+    deadline = time.monotonic() + 5
+    while registry.key_of("bob") is None:  # the listener came back and reloaded the copy
+        assert time.monotonic() < deadline, "the copy was never reloaded"
+        time.sleep(0.02)
+    assert registry.count() == 3
+    registry.close()
+
+
+def test_an_unreachable_database_is_a_clear_error_without_the_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"postgresql://voice:{PASSWORD}@127.0.0.1:{free_port()}/registry"
+    with pytest.raises(RegistryUnavailable) as failed:
+        open_registry(url)
+    assert "cannot open the registry postgresql registry on 127.0.0.1" in str(failed.value)
+    assert PASSWORD not in str(failed.value)
+    assert admin.main(["show", "alice", "--db", url]) == 1
+    err = capsys.readouterr().err
+    assert "cannot open the registry" in err and PASSWORD not in err
+
+
+async def test_a_server_with_a_postgresql_db_serves_logins(
+    postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    url = postgres.new_database()
+    bare = url.replace(f":{PASSWORD}@", "@")  # the password comes as PGPASSWORD, as in compose
+    server = start_signaling(
+        tmp_path, "pg", ["--db", bare, "--server-id", SERVER_ID], env={"PGPASSWORD": PASSWORD}
+    )
+    try:
+        alice = make_user("alice")
+        client = await alice.connect(server.url)
+        await client.close()
+        with pytest.raises(LoginRefused) as refused:  # the name is the first key's
+            await make_user("alice").connect(server.url)
+        assert refused.value.code == "username_taken"
+    finally:
+        server.stop()
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT name, key FROM users").fetchall()
+    assert rows == [("alice", alice.pub)]
+
+
+def test_a_postgresql_db_needs_an_explicit_server_id() -> None:
+    url = f"postgresql://voice@127.0.0.1:{free_port()}/registry"
+    with pytest.raises(ConfigError, match="server_id: set it when db is a postgresql:// URL"):
+        load_server_identity(Config(db=url))  # nowhere to keep <db>.server-id
+    identity, _tls = load_server_identity(Config(db=url, server_id=SERVER_ID))
+    assert identity.server_id == SERVER_ID
