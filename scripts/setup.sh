@@ -27,6 +27,7 @@ APT_PACKAGES=(
   iptables            # NAT, loss and outages in the netlab (tests/support/netlab.py)
   docker-compose      # only to check that docker-compose.yml parses (no engine runs here)
   tmux                # two real terminals for the call screen's end-to-end test
+  spin                # model-checks the call machine's Promela model (test_call_model.py)
 )
 
 missing=()

@@ -11,6 +11,7 @@ Other helpers add their branches here; keep the tree below up to date.
     │   ├── UnknownFingerprint      matches no key known for the contact (also ValueError)
     │   ├── CommitmentMismatch      the caller's revealed key does not match its commitment
     │   ├── BadPublicKey            malformed, low-order or non-contributory key (also ValueError)
+    │   ├── UnsupportedVersion      no key-agreement version in common, or a downgraded choice
     │   ├── InsecureKeyFile         a private file or its folder is open to others, or not ours
     │   ├── WrongPassphrase         a passphrase does not open a sealed key (or it was changed)
     │   ├── IdentityExists          importing would replace a different identity (needs --force)
@@ -210,6 +211,14 @@ class CommitmentMismatch(CryptoError):
 
 class BadPublicKey(CryptoError, ValueError):
     """A public key is malformed, of low order, or gives a non-contributory X25519 result."""
+
+
+class UnsupportedVersion(CryptoError):
+    """The two phones share no key-agreement version (one app is too old, or too new), or the
+    callee's choice is not the best version both lists hold (a server edited a list).
+
+    Nothing was exchanged beyond public values; the call cannot go ahead. Update the older app.
+    """
 
 
 class InsecureKeyFile(CryptoError):

@@ -1,18 +1,24 @@
 """Attack 1.2, protocol level: a man in the middle grinds the SAS; the commitment stops it.
 
 Two honest parties run the real call messages (voice.call.messages) inside real sealed envelopes
-(voice.crypto.envelope) with the real committed key agreement, exactly the sequence the call
-controller runs (offer, ringing, reveal). Between them sits :class:`tests.adversarial.mitm.Mitm`:
-it substituted its own identity for both users (first contact), opens and re-seals every
-envelope, and runs its own agreement with each side. It knows only what it relays. When the
-caller's reveal arrives it knows the caller's SAS, and it grinds its own reveal to the callee
-(:mod:`tests.support.grinding`): new ephemeral keys, new continuity fields, each checked with the
-protocol's commitment function, trying to give the callee the same SAS.
+(voice.crypto.envelope) with the real committed hybrid key agreement (X25519 + ML-KEM-768,
+version 2), exactly the sequence the call controller runs (offer, ringing, reveal). Between
+them sits :class:`tests.adversarial.mitm.Mitm`: it substituted its own identity for both users
+(first contact), opens and re-seals every envelope, and runs its own agreement with each side.
+It knows only what it relays, and it grinds everything it chooses (:mod:`tests.support.grinding`):
+its ringing to the caller (its ML-KEM encapsulation and ephemeral key) once the callee's answer
+fixed the callee's SAS, and its reveal to the callee once the caller's reveal fixed the
+caller's SAS, each candidate checked with the protocol's own commitment function.
 
-With an 8-bit test SAS the two SASes must match no more often than 2^-8: we run many calls and
-require the number of matches to stay under the binomial bound (false alarm below 1e-6). The
-control, in the same test, breaks ``commitment_of`` on purpose (it returns the key in clear, the
-audit's mutation of the production code): the same attacker then wins nearly every call.
+The strongest form of the attacker is the one measured: it has sat in the middle since the
+users' first call and they never compared the SAS, so it holds both users' retained secrets and
+knows their continuity fields; the only thing the caller hides from it is ``eph_a``, behind the
+commitment. With an 8-bit test SAS the two SASes must match no more often than 2^-8: we run
+1,000 calls and require the number of matches to stay under the binomial bound (false alarm
+below 1e-6). The controls break ``commitment_of`` on purpose: with the key in clear the same
+attacker wins nearly every call by grinding its ringing (the encapsulation alone suffices);
+on first contact, where it cannot know the caller's continuity field, it wins by grinding its
+reveal instead; and two more broken commitments let that reveal through too.
 """
 
 from __future__ import annotations
@@ -24,17 +30,26 @@ from dataclasses import dataclass
 import pytest
 
 from tests.adversarial.mitm import Mitm
-from tests.support.grinding import BROKEN_COMMITMENTS, PROBES, WAYS, GrindStats
+from tests.support.grinding import (
+    ANSWER_WAYS,
+    BROKEN_COMMITMENTS,
+    ENCAPSULATION,
+    PROBES,
+    WAYS,
+    GrindStats,
+)
 from voice.call import messages as m
 from voice.crypto import keyagreement
+from voice.crypto.continuity import ContinuityResult, RetainedSecrets
 from voice.crypto.envelope import EnvelopeHeader, open_envelope, seal
 from voice.crypto.identity import Identity
 from voice.crypto.keyagreement import CalleeKeyAgreement, CallerKeyAgreement
 
 BITS = 8
 TRIALS = 1_000
-GRIND = 4_096  # changed reveals per call: (255/256)^4096 < 1e-7 to miss where they are accepted
-CONTROL_TRIALS = 100
+GRIND = 4_096  # tries per call and grinding point: (255/256)^4096 < 1e-7 to miss a way in
+CONTROL_TRIALS = 50
+RINGING_CONTROL_TRIALS = 20  # each grinds ~256 ML-KEM encapsulations: the slow control
 OTHER_CONTROL_TRIALS = 40
 FALSE_ALARM = 1e-6
 
@@ -85,13 +100,22 @@ class Outcome:
     attacker_caller_sas: int
     attacker_callee_sas: int
     grinding: GrindStats
+    continuity: tuple[ContinuityResult, ContinuityResult]
 
 
 class Parties:
-    def __init__(self) -> None:
+    """alice and bob; ``since_first_call``: the attacker holds the retained secrets each of
+    them keeps for the other (it was in the middle of their earlier calls)."""
+
+    def __init__(self, mitm: Mitm, *, since_first_call: bool) -> None:
         self.alice = Identity.generate()
         self.bob = Identity.generate()
         self.seq = 0
+        self.retained = {"alice": RetainedSecrets(), "bob": RetainedSecrets()}
+        if since_first_call:
+            for user in self.retained:
+                self.retained[user] = RetainedSecrets(os.urandom(32), os.urandom(32))
+            mitm.retained.update(self.retained)
 
     def envelope(self, sender: Identity, to: bytes, call_id: bytes, msg: m.Message) -> bytes:
         self.seq += 1
@@ -111,12 +135,12 @@ class Parties:
             call_id=call_id,
             my_name="alice",
             peer_name="bob",
+            retained=self.retained["alice"],
             sas_bits=BITS,
         )
-        offer = self.envelope(
-            self.alice, bob_as_looked_up, call_id, m.Offer(caller.commitment, alice_desc)
-        )
-        at_bob = open_envelope(self.bob, self._relay(mitm, "alice", "bob", offer))
+        offer = m.Offer(caller.commitment, alice_desc, caller.versions, caller.kem_key)
+        sealed = self.envelope(self.alice, bob_as_looked_up, call_id, offer)
+        at_bob = open_envelope(self.bob, self._relay(mitm, "alice", "bob", sealed))
         got_offer = m.decode(at_bob.payload)
         assert isinstance(got_offer, m.Offer)
         callee = CalleeKeyAgreement(
@@ -124,26 +148,35 @@ class Parties:
             peer=at_bob.sender_key,  # what bob pins for "alice" on first contact
             call_id=call_id,
             commitment=got_offer.commitment,
+            caller_versions=got_offer.versions,
+            kem_key=got_offer.mlkem_ek,
             my_name="bob",
             peer_name="alice",
+            retained=self.retained["bob"],
             sas_bits=BITS,
         )
         answer = callee.answer()
-        ringing = self.envelope(
-            self.bob,
-            at_bob.sender_key,
-            call_id,
-            m.Ringing(answer.eph_b, answer.continuity_b, bob_desc),
+        ringing = m.Ringing(
+            answer.eph_b,
+            answer.continuity_b,
+            bob_desc,
+            callee.versions,
+            callee.version,
+            callee.kem_ciphertext,
         )
-        at_alice = open_envelope(self.alice, self._relay(mitm, "bob", "alice", ringing))
+        sealed = self.envelope(self.bob, at_bob.sender_key, call_id, ringing)
+        at_alice = open_envelope(self.alice, self._relay(mitm, "bob", "alice", sealed))
         got_ringing = m.decode(at_alice.payload)
-        assert isinstance(got_ringing, m.Ringing)
+        assert isinstance(got_ringing, m.Ringing) and got_ringing.version is not None
         assert at_alice.sender_key == bob_as_looked_up  # the pinned key checks out
         reveal = caller.receive_answer(
             eph_b=got_ringing.eph_b,
             continuity_b=got_ringing.continuity_b,
             caller_description=m.canonical_description(alice_desc),
             callee_description=m.canonical_description(got_ringing.description),
+            callee_versions=got_ringing.versions,
+            version=got_ringing.version,
+            kem_ciphertext=got_ringing.mlkem_ct,
         )
         sealed_reveal = self.envelope(
             self.alice, bob_as_looked_up, call_id, m.Reveal(reveal.eph_a, reveal.continuity_a)
@@ -159,13 +192,16 @@ class Parties:
         )
         leg = mitm.legs[call_id]
         assert leg.keys_with_caller is not None and leg.keys_with_callee is not None
-        assert leg.grinding is not None
+        # The attacker's keys work: each user's audio would decrypt on its leg.
+        assert leg.keys_with_caller.srtp_gcm_rx == caller.keys().srtp_gcm_tx
+        assert leg.keys_with_callee.srtp_gcm_tx == bob_keys.srtp_gcm_rx
         return Outcome(
             caller_sas=caller.keys().sas.value,
             callee_sas=bob_keys.sas.value,
             attacker_caller_sas=leg.keys_with_caller.sas.value,
             attacker_callee_sas=leg.keys_with_callee.sas.value,
             grinding=leg.grinding,
+            continuity=(caller.keys().continuity, bob_keys.continuity),
         )
 
     @staticmethod
@@ -175,15 +211,19 @@ class Parties:
         return out
 
 
-def run(trials: int) -> tuple[int, list[Outcome]]:
-    parties = Parties()
-    mitm = Mitm(real_keys={}, sas_bits=BITS, grind=GRIND)
+def run(
+    trials: int, *, since_first_call: bool, answer_ways: tuple[frozenset[str], ...] = ANSWER_WAYS
+) -> tuple[int, list[Outcome]]:
+    mitm = Mitm(real_keys={}, sas_bits=BITS, grind=GRIND, answer_ways=answer_ways)
+    parties = Parties(mitm, since_first_call=since_first_call)
     outcomes = [parties.one_call(mitm) for _ in range(trials)]
     # The attacker really is in the middle of every call: each user's SAS is its leg's SAS ...
     assert all(o.caller_sas == o.attacker_caller_sas for o in outcomes)
     assert all(o.callee_sas == o.attacker_callee_sas for o in outcomes)
-    # ... and it knows every input of the callee's SAS: it predicts each match exactly.
+    # ... and it knows every input of both SASes by its last message: it predicts each match.
     assert all(o.grinding.predicted_match == (o.caller_sas == o.callee_sas) for o in outcomes)
+    if since_first_call:  # neither user sees a continuity warning: the chain is the attacker's
+        assert all(o.continuity == (ContinuityResult.MATCH,) * 2 for o in outcomes)
     matches = sum(o.caller_sas == o.callee_sas for o in outcomes)
     return matches, outcomes
 
@@ -198,22 +238,34 @@ def test_binomial_bound_is_sane() -> None:
 def test_grinding_mitm_matches_no_more_than_two_to_minus_bits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """1,000 calls through a grinding MITM: matches within the bound; with the commitment
-    broken (the key in clear), the same attacker wins nearly every call."""
+    """1,000 calls through a grinding MITM that knows both continuity fields: matches within
+    the bound. With the commitment broken (the key in clear), the same attacker wins nearly
+    every call by grinding nothing but the ML-KEM ciphertext of its ringing; on first contact
+    (continuity unknown to it) it wins by grinding its reveal."""
     bound = max_matches(TRIALS, 2.0**-BITS)
+    n = RINGING_CONTROL_TRIALS
     with monkeypatch.context() as broken:
         broken.setattr(keyagreement, "commitment_of", BROKEN_COMMITMENTS["discloses_the_key"])
-        wins, control = run(CONTROL_TRIALS)
-    spent = sum(o.grinding.changed_tried for o in control) / CONTROL_TRIALS
+        only_ct = (frozenset({ENCAPSULATION}),)
+        wins, control = run(n, since_first_call=True, answer_ways=only_ct)
+        first_wins, first = run(CONTROL_TRIALS, since_first_call=False)
+    by_ciphertext = [o.grinding for o in control if o.grinding.won_at == "answer"]
+    tried = sum(g.answers_tried for g in by_ciphertext) / max(1, len(by_ciphertext))
     print(
-        f"control, commitment = the key in clear: {wins}/{CONTROL_TRIALS} SAS matches, "
-        f"{spent:.0f} changed reveals tried per call"
+        f"control, commitment = the key in clear: {wins}/{n} SAS matches, {len(by_ciphertext)} "
+        f"by grinding the ML-KEM ciphertext alone ({tried:.0f} encapsulations per call); "
+        f"first contact: {first_wins}/{CONTROL_TRIALS}, by grinding the reveal"
     )
-    assert wins >= CONTROL_TRIALS - 1, "the attacker cannot win even without a commitment"
-    assert wins > max_matches(CONTROL_TRIALS, 2.0**-BITS)  # far beyond what the bound allows
-    assert all(o.grinding.changed_accepted > 0 for o in control if o.grinding.changed_tried)
+    assert wins >= n - 1, "the attacker cannot win even without a commitment"
+    assert wins > max_matches(n, 2.0**-BITS)  # far beyond what the bound allows
+    assert all(o.grinding.opened_commitment for o in control)
+    assert len(by_ciphertext) >= n - 1
+    assert all(g.answer_way == frozenset({ENCAPSULATION}) for g in by_ciphertext)
+    assert first_wins >= CONTROL_TRIALS - 1
+    assert not any(o.grinding.opened_commitment for o in first)  # continuity unknown to it
+    assert all(o.grinding.won_at in ("reveal", None) for o in first)
 
-    matches, outcomes = run(TRIALS)
+    matches, outcomes = run(TRIALS, since_first_call=True)
     tried = sum(o.grinding.changed_tried for o in outcomes)
     accepted = sum(o.grinding.changed_accepted for o in outcomes)
     print(
@@ -221,7 +273,10 @@ def test_grinding_mitm_matches_no_more_than_two_to_minus_bits(
         f"bound {bound}); {tried} changed reveals tried, {accepted} accepted"
     )
     assert matches <= bound, f"{matches} matches in {TRIALS} calls: more than 2^-{BITS} allows"
-    # It tried every way of changing its reveal, in every call it had not already won ...
+    # It could never read the caller's key out of a commitment, so it had nothing to grind its
+    # ringing (encapsulation, ephemeral key) against: every ringing was a blind guess ...
+    assert not any(o.grinding.opened_commitment or o.grinding.answers_tried for o in outcomes)
+    # ... it tried every way of changing its reveal, in every call it had not already won ...
     gave_up = len(WAYS) * PROBES  # each way refused PROBES times
     assert all(o.grinding.changed_tried in (0, gave_up) for o in outcomes)
     assert sum(o.grinding.changed_tried == 0 for o in outcomes) == matches
@@ -235,6 +290,6 @@ def test_other_broken_commitments_let_the_same_attacker_win(
 ) -> None:
     """More controls: a commitment any reveal opens, and one that leaves the key out."""
     monkeypatch.setattr(keyagreement, "commitment_of", BROKEN_COMMITMENTS[broken])
-    wins, _ = run(OTHER_CONTROL_TRIALS)
+    wins, _ = run(OTHER_CONTROL_TRIALS, since_first_call=False)
     print(f"control, commitment {broken}: {wins}/{OTHER_CONTROL_TRIALS} SAS matches")
     assert wins >= OTHER_CONTROL_TRIALS - 1

@@ -5,8 +5,14 @@
 
 All randomness is pinned: the bytes an ``rng`` returns come from ``stream(name)`` =
 SHA-256(name || 0) || SHA-256(name || 1) || ..., consumed in call order, and every consumed
-value (ephemeral secrets, random continuity slots, nonces) is also written out in the vectors.
-See docs/protocol.md for what each field means.
+value (ephemeral secrets, ML-KEM seeds, random continuity slots, nonces) is also written out in
+the vectors. See docs/protocol.md for what each field means.
+
+One exception: OpenSSL's ML-KEM encapsulation takes no seed, so the callee's ciphertext of each
+hybrid case (hybrid.json, version 2) is an *input*, recorded once from a real encapsulation and
+read back from the committed file on every later run (``--new-ciphertexts`` records new ones).
+The vector pins the shared secret it decapsulates to under the caller's seed, and the test
+checks that with OpenSSL's decapsulation.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 from nacl.bindings import crypto_scalarmult
 
-from voice.crypto import kdf
+from voice.crypto import kdf, kem
 from voice.crypto.continuity import RetainedSecrets
 from voice.crypto.envelope import EnvelopeHeader, seal
 from voice.crypto.identity import Identity
@@ -32,7 +38,8 @@ from voice.crypto.keyagreement import (
 from voice.crypto.sas import Sas, sas_bytes
 
 HERE = Path(__file__).resolve().parent
-FILES = ("identity.json", "kdf.json", "sas.json", "envelope.json")
+FILES = ("identity.json", "kdf.json", "hybrid.json", "sas.json", "envelope.json")
+NEW_CIPHERTEXTS = "--new-ciphertexts" in sys.argv
 
 
 class PinnedRng:
@@ -74,11 +81,24 @@ def identity_vectors() -> dict[str, Any]:
     return {"description": "Ed25519 seed -> public key -> fingerprints", "cases": cases}
 
 
+def recorded_ciphertext(name: str) -> bytes | None:
+    """The ML-KEM ciphertext recorded for hybrid case ``name`` (None: record a new one)."""
+    path = HERE / "hybrid.json"
+    if NEW_CIPHERTEXTS or not path.exists():
+        return None
+    for case in json.loads(path.read_text(encoding="utf-8"))["agreements"]:
+        if case["name"] == name:
+            return bytes.fromhex(case["inputs"]["kem_ciphertext"])
+    return None
+
+
 def _agreement_case(
     name: str,
     *,
     caller_retained: RetainedSecrets | None,
     callee_retained: RetainedSecrets | None,
+    caller_versions: tuple[int, ...] = (1,),
+    callee_versions: tuple[int, ...] = (1,),
     sas_bits: int = 24,
 ) -> dict[str, Any]:
     alice, bob = Identity.from_seed(seed("alice")), Identity.from_seed(seed("bob"))
@@ -87,6 +107,8 @@ def _agreement_case(
     caller_desc = b'{"ice":"caller","ssrc":1111}'
     callee_desc = b'{"ice":"callee","ssrc":2222}'
     rng_a, rng_b = PinnedRng(f"{name} caller"), PinnedRng(f"{name} callee")
+    recorded = recorded_ciphertext(name)
+
     caller = CallerKeyAgreement(
         me=alice.public_key,
         peer=bob.public_key,
@@ -96,21 +118,64 @@ def _agreement_case(
         retained=caller_retained,
         rng=rng_a,
         sas_bits=sas_bits,
+        versions=caller_versions,
     )
+    kem_seed = rng_a.taken[1] if 2 in caller_versions else b""
+
+    def encapsulate(key: bytes) -> tuple[bytes, bytes]:
+        """OpenSSL's encapsulation the first time (the one unpinned step, see above); after
+        that the recorded ciphertext, with the secret it carries (decapsulated: we hold the
+        caller's seed)."""
+        if recorded is None:
+            return kem.encapsulate(key)
+        return kem.decapsulate(kem.DecapsulationKey.from_seed_bytes(kem_seed), recorded), recorded
+
     callee = CalleeKeyAgreement(
         me=bob.public_key,
         peer=alice.public_key,
         call_id=call_id,
         commitment=caller.commitment,
+        caller_versions=caller.versions,
+        kem_key=caller.kem_key,
         my_name=callee_name,
         peer_name=caller_name,
         retained=callee_retained,
         rng=rng_b,
         sas_bits=sas_bits,
+        versions=callee_versions,
+        encapsulate=encapsulate,
     )
     answer = callee.answer()
+    version, ciphertext = callee.version, callee.kem_ciphertext
+    decapsulated = (
+        kem.decapsulate(kem.DecapsulationKey.from_seed_bytes(kem_seed), ciphertext)
+        if (version == 2)
+        else b""
+    )
     reveal = caller.receive_answer(
         eph_b=answer.eph_b,
+        continuity_b=answer.continuity_b,
+        caller_description=caller_desc,
+        callee_description=callee_desc,
+        callee_versions=callee.versions,
+        version=version,
+        kem_ciphertext=ciphertext,
+    )
+    ka = caller.keys()
+    transcript = encode_transcript(
+        call_id=call_id,
+        caller=alice.public_key,
+        callee=bob.public_key,
+        caller_name=caller_name,
+        callee_name=callee_name,
+        caller_versions=caller.versions,
+        callee_versions=callee.versions,
+        version=version,
+        eph_a=reveal.eph_a,
+        eph_b=answer.eph_b,
+        kem_key=caller.kem_key,
+        kem_ciphertext=ciphertext,
+        continuity_a=reveal.continuity_a,
         continuity_b=answer.continuity_b,
         caller_description=caller_desc,
         callee_description=callee_desc,
@@ -121,21 +186,7 @@ def _agreement_case(
         caller_description=caller_desc,
         callee_description=callee_desc,
     )
-    ka = caller.keys()
     assert ka.srtp_gcm_tx == kb.srtp_gcm_rx and ka.sas == kb.sas
-    transcript = encode_transcript(
-        call_id=call_id,
-        caller=alice.public_key,
-        callee=bob.public_key,
-        caller_name=caller_name,
-        callee_name=callee_name,
-        eph_a=reveal.eph_a,
-        eph_b=answer.eph_b,
-        continuity_a=reveal.continuity_a,
-        continuity_b=answer.continuity_b,
-        caller_description=caller_desc,
-        callee_description=callee_desc,
-    )
 
     def rs(r: RetainedSecrets | None) -> dict[str, str | None]:
         r = r or RetainedSecrets()
@@ -144,34 +195,42 @@ def _agreement_case(
             "previous": r.previous.hex() if r.previous else None,
         }
 
+    inputs: dict[str, Any] = {
+        "caller_seed": seed("alice").hex(),
+        "callee_seed": seed("bob").hex(),
+        "caller_identity": alice.public_key.hex(),
+        "callee_identity": bob.public_key.hex(),
+        "caller_name": caller_name,
+        "callee_name": callee_name,
+        "call_id": call_id.hex(),
+        "caller_versions": list(caller.versions),
+        "callee_versions": list(callee.versions),
+        "caller_rng_stream": [t.hex() for t in rng_a.taken],
+        "callee_rng_stream": [t.hex() for t in rng_b.taken],
+        "eph_a_secret": rng_a.taken[0].hex(),
+        "eph_b_secret": rng_b.taken[0].hex(),
+        "kem_seed": kem_seed.hex(),
+        "kem_ciphertext": ciphertext.hex(),
+        "caller_retained": rs(caller_retained),
+        "callee_retained": rs(callee_retained),
+        "caller_description": caller_desc.hex(),
+        "callee_description": callee_desc.hex(),
+        "sas_bits": sas_bits,
+    }
     return {
         "name": name,
-        "inputs": {
-            "caller_seed": seed("alice").hex(),
-            "callee_seed": seed("bob").hex(),
-            "caller_identity": alice.public_key.hex(),
-            "callee_identity": bob.public_key.hex(),
-            "caller_name": caller_name,
-            "callee_name": callee_name,
-            "call_id": call_id.hex(),
-            "caller_rng_stream": [t.hex() for t in rng_a.taken],
-            "callee_rng_stream": [t.hex() for t in rng_b.taken],
-            "eph_a_secret": rng_a.taken[0].hex(),
-            "eph_b_secret": rng_b.taken[0].hex(),
-            "caller_retained": rs(caller_retained),
-            "callee_retained": rs(callee_retained),
-            "caller_description": caller_desc.hex(),
-            "callee_description": callee_desc.hex(),
-            "sas_bits": sas_bits,
-        },
+        "inputs": inputs,
         "outputs": {
+            "version": version,
             "eph_a": reveal.eph_a.hex(),
             "eph_b": answer.eph_b.hex(),
+            "kem_key": caller.kem_key.hex(),
             "continuity_a": reveal.continuity_a.hex(),
             "continuity_b": answer.continuity_b.hex(),
             "commitment": caller.commitment.hex(),
             "transcript": transcript.hex(),
             "x25519_shared": crypto_scalarmult(rng_a.taken[0], answer.eph_b).hex(),
+            "kem_shared": decapsulated.hex(),
             "transcript_hash": ka.transcript_hash.hex(),
             "caller_continuity": ka.continuity.value,
             "callee_continuity": kb.continuity.value,
@@ -234,9 +293,43 @@ def kdf_vectors() -> dict[str, Any]:
         ),
     ]
     return {
-        "description": "derive() = HKDF-SHA256(salt, ikm, lp(label)||lp(context)); full agreements",
+        "description": (
+            "derive() = HKDF-SHA256(salt, ikm, lp(label)||lp(context)); full agreements of "
+            "key-agreement version 1 (X25519 alone; the hybrid ones are in hybrid.json)"
+        ),
         "salt": kdf.SALT.decode(),
         "derive": derive_cases,
+        "agreements": agreements,
+    }
+
+
+def hybrid_vectors() -> dict[str, Any]:
+    rs_shared = hashlib.sha256(b"retained shared").digest()
+    rs_old = hashlib.sha256(b"retained old").digest()
+    hybrid = {"caller_versions": (2,), "callee_versions": (2,)}
+    agreements = [
+        _agreement_case("hybrid first call", caller_retained=None, callee_retained=None, **hybrid),
+        _agreement_case(
+            "hybrid continuity match",
+            caller_retained=RetainedSecrets(rs_shared, rs_old),
+            callee_retained=RetainedSecrets(rs_shared, rs_old),
+            **hybrid,
+        ),
+        _agreement_case(
+            "hybrid chosen from 1 and 2",
+            caller_retained=None,
+            callee_retained=None,
+            caller_versions=(1, 2),
+            callee_versions=(1, 2),
+        ),
+    ]
+    return {
+        "description": (
+            "key-agreement version 2: X25519 + ML-KEM-768 (FIPS 203), ikm = dh || kem_shared || "
+            "rs; the ML-KEM key pair comes from kem_seed (d || z), the ciphertext is a recorded "
+            "input (see generate_vectors.py)"
+        ),
+        "salt": kdf.SALT.decode(),
         "agreements": agreements,
     }
 
@@ -295,6 +388,7 @@ def envelope_vectors() -> dict[str, Any]:
 BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "identity.json": identity_vectors,
     "kdf.json": kdf_vectors,
+    "hybrid.json": hybrid_vectors,
     "sas.json": sas_vectors,
     "envelope.json": envelope_vectors,
 }
@@ -310,7 +404,7 @@ def build() -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     built = build()
-    if "--write" in argv:
+    if "--write" in argv or "--new-ciphertexts" in argv:
         for name, text in built.items():
             (HERE / name).write_text(text, encoding="utf-8")
         print(f"wrote {', '.join(built)}")

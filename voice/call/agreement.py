@@ -2,10 +2,17 @@
 
 The machine asks; :class:`CallAgreement` answers with the event the machine expects back::
 
-    caller  dial(description)          -> UserDial(offer with commitment, reveal kept back)
-    callee  ring(offer, description)   -> RingingReady(ringing with eph_b), fixed before the
-                                          caller's key is seen
-    both    derive(DeriveKeys)          -> KeysReady | CommitmentMismatch | BadKey
+    caller  dial(description)          -> UserDial(offer with commitment, versions and
+                                          ML-KEM key; reveal kept back)
+    callee  ring(offer, description)   -> RingingReady(ringing with eph_b, the chosen version
+                                          and the ML-KEM ciphertext), fixed before the
+                                          caller's key is seen; BadMessage(unsupported_version)
+                                          when the offer shares no version with us
+    both    derive(DeriveKeys)          -> KeysReady | CommitmentMismatch | BadKey, or (caller)
+                                          BadMessage(unsupported_version) for a downgraded choice
+
+Versions: a phone offers and accepts :data:`voice.crypto.versions.DEFAULT_VERSIONS` (version 2,
+hybrid X25519 + ML-KEM-768, only); ``versions=`` is for measurements and tests.
 
 After KeysReady, :attr:`CallAgreement.keys` holds the call's SRTP keys and SAS until
 :meth:`erase`. The asyncio shell installs the keys on the media session; the in-memory tests run
@@ -15,6 +22,7 @@ this same code. The retained secret (continuity) comes in from the contact book 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +32,8 @@ from voice.crypto.contacts import Contact, TrustState
 from voice.crypto.continuity import ContinuityResult, RetainedSecrets
 from voice.crypto.keyagreement import CalleeKeyAgreement, CallerKeyAgreement, CallKeys
 from voice.crypto.sas import DEFAULT_SAS_BITS
-from voice.errors import BadCallMessage, BadPublicKey, CommitmentMismatch
+from voice.crypto.versions import DEFAULT_VERSIONS, supported_list
+from voice.errors import BadCallMessage, BadPublicKey, CommitmentMismatch, UnsupportedVersion
 
 __all__ = ["CallAgreement", "Parties"]
 
@@ -43,7 +52,7 @@ class Parties:
 
 
 class CallAgreement:
-    """The committed X25519 exchange of one call, seen from one side."""
+    """The committed X25519 + ML-KEM-768 exchange of one call, seen from one side."""
 
     def __init__(
         self,
@@ -51,11 +60,13 @@ class CallAgreement:
         *,
         retained: RetainedSecrets | None = None,
         sas_bits: int = DEFAULT_SAS_BITS,
+        versions: Sequence[int] = DEFAULT_VERSIONS,
     ) -> None:
         self.parties = parties
         self.keys: CallKeys | None = None
         self._retained = retained if retained is not None else RetainedSecrets()
         self._sas_bits = sas_bits
+        self._versions = supported_list(versions)
         self._exchange: CallerKeyAgreement | CalleeKeyAgreement | None = None
         self._description: Description | None = None
 
@@ -75,28 +86,51 @@ class CallAgreement:
             peer_name=p.peer_name,
             retained=self._retained,
             sas_bits=self._sas_bits,
+            versions=self._versions,
         )
         self._exchange, self._description = ka, description
-        return ev.UserDial(m.Offer(ka.commitment, description), m.Reveal(ka.eph_a, ka.continuity_a))
+        offer = m.Offer(ka.commitment, description, ka.versions, ka.kem_key)
+        return ev.UserDial(offer, m.Reveal(ka.eph_a, ka.continuity_a))
 
-    def ring(self, offer: m.Offer, description: Description) -> ev.RingingReady:
-        """Callee: our ephemeral key and description, fixed before we see the caller's key."""
+    def ring(self, offer: m.Offer, description: Description) -> ev.RingingReady | ev.BadMessage:
+        """Callee: our ephemeral key, ML-KEM ciphertext and description, fixed before we see
+        the caller's key. An offer we cannot answer fails the call, telling the caller why
+        (``unsupported_version``: no version in common; ``bad_key``: a malformed ML-KEM key)."""
         p = self.parties
-        ka = CalleeKeyAgreement(
-            me=p.me,
-            peer=p.peer,
-            call_id=p.call_id,
-            commitment=offer.commitment,
-            my_name=p.my_name,
-            peer_name=p.peer_name,
-            retained=self._retained,
-            sas_bits=self._sas_bits,
-        )
+        try:
+            ka = CalleeKeyAgreement(
+                me=p.me,
+                peer=p.peer,
+                call_id=p.call_id,
+                commitment=offer.commitment,
+                caller_versions=offer.versions,
+                kem_key=offer.mlkem_ek,
+                my_name=p.my_name,
+                peer_name=p.peer_name,
+                retained=self._retained,
+                sas_bits=self._sas_bits,
+                versions=self._versions,
+            )
+        except UnsupportedVersion:
+            return ev.BadMessage(ev.FailReason.UNSUPPORTED_VERSION)
         self._exchange, self._description = ka, description
-        answer = ka.answer()
-        return ev.RingingReady(m.Ringing(answer.eph_b, answer.continuity_b, description))
+        try:
+            answer = ka.answer()
+        except BadPublicKey:
+            return ev.BadMessage(ev.FailReason.BAD_KEY)
+        ringing = m.Ringing(
+            answer.eph_b,
+            answer.continuity_b,
+            description,
+            ka.versions,
+            ka.version,
+            ka.kem_ciphertext,
+        )
+        return ev.RingingReady(ringing)
 
-    def derive(self, fx: ev.DeriveKeys) -> ev.KeysReady | ev.CommitmentMismatch | ev.BadKey:
+    def derive(
+        self, fx: ev.DeriveKeys
+    ) -> ev.KeysReady | ev.CommitmentMismatch | ev.BadKey | ev.BadMessage:
         """Run the key agreement with the peer's values; on success :attr:`keys` is set."""
         ka, own = self._exchange, self._description
         assert ka is not None and own is not None, "derive before dial or ring"
@@ -109,6 +143,9 @@ class CallAgreement:
                     continuity_b=fx.peer_continuity,
                     caller_description=mine,
                     callee_description=theirs,
+                    callee_versions=fx.peer_versions,
+                    version=fx.version if fx.version is not None else 0,
+                    kem_ciphertext=fx.peer_ciphertext,
                 )
                 keys = ka.keys()
             else:
@@ -120,6 +157,8 @@ class CallAgreement:
                 )
         except CommitmentMismatch:
             return ev.CommitmentMismatch()
+        except UnsupportedVersion:  # the callee's choice is not the best common one
+            return ev.BadMessage(ev.FailReason.UNSUPPORTED_VERSION)
         except (BadPublicKey, BadCallMessage):
             return ev.BadKey()
         self.keys = keys

@@ -60,6 +60,8 @@ class FailReason(enum.Enum):
     UNREACHABLE = "unreachable"  # the callee's phone never rang: offline, or gone dark
     NO_MEDIA_PATH = "no_media_path"  # accepted, but no authenticated audio ever arrived
     MEDIA_LOST = "media_lost"  # the audio stopped and did not come back (reconnect window)
+    UNSUPPORTED_VERSION = "unsupported_version"  # no key-agreement version in common (an app
+    # too old or too new), or the callee's choice was not the best common one (a downgrade)
 
 
 # ---- local inputs (received messages are inputs too) ----------------------------------------
@@ -124,7 +126,10 @@ class KeyChanged:
 
 @dataclass(frozen=True)
 class BadMessage:
-    """An envelope for this call held a payload that failed to decode."""
+    """An envelope for this call held a payload that failed to decode, or (``reason``) the
+    key agreement cannot run what the peer asked for (voice.call.agreement)."""
+
+    reason: FailReason = FailReason.BAD_MESSAGE
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,9 @@ class DeriveKeys:
     peer_eph: bytes
     peer_continuity: bytes
     remote_description: dict[str, Any] = field(hash=False)
+    peer_versions: tuple[int, ...] = ()  # caller: the callee's versions, from its ringing,
+    version: int | None = None  # the version it chose,
+    peer_ciphertext: bytes = field(default=b"", repr=False)  # and its ML-KEM ciphertext
 
 
 @dataclass(frozen=True)

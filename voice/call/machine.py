@@ -224,7 +224,9 @@ class CallMachine:
         return State.RINGING_IN
 
     def _on_ringing(self, e: msg.Ringing, now: float, fx: list[ev.Effect]) -> State:
-        fx.append(ev.DeriveKeys(e.eph_b, e.continuity_b, e.description))
+        fx.append(
+            ev.DeriveKeys(e.eph_b, e.continuity_b, e.description, e.versions, e.version, e.mlkem_ct)
+        )
         self._remote = e.description
         if has_candidates(e.description):  # else they follow the accept (an ``ice`` message)
             self._start_ice(e.description, fx)
@@ -326,8 +328,8 @@ class CallMachine:
     def _on_key_changed(self, e: object, now: float, fx: list[ev.Effect]) -> State:
         return self._fail(fx, FailReason.KEY_CHANGED)
 
-    def _on_bad_message(self, e: object, now: float, fx: list[ev.Effect]) -> State:
-        return self._fail(fx, FailReason.BAD_MESSAGE)
+    def _on_bad_message(self, e: ev.BadMessage, now: float, fx: list[ev.Effect]) -> State:
+        return self._fail(fx, e.reason)  # bad_message, or unsupported_version from the agreement
 
     def _on_ice_failed(self, e: object, now: float, fx: list[ev.Effect]) -> State:
         return self._fail(fx, FailReason.ICE_FAILED)

@@ -6,8 +6,10 @@ padding. The envelope header already carries call_id, seq and timestamp; they ar
 
 | type      | sender | fields                                                       |
 |-----------|--------|--------------------------------------------------------------|
-| `offer`   | caller | `commitment` (32 B, keyagreement.commitment_of), `description` |
-| `ringing` | callee | `eph_b` (32 B), `continuity_b` (64 B), `description`         |
+| `offer`   | caller | `commitment` (32 B, keyagreement.commitment_of), `description`, |
+|           |        | `versions`, `mlkem_ek` (1184 B or empty)                     |
+| `ringing` | callee | `eph_b` (32 B), `continuity_b` (64 B), `description`,        |
+|           |        | `versions`, `version`, `mlkem_ct` (1088 B or empty)          |
 | `reveal`  | caller | `eph_a` (32 B), `continuity_a` (64 B)                        |
 | `accept`  | callee | (none)                                                       |
 | `decline` | callee | (none)                                                       |
@@ -22,6 +24,13 @@ padding. The envelope header already carries call_id, seq and timestamp; they ar
 :func:`decode` accepts exactly the bytes :func:`encode` produces and nothing else: one encoding
 per message, so the bytes that were authenticated are the bytes that were understood. Every way
 a payload can be wrong raises :class:`voice.errors.BadCallMessage`.
+
+Key-agreement versions (voice.crypto.versions): ``versions`` is a list of 1..8 integers
+1..255, strictly increasing; ``mlkem_ek`` (1184 B) is present exactly when the offer lists
+version 2 (else the empty string), ``mlkem_ct`` (1088 B) exactly when the ringing chose it;
+``version`` is one of the ringing's own ``versions``. An offer or ringing without these fields
+is the form from before version 2 (``versions`` empty): it still decodes, so that the phone can
+answer it with ``unsupported_version`` instead of ignoring it.
 """
 
 from __future__ import annotations
@@ -34,7 +43,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 from voice.canonjson import dumps, loads_object
+from voice.crypto import versions as kav
 from voice.crypto.continuity import CONTINUITY_BYTES
+from voice.crypto.kem import CIPHERTEXT_BYTES, ENCAPSULATION_KEY_BYTES
 from voice.errors import BadCallMessage
 
 VERSION: Final = 1
@@ -104,32 +115,68 @@ def canonical_description(desc: dict[str, Any]) -> bytes:
     return data
 
 
+def _check_versions(versions: object) -> None:
+    try:
+        kav.check_list(versions)
+    except ValueError as exc:
+        raise BadCallMessage(f"versions: {exc}") from None
+    if not isinstance(versions, tuple):
+        raise BadCallMessage("versions must be a tuple")
+
+
+def _check_sized(name: str, value: object, size: int) -> None:
+    if not isinstance(value, bytes) or len(value) != size:
+        raise BadCallMessage(f"{name} must be {size} bytes here")
+
+
 @dataclass(frozen=True)
 class Offer:
-    """Caller -> callee: start a call; commits to the caller's ephemeral key."""
+    """Caller -> callee: start a call; commits to the caller's ephemeral key. Carries the
+    key-agreement versions the caller supports and, when they include version 2, its ML-KEM
+    encapsulation key (empty ``versions``: the form from before version 2)."""
 
     TYPE: ClassVar[str] = "offer"
     commitment: bytes
     description: dict[str, Any] = field(hash=False)
+    versions: tuple[int, ...] = ()
+    mlkem_ek: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
         _check_key("commitment", self.commitment)
         canonical_description(self.description)
+        if self.versions == ():
+            _check_sized("mlkem_ek", self.mlkem_ek, 0)
+            return
+        _check_versions(self.versions)
+        hybrid = kav.HYBRID in self.versions
+        _check_sized("mlkem_ek", self.mlkem_ek, ENCAPSULATION_KEY_BYTES if hybrid else 0)
 
 
 @dataclass(frozen=True)
 class Ringing:
-    """Callee -> caller: the phone rings; carries the callee's key and description."""
+    """Callee -> caller: the phone rings; carries the callee's key and description, its
+    versions and the one it chose, and (version 2) its ML-KEM ciphertext."""
 
     TYPE: ClassVar[str] = "ringing"
     eph_b: bytes
     continuity_b: bytes
     description: dict[str, Any] = field(hash=False)
+    versions: tuple[int, ...] = ()
+    version: int | None = None
+    mlkem_ct: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
         _check_key("eph_b", self.eph_b)
         _check_key("continuity_b", self.continuity_b)
         canonical_description(self.description)
+        if self.versions == () and self.version is None:
+            _check_sized("mlkem_ct", self.mlkem_ct, 0)
+            return
+        _check_versions(self.versions)
+        if self.version not in self.versions or isinstance(self.version, bool):
+            raise BadCallMessage("version must be one of the ringing's versions")
+        hybrid = self.version == kav.HYBRID
+        _check_sized("mlkem_ct", self.mlkem_ct, CIPHERTEXT_BYTES if hybrid else 0)
 
 
 @dataclass(frozen=True)
@@ -297,9 +344,17 @@ MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
     )
 }
 _BINARY: Final = frozenset({"commitment", "eph_a", "eph_b", "continuity_a", "continuity_b"})
+_SIZED: Final = frozenset({"mlkem_ek", "mlkem_ct"})  # binary, empty allowed (checked by the type)
+_LISTS: Final = frozenset({"versions"})
+_NEGOTIATED: Final[dict[str, frozenset[str]]] = {  # only in the form from version 2 on
+    "offer": frozenset({"versions", "mlkem_ek"}),
+    "ringing": frozenset({"versions", "version", "mlkem_ct"}),
+}
 _FIELDS: Final[dict[str, frozenset[str]]] = {
-    "offer": frozenset({"commitment", "description"}),
-    "ringing": frozenset({"eph_b", "continuity_b", "description"}),
+    "offer": frozenset({"commitment", "description", "versions", "mlkem_ek"}),
+    "ringing": frozenset(
+        {"eph_b", "continuity_b", "description", "versions", "version", "mlkem_ct"}
+    ),
     "reveal": frozenset({"eph_a", "continuity_a"}),
     "error": frozenset({"reason"}),
     "ice": frozenset({"generation", "ice", "answer"}),
@@ -314,11 +369,16 @@ def encode(msg: Message) -> bytes:
     if MESSAGE_TYPES.get(getattr(cls, "TYPE", "")) is not cls:
         raise BadCallMessage(f"not a call message: {cls.__name__}")
     obj: dict[str, Any] = {"v": VERSION, "type": msg.TYPE}
-    for name in _FIELDS.get(msg.TYPE, frozenset()):
+    for name in _fields_of(msg):
         value = getattr(msg, name)
         if name in _BINARY:
             _check_key(name, value)
             value = base64.b64encode(value).decode("ascii")
+        elif name in _SIZED:
+            value = base64.b64encode(value).decode("ascii")
+        elif name in _LISTS:
+            _check_versions(value)
+            value = list(value)
         elif name in ("description", "ice"):
             canonical_description(value)  # a dict can change after the message was built
         obj[name] = value
@@ -326,6 +386,15 @@ def encode(msg: Message) -> bytes:
     if len(data) > MAX_MESSAGE_BYTES:
         raise BadCallMessage(f"message larger than {MAX_MESSAGE_BYTES} bytes")
     return data
+
+
+def _fields_of(msg: Message) -> frozenset[str]:
+    """The fields ``msg`` is encoded with: an offer or ringing without versions uses the form
+    from before version 2, without the negotiation fields."""
+    wanted = _FIELDS.get(msg.TYPE, frozenset())
+    if isinstance(msg, Offer | Ringing) and msg.versions == ():
+        return wanted - _NEGOTIATED[msg.TYPE]
+    return wanted
 
 
 def decode(data: bytes) -> Message:
@@ -339,18 +408,23 @@ def decode(data: bytes) -> Message:
         raise BadCallMessage("unknown message type")
     wanted = _FIELDS.get(cls.TYPE, frozenset())
     fields = set(obj) - {"v", "type"}
-    if fields != wanted:
+    legacy = wanted - _NEGOTIATED.get(cls.TYPE, frozenset())
+    if fields != wanted and fields != legacy:
         raise BadCallMessage(f"{cls.TYPE} takes fields {sorted(wanted)}, got {sorted(fields)}")
     kwargs: dict[str, Any] = {}
-    for name in wanted:
+    for name in fields:
         value = obj[name]
-        if name in _BINARY:
+        if name in _BINARY or name in _SIZED:
             if not isinstance(value, str):
                 raise BadCallMessage(f"{name} must be a base64 string")
             try:
                 value = base64.b64decode(value, validate=True)
             except (binascii.Error, ValueError):
                 raise BadCallMessage(f"{name} is not base64") from None
+        elif name in _LISTS:
+            if not isinstance(value, list):
+                raise BadCallMessage(f"{name} must be a list")
+            value = tuple(value)
         elif name in ("description", "ice") and not isinstance(value, dict):
             raise BadCallMessage(f"{name} must be a JSON object")
         kwargs[name] = value

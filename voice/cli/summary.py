@@ -37,6 +37,10 @@ END_TEXT: dict[EndReason | FailReason, str] = {
     FailReason.UNREACHABLE: "{peer}'s phone did not ring: it is offline or its network is down",
     FailReason.NO_MEDIA_PATH: "no audio path to {peer} could be found",
     FailReason.MEDIA_LOST: "the audio from {peer} stopped and the connection did not come back",
+    FailReason.UNSUPPORTED_VERSION: (
+        "{peer}'s app and yours share no post-quantum key-agreement version (one of you needs "
+        "to update), or someone edited the versions offered"
+    ),
 }
 
 

@@ -17,12 +17,14 @@ from nacl.exceptions import CryptoError as NaclCryptoError
 from voice.crypto import kdf
 from voice.crypto._bytes import constant_time_equal, lp, sha256, wipe
 from voice.crypto.continuity import CALLER, ContinuityResult, RetainedSecrets, resolve_continuity
+from voice.crypto.kem import CIPHERTEXT_BYTES, ENCAPSULATION_KEY_BYTES, SHARED_BYTES
 from voice.crypto.sas import Sas
+from voice.crypto.versions import HYBRID, encode_list
 from voice.errors import BadPublicKey
 
 Rng = Callable[[int], bytes]
-COMMIT_LABEL = b"voice commit v1"
-TRANSCRIPT_LABEL = b"voice transcript v2"  # v2: usernames bound too
+COMMIT_LABEL = b"voice commit v2"  # v2: the caller's version list and ML-KEM key bound too
+TRANSCRIPT_LABEL = b"voice transcript v3"  # v2: usernames; v3: versions and ML-KEM values
 CALL_ID_BYTES = 16
 GCM_KEY_SALT_BYTES = 32 + 12
 CM_KEY_SALT_BYTES = 16 + 14
@@ -115,10 +117,26 @@ def x25519_shared(secret: bytes, peer_public: bytes) -> bytes:
 
 
 def commitment_of(
-    *, call_id: bytes, caller: bytes, callee: bytes, eph_a: bytes, continuity_a: bytes
+    *,
+    call_id: bytes,
+    caller: bytes,
+    callee: bytes,
+    versions: tuple[int, ...],
+    kem_key: bytes,
+    eph_a: bytes,
+    continuity_a: bytes,
 ) -> bytes:
+    """The offer's commitment: to the caller's list and ML-KEM key (sent in the offer itself)
+    and to ``eph_a`` and ``continuity_a`` (sent only in the reveal)."""
     return sha256(
-        lp(COMMIT_LABEL) + lp(call_id) + lp(caller) + lp(callee) + lp(eph_a) + lp(continuity_a)
+        lp(COMMIT_LABEL)
+        + lp(call_id)
+        + lp(caller)
+        + lp(callee)
+        + lp(encode_list(versions))
+        + lp(kem_key)
+        + lp(eph_a)
+        + lp(continuity_a)
     )
 
 
@@ -129,22 +147,37 @@ def encode_transcript(
     callee: bytes,
     caller_name: str,
     callee_name: str,
+    caller_versions: tuple[int, ...],
+    callee_versions: tuple[int, ...],
+    version: int,
     eph_a: bytes,
     eph_b: bytes,
+    kem_key: bytes,
+    kem_ciphertext: bytes,
     continuity_a: bytes,
     continuity_b: bytes,
     caller_description: bytes,
     callee_description: bytes,
 ) -> bytes:
-    """The transcript bytes (docs/protocol.md, Part 2, section 4); ``th`` is their SHA-256."""
+    """The transcript bytes (docs/protocol.md, Part 2, section 4); ``th`` is their SHA-256.
+
+    Each side puts in the lists as it sent or received them, so an edited list makes the two
+    transcripts differ. ``kem_key`` is the offer's (empty unless it offered version 2);
+    ``kem_ciphertext`` is empty unless version 2 was chosen.
+    """
     parts = (
         call_id,
         caller,
         callee,
         _name_bytes(caller_name),
         _name_bytes(callee_name),
+        encode_list(caller_versions),
+        encode_list(callee_versions),
+        bytes([version]),
         eph_a,
         eph_b,
+        kem_key,
+        kem_ciphertext,
         continuity_a,
         continuity_b,
         caller_description,
@@ -184,6 +217,7 @@ def check_ids(me: bytes, peer: bytes, call_id: bytes, my_name: str, peer_name: s
 def _derive_keys(
     *,
     dh: bytes,
+    kem_shared: bytes,
     mixed: bytes | None,
     transcript: bytes,
     is_caller: bool,
@@ -191,7 +225,7 @@ def _derive_keys(
     sas_bits: int,
 ) -> CallKeys:
     th = sha256(transcript)
-    ikm = dh + (mixed or b"")
+    ikm = dh + kem_shared + (mixed or b"")  # fixed sizes (32, 32 or 0, 32 or 0): unambiguous
     try:
         gcm_ab = kdf.derive(ikm, kdf.LABEL_GCM_CALLER_TO_CALLEE, th, GCM_KEY_SALT_BYTES)
         gcm_ba = kdf.derive(ikm, kdf.LABEL_GCM_CALLEE_TO_CALLER, th, GCM_KEY_SALT_BYTES)
@@ -225,8 +259,13 @@ class Exchange:
     callee: bytes
     caller_name: str
     callee_name: str
+    caller_versions: tuple[int, ...]
+    callee_versions: tuple[int, ...]
+    version: int
     eph_a: bytes
     eph_b: bytes
+    kem_key: bytes  # the caller's ML-KEM-768 encapsulation key (empty if it offered no v2)
+    kem_ciphertext: bytes  # version 2: the callee's ML-KEM-768 ciphertext; else empty
     continuity_a: bytes
     continuity_b: bytes
     caller_description: bytes
@@ -238,11 +277,21 @@ def agree(
     *,
     role: bytes,
     dh: bytes,
+    kem_shared: bytes,
     retained: RetainedSecrets | None,
     sas_bits: int,
 ) -> CallKeys:
-    """The last step both roles share: continuity, transcript, keys. Wipes ``dh``."""
+    """The last step both roles share: continuity, transcript, keys. Wipes ``dh`` and
+    ``kem_shared`` (the ML-KEM secret: 32 bytes in version 2, empty in version 1)."""
     try:
+        hybrid = x.version == HYBRID
+        key_sizes = (ENCAPSULATION_KEY_BYTES,) if hybrid else (0, ENCAPSULATION_KEY_BYTES)
+        if (
+            len(kem_shared) != (SHARED_BYTES if hybrid else 0)
+            or len(x.kem_ciphertext) != (CIPHERTEXT_BYTES if hybrid else 0)
+            or len(x.kem_key) not in key_sizes
+        ):
+            raise BadPublicKey(f"ML-KEM values do not fit key-agreement version {x.version}")
         result, mixed = resolve_continuity(
             retained,
             x.continuity_b if role == CALLER else x.continuity_a,
@@ -257,8 +306,13 @@ def agree(
             callee=x.callee,
             caller_name=x.caller_name,
             callee_name=x.callee_name,
+            caller_versions=x.caller_versions,
+            callee_versions=x.callee_versions,
+            version=x.version,
             eph_a=x.eph_a,
             eph_b=x.eph_b,
+            kem_key=x.kem_key,
+            kem_ciphertext=x.kem_ciphertext,
             continuity_a=x.continuity_a,
             continuity_b=x.continuity_b,
             caller_description=x.caller_description,
@@ -266,6 +320,7 @@ def agree(
         )
         return _derive_keys(
             dh=dh,
+            kem_shared=kem_shared,
             mixed=mixed,
             transcript=transcript,
             is_caller=role == CALLER,
@@ -274,3 +329,4 @@ def agree(
         )
     finally:
         wipe(dh)
+        wipe(kem_shared)

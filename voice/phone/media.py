@@ -81,8 +81,11 @@ class CallMedia:
         self._apply_audio()
         return self.agreement.dial(session.local_description())
 
-    def ring(self, session: MediaSession, offer: m.Offer, *, private: bool) -> ev.RingingReady:
-        """Callee: our key and this session's description, fixed before the caller's key.
+    def ring(
+        self, session: MediaSession, offer: m.Offer, *, private: bool
+    ) -> ev.RingingReady | ev.BadMessage:
+        """Callee: our key and this session's description, fixed before the caller's key
+        (BadMessage: the offer asks for a key agreement we cannot run).
 
         ``private``: the caller is not a verified contact; our candidates (our addresses) are
         left out and follow the user's accept (SendCandidates)."""

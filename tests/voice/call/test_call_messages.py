@@ -10,7 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from signaling.config import Config
 from voice.call import messages as m
+from voice.crypto.envelope import ENVELOPE_OVERHEAD
+from voice.crypto.kem import CIPHERTEXT_BYTES, ENCAPSULATION_KEY_BYTES
 from voice.errors import BadCallMessage, VoiceError
 
 keys = st.binary(min_size=32, max_size=32)
@@ -31,9 +34,33 @@ json_value = st.recursive(
 )
 descriptions = st.dictionaries(st.text(max_size=8), json_value, max_size=6)
 reasons = st.from_regex(r"[a-z][a-z0-9_]{0,63}", fullmatch=True)
+version_lists = st.lists(st.integers(1, 255), min_size=1, max_size=8, unique=True).map(
+    lambda vs: tuple(sorted(vs))
+)
+EK = b"\x05" * ENCAPSULATION_KEY_BYTES
+CT = b"\x06" * CIPHERTEXT_BYTES
+
+
+@st.composite
+def negotiated_offers(draw: st.DrawFn) -> m.Offer:
+    versions = draw(version_lists)
+    ek = EK if 2 in versions else b""
+    return m.Offer(draw(keys), draw(descriptions), versions, ek)
+
+
+@st.composite
+def negotiated_ringings(draw: st.DrawFn) -> m.Ringing:
+    versions = draw(version_lists)
+    version = draw(st.sampled_from(versions))
+    ct = CT if version == 2 else b""
+    return m.Ringing(draw(keys), draw(continuity), draw(descriptions), versions, version, ct)
+
+
 messages = st.one_of(
-    st.builds(m.Offer, keys, descriptions),
+    st.builds(m.Offer, keys, descriptions),  # the form from before version 2
     st.builds(m.Ringing, keys, continuity, descriptions),
+    negotiated_offers(),
+    negotiated_ringings(),
     st.builds(m.Reveal, keys, continuity),
     st.sampled_from([m.Accept(), m.Decline(), m.Busy(), m.Cancel(), m.Hangup()]),
     st.builds(m.CallError, reasons),
@@ -186,6 +213,87 @@ def nest(depth: int) -> Any:
 def test_malformed_payloads_are_rejected(payload: bytes) -> None:
     with pytest.raises(BadCallMessage):
         m.decode(payload)
+
+
+EK64 = base64.b64encode(EK).decode()
+CT64 = base64.b64encode(CT).decode()
+
+
+def offer_obj(**override: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = {"v": 1, "type": "offer", "commitment": K64, "description": {}}
+    obj.update(versions=[2], mlkem_ek=EK64)
+    obj.update(override)
+    return obj
+
+
+def ringing_obj(**override: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = {"v": 1, "type": "ringing", "eph_b": K64, "continuity_b": C64}
+    obj.update(description={}, versions=[2], version=2, mlkem_ct=CT64)
+    obj.update(override)
+    return obj
+
+
+def test_the_negotiated_forms_decode_as_documented() -> None:
+    offer = m.decode(canon(offer_obj(versions=[1, 2, 7])))
+    assert isinstance(offer, m.Offer)
+    assert offer.versions == (1, 2, 7) and offer.mlkem_ek == EK
+    ringing = m.decode(canon(ringing_obj(versions=[1], version=1, mlkem_ct="")))
+    assert isinstance(ringing, m.Ringing)
+    assert (ringing.versions, ringing.version, ringing.mlkem_ct) == ((1,), 1, b"")
+    legacy = m.decode(canon({"v": 1, "type": "offer", "commitment": K64, "description": {}}))
+    assert isinstance(legacy, m.Offer) and legacy.versions == () and legacy.mlkem_ek == b""
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        pytest.param(offer_obj(versions=[]), id="offer-versions-empty"),
+        pytest.param(offer_obj(versions=[2, 1]), id="offer-versions-unsorted"),
+        pytest.param(offer_obj(versions=[2, 2]), id="offer-versions-repeated"),
+        pytest.param(offer_obj(versions=[0, 2]), id="offer-version-0"),
+        pytest.param(offer_obj(versions=[2, 256]), id="offer-version-256"),
+        pytest.param(offer_obj(versions=[True]), id="offer-version-bool"),
+        pytest.param(offer_obj(versions=["2"]), id="offer-version-string"),
+        pytest.param(offer_obj(versions=list(range(1, 10))), id="offer-nine-versions"),
+        pytest.param(offer_obj(versions=2), id="offer-versions-not-list"),
+        pytest.param(offer_obj(mlkem_ek=""), id="offer-v2-without-key"),
+        pytest.param(offer_obj(versions=[1], mlkem_ek=EK64), id="offer-v1-with-key"),
+        pytest.param(offer_obj(mlkem_ek=EK64[:-4]), id="offer-key-short"),
+        pytest.param(offer_obj(mlkem_ek=5), id="offer-key-not-string"),
+        pytest.param({k: v for k, v in offer_obj().items() if k != "mlkem_ek"}, id="offer-no-key"),
+        pytest.param({k: v for k, v in offer_obj().items() if k != "versions"}, id="offer-no-list"),
+        pytest.param(ringing_obj(version=1), id="ringing-version-not-listed"),
+        pytest.param(ringing_obj(version=None), id="ringing-version-null"),
+        pytest.param(ringing_obj(version=True, versions=[1]), id="ringing-version-bool"),
+        pytest.param(ringing_obj(mlkem_ct=""), id="ringing-v2-without-ciphertext"),
+        pytest.param(
+            ringing_obj(versions=[1], version=1, mlkem_ct=CT64), id="ringing-v1-with-ciphertext"
+        ),
+        pytest.param(ringing_obj(mlkem_ct=CT64[:-4]), id="ringing-ciphertext-short"),
+        pytest.param(
+            {k: v for k, v in ringing_obj().items() if k != "version"}, id="ringing-no-choice"
+        ),
+    ],
+)
+def test_malformed_negotiation_fields_are_rejected(obj: dict[str, Any]) -> None:
+    with pytest.raises(BadCallMessage):
+        m.decode(canon(obj))
+
+
+def test_the_largest_offer_fits_the_message_and_server_limits() -> None:
+    """A version-2 offer with a description of the largest size allowed: the ML-KEM key adds
+    1.6 KB of base64, and the sealed envelope still fits the server's body and frame limits."""
+    big = {"a": "x" * (m.MAX_DESCRIPTION_BYTES - len('{"a":""}'))}
+    assert len(m.canonical_description(big)) == m.MAX_DESCRIPTION_BYTES
+    offer = m.encode(m.Offer(b"\x01" * 32, big, (2,), EK))
+    legacy = m.encode(m.Offer(b"\x01" * 32, big))
+    assert len(offer) - len(legacy) == len(',"mlkem_ek":"","versions":[2]') + len(EK64)
+    config = Config()
+    body = bytes(len(offer) + ENVELOPE_OVERHEAD)
+    assert len(body) <= config.max_body_bytes
+    send = {"v": 1, "type": "send", "id": "i" * 64, "to": "u" * 32}
+    frame = json.dumps({**send, "body": base64.b64encode(body).decode()}).encode()
+    assert len(frame) <= config.max_frame_bytes
 
 
 def test_depth_limit_is_exact() -> None:

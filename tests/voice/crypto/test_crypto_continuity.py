@@ -23,7 +23,7 @@ def test_mixed_secret_is_in_the_key_schedule() -> None:
     """Recompute the caller's key by hand: it is derive(dh || rs, ...), not derive(dh, ...)."""
     from nacl.bindings import crypto_scalarmult
 
-    from voice.crypto import kdf
+    from voice.crypto import kdf, kem
     from voice.crypto.keyagreement import CalleeKeyAgreement, CallerKeyAgreement
 
     secrets: list[bytes] = []
@@ -36,6 +36,13 @@ def test_mixed_secret_is_in_the_key_schedule() -> None:
     caller = CallerKeyAgreement(
         me=ALICE, peer=BOB, call_id=CALL, my_name="alice", peer_name="bob", retained=rs, rng=rng
     )
+    shared: list[bytes] = []
+
+    def encapsulate(key: bytes) -> tuple[bytes, bytes]:
+        ss, ct = kem.encapsulate(key)
+        shared.append(bytes(bytearray(ss)))  # a copy: the agreement wipes its own
+        return ss, ct
+
     callee = CalleeKeyAgreement(
         me=BOB,
         peer=ALICE,
@@ -43,12 +50,18 @@ def test_mixed_secret_is_in_the_key_schedule() -> None:
         my_name="bob",
         peer_name="alice",
         commitment=caller.commitment,
+        caller_versions=caller.versions,
+        kem_key=caller.kem_key,
         retained=rs,
+        encapsulate=encapsulate,
     )
     ans = callee.answer()
     caller.receive_answer(
         eph_b=ans.eph_b,
         continuity_b=ans.continuity_b,
+        callee_versions=callee.versions,
+        version=callee.version,
+        kem_ciphertext=callee.kem_ciphertext,
         caller_description=b"",
         callee_description=b"",
     )
@@ -56,8 +69,8 @@ def test_mixed_secret_is_in_the_key_schedule() -> None:
     dh = crypto_scalarmult(secrets[0], ans.eph_b)
     label = kdf.LABEL_GCM_CALLER_TO_CALLEE
     assert keys.continuity is ContinuityResult.MATCH
-    assert keys.srtp_gcm_tx == kdf.derive(dh + S1, label, keys.transcript_hash, 44)
-    assert keys.srtp_gcm_tx != kdf.derive(dh, label, keys.transcript_hash, 44)
+    assert keys.srtp_gcm_tx == kdf.derive(dh + shared[0] + S1, label, keys.transcript_hash, 44)
+    assert keys.srtp_gcm_tx != kdf.derive(dh + shared[0], label, keys.transcript_hash, 44)
 
 
 def test_mitm_without_the_secret_gets_a_warning(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from voice.crypto.continuity import ContinuityResult, RetainedSecrets
 from voice.crypto.identity import Identity
+from voice.crypto.kem import encapsulate, encapsulation_key
 from voice.crypto.keyagreement import (
     SMALL_ORDER_POINTS,
     CalleeKeyAgreement,
@@ -25,6 +27,33 @@ BOB = Identity.from_seed(b"b" * 32).public_key
 CAROL = Identity.from_seed(b"c" * 32).public_key
 CALL = b"c" * 16
 DESC_A, DESC_B = b"caller sdp", b"callee sdp"
+EK = encapsulation_key(b"k" * 64)  # an ML-KEM-768 key nobody in these tests decapsulates for
+
+
+def offer_of(caller: CallerKeyAgreement) -> dict[str, Any]:
+    """What the callee's agreement takes from the caller's offer."""
+    return {
+        "commitment": caller.commitment,
+        "caller_versions": caller.versions,
+        "kem_key": caller.kem_key,
+    }
+
+
+def answer_of(callee: CalleeKeyAgreement) -> dict[str, Any]:
+    """What the caller's agreement takes from the callee's ringing."""
+    ans = callee.answer()
+    return {
+        "eph_b": ans.eph_b,
+        "continuity_b": ans.continuity_b,
+        "callee_versions": callee.versions,
+        "version": callee.version,
+        "kem_ciphertext": callee.kem_ciphertext,
+    }
+
+
+def chose_hybrid(caller: CallerKeyAgreement) -> dict[str, Any]:
+    """A well-formed version-2 choice with a real ciphertext, for a made-up ``eph_b``."""
+    return {"callee_versions": (2,), "version": 2, "kem_ciphertext": encapsulate(caller.kem_key)[1]}
 
 
 def run_call(
@@ -52,13 +81,12 @@ def run_call(
         call_id=call_id,
         my_name=callee_names[1],
         peer_name=callee_names[0],
-        commitment=caller.commitment,
+        **offer_of(caller),
         retained=callee_rs,
     )
-    ans = callee.answer()
+    callee.answer()
     rev = caller.receive_answer(
-        eph_b=ans.eph_b,
-        continuity_b=ans.continuity_b,
+        **answer_of(callee),
         caller_description=caller_descs[0],
         callee_description=caller_descs[1],
     )
@@ -141,8 +169,13 @@ def test_a_username_changes_the_transcript_as_documented() -> None:
         "call_id": CALL,
         "caller": ALICE,
         "callee": BOB,
+        "caller_versions": (2,),
+        "callee_versions": (2,),
+        "version": 2,
         "eph_a": b"\x01" * 32,
         "eph_b": b"\x02" * 32,
+        "kem_key": EK,
+        "kem_ciphertext": b"\x03" * 1088,
         "continuity_a": bytes(64),
         "continuity_b": bytes(64),
         "caller_description": DESC_A,
@@ -151,8 +184,8 @@ def test_a_username_changes_the_transcript_as_documented() -> None:
     honest = encode_transcript(**base, caller_name="alice", callee_name="bob")
     relabelled = encode_transcript(**base, caller_name="mallory", callee_name="bob")
     assert honest != relabelled
-    assert honest.startswith(b"\x00\x00\x00\x13voice transcript v2")
-    assert b"\x00\x00\x00\x05alice\x00\x00\x00\x03bob" in honest
+    assert honest.startswith(b"\x00\x00\x00\x13voice transcript v3")
+    assert b"\x00\x00\x00\x05alice\x00\x00\x00\x03bob\x00\x00\x00\x01\x02" in honest
 
 
 @pytest.mark.parametrize("names", [("", "bob"), ("alice", "")])
@@ -165,6 +198,8 @@ def test_empty_usernames_are_refused(names: tuple[str, str]) -> None:
             peer=ALICE,
             call_id=CALL,
             commitment=bytes(32),
+            caller_versions=(2,),
+            kem_key=EK,
             my_name=names[1],
             peer_name=names[0],
         )
@@ -175,7 +210,14 @@ def test_our_own_identity_key_as_the_peer_is_refused() -> None:
         CallerKeyAgreement(me=ALICE, peer=ALICE, call_id=CALL, my_name="alice", peer_name="bob")
     with pytest.raises(BadPublicKey):
         CalleeKeyAgreement(
-            me=BOB, peer=BOB, call_id=CALL, commitment=bytes(32), my_name="bob", peer_name="x"
+            me=BOB,
+            peer=BOB,
+            call_id=CALL,
+            commitment=bytes(32),
+            caller_versions=(2,),
+            kem_key=EK,
+            my_name="bob",
+            peer_name="x",
         )
 
 
@@ -193,12 +235,11 @@ def test_commitment_mismatch_is_refused() -> None:
         call_id=CALL,
         my_name="bob",
         peer_name="alice",
-        commitment=caller.commitment,
+        **offer_of(caller),
     )
-    ans = callee.answer()
+    callee.answer()
     rev = caller.receive_answer(
-        eph_b=ans.eph_b,
-        continuity_b=ans.continuity_b,
+        **answer_of(callee),
         caller_description=DESC_A,
         callee_description=DESC_B,
     )
@@ -230,12 +271,11 @@ def test_commitment_covers_each_revealed_field(field: str) -> None:
         call_id=CALL,
         my_name="bob",
         peer_name="alice",
-        commitment=caller.commitment,
+        **offer_of(caller),
     )
-    ans = callee.answer()
+    callee.answer()
     rev = caller.receive_answer(
-        eph_b=ans.eph_b,
-        continuity_b=ans.continuity_b,
+        **answer_of(callee),
         caller_description=DESC_A,
         callee_description=DESC_B,
     )
@@ -254,7 +294,7 @@ def test_commitment_is_bound_to_call_and_identities() -> None:
             me=me,
             peer=peer,
             call_id=call_id,
-            commitment=caller.commitment,
+            **offer_of(caller),
             my_name="bob",
             peer_name="alice",
         )
@@ -273,7 +313,14 @@ def test_commitment_is_bound_to_call_and_identities() -> None:
 def test_malformed_commitment() -> None:
     with pytest.raises(CommitmentMismatch):
         CalleeKeyAgreement(
-            me=BOB, peer=ALICE, call_id=CALL, my_name="bob", peer_name="alice", commitment=b"short"
+            me=BOB,
+            peer=ALICE,
+            call_id=CALL,
+            my_name="bob",
+            peer_name="alice",
+            commitment=b"short",
+            caller_versions=(2,),
+            kem_key=EK,
         )
 
 
@@ -287,6 +334,7 @@ def test_low_order_eph_b_is_refused(point: bytes, high_bit: bool) -> None:
         caller.receive_answer(
             eph_b=point,
             continuity_b=bytes(64),
+            **chose_hybrid(caller),
             caller_description=DESC_A,
             callee_description=DESC_B,
         )
@@ -299,10 +347,23 @@ def test_low_order_eph_a_is_refused_even_with_matching_commitment(point: bytes) 
     """A malicious caller commits to a low-order key: the callee still refuses it."""
     cont = bytes(64)
     commitment = commitment_of(
-        call_id=CALL, caller=ALICE, callee=BOB, eph_a=point, continuity_a=cont
+        call_id=CALL,
+        caller=ALICE,
+        callee=BOB,
+        versions=(2,),
+        kem_key=EK,
+        eph_a=point,
+        continuity_a=cont,
     )
     callee = CalleeKeyAgreement(
-        me=BOB, peer=ALICE, call_id=CALL, my_name="bob", peer_name="alice", commitment=commitment
+        me=BOB,
+        peer=ALICE,
+        call_id=CALL,
+        my_name="bob",
+        peer_name="alice",
+        commitment=commitment,
+        caller_versions=(2,),
+        kem_key=EK,
     )
     callee.answer()
     with pytest.raises(BadPublicKey):
@@ -324,7 +385,11 @@ def test_malformed_public_keys() -> None:
     caller = CallerKeyAgreement(me=ALICE, peer=BOB, call_id=CALL, my_name="alice", peer_name="bob")
     with pytest.raises(BadPublicKey):
         caller.receive_answer(
-            eph_b=b"short", continuity_b=b"", caller_description=b"", callee_description=b""
+            eph_b=b"short",
+            continuity_b=b"",
+            **chose_hybrid(caller),
+            caller_description=b"",
+            callee_description=b"",
         )
     with pytest.raises(BadPublicKey):
         CallerKeyAgreement(me=b"x", peer=BOB, call_id=CALL, my_name="alice", peer_name="bob")
@@ -338,6 +403,7 @@ def test_echoed_ephemeral_is_refused() -> None:
         caller.receive_answer(
             eph_b=caller.eph_a,
             continuity_b=bytes(64),
+            **chose_hybrid(caller),
             caller_description=b"",
             callee_description=b"",
         )
@@ -353,7 +419,7 @@ def test_out_of_order_use() -> None:
         call_id=CALL,
         my_name="bob",
         peer_name="alice",
-        commitment=caller.commitment,
+        **offer_of(caller),
     )
     with pytest.raises(KeyAgreementError):
         callee.receive_reveal(
@@ -364,7 +430,7 @@ def test_out_of_order_use() -> None:
         )
     ans = callee.answer()
     assert callee.answer() is ans
-    kwargs = {"eph_b": ans.eph_b, "continuity_b": ans.continuity_b}
+    kwargs = answer_of(callee)
     caller.receive_answer(**kwargs, caller_description=b"", callee_description=b"")
     with pytest.raises(KeyAgreementError):
         caller.receive_answer(**kwargs, caller_description=b"", callee_description=b"")
@@ -388,12 +454,11 @@ def test_ephemeral_secret_is_wiped_and_keys_erase() -> None:
         call_id=CALL,
         my_name="bob",
         peer_name="alice",
-        commitment=caller.commitment,
+        **offer_of(caller),
     )
-    ans = callee.answer()
+    callee.answer()
     caller.receive_answer(
-        eph_b=ans.eph_b,
-        continuity_b=ans.continuity_b,
+        **answer_of(callee),
         caller_description=b"",
         callee_description=b"",
     )

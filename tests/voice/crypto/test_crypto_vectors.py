@@ -1,8 +1,10 @@
 """The committed vectors in tests/vectors/ still match the code, and a second implementation.
 
 The second implementation uses other libraries where it can (OpenSSL X25519 through
-``cryptography``, HKDF written out with ``hmac``, pynacl's high-level Box) so that a vector
-encoding a mistake shared by generator and code would still be caught.
+``cryptography``, HKDF written out with ``hmac``, pynacl's high-level Box, the transcript and
+commitment spelled out byte by byte) so that a vector encoding a mistake shared by generator
+and code would still be caught. ML-KEM-768 has one implementation here (OpenSSL): the hybrid
+vectors pin the key pair from its seed and the secret the recorded ciphertext decapsulates to.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from nacl.public import Box, PublicKey
 from nacl.signing import SigningKey
@@ -81,10 +84,13 @@ def test_kdf_vectors_independently() -> None:
         assert expect.hex() == case["output"]
 
 
-@pytest.mark.parametrize("index", range(4))
-def test_agreement_vectors_independently(index: int) -> None:
-    case = load("kdf.json")["agreements"][index]
-    salt = load("kdf.json")["salt"].encode()
+AGREEMENTS = [("kdf.json", i) for i in range(4)] + [("hybrid.json", i) for i in range(3)]
+
+
+@pytest.mark.parametrize(("file", "index"), AGREEMENTS)
+def test_agreement_vectors_independently(file: str, index: int) -> None:
+    case = load(file)["agreements"][index]
+    salt = load(file)["salt"].encode()
     i, o = case["inputs"], case["outputs"]
     h = bytes.fromhex
     eph_a_sk = X25519PrivateKey.from_private_bytes(h(i["eph_a_secret"]))
@@ -94,15 +100,38 @@ def test_agreement_vectors_independently(index: int) -> None:
     dh = eph_a_sk.exchange(X25519PublicKey.from_public_bytes(h(o["eph_b"])))
     assert dh == eph_b_sk.exchange(X25519PublicKey.from_public_bytes(h(o["eph_a"])))
     assert dh.hex() == o["x25519_shared"]
+    # versions: the highest both lists hold; ML-KEM-768 from the 64-byte seed d || z (FIPS 203)
+    caller_versions, callee_versions = bytes(i["caller_versions"]), bytes(i["callee_versions"])
+    version = max(set(caller_versions) & set(callee_versions))
+    assert version == o["version"]
+    kem_key, kem_shared = b"", b""
+    if 2 in caller_versions:
+        dk = MLKEM768PrivateKey.from_seed_bytes(h(i["kem_seed"]))
+        kem_key = dk.public_key().public_bytes_raw()
+        assert i["kem_seed"] == i["caller_rng_stream"][1]  # drawn right after the X25519 secret
+    assert kem_key.hex() == o["kem_key"]
+    if version == 2:
+        assert len(h(i["kem_ciphertext"])) == 1088
+        kem_shared = dk.decapsulate(h(i["kem_ciphertext"]))
+    else:
+        assert i["kem_ciphertext"] == ""
+    assert kem_shared.hex() == o["kem_shared"]
     ids = lp(h(i["call_id"])) + lp(h(i["caller_identity"])) + lp(h(i["callee_identity"]))
     commit = hashlib.sha256(
-        lp(b"voice commit v1") + ids + lp(h(o["eph_a"])) + lp(h(o["continuity_a"]))
+        lp(b"voice commit v2")
+        + ids
+        + lp(caller_versions)
+        + lp(kem_key)
+        + lp(h(o["eph_a"]))
+        + lp(h(o["continuity_a"]))
     ).digest()
     assert commit.hex() == o["commitment"]
     names = lp(i["caller_name"].encode()) + lp(i["callee_name"].encode())
-    transcript = lp(b"voice transcript v2") + ids + names
-    for key in ("eph_a", "eph_b", "continuity_a", "continuity_b"):
-        transcript += lp(h(o[key]))
+    transcript = lp(b"voice transcript v3") + ids + names
+    transcript += lp(caller_versions) + lp(callee_versions) + lp(bytes([version]))
+    transcript += lp(h(o["eph_a"])) + lp(h(o["eph_b"]))
+    transcript += lp(kem_key) + lp(h(i["kem_ciphertext"]))
+    transcript += lp(h(o["continuity_a"])) + lp(h(o["continuity_b"]))
     transcript += lp(h(i["caller_description"])) + lp(h(i["callee_description"]))
     assert transcript.hex() == o["transcript"]
     th = hashlib.sha256(transcript).digest()
@@ -121,7 +150,7 @@ def test_agreement_vectors_independently(index: int) -> None:
             mixed, lp(b"voice continuity v1") + lp(b"caller") + ids, hashlib.sha256
         ).digest()
         assert token.hex() in o["continuity_a"]
-    ikm = dh + mixed
+    ikm = dh + kem_shared + mixed
     labels = {
         "caller_to_callee_gcm": (b"srtp AEAD_AES_256_GCM caller to callee", 44),
         "callee_to_caller_gcm": (b"srtp AEAD_AES_256_GCM callee to caller", 44),
@@ -133,8 +162,19 @@ def test_agreement_vectors_independently(index: int) -> None:
     }
     for key, (label, n) in labels.items():
         assert hkdf(ikm, salt, lp(label) + lp(th), n).hex() == o[key], key
+        if kem_shared:  # version 2: neither secret alone gives the key
+            assert hkdf(dh + mixed, salt, lp(label) + lp(th), n).hex() != o[key]
+            assert hkdf(kem_shared + mixed, salt, lp(label) + lp(th), n).hex() != o[key]
     sas_raw = int.from_bytes(hkdf(th, salt, lp(b"sas") + lp(b""), 8), "big")
     assert sas_raw >> (64 - i["sas_bits"]) == o["sas_value"]
+
+
+def test_hybrid_vectors_cover_what_they_claim() -> None:
+    versions = [c["outputs"]["version"] for c in load("hybrid.json")["agreements"]]
+    assert versions == [2, 2, 2]
+    assert {c["outputs"]["version"] for c in load("kdf.json")["agreements"]} == {1}
+    continuity = [c["outputs"]["caller_continuity"] for c in load("hybrid.json")["agreements"]]
+    assert continuity == ["none", "match", "none"]
 
 
 def test_sas_vectors_independently() -> None:
