@@ -13,4 +13,5 @@ ruff format --check .
 echo "== mypy"
 mypy
 echo "== pytest ($(python -c 'from voice.media.opus import library_version as v; print(v())'))"
-pytest "$@"
+# Two workers (PYTEST_WORKERS); tests sharing a machine-wide resource take turns (tests/conftest.py)
+pytest -n "${PYTEST_WORKERS:-2}" "$@"

@@ -1,0 +1,61 @@
+"""Suite-wide: which tests share a resource of this machine and must not run at once.
+
+CI runs the suite on two pytest-xdist workers (scripts/test.sh: ``-n 2``); most tests wait on
+real time (calls, timers) rather than the CPU, so two at a time nearly halve the wall time. The
+scheduler below hands out whole modules (module-scoped fixtures and running totals stay on one
+worker), and modules that touch one machine-wide thing as one unit, run one after another:
+
+* ``netlab``: network namespaces, veth pairs and iptables rules of the calls across NATs;
+* ``pulse``: the one PulseAudio daemon (its null sinks, default devices, loaded modules).
+
+(xdist's own ``--dist loadgroup`` would do this with markers, but with pytest 9 it silently
+groups nothing: the group suffix it puts on node ids no longer takes.) The netlab modules are
+collected first, so that their unit, the longest, starts at once on one worker while the other
+takes everything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+NETLAB_MODULES = frozenset(
+    {
+        "tests/integration/test_real_network.py",
+        "tests/impair/test_impair_stage.py",
+    }
+)
+PULSE_MODULES = frozenset(
+    {
+        "tests/integration/test_pyaudio_call.py",
+        "tests/voice/audio/test_audio_devicelist.py",
+        "tests/voice/audio/test_audio_devices.py",
+        "tests/voice/audio/test_switch.py",
+        "tests/voice/test_cli_audio.py",
+        "tests/voice/test_cli_doctor.py",
+        "tests/voice/test_cli_local.py",
+        "tests/voice/ui/test_ui_devices.py",
+    }
+)
+SHARED = {path: "netlab" for path in NETLAB_MODULES} | {path: "pulse" for path in PULSE_MODULES}
+
+
+def unit_of(nodeid: str) -> str:
+    """The work unit of a test: its module, or the shared resource its module uses."""
+    path = nodeid.split("::", 1)[0]
+    return SHARED.get(path, path)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: unit_of(item.nodeid) != "netlab")  # stable: netlab first
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByResource(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    return ByResource(config, log)
