@@ -51,6 +51,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: unit_of(item.nodeid) != "netlab")  # stable: netlab first
 
 
+@pytest.hookimpl(optionalhook=True)  # ``-p no:xdist`` runs without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from tests.conftest import NETLAB_MODULES, SHARED, unit_of
+from tests.conftest import NETLAB_MODULES, PULSE_MODULES, SHARED, unit_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,3 +29,18 @@ def test_units_are_modules_except_the_shared_ones() -> None:
     assert unit_of("tests/voice/test_cli_group.py::test_x") == "tests/voice/test_cli_group.py"
     assert unit_of("tests/voice/audio/test_switch.py::test_y[a]") == "pulse"
     assert unit_of("tests/integration/test_real_network.py::test_z") == "netlab"
+
+
+PULSE_SIGNS = re.compile(
+    r"pulse\.sh|pactl|PyAudioMicrophone|PyAudioSpeaker|LiveMicrophone|LiveSpeaker|list_devices"
+)
+
+
+def test_every_module_that_drives_pulseaudio_is_in_the_pulse_unit() -> None:
+    """A new module that plays through the PulseAudio daemon must take turns with the others."""
+    driving = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "tests").rglob("test_*.py")
+        if PULSE_SIGNS.search(path.read_text()) and path != Path(__file__)
+    }
+    assert driving <= PULSE_MODULES, sorted(driving - PULSE_MODULES)

@@ -77,7 +77,11 @@ def test_garbage_is_counted_not_raised(pair: tuple[SrtpContext, SrtpContext]) ->
     assert counters.auth_failures + counters.replays + counters.malformed == 10
 
 
-@pytest.mark.parametrize("bad", [b"", os.urandom(43), os.urandom(45), os.urandom(30)])
+@pytest.mark.parametrize(
+    "bad",
+    [b"", os.urandom(43), os.urandom(45), os.urandom(30)],
+    ids=lambda key: f"{len(key)}-bytes",  # the same ids in every xdist worker
+)
 def test_key_length_is_checked(bad: bytes) -> None:
     with pytest.raises(MediaKeyError, match=str(KEY_SALT_LENGTH)):
         SrtpContext(bad, os.urandom(44))
