@@ -1,9 +1,10 @@
 """Suite-wide: which tests share a resource of this machine and must not run at once.
 
-CI runs the suite on two pytest-xdist workers (scripts/test.sh: ``-n 2``); most tests wait on
-real time (calls, timers) rather than the CPU, so two at a time nearly halve the wall time. The
-scheduler below hands out whole modules (module-scoped fixtures and running totals stay on one
-worker), and modules that touch one machine-wide thing as one unit, run one after another:
+CI runs the suite on two pytest-xdist workers (scripts/test.sh: ``-n 2 -m "not alone"``), then
+the ``alone`` tests by themselves; most tests wait on real time (calls, timers) rather than the
+CPU, so two at a time nearly halve the wall time. The scheduler below hands out whole modules
+(module-scoped fixtures and running totals stay on one worker), and modules that touch one
+machine-wide thing as one unit, run one after another:
 
 * ``netlab``: network namespaces, veth pairs and iptables rules of the calls across NATs;
 * ``pulse``: the one PulseAudio daemon (its null sinks, default devices, loaded modules).
@@ -39,6 +40,13 @@ PULSE_MODULES = frozenset(
     }
 )
 SHARED = {path: "netlab" for path in NETLAB_MODULES} | {path: "pulse" for path in PULSE_MODULES}
+# Run after the parallel part, with the machine to themselves (marker ``alone``): the calls
+# across NATs (ICE checks that time out on a busy machine pick the relay instead of the direct
+# path the test asserts) and the speech-quality thresholds under loss.
+ALONE_MODULES = NETLAB_MODULES | {
+    "tests/voice/media/test_call_quality_loss.py",
+    "tests/voice/media/test_opus_binding.py",  # runs test_call_quality_loss with the system lib
+}
 
 
 def unit_of(nodeid: str) -> str:
@@ -49,6 +57,9 @@ def unit_of(nodeid: str) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: unit_of(item.nodeid) != "netlab")  # stable: netlab first
+    for item in items:
+        if item.nodeid.split("::", 1)[0] in ALONE_MODULES:
+            item.add_marker(pytest.mark.alone)
 
 
 @pytest.hookimpl(optionalhook=True)  # ``-p no:xdist`` runs without it

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.conftest import NETLAB_MODULES, PULSE_MODULES, SHARED, unit_of
+from tests.conftest import ALONE_MODULES, NETLAB_MODULES, PULSE_MODULES, SHARED, unit_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,3 +44,8 @@ def test_every_module_that_drives_pulseaudio_is_in_the_pulse_unit() -> None:
         if PULSE_SIGNS.search(path.read_text()) and path != Path(__file__)
     }
     assert driving <= PULSE_MODULES, sorted(driving - PULSE_MODULES)
+
+
+def test_the_alone_modules_exist() -> None:
+    missing = sorted(path for path in ALONE_MODULES if not (ROOT / path).is_file())
+    assert not missing, missing

@@ -44,6 +44,7 @@ from voice.errors import (
     RequestRefused,
     ServerCertificateRejected,
     ServerNameChanged,
+    SignalingClientError,
     SignalingClosed,
     SignalingUnreachable,
     UnknownContact,
@@ -122,6 +123,7 @@ _BY_EXCEPTION: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (FileNotFoundError, ExitCode.LOCAL_ERROR),
     (IsADirectoryError, ExitCode.LOCAL_ERROR),
     (PermissionError, ExitCode.LOCAL_ERROR),
+    (SignalingClientError, ExitCode.SERVER_UNREACHABLE),  # any other trouble with the server
 )
 
 _BY_REASON: dict[EndReason | FailReason, ExitCode] = {

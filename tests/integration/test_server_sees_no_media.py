@@ -145,16 +145,17 @@ async def test_the_server_process_owns_no_udp_socket_and_receives_no_media(
         seen["phones"] = socket_inodes(os.getpid()) & udp
 
     try:
-        alice, bob = await recorded_call(make_user, make_phone, proxy.url, packets=150, during=look)
+        alice, bob = await recorded_call(make_user, make_phone, proxy.url, packets=300, during=look)
     finally:
         await proxy.close()
     # (a) no UDP socket in the server process; the same check finds the phones' ICE sockets
     assert seen["server"] == set()
     assert len(seen["phones"]) >= 2
     # (b) what the server received is signaling frames only, far smaller than the media
-    # (signaling is a fixed few KB per call; 3 s of audio each way is already ~32 KB)
+    # (signaling is a fixed ~9 KB per call with the ML-KEM key and ciphertext; 6 s of audio
+    # each way is ~75 KB)
     frames = proxy.frames_to_server()
-    assert frames and all(op in (TEXT, 0x8, 0xA) for op, _ in frames)
+    assert frames and all(op in (TEXT, 0x8, 0x9, 0xA) for op, _ in frames)  # also close, pings
     for op, payload in frames:
         if op == TEXT:
             parse_client_frame(payload.decode("utf-8"))  # every one a valid signaling frame

@@ -173,3 +173,41 @@ async def test_a_group_call_whose_sfu_dies_ends_cleanly_everywhere(
         assert lost or "Group call over (ended)" in bob.stdout, bob.stdout
         for vp in (creator, bob):
             assert "Traceback" not in vp.stderr, vp.stderr
+
+
+async def test_a_withdrawn_invite_ends_the_question_and_ctrl_c_stops_it(
+    tmp_path: Path, started: list[VoiceProc]
+) -> None:
+    """carol is asked and does not answer: alice withdraws the invite, and carol's question
+    ends at once (exit CALL_FAILED); asked again, Ctrl-C stops it (exit 0), declining."""
+    alice = Identity.load_or_create(tmp_path / "alice" / "identity.key")
+    async with signaling_server() as url, running_janus(tmp_path) as janus:
+        client = await SignalingClient.connect(url, "alice", alice.public_key, alice.sign)
+        await client.close()
+        await run_voice(tmp_path / "carol", "trust", "alice", alice.fingerprint.machine,
+                        server=url, user="carol")  # fmt: skip
+        creator = await start_voice(tmp_path / "alice", "group", "start", "--sfu", janus.url,
+                                    "--silence", "--no-output",
+                                    server=url, user="alice")  # fmt: skip
+        started.append(creator)
+        await creator.wait_for("Group call open")
+        for ending in ("withdraw", "interrupt"):
+            carol = await start_voice(tmp_path / "carol", "group", "join", "--silence",
+                                      "--no-output", server=url, user="carol")  # fmt: skip
+            started.append(carol)
+            await carol.wait_for("Waiting for an invite")
+            creator.send("invite carol\n")
+            await creator.wait_for("Invited carol.")
+            await asyncio.sleep(1.0)  # the invite reaches carol, who is now asked
+            if ending == "withdraw":
+                creator.send("remove carol\n")
+                assert await carol.finish(10) == ExitCode.CALL_FAILED, carol.stdout
+                assert "The invite was withdrawn." in carol.stdout
+            else:
+                carol.interrupt()
+                assert await carol.finish(10) == ExitCode.OK, carol.stdout
+                assert "Stopped." in carol.stdout
+            assert "alice invites you to a group call. Join?" in carol.stdout
+            assert "Traceback" not in carol.stderr, carol.stderr
+        creator.send("leave\n")
+        assert await creator.finish(15) == ExitCode.OK

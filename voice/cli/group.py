@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import TextIO
 
 from voice.audio.base import AudioSink, AudioSource
+from voice.cli.calls import race
 from voice.cli.context import Settings
 from voice.cli.groupopts import COMMANDS, GroupOptions
 from voice.cli.login import login_client
@@ -162,6 +163,8 @@ async def invite(call: GroupCall, user: str, show: Callable[[str], None]) -> Non
         show(f"{user} is offline: not invited.")
     except KeyChangedError:
         show(f"{user}'s key has changed since you pinned it: not invited (see 'voice contacts').")
+    except (SignalingClientError, TimeoutError) as exc:  # refused, rate limited, no answer
+        show(f"Could not invite {user}: {exc or 'the server did not answer'}.")
     else:
         show(f"Invited {user}.")
 
@@ -254,12 +257,19 @@ async def _answer(
         say(out, "No invite came." if not interrupt.event.is_set() else "Stopped.")
         return ExitCode.OK if interrupt.event.is_set() else ExitCode.NO_ANSWER
     creator = call.invitation.creator
-    question = f"{creator} invites you to a group call. Join?"
-    if not options.auto_accept and not await ask_yes_no(out, question, lines):
-        await call.decline()
-        say(out, "Declined.")
-        return ExitCode.DECLINED
     if not options.auto_accept:
+        lines.discard_typed_ahead()  # a "y" typed before the question must not join
+        question = ask_yes_no(out, f"{creator} invites you to a group call. Join?", lines)
+        answer = await race(question, call.ended, interrupt.event)
+        if answer is None:  # Ctrl-C, or the invite was withdrawn or lapsed meanwhile
+            if not call.ended.is_set():
+                await call.decline()
+            say(out, "Stopped." if interrupt.event.is_set() else "The invite was withdrawn.")
+            return ExitCode.OK if interrupt.event.is_set() else ExitCode.CALL_FAILED
+        if not answer:
+            await call.decline()
+            say(out, "Declined.")
+            return ExitCode.DECLINED
         await call.accept()
     say(out, f"Joining {creator}'s group call...")
     joined = await _until(call, lambda c: c.stream is not None, 30.0, interrupt)

@@ -12,7 +12,7 @@ from voice.cli.context import Settings, check_username
 from voice.crypto.contacts import Contact, ContactBook, TrustState
 from voice.crypto.contactstore import KeySource
 from voice.crypto.identity import Fingerprint, fingerprint_of
-from voice.errors import UnknownFingerprint, UsageError
+from voice.errors import SignalingUnreachable, UnknownFingerprint, UsageError
 from voice.exitcodes import ExitCode
 
 
@@ -87,6 +87,8 @@ async def _trust_new(settings: Settings, book: ContactBook, user: str, fingerpri
     client = await login_client(settings)
     try:
         key = await client.lookup(user)
+    except TimeoutError:
+        raise SignalingUnreachable("the server did not answer the key lookup") from None
     finally:
         await client.close()
     if fingerprint_of(key) != Fingerprint.parse(fingerprint):

@@ -33,6 +33,8 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from av.stream import Stream
 
+from voice.errors import CodecError
+
 __all__ = [
     "FRAME_S",
     "FRAME_TICKS",
@@ -75,7 +77,12 @@ class EncodedAudioTrack(MediaStreamTrack):
         delay = self._start + self._count * FRAME_S - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        packet = av.Packet(self._next_frame())
+        try:
+            frame = self._next_frame()
+        except CodecError:  # our stream closed while aiortc still asked (a call's end)
+            self.stop()
+            raise MediaStreamError from None
+        packet = av.Packet(frame)
         packet.pts = self._count * FRAME_TICKS
         packet.time_base = TIME_BASE
         self._count += 1

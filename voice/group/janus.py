@@ -145,7 +145,7 @@ class JanusSession:
         session = cls(await _connect(url, reply_timeout, ca_file), reply_timeout=reply_timeout)
         try:
             reply = await session.request({"janus": "create"})
-            session.id = int(reply["data"]["id"])
+            session.id = _id_of(reply)
             session._keepalive = asyncio.create_task(session._keep_alive())
             yield session
         finally:
@@ -154,7 +154,7 @@ class JanusSession:
     async def attach(self, plugin: str = VIDEOROOM) -> JanusHandle:
         """A new handle on ``plugin`` (one per PeerConnection)."""
         reply = await self.request({"janus": "attach", "plugin": plugin})
-        handle = JanusHandle(self, int(reply["data"]["id"]))
+        handle = JanusHandle(self, _id_of(reply))
         self.handles[handle.id] = handle
         return handle
 
@@ -239,6 +239,14 @@ class JanusSession:
             elif message.get("janus") == "hangup":
                 handle.webrtc_up.clear()
             handle.events.put_nowait(message)
+
+
+def _id_of(reply: Json) -> int:
+    """The ``data.id`` of a create or attach reply; JanusError if Janus sent something else."""
+    try:
+        return int(reply["data"]["id"])
+    except (KeyError, TypeError, ValueError):
+        raise JanusError("Janus answered without an id") from None
 
 
 async def _connect(url: str, open_timeout: float, ca_file: Path | None = None) -> ClientConnection:

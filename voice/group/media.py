@@ -29,9 +29,9 @@ PUBLISH_S = 5.0  # a member admitted this long ago that never published is gone 
 OnPayload = Callable[[bytes, int], None]  # (payload as Janus forwarded it, RTP timestamp)
 
 
-MAX_CANDIDATES = 4  # feeds under one member's name received at once, while none is proven
-TRIAL_PAYLOADS = 100  # payloads (2 s) an unproven candidate gets before another takes its turn
-BENCH_S = 10.0  # how long a candidate that proved nothing waits before its next turn
+MAX_CANDIDATES = 4  # feeds under one member's name received at once
+TRIAL_S = 2.0  # how long an unproven candidate is received before another may take its turn
+BENCH_S = 10.0  # how long it then waits; doubled at each new turn it wastes (at most 16x)
 
 
 @dataclass(frozen=True)
@@ -49,13 +49,17 @@ class FeedWatch:
 
     A feed's ``display`` is only a claim: anyone in the room (any member, with the room's pin)
     can publish under another member's name. So every feed listed under a member's name is a
-    candidate (up to :data:`MAX_CANDIDATES` at once), and frames decide: a feed that carried one
-    of that member's signed frames is *proven* and the other candidates are dropped; one that
-    carried another member's frames is false for good. Copies of the member's real frames are
-    harmless (the SFrame replay window refuses the second copy). Without a proven feed and with
-    more candidates than slots, one that had :data:`TRIAL_PAYLOADS` without proving anything is
-    benched for :data:`BENCH_S` so that every candidate gets its turn: decoys cannot crowd out
-    the real feed.
+    candidate, up to :data:`MAX_CANDIDATES` received at once, and frames decide:
+
+    - a feed that carried another member's signed frames is false, and dropped for good;
+    - a feed that carried this member's signed frames is *proven* and kept. A decoy that relays
+      copies of the member's real frames is proven too, but it cannot take anything away: the
+      SFrame replay window keeps the first copy of each frame, whichever feed brought it, and
+      the real feed (one hop shorter) usually brings it first;
+    - unproven candidates take turns, by time and not by traffic (a decoy that sends nothing
+      must not keep its slot): one received for :data:`TRIAL_S` while others wait is benched,
+      for longer at each turn it wastes. One slot always turns while candidates wait, so
+      decoys proven by copies cannot keep the real feed out either.
 
     A member is gone once every feed under its name, seen before, is no longer listed (its Janus
     session went away), or when none appeared :data:`PUBLISH_S` after we first expected it."""
@@ -65,18 +69,21 @@ class FeedWatch:
         self.subscribed: dict[int, str] = {}  # feed -> the member it is listed under
         self._seen: set[str] = set()
         self._expected: dict[str, float] = {}  # user -> when we first expected its feed
-        self._proven: dict[str, int] = {}  # user -> the feed that carried its signed frames
+        self._proven: dict[int, str] = {}  # feed -> the member whose signed frames it carried
         self._false: set[int] = set()  # feeds that carried another member's frames
-        self._payloads: dict[int, int] = {}  # feed -> payloads since we subscribed
+        self._since: dict[int, float] = {}  # feed -> when we began to receive it
         self._benched: dict[int, float] = {}  # feed -> until when it waits
+        self._turns: dict[int, int] = {}  # feed -> turns it wasted (its bench doubles)
 
     def look(self, feeds: list[tuple[str, int]], members: set[str], now: float) -> Look:
         """What to receive now, given every (display, feed) Janus lists besides our own."""
         for user in set(self._expected) - members:  # left the roster: forget them
             self.forget(user)
         listed = {feed for _, feed in feeds}
-        self._false &= listed  # a feed id that went away is forgotten with its verdicts
-        self._benched = {f: t for f, t in self._benched.items() if f in listed}
+        for verdicts in (self._proven, self._benched, self._turns):  # feed ids that went away
+            for feed in [f for f in verdicts if f not in listed]:
+                del verdicts[feed]
+        self._false &= listed
         drop = [
             f
             for f, user in self.subscribed.items()
@@ -102,24 +109,26 @@ class FeedWatch:
             for feed in wanted:
                 if feed not in self.subscribed:
                     self.subscribed[feed] = user
-                    self._payloads[feed] = 0
+                    self._since[feed] = now
                     subscribe.append((user, feed))
         return Look(subscribe, drop, gone)
 
     def _choose(self, user: str, named: list[int], now: float) -> list[int]:
-        proven = self._proven.get(user)
-        if proven in named:
-            return [proven]
-        self._proven.pop(user, None)
-        current = [f for f in named if self.subscribed.get(f) == user]
-        if len(named) > MAX_CANDIDATES:  # more claims than slots: unproven ones take turns
+        proven = [f for f in named if self._proven.get(f) == user]
+        others = [f for f in named if self._proven.get(f) != user]
+        if others and len(proven) >= MAX_CANDIDATES:  # one slot keeps turning
+            proven = proven[: MAX_CANDIDATES - 1]
+        spare = MAX_CANDIDATES - len(proven)
+        current = [f for f in others if self.subscribed.get(f) == user]
+        if len(others) > spare:  # more unproven claims than slots: they take turns
             for feed in current:
-                if self._payloads.get(feed, 0) >= TRIAL_PAYLOADS:
-                    self._benched[feed] = now + BENCH_S
-        waiting = [f for f in named if self._benched.get(f, 0.0) <= now]
+                if now - self._since.get(feed, now) >= TRIAL_S:
+                    turns = self._turns[feed] = min(self._turns.get(feed, 0) + 1, 5)
+                    self._benched[feed] = now + BENCH_S * 2 ** (turns - 1)
+        waiting = [f for f in others if self._benched.get(f, 0.0) <= now]
         kept = [f for f in current if f in waiting]
         fresh = [f for f in waiting if f not in kept]
-        return (kept + fresh)[:MAX_CANDIDATES]
+        return proven + (kept + fresh)[:spare]
 
     def heard(self, feed: int, who: str | None) -> None:
         """A payload came on ``feed``; ``who`` is the member whose signed frame it carried
@@ -127,9 +136,9 @@ class FeedWatch:
         user = self.subscribed.get(feed)
         if user is None:
             return
-        self._payloads[feed] = self._payloads.get(feed, 0) + 1
         if who == user:
-            self._proven.setdefault(user, feed)
+            self._proven[feed] = user
+            self._turns.pop(feed, None)
         elif who is not None:
             self._false.add(feed)
 
@@ -139,12 +148,13 @@ class FeedWatch:
     def forget(self, user: str) -> None:
         self._seen.discard(user)
         self._expected.pop(user, None)
-        self._proven.pop(user, None)
+        for feed in [f for f, u in self._proven.items() if u == user]:
+            del self._proven[feed]
 
     def stopped(self, feed: int) -> None:
         """We no longer receive ``feed`` (dropped, or its subscription failed: tried again)."""
         self.subscribed.pop(feed, None)
-        self._payloads.pop(feed, None)
+        self._since.pop(feed, None)
 
 
 @dataclass

@@ -255,8 +255,12 @@ class GroupCall:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # a loop that died of a bug: said, not raised at the end
+                log.warning("group call: a task ended with %s", type(exc).__name__)
         await self._close_media()
         await self.hearing.close()
         if self.stream is not None:
@@ -357,6 +361,11 @@ class GroupCall:
             self.counters["subscribe_failed"] += 1
             self._watch.stopped(feed)
             await media.unsubscribe(feed)
+        except Exception:  # not received after all: tried again at the next look
+            self._watch.stopped(feed)
+            with contextlib.suppress(Exception):
+                await media.unsubscribe(feed)
+            raise
 
     # ---- effects ----
 
@@ -418,11 +427,16 @@ class GroupCall:
         self._tasks.append(asyncio.create_task(self._publish()))
 
     async def _publish(self) -> None:
-        assert self._media is not None
+        if self._media is None:  # the call ended before we got here
+            return
         try:
             await self._media.publish(self._next_frame)
-        except JanusError:
-            self.counters["publish_failed"] += 1
+        except Exception as exc:  # Janus refused, or its answer broke the PeerConnection:
+            self.counters["publish_failed"] += 1  # no audio can flow, say so
+            if not isinstance(exc, JanusError):
+                log.warning("group call: publishing failed: %s", type(exc).__name__)
+            self.media_lost.set()
+            self.changed.set()
             return
         self._tasks.append(asyncio.create_task(self._watch_room()))
 

@@ -10,10 +10,13 @@ import asyncio
 import inspect
 
 import aiortc
+import pytest
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.opus import OpusEncoder as AiortcOpusEncoder
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 
+from voice.errors import CodecError
 from voice.group.frames import (
     FRAME_S,
     FRAME_TICKS,
@@ -71,3 +74,16 @@ async def test_the_track_paces_20ms_frames_with_48khz_timestamps() -> None:
     assert [p.pts for p in packets] == [n * FRAME_TICKS for n in range(6)]
     assert all(p.time_base == TIME_BASE for p in packets)
     assert [bytes(p) for p in packets] == [bytes([n]) for n in range(6)]
+
+
+async def test_a_track_whose_stream_closed_ends_instead_of_raising_into_aiortc() -> None:
+    """At a call's end aiortc may ask once more after our encoder closed: the track ends
+    (MediaStreamError, which aiortc takes as the end) instead of a CodecError traceback."""
+
+    def closed() -> bytes:
+        raise CodecError("OpusEncoder is closed")
+
+    track = EncodedAudioTrack(closed)
+    with pytest.raises(MediaStreamError):
+        await track.recv()
+    assert track.readyState == "ended"
