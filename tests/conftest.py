@@ -42,8 +42,9 @@ PULSE_MODULES = frozenset(
 SHARED = {path: "netlab" for path in NETLAB_MODULES} | {path: "pulse" for path in PULSE_MODULES}
 # Run after the parallel part, with the machine to themselves (marker ``alone``): the calls
 # across NATs (ICE checks that time out on a busy machine pick the relay instead of the direct
-# path the test asserts) and the speech-quality thresholds under loss.
+# path the test asserts), a call through PulseAudio devices, and speech quality under loss.
 ALONE_MODULES = NETLAB_MODULES | {
+    "tests/integration/test_pyaudio_call.py",  # real-time PulseAudio devices: a late reader drifts
     "tests/voice/media/test_call_quality_loss.py",
     "tests/voice/media/test_opus_binding.py",  # runs test_call_quality_loss with the system lib
 }
