@@ -98,6 +98,8 @@ async def test_presence_holds_across_instances(
     await a.send("presb", b"1")  # online on another instance: delivered
     assert (await asyncio.wait_for(b.receive(), 5)).body == b"1"
     await b.close()
+    # the instance has seen the close (its presence is released, or routes to no session)
+    await wait_until(lambda: deployment[1].health().get("logged_in", 1) == 0, 5)
     with pytest.raises(RecipientOffline):  # registered, no session anywhere
         await a.send("presb", b"2")
     with pytest.raises(UnknownUser):
