@@ -10,6 +10,7 @@ every process exits 0. Each one records the mix it heard: the others' tones must
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ from tests.support.janus import running_janus
 from tests.voice.cli_harness import VoiceProc, run_voice, signaling_server, start_voice
 from voice.audio.base import SAMPLE_RATE
 from voice.audio.wavfile import load_wav
+from voice.cli import main
 from voice.crypto.identity import Identity
 from voice.exitcodes import ExitCode
 from voice.net.client import SignalingClient
@@ -211,3 +213,20 @@ async def test_a_withdrawn_invite_ends_the_question_and_ctrl_c_stops_it(
             assert "Traceback" not in carol.stderr, carol.stderr
         creator.send("leave\n")
         assert await creator.finish(15) == ExitCode.OK
+
+
+@pytest.mark.parametrize(
+    ("sfu", "why"),
+    [
+        (None, "needs --sfu"),
+        ("http://janus.example/", "is a wss:// URL"),
+        ("ws://10.1.2.3:8188/", "refusing plain"),  # the pin and addresses in the clear
+    ],
+)
+def test_start_refuses_a_missing_or_plain_sfu_before_logging_in(
+    tmp_path: Path, sfu: str | None, why: str
+) -> None:
+    err = io.StringIO()
+    argv = ["--config-dir", str(tmp_path), "--user", "alice", "group", "start"]
+    code = main([*argv, *(["--sfu", sfu] if sfu else [])], out=io.StringIO(), err=err)
+    assert code == ExitCode.USAGE and why in err.getvalue(), err.getvalue()

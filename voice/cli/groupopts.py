@@ -7,10 +7,12 @@ import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from voice.cli.audio import AudioChoice
 from voice.errors import UsageError
 from voice.group import messages as gm
+from voice.net.transport import is_loopback_host, normalize_host
 
 __all__ = ["COMMANDS", "GROUP_HELP", "GroupOptions", "add_group_arguments"]
 
@@ -71,8 +73,16 @@ class GroupOptions:
         for user in args.invite:
             if not gm.USERNAME.fullmatch(user):
                 raise UsageError(f"not a username: {user!r}")
-        if sfu is not None and not sfu.startswith(("wss://", "ws://")):
-            raise UsageError("--sfu is a wss:// URL (ws:// only for a Janus on this machine)")
+        if sfu is not None:
+            parts = urlsplit(sfu)
+            if parts.scheme not in ("wss", "ws") or not parts.hostname:
+                raise UsageError("--sfu is a wss:// URL (ws:// only for a Janus on this machine)")
+            local = is_loopback_host(normalize_host(parts.hostname))
+            if parts.scheme == "ws" and not local and not getattr(args, "insecure", False):
+                raise UsageError(
+                    f"refusing plain {sfu}: the room's pin and everyone's addresses would cross "
+                    "the network unprotected. Use wss://, or pass --insecure to allow it"
+                )
         return cls(
             start=start,
             sfu=sfu,

@@ -23,7 +23,13 @@ from voice.errors import (
     UsageError,
 )
 
-__all__ = ["channel_binding", "client_tls_context", "server_address"]
+__all__ = [
+    "channel_binding",
+    "client_tls_context",
+    "is_loopback_host",
+    "normalize_host",
+    "server_address",
+]
 
 
 def server_address(url: str, *, insecure: bool = False) -> tuple[bool, str]:
