@@ -6,13 +6,24 @@ Each instance runs as a separate process (``python -m signaling``, one SQLite re
 temp dir); with ``--instances`` greater than one (or ``--redis``) they share a redis-server this
 script starts. This process is the load generator. Clients are spread round robin over the
 instances, and every sender's receiver is on the *next* instance, so with several instances
-every envelope crosses the bus (the worst case). RLIMIT_NOFILE is raised to its hard limit.
+every envelope crosses the bus (the worst case). RLIMIT_NOFILE is raised to :data:`NOFILE`
+(as root; otherwise to its hard limit), for this process and the ones it starts.
 
     .venv/bin/python -m bench.signaling_load                          # one instance, no Redis
     .venv/bin/python -m bench.signaling_load --instances 1,2,4 --clients 4000 --duration 5
-    .venv/bin/python -m bench.signaling_load --hold 80000             # idle clients, 4 instances
+    .venv/bin/python -m bench.signaling_load --hold 100000            # idle clients, 4 instances
 
-Prints a table and writes bench/results/signaling_load.json. Not part of the test suite.
+``--hold N`` alone measures only the idle clients: N names are registered first (returning
+users), then load worker processes (``--hold-per-worker`` clients each) log them in to 4
+instances, round robin, and everything holds for ``--hold-seconds`` while the CPU of the
+instances and workers is read. Every client dials 127.0.0.1, so each instance's port can take
+one client per ephemeral port (the kernel's ``ip_local_port_range``, about 28,000): 4
+instances, about 112,000 from one source address.
+
+``BENCH_PROFILE=DIR`` runs every instance under cProfile (one ``.prof`` file each in DIR).
+
+Prints a table and writes bench/results/signaling_load.json (``--out``); a run updates only its
+own parts of an existing file (``runs`` or ``hold``). Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import hashlib
 import json
 import os
 import platform
@@ -35,16 +47,50 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
+from signaling.config import Config
+from signaling.registry_open import open_registry
 from voice.net.client import SignalingClient
 
 RESULTS = Path(__file__).resolve().parent / "results" / "signaling_load.json"
+NOFILE = 1 << 17  # open files per process, if we may raise the hard limit (root)
 
 
 def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
+    """Raise RLIMIT_NOFILE to NOFILE if allowed (root), else the soft limit to the hard one;
+    the processes started from here inherit it. The soft limit that results."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    try:
+        if hard != resource.RLIM_INFINITY and hard < NOFILE:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+        else:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, PermissionError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def hold_key(i: int) -> SigningKey:
+    """Idle client ``i``'s key: the same in the process that registers it and in its worker."""
+    return SigningKey(hashlib.sha256(f"bench-hold-{i}".encode()).digest())
+
+
+def register_hold_users(db: str, n: int) -> float:
+    """Register the idle clients' names beforehand (returning users, not new ones: holding
+    them is measured, not registering them); the seconds it took."""
+    started = time.perf_counter()
+    registry = open_registry(db)
+    try:
+        for i in range(n):
+            registry.claim(f"h{i:06d}", bytes(hold_key(i).verify_key))
+    finally:
+        registry.close()
+    return time.perf_counter() - started
+
+
+def port_range() -> int:
+    """How many ephemeral ports one source address has per destination."""
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return int(high) - int(low) + 1
 
 
 def free_port() -> int:
@@ -79,10 +125,16 @@ def start_redis(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def start_server(
-    clients: int, tmp: str, redis: str = "", handshakes: int = 4096, per_ip: int = 0
+    clients: int,
+    tmp: str,
+    redis: str = "",
+    handshakes: int = 4096,
+    per_ip: int = 0,
+    settings: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, int]:
     """One instance for ``clients``; ``per_ip``: connections from one address on all the
-    instances together (every client comes from 127.0.0.1), by default ``clients``."""
+    instances together (every client comes from 127.0.0.1), by default ``clients``;
+    ``settings``: more VOICE_SIGNALING_* variables."""
     port, http_port = free_port(), free_port()
     env = {
         "VOICE_SIGNALING_REDIS": redis,
@@ -102,8 +154,14 @@ def start_server(
         "VOICE_SIGNALING_REGISTRATION_BURST": str(clients + 100),
         "VOICE_SIGNALING_MAX_HANDSHAKES": str(handshakes),  # logins in flight, one address
         "VOICE_SIGNALING_LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING"),
+        **{f"VOICE_SIGNALING_{k.upper()}": v for k, v in (settings or {}).items()},
     }
-    proc = subprocess.Popen([sys.executable, "-m", "signaling"], env=env)
+    command = [sys.executable, "-m", "signaling"]
+    profile_dir = os.environ.get("BENCH_PROFILE")  # cProfile each instance into this directory
+    if profile_dir:
+        out = os.path.join(profile_dir, f"instance-{port}.prof")
+        command[1:1] = ["-m", "cProfile", "-o", out]
+    proc = subprocess.Popen(command, env=env)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -291,19 +349,34 @@ async def run_deployment(args: argparse.Namespace, instances: int, redis: bool) 
 
 async def hold(args: argparse.Namespace) -> dict[str, Any]:
     """As many idle, logged-in clients as 4 instances and this machine hold: load worker
-    processes (each under its own RLIMIT_NOFILE) log in ``--hold`` clients in all."""
+    processes log in ``--hold`` clients in all, then everything stays for ``--hold-seconds``
+    while the CPU that holding them costs is read."""
     instances, per_worker = 4, args.hold_per_worker
     workers_n = -(-args.hold // per_worker)
+    per_instance = -(-args.hold // instances)
+    # Logins in flight: half the instances' handshake slots for one address, shared out (every
+    # client comes from 127.0.0.1; signaling.admission allows one address 1/16 of the slots).
+    concurrency = max(1, instances * max(4, args.hold_handshakes // 16) // 2 // workers_n)
+    settings = {"max_users": str(args.hold + 1000)}
+    if args.hold_ping_interval is not None:
+        settings["ping_interval"] = str(args.hold_ping_interval)
     with tempfile.TemporaryDirectory() as tmp:
         procs: list[subprocess.Popen[bytes]] = []
         workers: list[subprocess.Popen[bytes]] = []
         try:
+            register_s = register_hold_users(os.path.join(tmp, "registry.sqlite3"), args.hold)
             redis_proc, url = start_redis(tmp)
             procs.append(redis_proc)
-            # Fewer handshake slots leave more of each instance's descriptors to logged-in users.
-            size = args.hold // instances + 100
             servers = [
-                start_server(size, tmp, url, handshakes=512, per_ip=args.hold) for _ in range(4)
+                start_server(
+                    per_instance + 100,
+                    tmp,
+                    url,
+                    handshakes=args.hold_handshakes,  # few: descriptors for logged-in users
+                    per_ip=args.hold,
+                    settings=settings,
+                )
+                for _ in range(instances)
             ]
             procs += [p for p, _, _ in servers]
             await asyncio.sleep(0.5)
@@ -314,15 +387,24 @@ async def hold(args: argparse.Namespace) -> dict[str, Any]:
                 count = min(per_worker, args.hold - w * per_worker)
                 command = [sys.executable, "-m", "bench.signaling_load", "--worker", urls]
                 command += ["--clients", str(count), "--first", str(w * per_worker)]
+                command += ["--concurrency", str(concurrency)]
                 workers.append(
                     subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # noqa: ASYNC220
                 )
+            pids = [p.pid for p in procs] + [w.pid for w in workers]
             reports = []
             for worker in workers:
                 assert worker.stdout is not None
                 reports.append(json.loads(worker.stdout.readline() or b"{}"))
             connect_s = time.perf_counter() - started
+            login_cpu = [cpu_seconds(pid) for pid in pids]  # from start: mostly logging in
+            await asyncio.sleep(2.0)
             health = [await healthz(h) for _, _, h in servers]
+            t0, cpu0 = time.perf_counter(), [cpu_seconds(pid) for pid in pids]
+            await asyncio.sleep(args.hold_seconds)
+            elapsed = time.perf_counter() - t0
+            idle_cpu = [(cpu_seconds(pid) - c) / elapsed for pid, c in zip(pids, cpu0, strict=True)]
+            after = [await healthz(h) for _, _, h in servers]
             held = [rss_kib(p.pid) for p, _, _ in servers]
             limits = [server_limits(p.pid) for p, _, _ in servers]
             worker_rss = [rss_kib(w.pid) for w in workers if w.poll() is None]
@@ -332,17 +414,41 @@ async def hold(args: argparse.Namespace) -> dict[str, Any]:
                     worker.stdin.close()
             stop_all([*workers, *procs[::-1]])
     logged_in = sum(int(h["logged_in"]) for h in health)
+    n_servers = 1 + instances  # Redis, then the instances, then the workers
+    failed: dict[str, int] = {}
+    for report in reports:
+        for kind, count in report.get("failed", {}).items():
+            failed[kind] = failed.get(kind, 0) + count
     return {
         "requested": args.hold,
         "logged_in_per_instance": [h["logged_in"] for h in health],
         "logged_in_total": logged_in,
-        "worker_reports": reports,
+        "still_logged_in_after_hold": sum(int(h["logged_in"]) for h in after),
+        "failed_logins_by_kind": failed,
+        "load_workers": len(workers),
+        "preregistration_s": round(register_s, 1),
         "connect_and_login_s": round(connect_s, 1),
+        "logins_per_s": round(logged_in / connect_s, 1),
+        "login_cpu_ms_per_client": {
+            "instances_and_redis": round(sum(login_cpu[:n_servers]) / max(1, logged_in) * 1e3, 2),
+            "load_workers": round(sum(login_cpu[n_servers:]) / max(1, logged_in) * 1e3, 2),
+        },
+        "holding_cpu_cores": {
+            "redis": round(idle_cpu[0], 3),
+            "instances": [round(c, 3) for c in idle_cpu[1:n_servers]],
+            "load_workers": round(sum(idle_cpu[n_servers:]), 3),
+        },
+        "hold_seconds": args.hold_seconds,
+        "server_ping_interval_s": args.hold_ping_interval or Config().ping_interval,
+        "handshake_slots_per_instance": args.hold_handshakes,
+        "logins_in_flight": concurrency * len(workers),
         "server_rss_mib": [round(h / 1024, 1) for h in held],
         "kib_per_connection": round((sum(held) - sum(base)) / max(1, logged_in), 1),
         "load_worker_rss_mib": round(sum(worker_rss) / 1024, 1),
+        "load_worker_kib_per_client": round(sum(worker_rss) / max(1, logged_in), 1),
         "server_open_files_limit": limits,
-        "memory_available_mib": memory_available_mib(),
+        "ephemeral_ports_per_destination": port_range(),
+        "memory_available_mib_at_end": memory_available_mib(),
     }
 
 
@@ -374,13 +480,14 @@ def memory_available_mib() -> int:
 async def worker(args: argparse.Namespace) -> None:
     """One load process of :func:`hold`: log in, print a JSON line, stay until stdin closes."""
     raise_nofile()
+    gc.disable()  # thousands of long-lived clients: collections would only cost time here
     urls = args.worker.split(",")
     gate = asyncio.Semaphore(args.concurrency)
     made: list[SignalingClient] = []
     failed: dict[str, int] = {}
 
     async def one(i: int) -> None:
-        key = SigningKey.generate()
+        key = hold_key(args.first + i)
         async with gate:
             try:
                 made.append(
@@ -397,8 +504,10 @@ async def worker(args: argparse.Namespace) -> None:
                 kind = type(exc).__name__
                 failed[kind] = failed.get(kind, 0) + 1
 
+    started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(args.clients)))
-    print(json.dumps({"logged_in": len(made), "failed": failed}), flush=True)
+    report = {"logged_in": len(made), "failed": failed, "s": time.perf_counter() - started}
+    print(json.dumps(report), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
@@ -409,9 +518,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if n == 1 and not args.redis_only:
             runs.append(await run_deployment(args, 1, redis=False))
         runs.append(await run_deployment(args, n, redis=True))
-    return {
+    result: dict[str, Any] = {"hold": await hold(args)} if args.hold else {}
+    if not runs:
+        return result
+    return result | {
         "runs": runs,
-        "hold": await hold(args) if args.hold else None,
         "settings": {
             "clients": args.clients,
             "pairs": args.pairs,
@@ -442,7 +553,7 @@ def print_table(r: dict[str, Any]) -> None:
         "per process CPU",
     )
     print("  " + " | ".join(head))
-    for run in r["runs"]:
+    for run in r.get("runs", []):
         sat = run["routing_saturated"]
         name = f"{run['instances']} instance{'s' if run['instances'] > 1 else ''}"
         name += " + Redis" if run["redis"] else ", no Redis"
@@ -458,12 +569,20 @@ def print_table(r: dict[str, Any]) -> None:
             + f" (load {sat['load_client_cpu_core_fraction']})",
         )
         print("  " + " | ".join(cells))
-    if r["hold"]:
+    if r.get("hold"):
         h = r["hold"]
         print(
             f"\n  idle logged-in clients, 4 instances: {h['logged_in_total']} of {h['requested']} "
-            f"({h['logged_in_per_instance']}); {h['kib_per_connection']} KiB/connection; "
-            f"open-files limit per instance {h['server_open_files_limit']}"
+            f"({h['logged_in_per_instance']}), {h['still_logged_in_after_hold']} still after "
+            f"{h['hold_seconds']} s; failed logins {h['failed_logins_by_kind']}\n"
+            f"  logged in in {h['connect_and_login_s']} s ({h['logins_per_s']}/s; CPU ms per "
+            f"login {h['login_cpu_ms_per_client']})\n"
+            f"  {h['kib_per_connection']} KiB/connection in the instances "
+            f"({h['server_rss_mib']} MiB), {h['load_worker_kib_per_client']} KiB/client in "
+            f"the load workers; holding them costs CPU cores {h['holding_cpu_cores']}\n"
+            f"  open-files limit per instance {h['server_open_files_limit']}; ephemeral ports "
+            f"per destination {h['ephemeral_ports_per_destination']}; memory available at "
+            f"the end {h['memory_available_mib_at_end']} MiB"
         )
 
 
@@ -473,8 +592,9 @@ def main() -> None:
     parser.add_argument(
         "--instances",
         type=lambda text: [int(n) for n in text.split(",")],
-        default=[1],
-        help="comma-separated instance counts; 1 runs with and without Redis",
+        default=None,
+        help="comma-separated instance counts; 1 runs with and without Redis (default: 1, "
+        "or none with --hold)",
     )
     parser.add_argument("--redis-only", action="store_true", help="skip one instance alone")
     parser.add_argument("--concurrency", type=int, default=64, help="logins in flight")
@@ -484,6 +604,11 @@ def main() -> None:
     parser.add_argument("--body-bytes", type=int, default=256)
     parser.add_argument("--hold", type=int, default=0, help="idle clients on 4 instances")
     parser.add_argument("--hold-per-worker", type=int, default=15_000)
+    parser.add_argument("--hold-seconds", type=float, default=10.0, help="held, CPU read")
+    parser.add_argument("--hold-handshakes", type=int, default=512, help="per instance")
+    parser.add_argument(
+        "--hold-ping-interval", type=float, default=None, help="instances' keepalive (s)"
+    )
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -491,9 +616,13 @@ def main() -> None:
     if args.worker:
         asyncio.run(worker(args))
         return
+    if args.instances is None:
+        args.instances = [] if args.hold else [1]
     result = asyncio.run(run(args))
     print_table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.exists():  # keep the parts this run did not measure
+        result = json.loads(args.out.read_text()) | result
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out}")
 

@@ -11,7 +11,8 @@ callers answer their clients with an error, nothing waits. A connection loop ret
 backoff and full jitter; once connected it loads the scripts, subscribes, registers the
 instance and calls ``on_resync`` so that the caller registers its sessions again (a restarted
 Redis has forgotten them). The same happens when a heartbeat finds the instance missing
-(swept as dead after a long pause).
+(swept as dead after a long pause). Whatever ends a connection (Redis lost, or a bug in
+``on_resync``) ends its tasks with it and the loop connects again: only :meth:`stop` ends it.
 """
 
 from __future__ import annotations
@@ -95,9 +96,16 @@ class RedisBus:
                 await self._runner
 
     # The operations (each one script, atomic in Redis).
-    async def route(self, user: str, payload: str) -> bool:
-        """Publish ``payload`` to the instance holding ``user``; False if nobody does."""
-        return bool(await self._script("route", user, payload))
+    async def route(self, user: str, envelope: str) -> bool:
+        """Publish ``envelope`` to the instance holding ``user``; False if nobody does."""
+        return (await self.route_many([(user, envelope)]))[0]
+
+    async def route_many(self, envelopes: Sequence[tuple[str, str]]) -> list[bool]:
+        """Publish each (user, envelope) to the instance holding that user, one message per
+        instance in one script; for each, False if nobody does (not published)."""
+        flat = [v for pair in envelopes for v in pair]
+        published: bytes = await self._script("route", *flat)
+        return [c == 0x31 for c in published]  # b"1"
 
     async def claim(self, user: str, session: int) -> tuple[str | None, bool, bytes | None]:
         """Make ``session`` here ``user``'s one session: (the old "<inst> <sid>", whether its
@@ -144,6 +152,7 @@ class RedisBus:
         while True:
             client: Redis | None = None
             pubsub: PubSub | None = None
+            tasks: list[asyncio.Task[None]] = []  # cancelled however this connection ends
             try:
                 client = Redis.from_url(
                     self.url,
@@ -157,25 +166,26 @@ class RedisBus:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(self.channel)
                 self._client, self.up = client, True
-                writer = asyncio.create_task(self._write(client))
+                tasks.append(asyncio.create_task(self._write(client)))
                 await self._heartbeat(resync=True)
                 self._connected.set()
                 _info("redis_connected", instance=self.instance, reconnects=self.reconnects)
                 ceiling = RECONNECT_BASE
-                tasks = [writer, asyncio.create_task(self._read(pubsub))]
+                tasks.append(asyncio.create_task(self._read(pubsub)))
                 tasks.append(asyncio.create_task(self._beat()))
-                try:
-                    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                    for task in done:
-                        task.result()  # raises why it ended
-                finally:
-                    for task in tasks:
-                        task.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # raises why it ended
             except (RedisError, OSError, TimeoutError, BusUnavailable) as exc:
                 if self.up or ceiling == RECONNECT_BASE:
                     log.warning("redis_lost", extra={"fields": {"error": str(exc)[:200]}})
+            except Exception as exc:  # a bug (in on_resync, say): retry, never stop for good
+                fields = {"error": type(exc).__name__}
+                log.error("bus_failed", extra={"fields": fields}, exc_info=exc)
             finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 self.up, self._client = False, None
                 self._fail_queued()
                 for closing in (pubsub, client):

@@ -5,6 +5,10 @@ compact JSON array, its first element the kind:
 
     ["env", id, origin, to, from, body]   an envelope for ``to``, who is on the receiving
                                           instance; ``body`` is the sender's base64, untouched
+    ["envs", [env, ...]]                  envelopes, each an "env" message, in the order
+                                          sent: the route script publishes the envelopes
+                                          of one batch for one instance so (one alone as
+                                          an "env")
     ["acks", [[id, outcome], ...]]        what became of envelopes this instance forwarded
     ["kick", id, origin, user, session]   ``user`` logged in on ``origin``: close ``session``
     ["kicked", id, allowances | null]     done; the closed session's token levels
@@ -26,10 +30,11 @@ from signaling.handoff import Outcome
 
 MAX_SEEN = 65_536  # envelope ids remembered per instance for duplicate detection
 MAX_ACKS = 4_096  # acknowledgements in one message
+MAX_ENVELOPES = 4_096  # envelopes in one "envs" message
 
 
 class BusMessageError(ValueError):
-    """A bus message that is not one of the four kinds, well formed."""
+    """A bus message that is not one of the five kinds, well formed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,11 @@ class Envelope:
     to: str
     from_user: str
     body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Envelopes:
+    items: tuple[Envelope, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +70,15 @@ class Kicked:
     allowances: str | None  # Allowances.encode(), or None: no such session any more
 
 
-BusMessage = Envelope | Acks | Kick | Kicked
+BusMessage = Envelope | Envelopes | Acks | Kick | Kicked
 
 
 def encode(message: BusMessage) -> str:
     if isinstance(message, Envelope):
         m = message
         return _dump(["env", m.id, m.origin, m.to, m.from_user, m.body])
+    if isinstance(message, Envelopes):
+        return f'["envs",[{",".join(encode(m) for m in message.items)}]]'
     if isinstance(message, Acks):
         return _dump(["acks", [[i, str(o)] for i, o in message.items]])
     if isinstance(message, Kick):
@@ -85,6 +97,10 @@ def parse(data: str | bytes) -> BusMessage:
     kind, rest = value[0], value[1:]
     if kind == "env" and len(rest) == 5 and all(isinstance(v, str) for v in rest):
         return Envelope(*rest)
+    if kind == "envs" and len(rest) == 1 and isinstance(rest[0], list):
+        if len(rest[0]) > MAX_ENVELOPES:
+            raise BusMessageError("too many envelopes")
+        return Envelopes(tuple(_envelope(item) for item in rest[0]))
     if kind == "acks" and len(rest) == 1 and isinstance(rest[0], list):
         if len(rest[0]) > MAX_ACKS:
             raise BusMessageError("too many acknowledgements")
@@ -119,6 +135,13 @@ class SeenIds:
         if len(self._ids) > self._size:
             self._ids.popitem(last=False)
         return True
+
+
+def _envelope(item: object) -> Envelope:
+    fields = item[1:] if isinstance(item, list) and len(item) == 6 and item[0] == "env" else []
+    if fields and all(isinstance(v, str) for v in fields):
+        return Envelope(*fields)
+    raise BusMessageError("malformed envelope in a batch")
 
 
 def _ack(item: object) -> tuple[str, Outcome]:

@@ -84,16 +84,42 @@ redis.call('SET', p .. 'allow:' .. user, ARGV[5], 'EX', tonumber(ARGV[6]))
 return 1
 """
 
-# ARGV: prefix, user, payload. Publishes to the instance that holds the user, if it is alive;
-# returns 1 if an instance received it, 0 if nobody holds the user (offline).
+# ARGV: prefix, then user, envelope pairs (each envelope one JSON "env" message). Groups the
+# envelopes by the live instance that holds their user, in order, and publishes each group as
+# one message to that instance: ["envs",[<envelope>,...]], or the envelope itself if alone.
+# Returns one character per envelope: "1" an instance received it, "0" nobody (alive and
+# subscribed) holds the user.
 ROUTE = (
     _NOW
     + """
-local cur = redis.call('HGET', p .. 'presence', ARGV[2])
-if not cur then return 0 end
-local inst = string.match(cur, '^(%S+)')
-if not alive(inst) then return 0 end
-return redis.call('PUBLISH', p .. 'inst:' .. inst, ARGV[3])
+local out, groups, order, live = {}, {}, {}, {}
+for i = 2, #ARGV, 2 do
+  out[#out + 1] = '0'
+  local cur = redis.call('HGET', p .. 'presence', ARGV[i])
+  local inst = cur and string.match(cur, '^(%S+)')
+  if inst then
+    if live[inst] == nil then live[inst] = alive(inst) or false end
+    if live[inst] then
+      local g = groups[inst]
+      if not g then
+        g = {bodies = {}, at = {}}
+        groups[inst] = g
+        order[#order + 1] = inst
+      end
+      g.bodies[#g.bodies + 1] = ARGV[i + 1]
+      g.at[#g.at + 1] = #out
+    end
+  end
+end
+for _, inst in ipairs(order) do
+  local g = groups[inst]
+  local message = g.bodies[1]
+  if #g.bodies > 1 then message = '["envs",[' .. table.concat(g.bodies, ',') .. ']]' end
+  if redis.call('PUBLISH', p .. 'inst:' .. inst, message) > 0 then
+    for _, at in ipairs(g.at) do out[at] = '1' end
+  end
+end
+return table.concat(out)
 """
 )
 
@@ -116,19 +142,23 @@ return 1
 """
 
 # ARGV: prefix, instance, then user, session pairs. Registers the instance's sessions again
-# (after a Redis restart, or a sweep); a user that another instance holds now is not taken
-# back: returned, so that our stale session is closed.
+# (after a Redis restart, or a sweep) where nobody holds the user. Taken back from nobody:
+# a user that another instance holds now is returned, so that our stale session is closed;
+# a user held by another session of this instance is left alone (a login here claimed it
+# after the caller listed its sessions: the list is stale, the claim is newer).
 RESYNC_USERS = """
 local p, inst = ARGV[1], ARGV[2]
 local lost = {}
 for i = 3, #ARGV, 2 do
-  local user, mine = ARGV[i], inst .. ' ' .. ARGV[i + 1]
+  local user = ARGV[i]
   local cur = redis.call('HGET', p .. 'presence', user)
-  if cur and cur ~= mine and string.sub(cur, 1, #inst + 1) ~= inst .. ' ' then
-    table.insert(lost, user)
-  else
-    redis.call('HSET', p .. 'presence', user, mine)
+  if not cur then
+    redis.call('HSET', p .. 'presence', user, inst .. ' ' .. ARGV[i + 1])
     redis.call('SADD', p .. 'users:' .. inst, user)
+  elseif string.sub(cur, 1, #inst + 1) == inst .. ' ' then
+    redis.call('SADD', p .. 'users:' .. inst, user)
+  else
+    table.insert(lost, user)
   end
 end
 return lost

@@ -11,11 +11,14 @@ actions that come back. What it guarantees:
   :data:`~signaling.bus.INSTANCE_TTL` and are free to log in anywhere at once.
 * **Delivery: at most once, and the sender always gets an answer.** An envelope for a user on
   another instance is published once (never re-sent) with a unique id; the receiving instance
-  drops a repeated id and acknowledges what it did. ``sent`` means it was handed to the
-  recipient's connection. Offline, a full queue, no bus, or no acknowledgement within
-  :data:`ACK_TIMEOUT` each give the sender an ``error`` (``offline`` or ``queue_full``, its
-  ``id`` the send's) and the envelope is not retried; after a timeout the message says that
-  delivery was not confirmed (it may have arrived: at most once, not exactly once).
+  drops a repeated id and acknowledges what it did (those of one loop iteration in one
+  message per origin). The forwards of one loop iteration go out together, in order: one
+  script finds their owners and publishes one message per receiving instance. ``sent``
+  means it was handed to the recipient's connection. Offline, a full queue, no bus, or no
+  acknowledgement within :data:`ACK_TIMEOUT` each give the sender an ``error`` (``offline``
+  or ``queue_full``, its ``id`` the send's) and the envelope is not retried; after a timeout
+  the message says that delivery was not confirmed (it may have arrived: at most once, not
+  exactly once).
 * **Limits.** The per-IP connection limit counts connections on every instance (Redis
   counters, rebuilt after a Redis restart, swept when an instance dies); the per-user rates
   move with the user (kick answers and the ``allow:`` key).
@@ -40,6 +43,7 @@ from signaling.busmessages import (
     BusMessage,
     BusMessageError,
     Envelope,
+    Envelopes,
     Kick,
     Kicked,
     SeenIds,
@@ -54,6 +58,8 @@ log = logging.getLogger("signaling.cluster")
 ACK_TIMEOUT = 2.0  # s for another instance to acknowledge an envelope
 KICK_TIMEOUT = 1.0  # s for the old session's instance to confirm it closed it
 CLAIM_TIMEOUT = 3.0  # s for a login's claim in all
+ROUTE_BATCH = 256  # envelopes in one route script at most
+ROUTE_BATCH_BYTES = 1 << 20  # and their encoded size (a batch may exceed it by one envelope)
 
 
 class Cluster:
@@ -67,9 +73,14 @@ class Cluster:
         *,
         prefix: str = "voice:",
         ack_timeout: float = ACK_TIMEOUT,
+        per_ip_limit: int | None = None,
         **bus_options: Any,
     ) -> None:
+        """``per_ip_limit``: connections from one address on all the instances together; by
+        default the router's, which may have been lowered to fit this instance's descriptors
+        (:func:`~signaling.admission.fit_to_fd_limit`): the server passes the configured one."""
         self.router = router
+        self.per_ip_limit = per_ip_limit or router.config.max_connections_per_ip
         self.instance = secrets.token_hex(8)
         self.bus = RedisBus(
             url,
@@ -83,7 +94,9 @@ class Cluster:
         self._apply = apply
         self._ack_timeout = ack_timeout
         self._ids = itertools.count(1)
-        self._pending: dict[str, asyncio.Future[Outcome]] = {}
+        self._pending: dict[str, Forward] = {}  # published, awaiting their acknowledgement
+        self._outbox: list[Forward] = []  # forwards of this loop iteration, not yet published
+        self._timers: dict[str, asyncio.TimerHandle] = {}  # by a batch's first id
         self._kicks: dict[str, asyncio.Future[str | None]] = {}
         self._acks: dict[str, list[tuple[str, Outcome]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -98,11 +111,15 @@ class Cluster:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for timer in self._timers.values():
+            timer.cancel()
         await self.bus.stop()
 
     def carry_out(self, action: Forward | Claim) -> None:
         if isinstance(action, Forward):
-            self._spawn(self._forward(action))
+            if not self._outbox:
+                asyncio.get_running_loop().call_soon(self._flush_forwards)
+            self._outbox.append(action)
         else:
             self._spawn(self._claim(action))
 
@@ -114,30 +131,83 @@ class Cluster:
     async def admit(self, net: str) -> bool | None:
         """Count a connection from ``net`` on the whole deployment: True (counted; call
         :meth:`unadmit` when it closes), False (the address is at its limit everywhere), None
-        (no bus: not counted; the local limit still applies)."""
+        (no bus: not counted; the local limit still applies). If we time out or are
+        cancelled meanwhile, a count that lands afterwards is taken back."""
+        counting = asyncio.ensure_future(self.bus.admit(net, self.per_ip_limit))
         try:
-            limit = self.router.config.max_connections_per_ip
-            return await asyncio.wait_for(self.bus.admit(net, limit), self._ack_timeout)
-        except (BusUnavailable, TimeoutError):
+            return await asyncio.wait_for(asyncio.shield(counting), self._ack_timeout)
+        except BusUnavailable:
             return None
+        except TimeoutError:
+            counting.add_done_callback(lambda done: self._uncount(net, done))
+            return None
+        except asyncio.CancelledError:  # the connection's handler went away
+            counting.add_done_callback(lambda done: self._uncount(net, done))
+            raise
+
+    def _uncount(self, net: str, counting: asyncio.Future[bool]) -> None:
+        """A count nobody will :meth:`unadmit` (its caller gave up): undo it if it landed."""
+        if not counting.cancelled() and counting.exception() is None and counting.result():
+            self.unadmit(net)
 
     def unadmit(self, net: str) -> None:
         if self.bus.up:
             self._spawn(self._quietly(self.bus.unadmit(net)))
 
-    async def _forward(self, f: Forward) -> None:
-        envelope_id = f"{self.instance}:{next(self._ids)}"
-        payload = encode(Envelope(envelope_id, self.instance, f.to, f.from_user, f.body))
-        answer = self._pending[envelope_id] = asyncio.get_running_loop().create_future()
+    def _flush_forwards(self) -> None:
+        """Publish the forwards of one loop iteration, in order, in as few route scripts as
+        their number and size allow (each one message per receiving instance)."""
+        outbox, self._outbox = self._outbox, []
+        batch: list[tuple[str, str, str]] = []  # (id, user, envelope)
+        size = 0
+        for f in outbox:
+            envelope_id = f"{self.instance}:{next(self._ids)}"
+            envelope = encode(Envelope(envelope_id, self.instance, f.to, f.from_user, f.body))
+            self._pending[envelope_id] = f
+            batch.append((envelope_id, f.to, envelope))
+            size += len(envelope)
+            if len(batch) >= ROUTE_BATCH or size >= ROUTE_BATCH_BYTES:
+                self._spawn(self._route(batch))
+                batch, size = [], 0
+        if batch:
+            self._spawn(self._route(batch))
+
+    async def _route(self, batch: list[tuple[str, str, str]]) -> None:
+        """One route script for ``batch``: offline at once for a user nobody holds, then each
+        acknowledgement answers its sender; unconfirmed after ``ack_timeout``: unreachable."""
+        ids = [envelope_id for envelope_id, _, _ in batch]
+        loop = asyncio.get_running_loop()
+        self._timers[ids[0]] = loop.call_later(self._ack_timeout, self._expire, ids)
         try:
             async with asyncio.timeout(self._ack_timeout):
-                published = await self.bus.route(f.to, payload)
-                outcome = await answer if published else Outcome.OFFLINE
+                published = await self.bus.route_many([(to, env) for _, to, env in batch])
         except (BusUnavailable, TimeoutError):
-            outcome = Outcome.UNREACHABLE
-        finally:
-            del self._pending[envelope_id]
-        self._apply(self.router.forwarded(f.session, f.msg_id, f.to, outcome))
+            self._expire(ids)
+            return
+        except asyncio.CancelledError:  # stopping: nobody is answered any more
+            timer = self._timers.pop(ids[0], None)
+            if timer is not None:
+                timer.cancel()
+            for envelope_id in ids:
+                self._pending.pop(envelope_id, None)
+            raise
+        for envelope_id, ok in zip(ids, published, strict=True):
+            if not ok:
+                self._answer(envelope_id, Outcome.OFFLINE)
+
+    def _expire(self, ids: list[str]) -> None:
+        """No acknowledgement in time (or no bus): those still pending were not confirmed."""
+        timer = self._timers.pop(ids[0], None)
+        if timer is not None:
+            timer.cancel()  # when called before its time
+        for envelope_id in ids:
+            self._answer(envelope_id, Outcome.UNREACHABLE)
+
+    def _answer(self, envelope_id: str, outcome: Outcome) -> None:
+        """The one answer for a published envelope (later ones for the same id are ignored)."""
+        f = self._pending.pop(envelope_id, None)
+        if f is not None:
+            self._apply(self.router.forwarded(f.session, f.msg_id, f.to, outcome))
 
     async def _claim(self, c: Claim) -> None:
         try:
@@ -174,16 +244,14 @@ class Cluster:
         except BusMessageError as exc:
             log.warning("bad_bus_message", extra={"fields": {"error": str(exc)}})
             return
-        if isinstance(message, Envelope):
-            if not self.seen.first(message.id):
-                return  # at most once: a copy of an envelope already handled
-            m = message
-            actions, outcome = self.router.deliver_remote(m.from_user, m.to, m.body)
-            self._apply(actions)
-            self._acknowledge(m.origin, m.id, outcome)
+        if isinstance(message, Envelopes):
+            for envelope in message.items:
+                self._deliver(envelope)
+        elif isinstance(message, Envelope):
+            self._deliver(message)
         elif isinstance(message, Acks):
             for envelope_id, outcome in message.items:
-                _settle(self._pending.get(envelope_id), outcome)
+                self._answer(envelope_id, outcome)
         elif isinstance(message, Kick):
             actions, handed = self.router.kick(message.user, message.session)
             self._apply(actions)
@@ -191,6 +259,13 @@ class Cluster:
             self._spawn(self._quietly(self.bus.publish(message.origin, encode(reply))))
         else:
             _settle(self._kicks.get(message.id), message.allowances)
+
+    def _deliver(self, m: Envelope) -> None:
+        if not self.seen.first(m.id):
+            return  # at most once: a copy of an envelope already handled
+        actions, outcome = self.router.deliver_remote(m.from_user, m.to, m.body)
+        self._apply(actions)
+        self._acknowledge(m.origin, m.id, outcome)
 
     def _acknowledge(self, origin: str, envelope_id: str, outcome: Outcome) -> None:
         """Queue an acknowledgement; all those of one loop iteration go as one message."""
@@ -206,7 +281,9 @@ class Cluster:
                 self._spawn(self._quietly(self.bus.publish(origin, message)))
 
     async def _resync(self) -> None:
-        """Connected (again): register our sessions; close those another instance took."""
+        """Connected (again): register our sessions; close those another instance took. A
+        user claimed here since ``sessions`` was taken keeps its claim (the script leaves
+        presence of this instance alone), so a stale session of ours never overwrites it."""
         sessions = self.router.sessions_by_user()
         lost = await self.bus.resync(sessions, self.router.connections_per_address())
         for user in set(lost):

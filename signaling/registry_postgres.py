@@ -15,7 +15,10 @@ go to the network:
   (``INSERT ... ON CONFLICT DO NOTHING``: two instances racing for a name agree), using up an
   invitation the copy says is valid, and the admin command's writes. Those are registrations,
   rare and rate limited; when the database is down they fail with :class:`RegistryUnavailable`
-  and the server answers that login with ``internal``.
+  and the server answers that login with ``internal``. A lost writing connection is opened
+  again in a thread behind a circuit breaker (:mod:`signaling.registry_breaker`): the loop
+  waits for it at most a fraction of a second, and while the database stays away writes fail
+  at once, so a vanished database host stalls the instance at most once per backoff period.
 
 Another process's change reaches an instance within a notification's delay (milliseconds)
 rather than at its very next query as with one SQLite file; the database still decides every
@@ -37,24 +40,24 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from signaling.registry import RegistryUnavailable, invite_digest
+from signaling.registry_breaker import CONNECT_WAIT, Conn, WriterBreaker
 from signaling.registry_schema import CHANNEL, VERSIONS_TABLE, pending
 
 log = logging.getLogger("signaling.registry")
 
 TIMEOUT = 2.0  # seconds a statement (or a lock, or an unanswered packet) may take
-RETRY = 0.5  # first pause before reconnecting; doubles up to MAX_RETRY
-MAX_RETRY = 30.0
+RETRY = 0.5  # first pause before reconnecting; doubles up to MAX_RETRY (writes: the breaker's)
+MAX_RETRY = 30.0  # the listening connection, in its thread
 MIGRATION_TIMEOUT_MS = 60_000  # one migration, or waiting for another instance's
 LOCK_KEY = 0x766F_6963_6572_6567  # pg_advisory_xact_lock key of migrations ("voiceregg")
 
 T = TypeVar("T")
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 def describe(url: str) -> str:
@@ -106,24 +109,27 @@ class PostgresRegistry:
         *,
         timeout: float = TIMEOUT,
         retry: float = RETRY,
+        connect_wait: float = CONNECT_WAIT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.where = describe(url)
-        self._url, self._timeout, self._retry, self._clock = url, timeout, retry, clock
+        self._url, self._timeout, self._retry = url, timeout, retry
         self._owners: dict[str, bytes] = {}
         self._invites: dict[bytes, tuple[str | None, float]] = {}
         self._bound: dict[str, dict[bytes, float]] = {}  # name -> its invitations' expiries
-        self._writer: Conn | None = None
+        self._writer = WriterBreaker(
+            self._connect, self.where, retry=retry, wait=connect_wait, clock=clock
+        )
         self._listener: Conn | None = None
-        self._write_after = 0.0  # no new writer connection before this (clock)
         self._lock = threading.Lock()  # guards _pending and _closed against the reconnector
         self._pending: _Snapshot | None = None
         self._closed = False
         self._stop = threading.Event()
         self._reconnector: threading.Thread | None = None
         try:
-            self._writer = self._connect()
-            migrate_postgres(self._writer, self.where)
+            first = self._connect()  # at start, libpq's own timeouts: nothing runs yet
+            self._writer.use(first)
+            migrate_postgres(first, self.where)
             self._install(self._snapshot())
         except psycopg.Error as exc:
             self.close()
@@ -198,10 +204,11 @@ class PostgresRegistry:
             self._closed = True
             pending, self._pending = self._pending, None
         self._stop.set()
-        for conn in (self._writer, self._listener, pending.conn if pending else None):
+        self._writer.close()
+        for conn in (self._listener, pending.conn if pending else None):
             if conn is not None:
                 conn.close()
-        self._writer = self._listener = None
+        self._listener = None
 
     # --- the database ----------------------------------------------------------------------
 
@@ -230,22 +237,14 @@ class PostgresRegistry:
         return conn
 
     def _write(self, operation: Callable[[Conn], T]) -> T:
-        """Run ``operation`` on the writing connection, opening it again if it broke (at most
-        once per ``retry`` seconds); RegistryUnavailable if the database cannot be reached."""
-        conn = self._writer
-        if conn is None or conn.closed or conn.broken:
-            if self._clock() < self._write_after:
-                raise RegistryUnavailable(f"the registry {self.where} is unreachable; try later")
-            try:
-                conn = self._writer = self._connect()
-            except psycopg.Error as exc:
-                self._write_after = self._clock() + self._retry
-                raise RegistryUnavailable(f"the registry {self.where}: {exc}") from None
+        """Run ``operation`` on the writing connection; RegistryUnavailable if the database
+        cannot be reached (at once while the breaker is open). A write that finds the
+        connection dead fails, and the next one opens another."""
+        conn = self._writer.connection()
         try:
             return operation(conn)
         except psycopg.OperationalError as exc:  # connection lost, or a timeout
-            conn.close()
-            self._writer = None
+            self._writer.lost()
             raise RegistryUnavailable(f"the registry {self.where}: {exc}") from None
 
     def _insert_user(self, conn: Conn, user: str, key: bytes) -> bytes | None:
@@ -322,6 +321,7 @@ class PostgresRegistry:
                 snapshot, self._pending = self._pending, None
             if snapshot is not None:
                 self._install(snapshot)
+                self._writer.reset()  # the database answers again: writes may try at once
                 log.info("registry_reconnected", extra={"fields": {"db": self.where}})
         listener = self._listener
         if listener is None:

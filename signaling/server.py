@@ -112,8 +112,13 @@ class SignalingServer:
         # Logins are bound to the server id, our certificate's hash and our host names.
         self.identity, self.tls = load_server_identity(config)
         self.router = Router(config, registry, identity=self.identity, cluster=bool(config.redis))
+        # The per-address limit counted on all the instances is the configured one: fitting
+        # to our descriptors lowers only what this instance holds (the router's own count).
+        per_ip = self.requested.max_connections_per_ip
         self.cluster = (
-            Cluster(self.router, config.redis, self._apply_later) if config.redis else None
+            Cluster(self.router, config.redis, self._apply_later, per_ip_limit=per_ip)
+            if config.redis
+            else None
         )
         self.sockets: SocketTable[_Connection] = SocketTable.for_config(config)
         self.metrics = make_registry(self.router, self.sockets, self.cluster)

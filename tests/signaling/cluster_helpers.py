@@ -1,10 +1,17 @@
 """A real deployment on loopback for the cluster tests: one redis-server on a unix socket in a
 temporary directory, and signaling instances as real ``python -m signaling`` processes sharing
-it, one SQLite registry file and one server id (what a deployment shares)."""
+it, one SQLite registry file and one server id (what a deployment shares).
+
+Nothing here is shared between two test processes (the suite runs on two xdist workers):
+Redis has no TCP port, files live in the test's own directory, and each instance listens on
+ports the kernel picks (port 0) and tells us in its ``listening`` log line.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import re
@@ -22,6 +29,7 @@ from tests.support.processes import stop_process
 
 SERVER_ID = "cluster-test-deployment-0001"
 START_TIMEOUT = 15.0
+_numbers = itertools.count(1)
 
 
 class RedisServer:
@@ -62,28 +70,45 @@ class Instance:
     """One signaling instance process of the deployment."""
 
     def __init__(self, directory: Path, redis_url: str, **settings: Any) -> None:
-        self.port, self.http_port = _free_port(), _free_port()
+        self.port = self.http_port = 0  # known once it listens (wait_ready)
         self.redis_url = redis_url
+        self.log = directory / f"instance-{os.getpid()}-{next(_numbers)}.log"
         env = {
             **os.environ,
-            "VOICE_SIGNALING_PORT": str(self.port),
-            "VOICE_SIGNALING_HTTP_PORT": str(self.http_port),
+            "VOICE_SIGNALING_PORT": "0",
+            "VOICE_SIGNALING_HTTP_PORT": "0",
             "VOICE_SIGNALING_DB": str(directory / "registry.sqlite3"),
             "VOICE_SIGNALING_SERVER_ID": SERVER_ID,
             "VOICE_SIGNALING_REDIS": redis_url,
-            "VOICE_SIGNALING_LOG_LEVEL": "WARNING",
+            "VOICE_SIGNALING_LOG_LEVEL": "INFO",  # for the ports in "listening"
             "VOICE_SIGNALING_MAX_CONNECTIONS_PER_IP": "1000",
         }
         for name, value in {**PERMISSIVE, **settings}.items():
             env["VOICE_SIGNALING_" + name.upper()] = str(value)
-        self.proc = subprocess.Popen([sys.executable, "-m", "signaling"], env=env)
+        with self.log.open("wb") as sink:
+            self.proc = subprocess.Popen([sys.executable, "-m", "signaling"], env=env, stderr=sink)
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
     def wait_ready(self) -> None:
-        _wait_for(lambda: self.health().get("bus") is True, "signaling instance")
+        _wait_for(lambda: self._listening() and self.health().get("bus") is True, "instance")
+
+    def output(self) -> str:
+        """The end of its log (JSON lines)."""
+        return self.log.read_text(errors="replace")[-4000:]
+
+    def _listening(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the instance exited ({self.proc.returncode}): {self.output()}")
+        if not self.port:
+            for line in self.log.read_text(errors="replace").splitlines():
+                with contextlib.suppress(ValueError):
+                    event = json.loads(line)
+                    if isinstance(event, dict) and event.get("event") == "listening":
+                        self.port, self.http_port = int(event["port"]), int(event["http_port"])
+        return bool(self.port)
 
     def health(self) -> dict[str, Any]:
         """/healthz, or {} while it does not answer."""
@@ -151,9 +176,3 @@ def _connects(family: int, address: str) -> bool:
         return True
     except OSError:
         return False
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

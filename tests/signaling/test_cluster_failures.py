@@ -125,6 +125,11 @@ async def test_after_a_redis_restart_the_instances_register_again_and_route(
     assert sorted(presence) == [b"alice", b"bob", b"lena"]  # rebuilt from the instances
     await bob.send("alice", b"4")
     assert (await asyncio.wait_for(alice.receive(), 5)).body == b"4"
+
+    async def all_connected() -> None:  # each instance reconnects after its own backoff
+        assert all(i.health().get("bus") is True for i in deployment)
+
+    await eventually(all_connected, 10)
     carol = await login(clients, "carol", deployment[1])  # logins work again too
     await carol.send("bob", b"5")
     assert (await asyncio.wait_for(bob.receive(), 5)).body == b"5"

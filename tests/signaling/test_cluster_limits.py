@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from signaling.router import address_group
 from signaling.server import serve_signaling
 from tests.signaling.cluster_helpers import Instance, RedisServer, eventually, start_instances
 from tests.signaling.helpers import Raw, make_user, server_config
@@ -123,3 +124,23 @@ async def test_a_login_finished_by_the_cluster_no_longer_counts_as_a_handshake(
         assert server.router.logged_in == 8 and server.sockets.in_handshake == 0
         await asyncio.gather(*(c.close() for c in clients))
         clients.clear()
+
+
+async def test_the_deployments_address_limit_is_the_configured_one_not_one_instances_fit(
+    redis: RedisServer, clients: list[SignalingClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # This instance's descriptors fit 78 connections, so its own share from one address is
+    # lowered to 78; the count on all the instances together must still allow 100.
+    monkeypatch.setattr("signaling.server._open_files_limit", lambda: 200)
+    net = address_group("127.0.0.1")
+    redis.command("HINCRBY", "voice:conns", net, "90")  # other instances hold 90 from here
+    try:
+        async with serve_signaling(
+            server_config(redis=redis.url, max_connections_per_ip=100)
+        ) as server:
+            assert server.config.max_connections_per_ip < 90
+            clients.append(await make_user("fitted").connect(f"ws://127.0.0.1:{server.port}"))
+            assert server.router.logged_in == 1
+            await clients.pop().close()
+    finally:
+        redis.command("HINCRBY", "voice:conns", net, "-90")

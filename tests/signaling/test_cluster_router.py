@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from signaling.busmessages import (
+    MAX_ENVELOPES,
     Acks,
     BusMessageError,
     Envelope,
+    Envelopes,
     Kick,
     Kicked,
     SeenIds,
@@ -123,6 +125,26 @@ def test_allowances_and_bus_messages_round_trip_and_reject_garbage() -> None:
         b'["env",1]',
         b'["acks",[["x","maybe"]]]',
         b'["kick","a","b","c",true]',
+    ):
+        with pytest.raises(BusMessageError):
+            parse(bad)
+
+
+def test_a_batch_of_envelopes_round_trips_and_a_bad_one_is_refused_whole() -> None:
+    items = (Envelope("i:1", "i", "bob", "alice", BODY), Envelope("i:2", "i", "c", "a", ""))
+    batch = Envelopes(items)
+    assert parse(encode(batch)) == batch
+    # What the route script publishes: the "env" messages joined, inside an "envs" one.
+    joined = '["envs",[' + ",".join(encode(e) for e in batch.items) + "]]"
+    assert parse(joined) == batch
+    good = encode(batch.items[0])
+    for bad in (
+        '["envs"]',
+        '["envs",{}]',
+        f'["envs",[{good},["env","i:2","i","c","a"]]]',  # one field short
+        f'["envs",[{good},["acks",[]]]]',
+        f'["envs",[{good},["env","i:2","i","c","a",1]]]',
+        '["envs",[' + ",".join([good] * (MAX_ENVELOPES + 1)) + "]]",
     ):
         with pytest.raises(BusMessageError):
             parse(bad)

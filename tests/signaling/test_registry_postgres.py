@@ -1,22 +1,27 @@
 """The PostgreSQL registry on a real server: it answers lookups from its copy when the database
-connections die, fails the one write that finds them dead and then recovers, says clearly when
-the database cannot be reached (never showing the password), and ``python -m signaling --db
+connections die, fails the one write that finds them dead and then recovers, never stalls the
+event loop for long when the database host vanishes (a circuit breaker), says clearly when the
+database cannot be reached (never showing the password), and ``python -m signaling --db
 postgresql://...`` serves real logins."""
 
 from __future__ import annotations
 
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from signaling import admin
 from signaling.config import Config
 from signaling.errors import ConfigError
 from signaling.registry import RegistryUnavailable
+from signaling.registry_breaker import CONNECT_WAIT, MAX_WRITE_RETRY
 from signaling.registry_open import open_registry
-from signaling.registry_postgres import PostgresRegistry
+from signaling.registry_postgres import RETRY, PostgresRegistry
 from signaling.serveridentity import load_server_identity
 from tests.signaling.helpers import make_user
 from tests.support.postgres import PASSWORD, PostgresCluster, needs_postgres
@@ -59,10 +64,66 @@ def test_lookups_survive_lost_connections_and_the_copy_is_reloaded(
     registry.close()
 
 
-def test_an_unreachable_database_is_a_clear_error_without_the_password(
-    capsys: pytest.CaptureFixture[str],
+class Clock:
+    now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_vanished_database_host_stalls_writes_once_per_backoff_period(
+    postgres: PostgresCluster,
 ) -> None:
-    url = f"postgresql://voice:{PASSWORD}@127.0.0.1:{free_port()}/registry"
+    database = conninfo_to_dict(postgres.new_database())["dbname"]
+    relay, clock = postgres.relay(), Clock()
+    registry = PostgresRegistry(postgres.url(database, port=relay.port), clock=clock)
+
+    def refused(name: str) -> float:
+        """How long a claim that the registry refuses held the event loop."""
+        started = time.monotonic()
+        with pytest.raises(RegistryUnavailable):
+            registry.claim(name, b"K" * 32)
+        return time.monotonic() - started
+
+    try:
+        assert registry.claim("alice", b"A" * 32)
+        relay.blackhole()  # the connections are cut; new ones are never answered
+        assert refused("bob") < 0.5  # the write that finds its connection dead
+        bounded = CONNECT_WAIT + 0.2  # libpq alone would wait 2 s
+        assert refused("bob") < bounded  # one attempt to connect, cut short: breaker open
+        assert max(refused(f"u{i}") for i in range(20)) < 0.1  # at once meanwhile
+        clock.now += RETRY  # the first backoff is over: one more short attempt
+        assert refused("bob") < bounded
+        clock.now += RETRY  # the backoff doubled: still refused at once
+        assert refused("bob") < 0.1
+        assert registry.key_of("alice") == b"A" * 32  # reads never needed the database
+        relay.restore()
+        deadline = time.monotonic() + 5
+        while True:  # the database is back: the next write after the backoff connects
+            clock.now += MAX_WRITE_RETRY
+            try:
+                assert registry.claim("bob", b"B" * 32)
+                break
+            except RegistryUnavailable:
+                assert time.monotonic() < deadline, "the registry never connected again"
+                time.sleep(0.05)
+    finally:
+        registry.close()
+        relay.close()
+
+
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A loopback port that refuses connections and that no other process can take."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        yield int(held.getsockname()[1])
+
+
+def test_an_unreachable_database_is_a_clear_error_without_the_password(
+    capsys: pytest.CaptureFixture[str], dead_port: int
+) -> None:
+    url = f"postgresql://voice:{PASSWORD}@127.0.0.1:{dead_port}/registry"
     with pytest.raises(RegistryUnavailable) as failed:
         open_registry(url)
     assert "cannot open the registry postgresql registry on 127.0.0.1" in str(failed.value)
