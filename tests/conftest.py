@@ -46,6 +46,11 @@ SHARED = {path: "netlab" for path in NETLAB_MODULES} | {path: "pulse" for path i
 ALONE_MODULES = NETLAB_MODULES | {
     "tests/integration/test_pyaudio_call.py",  # real-time PulseAudio devices: a late reader drifts
     "tests/voice/media/test_call_quality_loss.py",
+    # packets on their 20 ms ticks: a busy second worker makes the clock skip a late tick
+    "tests/voice/media/test_media_clock.py",
+    "tests/voice/media/test_receiver_early_packet.py",
+    "tests/voice/media/test_rtcp_early_feedback.py",
+    "tests/voice/media/test_sender_media.py",
     "tests/voice/media/test_opus_binding.py",  # runs test_call_quality_loss with the system lib
 }
 
