@@ -38,6 +38,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -55,6 +56,7 @@ TIMEOUT = 2.0  # seconds a statement (or a lock, or an unanswered packet) may ta
 RETRY = 0.5  # first pause before reconnecting; doubles up to MAX_RETRY (writes: the breaker's)
 MAX_RETRY = 30.0  # the listening connection, in its thread
 MIGRATION_TIMEOUT_MS = 60_000  # one migration, or waiting for another instance's
+USED_KEPT = 4_096  # invitations this instance used, whose late "added" notice is ignored
 LOCK_KEY = 0x766F_6963_6572_6567  # pg_advisory_xact_lock key of migrations ("voiceregg")
 
 T = TypeVar("T")
@@ -116,6 +118,7 @@ class PostgresRegistry:
         self._url, self._timeout, self._retry = url, timeout, retry
         self._owners: dict[str, bytes] = {}
         self._invites: dict[bytes, tuple[str | None, float]] = {}
+        self._used: OrderedDict[bytes, None] = OrderedDict()  # digests we used, newest last
         self._bound: dict[str, dict[bytes, float]] = {}  # name -> its invitations' expiries
         self._writer = WriterBreaker(
             self._connect, self.where, retry=retry, wait=connect_wait, clock=clock
@@ -193,6 +196,9 @@ class PostgresRegistry:
             return False
         self._owners[user] = bytes(key)
         self._drop_invite(digest)
+        self._used[digest] = None  # its "added" notice may still be on the way: never re-add
+        while len(self._used) > USED_KEPT:
+            self._used.popitem(last=False)
         return True
 
     def reserved(self, user: str, now: float) -> bool:
@@ -350,7 +356,7 @@ class PostgresRegistry:
             elif table == "invites":
                 digest = _bytea(row["digest"])
                 self._drop_invite(digest)
-                if upsert:
+                if upsert and digest not in self._used:  # a late notice of one we used
                     user = row["user"]
                     self._put_invite(digest, None if user is None else str(user), row["expires"])
         except (ValueError, KeyError, TypeError):
