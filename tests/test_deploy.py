@@ -13,7 +13,7 @@ The real Janus starts with those very configs (only folders, certificate and por
 
 Several instances (issue 15): two signaling instances behind HAProxy, sharing Redis and a
 PostgreSQL registry, one certificate and one server id; POSTGRES_PASSWORD and
-SIGNALING_SERVER_ID required. deploy/haproxy.cfg passes TLS through (the logins' channel
+SIGNALING_SERVER_ID needed to start (empty, never defaulted, when unset). deploy/haproxy.cfg passes TLS through (the logins' channel
 binding) and checks each instance's /healthz; the real HAProxy runs that very file in front of
 two real instances on a real PostgreSQL: a login through it succeeds, and a killed instance is
 marked down and new logins go to the other.
@@ -132,9 +132,7 @@ def test_compose_file_parses_with_docker_compose() -> None:
 
 
 @needs_compose
-@pytest.mark.parametrize(
-    "variable", ["TURN_SECRET", "TURN_HOST", "POSTGRES_PASSWORD", "SIGNALING_SERVER_ID"]
-)
+@pytest.mark.parametrize("variable", ["TURN_SECRET", "TURN_HOST"])
 def test_compose_refuses_to_start_without_required_settings(variable: str) -> None:
     env = {k: v for k, v in ENV.items() if k != variable}
     result = _compose_config(env, drop=(variable,))
@@ -142,6 +140,22 @@ def test_compose_refuses_to_start_without_required_settings(variable: str) -> No
     assert f"set {variable}" in result.stderr
     assert "turn.example" not in COMPOSE.read_text().replace("turn.example.org", "")
     assert "203.0.113" not in COMPOSE.read_text()  # no placeholder address either
+
+
+@needs_compose
+def test_compose_parses_with_only_the_turn_settings_and_no_default_secret_fills_the_rest() -> None:
+    """`docker-compose config` with only TURN_SECRET and TURN_HOST set parses; the database
+    password and the server id are then empty, never a default: postgres refuses to initialise
+    without a password, and an instance refuses a postgresql:// registry without a server id
+    (test_registry_postgres.py::test_a_postgresql_db_needs_an_explicit_server_id)."""
+    env = {"TURN_SECRET": ENV["TURN_SECRET"], "TURN_HOST": ENV["TURN_HOST"]}
+    result = _compose_config(env, drop=("POSTGRES_PASSWORD", "SIGNALING_SERVER_ID"))
+    assert result.returncode == 0, result.stderr
+    services = _yaml_to_json(result.stdout)["services"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == ""
+    for name in INSTANCES:
+        assert services[name]["environment"]["PGPASSWORD"] == ""
+        assert services[name]["environment"]["VOICE_SIGNALING_SERVER_ID"] == ""
 
 
 @needs_compose
