@@ -13,10 +13,10 @@ The real Janus starts with those very configs (only folders, certificate and por
 
 Several instances (issue 15): two signaling instances behind HAProxy, sharing Redis and a
 PostgreSQL registry, one certificate and one server id; POSTGRES_PASSWORD and
-SIGNALING_SERVER_ID needed to start (empty, never defaulted, when unset). deploy/haproxy.cfg passes TLS through (the logins' channel
-binding) and checks each instance's /healthz; the real HAProxy runs that very file in front of
-two real instances on a real PostgreSQL: a login through it succeeds, and a killed instance is
-marked down and new logins go to the other.
+SIGNALING_SERVER_ID needed to start (empty, never defaulted, when unset). deploy/haproxy.cfg
+passes TLS through (the logins' channel binding) and checks each instance's /healthz; the real
+HAProxy runs that very file in front of two real instances on a real PostgreSQL: a login through
+it succeeds, and a killed instance is marked down and new logins go to the other.
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.signaling.helpers import PERMISSIVE
+from tests.signaling.helpers import PERMISSIVE, make_user
 from tests.support.processes import stop_process
+from voice.net.client import SignalingClient
 
 SERVER_ID = "cluster-test-deployment-0001"
 START_TIMEOUT = 15.0
@@ -176,3 +177,10 @@ def _connects(family: int, address: str) -> bool:
         return True
     except OSError:
         return False
+
+
+async def login(made: list[SignalingClient], name: str, instance: Instance) -> SignalingClient:
+    """``name`` logged in at ``instance`` (one key per name), kept in ``made``."""
+    client = await make_user(name, seed=sum(name.encode()) % 256).connect(instance.url)
+    made.append(client)
+    return client

@@ -3,14 +3,25 @@ by the tests that ask for it (tests/support/postgres.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.support.postgres import PostgresCluster
+from voice.net.client import SignalingClient
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:
     with PostgresCluster.start() as cluster:
         yield cluster
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[SignalingClient]]:
+    """The signaling clients a test logged in (tests/signaling/cluster_helpers.login); closed
+    at its end."""
+    made: list[SignalingClient] = []
+    yield made
+    await asyncio.gather(*(c.close() for c in made))

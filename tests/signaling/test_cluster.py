@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,8 +22,12 @@ from redis.asyncio.client import PubSub
 
 from signaling.cluster import ACK_TIMEOUT
 from tests.integration.conftest import User, wait_until
-from tests.signaling.cluster_helpers import Instance, RedisServer, start_instances
-from tests.signaling.helpers import make_user
+from tests.signaling.cluster_helpers import (
+    Instance,
+    RedisServer,
+    login,
+    start_instances,
+)
 from voice.errors import RecipientOffline, SessionReplaced, UnknownUser
 from voice.net.client import SignalingClient
 from voice.phone import Call, Phone
@@ -41,19 +45,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Instan
     for instance in instances:
         instance.stop()
     redis.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[SignalingClient]]:
-    made: list[SignalingClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
-
-
-async def login(made: list[SignalingClient], name: str, instance: Instance) -> SignalingClient:
-    client = await make_user(name, seed=sum(name.encode()) % 256).connect(instance.url)
-    made.append(client)
-    return client
 
 
 async def test_a_user_on_instance_1_calls_a_user_on_instance_3(

@@ -15,14 +15,19 @@ its signaling connection is reset, which is what an instance killed under it doe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import User, wait_until
-from tests.signaling.cluster_helpers import Instance, RedisServer, eventually, start_instances
-from tests.signaling.helpers import make_user
+from tests.signaling.cluster_helpers import (
+    Instance,
+    RedisServer,
+    eventually,
+    login,
+    start_instances,
+)
 from voice.errors import RecipientOffline
 from voice.net.client import SignalingClient
 from voice.phone import Phone
@@ -46,19 +51,6 @@ def deployment(tmp_path: Path, redis: RedisServer) -> Iterator[list[Instance]]:
     yield instances
     for instance in instances:
         instance.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[SignalingClient]]:
-    made: list[SignalingClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
-
-
-async def login(made: list[SignalingClient], name: str, instance: Instance) -> SignalingClient:
-    client = await make_user(name, seed=sum(name.encode()) % 256).connect(instance.url)
-    made.append(client)
-    return client
 
 
 async def test_users_of_a_killed_instance_are_reachable_elsewhere_within_20_s(
