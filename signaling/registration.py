@@ -4,7 +4,9 @@ A login with a name nobody owns is a registration. The policy (setting ``registr
 
 ``open``
     Anyone may register a free name, within a rate per address (an IPv6 /64 counts as one), a
-    rate for the whole server, and a cap on registered names (``max_users``).
+    rate for the whole server, and a cap on registered names (``max_users``). The rates are
+    kept in the registry (:meth:`signaling.registry.Registry.take`), so every instance that
+    shares it counts them together: a deployment, not each of its instances.
 ``invite``
     A new name needs an invitation token (``voice-signaling admin invite``).
 ``closed``
@@ -37,7 +39,7 @@ from enum import StrEnum
 from signaling.config import Config
 from signaling.protocol import ErrorCode
 from signaling.ratelimit import KeyedBuckets, TokenBucket
-from signaling.registry import Registry
+from signaling.registry import Allowance, Registry
 
 MAX_INVITE_CHARS = 64
 _INVITE = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -54,6 +56,12 @@ class Policy(StrEnum):
 class Refusal:
     code: str
     message: str
+
+
+_ADDRESS_LIMITED = Refusal(
+    ErrorCode.REGISTRATION_LIMITED, "too many new usernames from your address; later"
+)
+_SERVER_LIMITED = Refusal(ErrorCode.REGISTRATION_LIMITED, "too many new usernames; try later")
 
 
 def valid_invite(token: str) -> bool:
@@ -101,6 +109,14 @@ class Registrations:
         self._server = TokenBucket(
             config.registrations_per_hour / 3600.0, config.registration_burst, now
         )
+        self._server_rate = Allowance(
+            "server", config.registrations_per_hour / 3600.0, config.registration_burst
+        )
+        self._address_per_second = config.registrations_per_ip_per_hour / 3600.0
+        self._address_burst = config.registration_ip_burst
+
+    def _address_rate(self, net: str) -> Allowance:
+        return Allowance(f"address {net}", self._address_per_second, self._address_burst)
 
     def register(
         self,
@@ -136,13 +152,19 @@ class Registrations:
             return Refusal(ErrorCode.REGISTRATION_CLOSED, "new usernames need an invitation")
         if self.policy is Policy.CLOSED:
             return Refusal(ErrorCode.REGISTRATION_CLOSED, "this server registers no new usernames")
+        # This instance's own buckets answer first, without a round trip: they count only
+        # what the shared ones granted here, so they hold at least as much, and a refusal here
+        # is the shared answer too. A flood from one address stays off the database.
+        if self._per_address.level(net, now) < 1.0:
+            return _ADDRESS_LIMITED
+        if self._server.level(now) < 1.0:
+            return _SERVER_LIMITED
         # The address first: one address over its rate must not use up the server's allowance.
-        if not self._per_address.take(net, now):
-            return Refusal(
-                ErrorCode.REGISTRATION_LIMITED, "too many new usernames from your address; later"
-            )
-        if not self._server.take(now):
-            return Refusal(ErrorCode.REGISTRATION_LIMITED, "too many new usernames; try later")
+        used_up = registry.take((self._address_rate(net), self._server_rate), wall)
+        if used_up is not None:
+            return _SERVER_LIMITED if used_up is self._server_rate else _ADDRESS_LIMITED
+        self._per_address.take(net, now)
+        self._server.take(now)
         if not registry.claim(user, key):
             return Refusal(ErrorCode.USERNAME_TAKEN, "username owned by another key")
         return None

@@ -14,6 +14,9 @@ PostgreSQL (``db`` a ``postgresql://`` URL) for several instances sharing one re
 to run on the event loop; owners are kept in a bounded cache that is dropped whenever another
 process (the admin command) wrote the file. Either database carries a schema version and is
 migrated on open (:mod:`signaling.registry_schema`).
+
+The registration rates live here too (:meth:`Registry.take`): instances that share a registry
+share them, so N instances behind a load balancer register no more names an hour than one.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +33,7 @@ from signaling.errors import ConfigError, SignalingError
 from signaling.registry_schema import migrate_sqlite
 
 CACHE_SIZE = 4_096
+ROUNDING = 1e-6  # seconds: a float's rounding of an arrival time never refuses a registration
 URL_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -44,6 +50,36 @@ def is_database_url(db: str) -> bool:
 def invite_digest(token: str) -> bytes:
     """What the registry stores and compares for an invitation token."""
     return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """A registration rate every instance on one registry shares: ``burst`` at once, then
+    ``per_second``. Stored as one number per bucket, its theoretical arrival time (GCRA: the
+    token bucket of :mod:`signaling.ratelimit`, in a form one SQL statement can update)."""
+
+    bucket: str  # "server", or "address <net>"
+    per_second: float
+    burst: int
+
+    @property
+    def interval(self) -> float:
+        """Seconds one registration adds to the bucket's arrival time."""
+        return 1.0 / self.per_second
+
+    @property
+    def tolerance(self) -> float:
+        """How far ahead of now the arrival time may be and still take one: the burst."""
+        return (self.burst - 1) * self.interval
+
+
+def next_arrival(arrival: float | None, allowance: Allowance, now: float) -> float | None:
+    """The bucket's arrival time after taking one at ``now``, or None if it is used up.
+    ``arrival`` None: a bucket never used (or forgotten once full), as good as a new one."""
+    start = now if arrival is None else max(arrival, now)
+    if start - now > allowance.tolerance + ROUNDING:
+        return None
+    return start + allowance.interval
 
 
 class Registry(Protocol):
@@ -83,6 +119,12 @@ class Registry(Protocol):
         """Whether an outstanding invitation is bound to ``user``."""
         ...
 
+    def take(self, allowances: Sequence[Allowance], now: float) -> Allowance | None:
+        """Spend one registration of each of ``allowances`` at ``now`` (wall clock), all or
+        none, in one step every instance on this registry sees: None if they were spent, else
+        the first that is used up (and nothing was spent)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -92,6 +134,7 @@ class MemoryRegistry:
     def __init__(self) -> None:
         self._owners: dict[str, bytes] = {}
         self._invites: dict[bytes, tuple[str | None, float]] = {}
+        self._arrivals: dict[str, float] = {}
 
     def claim(self, user: str, key: bytes) -> bool:
         return self._owners.setdefault(user, bytes(key)) == key
@@ -126,9 +169,21 @@ class MemoryRegistry:
     def reserved(self, user: str, now: float) -> bool:
         return any(u == user and expires >= now for u, expires in self._invites.values())
 
+    def take(self, allowances: Sequence[Allowance], now: float) -> Allowance | None:
+        arrivals: dict[str, float] = {}
+        for allowance in allowances:
+            arrival = next_arrival(self._arrivals.get(allowance.bucket), allowance, now)
+            if arrival is None:
+                return allowance
+            arrivals[allowance.bucket] = arrival
+        self._arrivals = {b: t for b, t in self._arrivals.items() if t > now}  # full: forget
+        self._arrivals.update(arrivals)
+        return None
+
     def close(self) -> None:
         self._owners.clear()
         self._invites.clear()
+        self._arrivals.clear()
 
 
 class SQLiteRegistry:
@@ -254,6 +309,31 @@ class SQLiteRegistry:
             "SELECT 1 FROM invites WHERE user = ? AND expires >= ? LIMIT 1", (user, float(now))
         ).fetchone()
         return row is not None
+
+    def take(self, allowances: Sequence[Allowance], now: float) -> Allowance | None:
+        self._db.execute("BEGIN IMMEDIATE")  # the write lock: instances on this file queue
+        try:
+            used_up = None
+            for allowance in allowances:
+                row = self._db.execute(
+                    "SELECT arrival FROM allowances WHERE bucket = ?", (allowance.bucket,)
+                ).fetchone()
+                arrival = next_arrival(None if row is None else float(row[0]), allowance, now)
+                if arrival is None:
+                    used_up = allowance
+                    break
+                self._db.execute(
+                    "INSERT INTO allowances (bucket, arrival) VALUES (?, ?)"
+                    " ON CONFLICT (bucket) DO UPDATE SET arrival = excluded.arrival",
+                    (allowance.bucket, arrival),
+                )
+            if used_up is None:
+                self._db.execute("DELETE FROM allowances WHERE arrival <= ?", (float(now),))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("ROLLBACK" if used_up is not None else "COMMIT")
+        return used_up
 
     def close(self) -> None:
         self._db.close()

@@ -39,14 +39,14 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from signaling.registry import RegistryUnavailable, invite_digest
+from signaling.registry import ROUNDING, Allowance, RegistryUnavailable, invite_digest
 from signaling.registry_breaker import CONNECT_WAIT, Conn, WriterBreaker
 from signaling.registry_schema import CHANNEL, VERSIONS_TABLE, pending
 
@@ -205,6 +205,11 @@ class PostgresRegistry:
         self._sync()
         return any(expires >= now for expires in self._bound.get(user, {}).values())
 
+    def take(self, allowances: Sequence[Allowance], now: float) -> Allowance | None:
+        self._sync()
+        wanted = tuple(allowances)
+        return self._write(lambda conn: self._take(conn, wanted, float(now)))
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -291,6 +296,34 @@ class PostgresRegistry:
             if not done:
                 raise psycopg.Rollback()  # a bad invitation, or the name was taken meanwhile
         return done
+
+    @staticmethod
+    def _take(conn: Conn, allowances: tuple[Allowance, ...], now: float) -> Allowance | None:
+        """In one transaction: each bucket's arrival time moves on by its interval unless it is
+        too far ahead (used up: nothing changes). The database decides, under the row lock,
+        so instances taking at once each get their own registration or a refusal."""
+        used_up = None
+        with conn.transaction():
+            for allowance in allowances:
+                row = conn.execute(
+                    "INSERT INTO allowances AS a (bucket, arrival)"
+                    " VALUES (%(bucket)s, %(now)s + %(interval)s)"
+                    " ON CONFLICT (bucket) DO UPDATE"
+                    " SET arrival = GREATEST(a.arrival, %(now)s) + %(interval)s"
+                    " WHERE GREATEST(a.arrival, %(now)s) - %(now)s <= %(tolerance)s"
+                    " RETURNING arrival",
+                    {
+                        "bucket": allowance.bucket,
+                        "now": now,
+                        "interval": allowance.interval,
+                        "tolerance": allowance.tolerance + ROUNDING,
+                    },
+                ).fetchone()
+                if row is None:
+                    used_up = allowance
+                    raise psycopg.Rollback()
+            conn.execute("DELETE FROM allowances WHERE arrival <= %s", (now,))  # full again
+        return used_up
 
     # --- the copy --------------------------------------------------------------------------
 

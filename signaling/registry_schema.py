@@ -11,6 +11,8 @@ Version 1 is the schema of the SQLite files made before there were versions; its
 created ``IF NOT EXISTS``, so such a file counts as version 0 and takes version 1 as a no-op.
 PostgreSQL's version 2 also installs the triggers that tell every instance about each change
 (:mod:`signaling.registry_postgres`): they are part of the schema, not of one server's start.
+Version 3 adds the registration rates every instance shares (``allowances``); no trigger
+announces them: each take goes to the database, which alone decides.
 """
 
 from __future__ import annotations
@@ -77,6 +79,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             " FOR EACH ROW EXECUTE FUNCTION registry_changed()",
             "CREATE TRIGGER invites_changed AFTER INSERT OR UPDATE OR DELETE ON invites"
             " FOR EACH ROW EXECUTE FUNCTION registry_changed()",
+        ),
+    ),
+    Migration(
+        3,
+        "registration rates shared by every instance: a bucket's theoretical arrival time",
+        sqlite=(
+            "CREATE TABLE allowances (bucket TEXT PRIMARY KEY, arrival REAL NOT NULL)",
+            "CREATE INDEX allowances_arrival ON allowances (arrival)",
+        ),
+        postgres=(
+            "CREATE TABLE allowances (bucket TEXT PRIMARY KEY, arrival DOUBLE PRECISION NOT NULL)",
+            "CREATE INDEX allowances_arrival ON allowances (arrival)",
         ),
     ),
 )

@@ -1,6 +1,7 @@
 """The limits of one server hold for a deployment of two instances on one Redis (issue 15,
 item 1): the connections per address count on both, a user's message rate moves with the user
-to the instance it logs in to next, and so does its directory allowance."""
+to the instance it logs in to next, and so does its directory allowance; the registration
+rates, per address and for the whole server, are counted in the registry they share."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ import pytest
 
 from signaling.router import address_group
 from signaling.server import serve_signaling
-from tests.signaling.cluster_helpers import Instance, RedisServer, eventually, start_instances
+from tests.signaling.cluster_helpers import (
+    Instance,
+    RedisServer,
+    eventually,
+    login,
+    start_instances,
+)
 from tests.signaling.helpers import Raw, make_user, server_config
-from voice.errors import RateLimited
+from voice.errors import LoginRefused, RateLimited
 from voice.net.client import SignalingClient
 
 pytestmark = pytest.mark.timeout(60)
@@ -144,3 +151,42 @@ async def test_the_deployments_address_limit_is_the_configured_one_not_one_insta
             await clients.pop().close()
     finally:
         redis.command("HINCRBY", "voice:conns", net, "-90")
+
+
+@pytest.mark.parametrize(
+    ("limits", "refusal"),
+    [
+        (
+            {"registration_ip_burst": 2, "registrations_per_ip_per_hour": 1},
+            "too many new usernames from your address",
+        ),
+        (
+            {"registration_burst": 2, "registrations_per_hour": 1},
+            "too many new usernames; try later",
+        ),
+    ],
+    ids=["per_address", "server_wide"],
+)
+async def test_registrations_are_counted_for_the_deployment_not_per_instance(
+    tmp_path_factory: pytest.TempPathFactory,
+    redis: RedisServer,
+    clients: list[SignalingClient],
+    limits: dict[str, int],
+    refusal: str,
+) -> None:
+    # Alone, each instance would register two names from 127.0.0.1 (four in all).
+    kind = "ip" if "registration_ip_burst" in limits else "all"
+    instances = start_instances(tmp_path_factory.mktemp("registrations"), redis.url, 2, **limits)
+    try:
+        await login(clients, f"new-{kind}-0", instances[0])
+        await login(clients, f"new-{kind}-1", instances[1])
+        for instance in instances:
+            with pytest.raises(LoginRefused) as refused:
+                await login(clients, f"new-{kind}-2", instance)
+            assert refused.value.code == "registration_limited"
+            assert refusal in str(refused.value)
+        await clients.pop(0).close()  # a returning user registers nothing: still welcome
+        await eventually(lambda: login(clients, f"new-{kind}-0", instances[1]), 5)
+    finally:
+        for instance in instances:
+            instance.stop()

@@ -1,6 +1,6 @@
 """The registry behaves the same in SQLite and in PostgreSQL: first key wins, racing instances
-agree, invitations are used once, released names are free, and a running server sees what the
-admin command (another process, another connection) wrote."""
+agree, invitations are used once, released names are free, the registration rates are shared,
+and a running server sees what the admin command (another process, another connection) wrote."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import time
 import pytest
 
 from signaling import admin
-from signaling.registration import key_invitation
+from signaling.config import Config
+from signaling.registration import Registrations, key_invitation
+from signaling.registry import Allowance
 from tests.signaling.registry_backends import Backend, backend
 
 __all__ = ["backend"]  # the fixture, parametrized over both databases
@@ -129,3 +131,51 @@ def test_tokens_from_the_admin_command_work_on_a_running_server(
     assert admin.main(["show", "bob", "--db", backend.db]) == 0
     assert capsys.readouterr().out == f"bob ed25519:{hashlib.sha256(B).hexdigest()}\n"
     server.close()
+
+
+def test_registration_rates_are_shared_by_every_instance_on_the_registry(
+    backend: Backend,
+) -> None:
+    one, two = backend.open(), backend.open()
+    now = time.time()
+    server = Allowance("server", per_second=1.0, burst=3)
+    address = Allowance("address 10.0.0.0", per_second=1.0, burst=2)
+    assert one.take((address, server), now) is None
+    assert two.take((address, server), now) is None
+    assert one.take((address, server), now) is address  # the address's 2 went, on two instances
+    assert two.take((address, server), now) is address
+    # All or none: the refused address spent none of the server's.
+    other = Allowance("address 10.0.0.9", per_second=1.0, burst=2)
+    assert two.take((other, server), now) is None
+    assert one.take((other, server), now) is server  # 3 in all: used up, for both instances
+    assert two.take((Allowance("address 10.9.9.9", 1.0, 2), server), now) is server
+    assert one.take((address, server), now + 1.0) is None  # a second later: one more each
+    assert two.take((address, server), now + 1.0) is address
+    one.close()
+    two.close()
+
+
+def test_instances_sharing_a_registry_register_no_more_than_one_would(backend: Backend) -> None:
+    """Two instances' registration policies on one registry: the burst of the whole server is
+    the configured one, not one per instance."""
+    config = Config(db=backend.db, registration_burst=3, registration_ip_burst=100)
+    registries = [backend.open(), backend.open()]
+    policies = [Registrations(config, 0.0), Registrations(config, 0.0)]
+    wall = time.time()
+    outcomes = []
+    for n in range(6):
+        i = n % 2
+        refusal = policies[i].register(
+            registries[i],
+            f"user{n}",
+            bytes([n]) * 32,
+            net="10.0.0.1",
+            invite=None,
+            now=0.0,
+            wall=wall,
+        )
+        outcomes.append("ok" if refusal is None else refusal.message)
+    assert outcomes == ["ok"] * 3 + ["too many new usernames; try later"] * 3
+    assert backend.settled(lambda: registries[0].count() == registries[1].count() == 3)
+    for registry in registries:
+        registry.close()

@@ -41,7 +41,7 @@ def attempt(
     now: float = 0.0,
 ) -> str:
     refusal: Refusal | None = regs.register(
-        registry, user, key, net=net, invite=invite, now=now, wall=NOW
+        registry, user, key, net=net, invite=invite, now=now, wall=NOW + now
     )
     return "ok" if refusal is None else refusal.code
 
