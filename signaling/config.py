@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from signaling.errors import ConfigError
+from signaling.forwarded import parse_networks
 from signaling.turn import TurnConfig
 from signaling.wire import MAX_ID_CHARS, is_server_id, normalize_host
 
@@ -42,6 +43,8 @@ class Config:
     ping_timeout: float = 10.0  # client is dropped (and offline) within about 15 s
     close_timeout: float = 5.0  # seconds to finish a close before dropping the socket
     max_connections_per_ip: int = 32  # an IPv6 /64 counts as one address
+    trusted_proxies: tuple[str, ...] = field(default=())  # addresses/networks of TLS-terminating
+    # proxies (HAProxy): their connections count as the last X-Forwarded-For address
     max_connections: int = 10_000  # at most; lowered to fit RLIMIT_NOFILE (signaling.admission)
     max_handshakes: int = 1_024  # sockets not logged in yet, in all; lowered to fit too
     registration: str = "open"  # who may register a new username: open, invite or closed
@@ -85,6 +88,10 @@ class Config:
         if not 0 < len(self.name) <= 255 or not self.name.isprintable():
             raise ConfigError("name must be 1-255 printable characters")
         _check_identity(self)
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"trusted_proxies: {exc}") from None
         if self.redis and not self.redis.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("redis must be a redis://, rediss:// or unix:// URL")
         if len(self.turn_uris) > MAX_ICE_URIS:

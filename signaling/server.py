@@ -32,6 +32,7 @@ from websockets.server import ServerProtocol
 from signaling.admission import SocketTable, fit_to_fd_limit
 from signaling.cluster import Cluster
 from signaling.config import Config
+from signaling.forwarded import Network, client_address, is_trusted, parse_networks
 from signaling.handoff import Claim, Forward
 from signaling.httpd import MAX_CLIENTS, OpsHttpServer
 from signaling.logs import Throttle
@@ -46,6 +47,9 @@ from signaling.serveridentity import load_server_identity
 log = logging.getLogger("signaling.server")
 
 ACCEPT_ERROR_LOG_INTERVAL = 10.0  # seconds between two accept_failed lines
+# The path HAProxy's WebSocket health check dials (deploy/haproxy.cfg), every second: its
+# disconnects are logged at debug level only.
+HEALTH_CHECK_PATH = "/?health-check"
 _LoopHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 
 # Failures detected inside the WebSocket layer, answered with an error frame before the close.
@@ -68,8 +72,11 @@ class _ErrorFirstProtocol(ServerProtocol):
 
 class _Connection(ServerConnection):
     # Sockets from TCP accept to close (signaling.admission): the router counts a connection
-    # only once its WebSocket handshake is done. Set on a per-server subclass.
+    # only once its WebSocket handshake is done. Set on a per-server subclass, with the
+    # trusted proxies: their sockets are counted per address only once the client's address
+    # is known (the router's count, after the handshake; HAProxy keeps its own cap).
     limit: SocketTable[_Connection] | None = None
+    proxies: tuple[Network, ...] = ()
 
     def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
         protocol.__class__ = _ErrorFirstProtocol  # same layout; overrides fail() only
@@ -78,9 +85,12 @@ class _Connection(ServerConnection):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peer = transport.get_extra_info("peername")
-        net = address_group(str(peer[0])) if isinstance(peer, tuple) and peer else "?"
+        ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        net = address_group(ip) if ip else "?"
         if self.limit is None:
             return
+        if is_trusted(ip, self.proxies):
+            net = f"proxied {id(self)}"  # one client of many behind the proxy: its own slot
         admitted, evicted = self.limit.admit(self, net)
         for old in evicted:  # the oldest handshakes in progress, dropped to make room
             old.transport.abort()
@@ -129,6 +139,7 @@ class SignalingServer:
         self._http = OpsHttpServer(self.metrics, self._health)
         self._accept_errors = Throttle(ACCEPT_ERROR_LOG_INTERVAL)
         self._loop_handler: _LoopHandler | None = None
+        self._proxies = parse_networks(config.trusted_proxies)
 
     @property
     def url(self) -> str:
@@ -152,6 +163,7 @@ class SignalingServer:
 
         class Connection(_Connection):
             limit = self.sockets
+            proxies = self._proxies
 
         loop = asyncio.get_running_loop()
         self._loop_handler = loop.get_exception_handler()
@@ -230,6 +242,8 @@ class SignalingServer:
     async def _handle(self, ws: ServerConnection) -> None:
         address = ws.remote_address
         ip = str(address[0]) if address else "?"
+        if ws.request is not None:  # behind a trusted proxy: the client it accepted
+            ip = client_address(ip, ws.request.headers.get_all("X-Forwarded-For"), self._proxies)
         net, counted = address_group(ip), None
         if self.cluster is not None:  # the per-IP limit counts every instance's connections
             counted = await self.cluster.admit(net)
@@ -264,7 +278,11 @@ class SignalingServer:
                     self.cluster.left(left)
                 if counted:
                     self.cluster.unadmit(net)
-            _info("disconnect", session=sid, code=ws.close_code)
+            fields = {"session": sid, "code": ws.close_code}
+            quiet = ws.request is not None and ws.request.path == HEALTH_CHECK_PATH
+            log.log(
+                logging.DEBUG if quiet else logging.INFO, "disconnect", extra={"fields": fields}
+            )
             if conn.timer is not None:
                 conn.timer.cancel()
             writer.cancel()

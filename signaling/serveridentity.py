@@ -5,7 +5,7 @@ Adapter for :class:`signaling.auth.ServerIdentity` (pure): it reads what the pur
 * ``tls_cert`` / ``tls_key`` (PEM): the server serves ``wss://`` with them. The first
   certificate in ``tls_cert`` is the one clients see; logins are bound to its RFC 5929
   tls-server-end-point hash, so a TLS-terminating proxy in front of the server breaks every
-  login (``wrong_server``): pass TLS through to the server instead.
+  login (``wrong_server``) unless it presents this very certificate (deploy/haproxy.cfg).
 * ``server_id``: set it (every instance of one deployment must share it), or leave it empty
   and it is generated once and kept in ``<db>.server-id`` (0644, one line). With the registry
   in memory (``:memory:`` or empty ``db``) a fresh id is made per run, like the registry. With

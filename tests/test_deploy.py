@@ -14,9 +14,12 @@ The real Janus starts with those very configs (only folders, certificate and por
 Several instances (issue 15): two signaling instances behind HAProxy, sharing Redis and a
 PostgreSQL registry, one certificate and one server id; POSTGRES_PASSWORD and
 SIGNALING_SERVER_ID needed to start (empty, never defaulted, when unset). deploy/haproxy.cfg
-passes TLS through (the logins' channel binding) and checks each instance's /healthz; the real
-HAProxy runs that very file in front of two real instances on a real PostgreSQL: a login through
-it succeeds, and a killed instance is marked down and new logins go to the other.
+terminates TLS with the deployment's certificate (the one logins are bound to), begins TLS again
+to the instances and verifies them, tells them the client's address (X-Forwarded-For, trusted
+from HAProxy only) and checks each with a WebSocket upgrade; the real HAProxy runs that very file
+in front of two real instances on a real PostgreSQL: a login through it succeeds, an instance
+sees the client's own address, and a killed instance is marked down and new logins go to the
+other.
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.typing import Subprotocol
 
+from signaling.auth import tls_server_end_point
 from signaling.config import ENV_PREFIX, Config
+from signaling.server import HEALTH_CHECK_PATH
 from tests.signaling.helpers import make_user
 from tests.support.postgres import PASSWORD, PostgresCluster, needs_postgres
 from tests.support.signalingd import SignalingProcess, free_port, start_signaling
@@ -68,6 +73,7 @@ ENV = {
     "JANUS_PUBLIC_IP": "203.0.113.7",
     "POSTGRES_PASSWORD": "not-a-real-password",
     "SIGNALING_SERVER_ID": "0123456789abcdef0123456789abcdef",
+    "SIGNALING_HOST": "signaling.example.org",
 }
 INSTANCES = ("signaling-1", "signaling-2")
 
@@ -149,10 +155,14 @@ def test_compose_parses_with_only_the_turn_settings_and_no_default_secret_fills_
     without a password, and an instance refuses a postgresql:// registry without a server id
     (test_registry_postgres.py::test_a_postgresql_db_needs_an_explicit_server_id)."""
     env = {"TURN_SECRET": ENV["TURN_SECRET"], "TURN_HOST": ENV["TURN_HOST"]}
-    result = _compose_config(env, drop=("POSTGRES_PASSWORD", "SIGNALING_SERVER_ID"))
+    result = _compose_config(
+        env, drop=("POSTGRES_PASSWORD", "SIGNALING_SERVER_ID", "SIGNALING_HOST")
+    )
     assert result.returncode == 0, result.stderr
     services = _yaml_to_json(result.stdout)["services"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == ""
+    # HAProxy then refuses to start (test_haproxy_config_is_valid_and_terminates_tls...)
+    assert services["haproxy"]["environment"]["SIGNALING_TLS_NAME"] == ""
     for name in INSTANCES:
         assert services[name]["environment"]["PGPASSWORD"] == ""
         assert services[name]["environment"]["VOICE_SIGNALING_SERVER_ID"] == ""
@@ -238,8 +248,22 @@ def test_haproxy_gets_its_config_and_every_address_it_names() -> None:
     instance_env = services["signaling-1"]["environment"]
     for index, name in enumerate(INSTANCES, 1):
         assert env[f"SIGNALING_{index}"] == f"{name}:{instance_env['VOICE_SIGNALING_PORT']}"
-        assert env[f"SIGNALING_{index}_HEALTH_PORT"] == instance_env["VOICE_SIGNALING_HTTP_PORT"]
     assert env["HAPROXY_WSS_BIND"] == ":8765"
+    # HAProxy serves the instances' own certificate (logins are bound to it) ...
+    cert = instance_env["VOICE_SIGNALING_TLS_CERT"]
+    key = instance_env["VOICE_SIGNALING_TLS_KEY"]
+    shell, flag, start = haproxy["command"]
+    assert (shell, flag) == ("sh", "-c") and start.startswith("umask 077 && ")  # key: 0600
+    assert f"cat {cert} {key} > {env['HAPROXY_TLS_PEM']}" in start
+    assert start.endswith("&& exec haproxy -W -db -f /usr/local/etc/haproxy/haproxy.cfg")
+    mounts = {v.split(":")[1] for v in haproxy["volumes"]}
+    assert str(Path(cert).parent) in mounts
+    # ... verifies them by the name clients dial ...
+    assert env["SIGNALING_TLS_NAME"] == instance_env["VOICE_SIGNALING_PUBLIC_HOST"]
+    assert env["SIGNALING_TLS_NAME"] == ENV["SIGNALING_HOST"]
+    # ... and the instances believe X-Forwarded-For from HAProxy's fixed address only.
+    address = haproxy["networks"]["default"]["ipv4_address"]
+    assert instance_env["VOICE_SIGNALING_TRUSTED_PROXIES"] == address
     assert env["HAPROXY_STATS_BIND"].startswith("127.0.0.1:")  # the status page stays inside
     assert env["HAPROXY_STATS_BIND"].split(":")[1] in " ".join(haproxy["healthcheck"]["test"])
 
@@ -280,33 +304,57 @@ def test_every_signaling_variable_in_compose_is_a_server_setting() -> None:
 # --- HAProxy (deploy/haproxy.cfg) in front of two real instances ------------------------------
 
 
-def _haproxy_env(**addresses: int) -> dict[str, str]:
-    """deploy/haproxy.cfg's variables for instances on loopback (ports by name)."""
+def _haproxy_env(tls: Path, ca: TestCA, **ports: int) -> dict[str, str]:
+    """deploy/haproxy.cfg's variables for instances on loopback (ports by name); ``tls`` the
+    certificate and key in one PEM file, issued by ``ca`` for the name "signaling"."""
     return {
-        "HAPROXY_WSS_BIND": f"127.0.0.1:{addresses['wss']}",
-        "HAPROXY_STATS_BIND": f"127.0.0.1:{addresses['stats']}",
-        "SIGNALING_1": f"127.0.0.1:{addresses['one']}",
-        "SIGNALING_1_HEALTH_PORT": str(addresses["one_health"]),
-        "SIGNALING_2": f"127.0.0.1:{addresses['two']}",
-        "SIGNALING_2_HEALTH_PORT": str(addresses["two_health"]),
+        "HAPROXY_WSS_BIND": f"127.0.0.1:{ports['wss']}",
+        "HAPROXY_TLS_PEM": str(tls),
+        "HAPROXY_STATS_BIND": f"127.0.0.1:{ports['stats']}",
+        "SIGNALING_1": f"127.0.0.1:{ports['one']}",
+        "SIGNALING_2": f"127.0.0.1:{ports['two']}",
+        "SIGNALING_CA": str(ca.cert_path),
+        "SIGNALING_TLS_NAME": "signaling",
     }
 
 
+def _deployment_pem(tmp_path: Path) -> tuple[TestCA, Any, Path]:
+    """A CA, the deployment's certificate (for "signaling" and 127.0.0.1) and HAProxy's PEM."""
+    ca = TestCA.create(tmp_path / "pki")
+    cert = ca.issue(tmp_path / "pki", "signaling", ips=["127.0.0.1"])  # one, for all
+    pem = tmp_path / "pki" / "haproxy.pem"
+    pem.write_bytes(Path(cert.cert).read_bytes() + Path(cert.key).read_bytes())
+    return ca, cert, pem
+
+
 @needs_haproxy
-def test_haproxy_config_is_valid_and_passes_tls_through() -> None:
-    env = _haproxy_env(wss=18765, stats=18404, one=18001, one_health=18002, two=18003,
-                       two_health=18004)  # fmt: skip
+def test_haproxy_config_is_valid_and_terminates_tls_with_verified_instances(
+    tmp_path: Path,
+) -> None:
+    ca, _cert, pem = _deployment_pem(tmp_path)
+    env = _haproxy_env(pem, ca, wss=18765, stats=18404, one=18001, two=18003)
     done = subprocess.run(
         ["haproxy", "-c", "-f", str(HAPROXY_CONF)],
         capture_output=True, text=True, env={**os.environ, **env}, timeout=30, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Configuration file is valid" in done.stdout and "WARNING" not in done.stderr
-    words = [line.split("#")[0].split() for line in HAPROXY_CONF.read_text().splitlines()]
-    assert ["mode", "tcp"] in words  # the default: TLS bytes pass through untouched
-    for line in words:  # no certificate anywhere: HAProxy never terminates TLS
-        assert not {"ssl", "crt", "check-ssl"} & set(line), line
-    assert ["option", "httpchk", "GET", "/healthz"] in words
+    nameless = subprocess.run(
+        ["haproxy", "-c", "-f", str(HAPROXY_CONF)], capture_output=True, text=True,
+        env={**os.environ, **env, "SIGNALING_TLS_NAME": ""}, timeout=30, check=False,
+    )  # fmt: skip
+    assert nameless.returncode != 0 and "verifyhost" in nameless.stderr  # refuses, says why
+    text = HAPROXY_CONF.read_text()
+    assert f"uri {HEALTH_CHECK_PATH} " in text  # the instances log those checks quietly
+    words = [line.split("#")[0].split() for line in text.splitlines()]
+    assert ["mode", "http"] in words
+    bind = next(line for line in words if line[:1] == ["bind"] and "crt" in line)
+    assert "ssl" in bind  # TLS ends here, with the deployment's certificate
+    server = " ".join(next(line for line in words if line[:1] == ["default-server"]))
+    assert "ssl verify required" in server and "verifyhost" in server  # and starts again
+    assert ["http-request", "del-header", "X-Forwarded-For"] in words
+    assert ["option", "forwardfor"] in words
+    assert ["http-check", "expect", "status", "101"] in words  # a WebSocket upgrade
 
 
 def _haproxy_status(stats_port: int) -> dict[str, str]:
@@ -337,23 +385,21 @@ async def _wait_status(
 
 @needs_haproxy
 @needs_postgres
-async def test_haproxy_passes_logins_through_and_routes_around_a_dead_instance(
+async def test_haproxy_terminates_tls_forwards_addresses_and_routes_around_a_dead_instance(
     tmp_path: Path,
 ) -> None:
-    ca = TestCA.create(tmp_path / "pki")
-    cert = ca.issue(tmp_path / "pki", "signaling", ips=["127.0.0.1"])  # one, for both
+    ca, cert, pem = _deployment_pem(tmp_path)
     server_id = ENV["SIGNALING_SERVER_ID"]
     with PostgresCluster.start() as pg:
         db = pg.new_database().replace(f":{PASSWORD}@", "@")  # PGPASSWORD, as in compose
         args = ["--db", db, "--server-id", server_id, "--tls-cert", cert.cert,
-                "--tls-key", cert.key]  # fmt: skip
+                "--tls-key", cert.key, "--trusted-proxies", "127.0.0.1"]  # fmt: skip
         one, two = await asyncio.gather(
             *(asyncio.to_thread(start_signaling, tmp_path, name, args, tls=True,
                                 env={"PGPASSWORD": PASSWORD}) for name in ("one", "two"))
         )  # fmt: skip
         wss, stats = free_port(), free_port()
-        env = _haproxy_env(wss=wss, stats=stats, one=one.port, one_health=one.http_port,
-                           two=two.port, two_health=two.http_port)  # fmt: skip
+        env = _haproxy_env(pem, ca, wss=wss, stats=stats, one=one.port, two=two.port)
         with (tmp_path / "haproxy.log").open("wb") as sink:
             haproxy = await asyncio.create_subprocess_exec(
                 "haproxy", "-db", "-f", str(HAPROXY_CONF),
@@ -391,12 +437,16 @@ async def _through_haproxy(
 
     await _wait_status(haproxy, stats, {"signaling-1": "UP", "signaling-2": "UP"}, limit=10)
     first, second = await login("alice"), await login("bob")  # leastconn: one on each
-    assert [one.health(), two.health()] == [
-        {"status": "ok", "connections": 1, "logged_in": 1},
-        {"status": "ok", "connections": 1, "logged_in": 1},
-    ]
+    assert [(h or {}).get("logged_in") for h in (one.health(), two.health())] == [1, 1]
     await first.close()
     await second.close()
+    # A client from 127.0.0.2, its own X-Forwarded-For naming someone else: the instance
+    # counts the address HAProxy accepted it from, not HAProxy's, not the forged one.
+    await _login_from("127.0.0.2", wss, ca, "frank", forged="198.51.100.7")
+    lines = [json.loads(line) for p in (one, two) for line in p.log.read_text().splitlines()
+             if line.startswith("{")]  # fmt: skip
+    logins = [(e["user"], e["ip"]) for e in lines if e["event"] == "login" and "user" in e]
+    assert ("frank", "127.0.0.2") in logins and len(logins) == 3, logins
 
     one.proc.kill()  # SIGKILL: no goodbye; only the health check can tell
     one.proc.wait()
@@ -411,6 +461,21 @@ async def _through_haproxy(
     assert refused.value.code == "username_taken"
     for client in clients:
         await client.close()
+
+
+async def _login_from(source: str, port: int, ca: TestCA, name: str, *, forged: str) -> None:
+    """Log ``name`` in through HAProxy from the local address ``source``, sending a forged
+    X-Forwarded-For; the login is bound to the certificate the client saw (HAProxy's)."""
+    context = ssl.create_default_context(cafile=str(ca.cert_path))
+    async with connect(
+        f"wss://127.0.0.1:{port}", ssl=context, local_addr=(source, 0), compression=None,
+        additional_headers={"X-Forwarded-For": forged},
+    ) as ws:  # fmt: skip
+        challenge = json.loads(await ws.recv())
+        der = ws.transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        await ws.send(make_user(name).login_frame(challenge, binding=tls_server_end_point(der)))
+        answer = json.loads(await ws.recv())
+        assert answer["type"] == "welcome", answer
 
 
 # --- Janus (deploy/janus, the janus service) -------------------------------------------------

@@ -91,8 +91,10 @@ class Raw:
         self.ws = ws
 
     @classmethod
-    async def open(cls, url: str) -> tuple[Raw, dict[str, Any]]:
-        ws = await connect(url, compression=None, max_size=2**22)
+    async def open(
+        cls, url: str, headers: dict[str, str] | None = None
+    ) -> tuple[Raw, dict[str, Any]]:
+        ws = await connect(url, compression=None, max_size=2**22, additional_headers=headers)
         raw = cls(ws)
         return raw, await raw.recv()
 

@@ -45,9 +45,9 @@ _LOGIN_FIXES = {
     "registration_closed": "this server registers no new users: ask its operator",
     "bad_invite": "this server registers new users by invitation: ask its operator",
     "wrong_server": "the login was signed for another address: use the server's own name "
-    "(the one in its certificate), and no TLS-terminating proxy in between",
+    "(the one in its certificate), and no TLS-terminating proxy with another certificate",
     "bad_signature": "the server refused the signature: use the server's own name, and no "
-    "TLS-terminating proxy in between",
+    "TLS-terminating proxy with another certificate",
 }
 
 
