@@ -152,9 +152,11 @@ class Registrations:
             return Refusal(ErrorCode.REGISTRATION_CLOSED, "new usernames need an invitation")
         if self.policy is Policy.CLOSED:
             return Refusal(ErrorCode.REGISTRATION_CLOSED, "this server registers no new usernames")
-        # This instance's own buckets answer first, without a round trip: they count only
-        # what the shared ones granted here, so they hold at least as much, and a refusal here
-        # is the shared answer too. A flood from one address stays off the database.
+        # This instance's own buckets answer first, without a round trip. They hold what the
+        # shared ones granted here, or what a shared refusal said was left, never less than
+        # the shared ones, so a refusal here is the shared answer too: once refused, a flood
+        # from one address (or from everyone, past the server's rate) stays off the database
+        # until the shared bucket may have refilled.
         if self._per_address.level(net, now) < 1.0:
             return _ADDRESS_LIMITED
         if self._server.level(now) < 1.0:
@@ -162,7 +164,11 @@ class Registrations:
         # The address first: one address over its rate must not use up the server's allowance.
         used_up = registry.take((self._address_rate(net), self._server_rate), wall)
         if used_up is not None:
-            return _SERVER_LIMITED if used_up is self._server_rate else _ADDRESS_LIMITED
+            if used_up.allowance is self._server_rate:
+                self._server.restore(used_up.tokens, now)
+                return _SERVER_LIMITED
+            self._per_address.restore(net, used_up.tokens, now)
+            return _ADDRESS_LIMITED
         self._per_address.take(net, now)
         self._server.take(now)
         if not registry.claim(user, key):

@@ -73,6 +73,23 @@ class Allowance:
         return (self.burst - 1) * self.interval
 
 
+@dataclass(frozen=True, slots=True)
+class UsedUp:
+    """A shared allowance that refused a registration, and the registrations it holds (less
+    than one): what an instance's own bucket is set to, so it refuses on its own until then."""
+
+    allowance: Allowance
+    tokens: float
+
+
+def tokens_at(arrival: float | None, allowance: Allowance, now: float) -> float:
+    """The registrations a bucket with this arrival time holds at ``now`` (0..burst)."""
+    if arrival is None:
+        return float(allowance.burst)
+    ahead = max(arrival, now) - now
+    return min(float(allowance.burst), max(0.0, allowance.burst - ahead / allowance.interval))
+
+
 def next_arrival(arrival: float | None, allowance: Allowance, now: float) -> float | None:
     """The bucket's arrival time after taking one at ``now``, or None if it is used up.
     ``arrival`` None: a bucket never used (or forgotten once full), as good as a new one."""
@@ -119,7 +136,7 @@ class Registry(Protocol):
         """Whether an outstanding invitation is bound to ``user``."""
         ...
 
-    def take(self, allowances: Sequence[Allowance], now: float) -> Allowance | None:
+    def take(self, allowances: Sequence[Allowance], now: float) -> UsedUp | None:
         """Spend one registration of each of ``allowances`` at ``now`` (wall clock), all or
         none, in one step every instance on this registry sees: None if they were spent, else
         the first that is used up (and nothing was spent)."""
@@ -169,12 +186,13 @@ class MemoryRegistry:
     def reserved(self, user: str, now: float) -> bool:
         return any(u == user and expires >= now for u, expires in self._invites.values())
 
-    def take(self, allowances: Sequence[Allowance], now: float) -> Allowance | None:
+    def take(self, allowances: Sequence[Allowance], now: float) -> UsedUp | None:
         arrivals: dict[str, float] = {}
         for allowance in allowances:
             arrival = next_arrival(self._arrivals.get(allowance.bucket), allowance, now)
             if arrival is None:
-                return allowance
+                held = tokens_at(self._arrivals.get(allowance.bucket), allowance, now)
+                return UsedUp(allowance, held)
             arrivals[allowance.bucket] = arrival
         self._arrivals = {b: t for b, t in self._arrivals.items() if t > now}  # full: forget
         self._arrivals.update(arrivals)
@@ -310,7 +328,7 @@ class SQLiteRegistry:
         ).fetchone()
         return row is not None
 
-    def take(self, allowances: Sequence[Allowance], now: float) -> Allowance | None:
+    def take(self, allowances: Sequence[Allowance], now: float) -> UsedUp | None:
         self._db.execute("BEGIN IMMEDIATE")  # the write lock: instances on this file queue
         try:
             used_up = None
@@ -318,9 +336,10 @@ class SQLiteRegistry:
                 row = self._db.execute(
                     "SELECT arrival FROM allowances WHERE bucket = ?", (allowance.bucket,)
                 ).fetchone()
-                arrival = next_arrival(None if row is None else float(row[0]), allowance, now)
+                before = None if row is None else float(row[0])
+                arrival = next_arrival(before, allowance, now)
                 if arrival is None:
-                    used_up = allowance
+                    used_up = UsedUp(allowance, tokens_at(before, allowance, now))
                     break
                 self._db.execute(
                     "INSERT INTO allowances (bucket, arrival) VALUES (?, ?)"

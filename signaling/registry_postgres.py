@@ -46,7 +46,14 @@ from typing import TypeVar
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from signaling.registry import ROUNDING, Allowance, RegistryUnavailable, invite_digest
+from signaling.registry import (
+    ROUNDING,
+    Allowance,
+    RegistryUnavailable,
+    UsedUp,
+    invite_digest,
+    tokens_at,
+)
 from signaling.registry_breaker import CONNECT_WAIT, Conn, WriterBreaker
 from signaling.registry_schema import CHANNEL, VERSIONS_TABLE, pending
 
@@ -57,6 +64,7 @@ RETRY = 0.5  # first pause before reconnecting; doubles up to MAX_RETRY (writes:
 MAX_RETRY = 30.0  # the listening connection, in its thread
 MIGRATION_TIMEOUT_MS = 60_000  # one migration, or waiting for another instance's
 USED_KEPT = 4_096  # invitations this instance used, whose late "added" notice is ignored
+CLEANUP_EVERY = 16  # takes of registration allowances between two cleanups of full buckets
 LOCK_KEY = 0x766F_6963_6572_6567  # pg_advisory_xact_lock key of migrations ("voiceregg")
 
 T = TypeVar("T")
@@ -119,6 +127,7 @@ class PostgresRegistry:
         self._owners: dict[str, bytes] = {}
         self._invites: dict[bytes, tuple[str | None, float]] = {}
         self._used: OrderedDict[bytes, None] = OrderedDict()  # digests we used, newest last
+        self._takes = 0  # registration allowances taken: every CLEANUP_EVERY, a cleanup
         self._bound: dict[str, dict[bytes, float]] = {}  # name -> its invitations' expiries
         self._writer = WriterBreaker(
             self._connect, self.where, retry=retry, wait=connect_wait, clock=clock
@@ -205,10 +214,14 @@ class PostgresRegistry:
         self._sync()
         return any(expires >= now for expires in self._bound.get(user, {}).values())
 
-    def take(self, allowances: Sequence[Allowance], now: float) -> Allowance | None:
+    def take(self, allowances: Sequence[Allowance], now: float) -> UsedUp | None:
         self._sync()
         wanted = tuple(allowances)
-        return self._write(lambda conn: self._take(conn, wanted, float(now)))
+        used_up = self._write(lambda conn: self._take(conn, wanted, float(now)))
+        self._takes += 1
+        if self._takes % CLEANUP_EVERY == 0:
+            self._write(lambda conn: self._forget_full_buckets(conn, float(now)))
+        return used_up
 
     def close(self) -> None:
         with self._lock:
@@ -254,6 +267,9 @@ class PostgresRegistry:
         conn = self._writer.connection()
         try:
             return operation(conn)
+        except (psycopg.errors.TransactionRollback, psycopg.errors.LockNotAvailable) as exc:
+            # a serialization failure or deadlock, a lock timeout: the connection is fine
+            raise RegistryUnavailable(f"the registry {self.where}: {exc}") from None
         except psycopg.OperationalError as exc:  # connection lost, or a timeout
             self._writer.lost()
             raise RegistryUnavailable(f"the registry {self.where}: {exc}") from None
@@ -298,10 +314,11 @@ class PostgresRegistry:
         return done
 
     @staticmethod
-    def _take(conn: Conn, allowances: tuple[Allowance, ...], now: float) -> Allowance | None:
+    def _take(conn: Conn, allowances: tuple[Allowance, ...], now: float) -> UsedUp | None:
         """In one transaction: each bucket's arrival time moves on by its interval unless it is
         too far ahead (used up: nothing changes). The database decides, under the row lock,
-        so instances taking at once each get their own registration or a refusal."""
+        so instances taking at once each get their own registration or a refusal. Every take
+        locks its rows in the same order (address, then server): two cannot deadlock."""
         used_up = None
         with conn.transaction():
             for allowance in allowances:
@@ -320,10 +337,24 @@ class PostgresRegistry:
                     },
                 ).fetchone()
                 if row is None:
-                    used_up = allowance
+                    held = conn.execute(
+                        "SELECT arrival FROM allowances WHERE bucket = %s", (allowance.bucket,)
+                    ).fetchone()
+                    before = None if held is None else float(held[0])
+                    used_up = UsedUp(allowance, tokens_at(before, allowance, now))
                     raise psycopg.Rollback()
-            conn.execute("DELETE FROM allowances WHERE arrival <= %s", (now,))  # full again
         return used_up
+
+    @staticmethod
+    def _forget_full_buckets(conn: Conn, now: float) -> None:
+        """Delete the rows of buckets that are full again (as good as none), on their own,
+        after the takes: rows another take holds locked are left for next time, so the
+        cleanup never waits on a take nor makes one wait."""
+        conn.execute(
+            "DELETE FROM allowances WHERE bucket IN (SELECT bucket FROM allowances"
+            " WHERE arrival <= %s FOR UPDATE SKIP LOCKED)",
+            (now,),
+        )
 
     # --- the copy --------------------------------------------------------------------------
 

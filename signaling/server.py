@@ -47,8 +47,8 @@ from signaling.serveridentity import load_server_identity
 log = logging.getLogger("signaling.server")
 
 ACCEPT_ERROR_LOG_INTERVAL = 10.0  # seconds between two accept_failed lines
-# The path HAProxy's WebSocket health check dials (deploy/haproxy.cfg), every second: its
-# disconnects are logged at debug level only.
+# The path HAProxy's WebSocket health check dials (deploy/haproxy.cfg), every second: from a
+# trusted proxy, naming no client and never logging in, its disconnects are logged at debug.
 HEALTH_CHECK_PATH = "/?health-check"
 _LoopHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 
@@ -241,9 +241,17 @@ class SignalingServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         address = ws.remote_address
-        ip = str(address[0]) if address else "?"
-        if ws.request is not None:  # behind a trusted proxy: the client it accepted
-            ip = client_address(ip, ws.request.headers.get_all("X-Forwarded-For"), self._proxies)
+        peer = str(address[0]) if address else "?"
+        request = ws.request
+        forwarded = request.headers.get_all("X-Forwarded-For") if request is not None else []
+        ip = client_address(peer, forwarded, self._proxies)  # behind a trusted proxy: its client
+        # HAProxy's own health check: a trusted proxy's connection that names no client
+        check = (
+            request is not None
+            and request.path == HEALTH_CHECK_PATH
+            and not forwarded
+            and is_trusted(peer, self._proxies)
+        )
         net, counted = address_group(ip), None
         if self.cluster is not None:  # the per-IP limit counts every instance's connections
             counted = await self.cluster.admit(net)
@@ -279,7 +287,7 @@ class SignalingServer:
                 if counted:
                     self.cluster.unadmit(net)
             fields = {"session": sid, "code": ws.close_code}
-            quiet = ws.request is not None and ws.request.path == HEALTH_CHECK_PATH
+            quiet = check and left is None  # a check that logged in is no check
             log.log(
                 logging.DEBUG if quiet else logging.INFO, "disconnect", extra={"fields": fields}
             )

@@ -30,6 +30,7 @@ import copy
 import csv
 import dataclasses
 import functools
+import ipaddress
 import json
 import os
 import re
@@ -261,9 +262,17 @@ def test_haproxy_gets_its_config_and_every_address_it_names() -> None:
     # ... verifies them by the name clients dial ...
     assert env["SIGNALING_TLS_NAME"] == instance_env["VOICE_SIGNALING_PUBLIC_HOST"]
     assert env["SIGNALING_TLS_NAME"] == ENV["SIGNALING_HOST"]
-    # ... and the instances believe X-Forwarded-For from HAProxy's fixed address only.
+    # ... and the instances believe X-Forwarded-For from HAProxy's fixed address only, which
+    # Docker never hands another container (they get addresses from ip_range only).
     address = haproxy["networks"]["default"]["ipv4_address"]
     assert instance_env["VOICE_SIGNALING_TRUSTED_PROXIES"] == address
+    (network,) = _yaml_to_json(COMPOSE.read_text())["networks"]["default"]["ipam"]["config"]
+    fixed = ipaddress.ip_address(address)
+    assert fixed in ipaddress.ip_network(network["subnet"])
+    assert fixed not in ipaddress.ip_network(network["ip_range"])
+    # HAProxy starts as root to read the key, and its config drops to its own user
+    assert haproxy["user"] == "0"
+    assert "user haproxy" in HAPROXY_CONF.read_text()
     assert env["HAPROXY_STATS_BIND"].startswith("127.0.0.1:")  # the status page stays inside
     assert env["HAPROXY_STATS_BIND"].split(":")[1] in " ".join(haproxy["healthcheck"]["test"])
 

@@ -1,15 +1,19 @@
 """The client's address behind a trusted proxy (signaling/forwarded.py), and a real server
 that counts its per-address limit by it: a proxy's clients are told apart, a client that
-writes the header itself is not believed."""
+writes the header itself is not believed, and only the proxy's own health checks are logged
+quietly."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 import pytest
 
 from signaling.config import Config
 from signaling.errors import ConfigError
 from signaling.forwarded import client_address, is_trusted, parse_networks
-from signaling.server import serve_signaling
+from signaling.server import HEALTH_CHECK_PATH, serve_signaling
 from tests.signaling.helpers import Raw, server_config
 
 PROXIES = parse_networks(["10.0.0.5", "172.28.0.0/24", "fd00::/64"])
@@ -62,3 +66,29 @@ async def test_the_per_address_limit_counts_the_forwarded_address(trusted: bool)
             assert await second.closed_code() == 4004
         await first.close()
         await second.close()
+
+
+@pytest.mark.parametrize(
+    ("trusted", "headers", "level"),
+    [
+        (True, {}, logging.DEBUG),  # HAProxy's own check
+        (True, {"X-Forwarded-For": "203.0.113.1"}, logging.INFO),  # a client through HAProxy
+        (False, {}, logging.INFO),  # anyone else dialing the check's path
+    ],
+    ids=["proxy_check", "proxied_client", "direct_client"],
+)
+async def test_only_the_proxys_own_health_check_is_logged_quietly(
+    trusted: bool, headers: dict[str, str], level: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="signaling.server")
+    config = server_config(trusted_proxies=("127.0.0.1",) if trusted else ())
+    async with serve_signaling(config) as server:
+        raw, challenge = await Raw.open(server.url + HEALTH_CHECK_PATH, headers)
+        assert challenge["type"] == "challenge"
+        await raw.close()
+        for _ in range(200):
+            disconnects = [r for r in caplog.records if r.getMessage() == "disconnect"]
+            if disconnects:
+                break
+            await asyncio.sleep(0.01)
+        assert [r.levelno for r in disconnects] == [level]

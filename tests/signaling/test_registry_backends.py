@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Sequence
+from typing import Any, cast
 
 import pytest
 
 from signaling import admin
 from signaling.config import Config
 from signaling.registration import Registrations, key_invitation
-from signaling.registry import Allowance
+from signaling.registry import Allowance, Registry, UsedUp
 from tests.signaling.registry_backends import Backend, backend
 
 __all__ = ["backend"]  # the fixture, parametrized over both databases
@@ -142,40 +144,59 @@ def test_registration_rates_are_shared_by_every_instance_on_the_registry(
     address = Allowance("address 10.0.0.0", per_second=1.0, burst=2)
     assert one.take((address, server), now) is None
     assert two.take((address, server), now) is None
-    assert one.take((address, server), now) is address  # the address's 2 went, on two instances
-    assert two.take((address, server), now) is address
+    # the address's 2 went, on two instances; it holds none
+    assert one.take((address, server), now) == UsedUp(address, 0.0)
+    assert two.take((address, server), now) == UsedUp(address, 0.0)
     # All or none: the refused address spent none of the server's.
     other = Allowance("address 10.0.0.9", per_second=1.0, burst=2)
     assert two.take((other, server), now) is None
-    assert one.take((other, server), now) is server  # 3 in all: used up, for both instances
-    assert two.take((Allowance("address 10.9.9.9", 1.0, 2), server), now) is server
+    assert one.take((other, server), now) == UsedUp(server, 0.0)  # 3 in all, for both
+    assert two.take((Allowance("address 10.9.9.9", 1.0, 2), server), now + 0.5) == UsedUp(
+        server, pytest.approx(0.5)
+    )
     assert one.take((address, server), now + 1.0) is None  # a second later: one more each
-    assert two.take((address, server), now + 1.0) is address
+    assert two.take((address, server), now + 1.0) == UsedUp(address, 0.0)
     one.close()
     two.close()
 
 
+class CountedTakes:
+    """A real registry that counts the takes of registration allowances reaching it."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.takes = 0
+
+    def take(self, allowances: Sequence[Allowance], now: float) -> UsedUp | None:
+        self.takes += 1
+        return self.registry.take(allowances, now)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.registry, name)
+
+
 def test_instances_sharing_a_registry_register_no_more_than_one_would(backend: Backend) -> None:
     """Two instances' registration policies on one registry: the burst of the whole server is
-    the configured one, not one per instance."""
+    the configured one, not one per instance; and once the database refused an instance, that
+    instance refuses on its own, without asking it again (a flood stays off the database)."""
     config = Config(db=backend.db, registration_burst=3, registration_ip_burst=100)
-    registries = [backend.open(), backend.open()]
+    registries = [CountedTakes(backend.open()), CountedTakes(backend.open())]
     policies = [Registrations(config, 0.0), Registrations(config, 0.0)]
     wall = time.time()
-    outcomes = []
-    for n in range(6):
+
+    def attempt(n: int) -> str:
         i = n % 2
         refusal = policies[i].register(
-            registries[i],
-            f"user{n}",
-            bytes([n]) * 32,
-            net="10.0.0.1",
-            invite=None,
-            now=0.0,
-            wall=wall,
-        )
-        outcomes.append("ok" if refusal is None else refusal.message)
-    assert outcomes == ["ok"] * 3 + ["too many new usernames; try later"] * 3
+            cast(Registry, registries[i]), f"user{n}", bytes([n]) * 32, net="10.0.0.1",
+            invite=None, now=0.0, wall=wall,
+        )  # fmt: skip
+        return "ok" if refusal is None else refusal.message
+
+    assert [attempt(n) for n in range(6)] == ["ok"] * 3 + ["too many new usernames; try later"] * 3
+    # three grants, then one refusal from the database for each instance, then none asked
+    assert [r.takes for r in registries] == [3, 2]
+    assert {attempt(n) for n in range(6, 40)} == {"too many new usernames; try later"}
+    assert [r.takes for r in registries] == [3, 2]
     assert backend.settled(lambda: registries[0].count() == registries[1].count() == 3)
     for registry in registries:
         registry.close()

@@ -19,10 +19,10 @@ from psycopg.conninfo import conninfo_to_dict
 from signaling import admin
 from signaling.config import Config
 from signaling.errors import ConfigError
-from signaling.registry import RegistryUnavailable, invite_digest
+from signaling.registry import Allowance, RegistryUnavailable, invite_digest
 from signaling.registry_breaker import CONNECT_WAIT, MAX_WRITE_RETRY
 from signaling.registry_open import open_registry
-from signaling.registry_postgres import RETRY, PostgresRegistry
+from signaling.registry_postgres import CLEANUP_EVERY, RETRY, PostgresRegistry
 from signaling.serveridentity import load_server_identity
 from tests.signaling.helpers import make_user
 from tests.support.postgres import PASSWORD, PostgresCluster, needs_postgres
@@ -180,3 +180,32 @@ def test_a_late_notice_of_an_invitation_used_here_does_not_bring_it_back(
     registry._apply(json.dumps({"table": "invites", "op": "upsert", "row": row}))
     assert not registry.reserved("bob", now) and registry.key_of("bob") == b"B" * 32
     registry.close()
+
+
+def test_a_registration_never_waits_on_another_instances_bucket(postgres: PostgresCluster) -> None:
+    """Another instance's transaction holds the row of a bucket that is full again (its
+    registration under way): takes of other buckets, and the cleanup of full ones, go on at
+    once instead of waiting for it (they would deadlock with a take that waits for ours)."""
+    url = postgres.new_database()
+    registry = PostgresRegistry(url)
+    now = time.time()
+    server = Allowance("server", per_second=1000.0, burst=1000)
+    stale = Allowance("address 10.9.9.9", per_second=1000.0, burst=1)
+    assert registry.take((stale, server), now - 60) is None  # full again long since
+    with psycopg.connect(url) as other:  # a transaction: the row stays locked until rollback
+        other.execute("UPDATE allowances SET arrival = arrival WHERE bucket = %s", (stale.bucket,))
+        started = time.monotonic()
+        for n in range(CLEANUP_EVERY + 1):  # a cleanup among them
+            address = Allowance(f"address 10.0.0.{n}", per_second=1000.0, burst=1)
+            assert registry.take((address, server), now) is None
+        assert time.monotonic() - started < 1.0  # the lock timeout is 2 s
+        other.rollback()
+    (kept,) = registry_rows(url, stale.bucket)
+    assert kept == 1  # left for a later cleanup, not waited for
+    registry.close()
+
+
+def registry_rows(url: str, bucket: str) -> tuple[int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM allowances WHERE bucket = %s", (bucket,))
+        return (int(row.fetchone()[0]),)  # type: ignore[index]
