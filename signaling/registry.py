@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from signaling.errors import ConfigError, SignalingError
 from signaling.registry_schema import migrate_sqlite
 
 CACHE_SIZE = 4_096
+BUSY_MS = 2_000  # SQLite: how long a statement waits for another connection's lock
 ROUNDING = 1e-6  # seconds: a float's rounding of an arrival time never refuses a registration
 URL_SCHEMES = ("postgresql://", "postgres://")
 
@@ -204,6 +206,21 @@ class MemoryRegistry:
         self._arrivals.clear()
 
 
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch to write-ahead logging. Instances opening one new file together: the switch
+    needs the file to itself, and SQLite reports "database is locked" at once rather than
+    calling the busy handler, so wait here, as long as any lock would be waited for."""
+    deadline = time.monotonic() + BUSY_MS / 1000
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 class SQLiteRegistry:
     """Registry in one SQLite file (WAL); ``":memory:"`` works too."""
 
@@ -212,8 +229,8 @@ class SQLiteRegistry:
             raise ConfigError("db: a postgresql:// URL is no SQLite file: see registry_open")
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         try:
-            self._db.execute("PRAGMA busy_timeout=2000")  # first: the others wait for locks
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_MS}")  # first: others wait for locks
+            _use_wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")
             migrate_sqlite(self._db, str(path))
         except BaseException:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from signaling.errors import ConfigError
-from signaling.registry import Registry
+from signaling.registry import Registry, SQLiteRegistry
 from signaling.registry_schema import LATEST
 from tests.signaling.registry_backends import Backend, backend
 
@@ -110,3 +111,26 @@ def test_instances_starting_together_migrate_once(backend: Backend) -> None:
     assert not failed, failed
     assert len(opened) == count
     assert _versions(backend) == list(range(1, LATEST + 1))
+
+
+def test_instances_opening_a_new_sqlite_file_together_all_open(tmp_path: Path) -> None:
+    """Switching a new file to WAL needs it alone, and SQLite refuses that at once instead of
+    waiting ("database is locked", about one start in fifteen here): every instance waits."""
+    failed: list[BaseException] = []
+    for attempt in range(40):
+        path = tmp_path / f"registry-{attempt}.sqlite3"
+        start = threading.Barrier(6)
+
+        def open_one(path: Path = path, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                SQLiteRegistry(path).close()
+            except BaseException as exc:
+                failed.append(exc)
+
+        threads = [threading.Thread(target=open_one) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert not failed, failed[:3]
