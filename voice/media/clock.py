@@ -49,6 +49,7 @@ _executor_lock = threading.Lock()
 
 Job = tuple[OpusEncoder, bytes, "asyncio.Future[bytes]"]
 EncodeResult = tuple[list[bytes | CodecError], float]
+Done = tuple[list["asyncio.Future[bytes]"], "concurrent.futures.Future[EncodeResult]"]
 
 
 def codec_workers() -> int:
@@ -113,6 +114,10 @@ class MediaClock:
         self._waiters: list[asyncio.Future[tuple[int, float]]] = []
         self._jobs: list[Job] = []
         self._flush_pending = False
+        # Chunks the workers finished, for the loop (``_from_worker``); guarded by the lock.
+        self._done: list[Done] = []
+        self._done_lock = threading.Lock()
+        self._drain_pending = False
         self._tick_frames = 0
         self._tick_busy = 0.0
         self.ticks = 0
@@ -254,11 +259,27 @@ class MediaClock:
     def _from_worker(
         self, futures: list[asyncio.Future[bytes]]
     ) -> Callable[[concurrent.futures.Future[EncodeResult]], None]:
+        """The done callback of one chunk's job. Chunks that finish before the loop got to
+        the ones before them join the same wake-up: one ``call_soon_threadsafe`` (a write to
+        the loop's self-pipe, a wake-up from ``epoll``) for all of them, delivered in order."""
+
         def done(job: concurrent.futures.Future[EncodeResult]) -> None:  # in the worker thread
+            with self._done_lock:
+                self._done.append((futures, job))
+                if self._drain_pending:
+                    return
+                self._drain_pending = True
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                self._loop.call_soon_threadsafe(self._finish, futures, job)
+                self._loop.call_soon_threadsafe(self._drain)
 
         return done
+
+    def _drain(self) -> None:
+        with self._done_lock:
+            done, self._done = self._done, []
+            self._drain_pending = False
+        for futures, job in done:
+            self._finish(futures, job)
 
     def _finish(
         self, futures: list[asyncio.Future[bytes]], job: concurrent.futures.Future[EncodeResult]

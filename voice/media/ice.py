@@ -42,7 +42,7 @@ import contextlib
 import ipaddress
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -347,6 +347,28 @@ def wake_receiver(connection: Connection) -> None:
     loop must not wait for the old connection's TURN allocations to be released."""
     _require_pinned(connection, ("_queue",))
     connection._queue.put_nowait(None)
+
+
+def deliver_directly(connection: Connection, handler: Callable[[bytes], None] | None) -> None:
+    """Hand every datagram ``connection`` receives to ``handler`` at once, from the socket's
+    callback, instead of queueing it for ``recv()``; ``None`` goes back to queueing.
+
+    Why: aioice 0.13.0 puts each datagram on its private ``_queue``, and each one then costs a
+    queue put, a future and a task step on the event loop before the receive loop sees it
+    (docs/media.md, "Scaling"). Its sockets hand a datagram to the connection by calling
+    ``connection.data_received(data, component)`` (STUN is handled before that), so an
+    instance attribute of that name takes the call. ``recv()`` still returns what was queued
+    before, and raises ConnectionError when the connection ends (``close()`` queues None).
+    """
+    _require_pinned(connection, ("_queue", "data_received"))
+    if handler is None:
+        connection.__dict__.pop("data_received", None)
+        return
+
+    def data_received(data: bytes, component: int) -> None:
+        handler(data)
+
+    setattr(connection, "data_received", data_received)  # noqa: B010 (mypy: a method)
 
 
 def _host_protocols(connection: Connection) -> list[StunProtocol]:

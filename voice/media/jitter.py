@@ -176,6 +176,7 @@ class JitterBuffer:
     def _reset(self) -> None:
         self._packets: dict[int, _Packet] = {}
         self._seen: deque[int] = deque(maxlen=4 * self._capacity)
+        self._seen_set: set[int] = set()  # the same numbers: membership in O(1), per packet
         self._highest: int | None = None  # extended seq of the newest packet
         self._highest_ts = 0
         self._slot: int | None = None  # extended seq to play next (None: not started)
@@ -209,10 +210,13 @@ class JitterBuffer:
                 self.stats.resets += 1
                 self._reset()
                 ext, ext_ts = seq, timestamp
-        if ext in self._seen:
+        if ext in self._seen_set:
             self.stats.duplicates += 1
             return
+        if len(self._seen) == self._seen.maxlen:  # the oldest number leaves the window
+            self._seen_set.discard(self._seen[0])
         self._seen.append(ext)
+        self._seen_set.add(ext)
         self._observe(ext_ts, arrival)  # late packets are the best evidence of jitter
         if self._slot is not None and ext < self._slot:
             self.stats.late += 1

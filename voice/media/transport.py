@@ -87,6 +87,7 @@ class MediaTransport:
         self._pending: tuple[Connection, Gathered] | None = None  # a prepared ICE restart
         self._attempt: tuple[Gathered, tuple[Candidate, ...]] | None = None  # last checks run
         self._swapped: asyncio.Future[None] | None = None  # the receive loop waits for a swap
+        self._failure: Exception | None = None  # raised by a handler in the socket callback
         self._send_filter = send_filter
         self._on_datagram_sent = on_datagram_sent
         self._srtp: SrtpContext | None = None
@@ -278,44 +279,89 @@ class MediaTransport:
         return True
 
     async def receive(self, on_rtp: PacketHandler, on_rtcp: PacketHandler) -> None:
-        """Route verified packets until the connection ends (then :attr:`lost` tells why)."""
+        """Route verified packets until the connection ends (then :attr:`lost` tells why).
+
+        Datagrams are routed from the socket's callback as they arrive
+        (:func:`voice.media.ice.deliver_directly`: no queue and no task step per packet); this
+        loop routes what was queued before, and follows an ICE restart to the new connection.
+        A handler that raises ends the loop with its exception, as it always did.
+        """
         loop = asyncio.get_running_loop()
-        c = self.counters
-        while True:
-            connection = self._connection
+        hooked: Connection | None = None
+        try:
+            while True:
+                connection = self._connection
+                if connection is not hooked:
+                    if hooked is not None:
+                        ice.deliver_directly(hooked, None)
+                    ice.deliver_directly(connection, self._direct(connection, on_rtp, on_rtcp))
+                    hooked = connection
+                try:
+                    data = await connection.recv()  # queued before the hook (in order), or None
+                except ConnectionError:
+                    if self._failure is not None:
+                        raise self._failure from None
+                    if self._closed:
+                        return
+                    if connection is not self._connection:
+                        continue  # an ICE restart swapped in a new connection
+                    # aioice closed it itself: consent expired (RFC 7675). Wait for a restart.
+                    self.lost = True
+                    logger.warning("media: ICE connection lost; waiting for an ICE restart")
+                    self._swapped = loop.create_future()
+                    await self._swapped
+                    continue
+                self._route(data, loop.time(), on_rtp, on_rtcp)
+        finally:
+            if hooked is not None:
+                ice.deliver_directly(hooked, None)
+
+    def _direct(
+        self, connection: Connection, on_rtp: PacketHandler, on_rtcp: PacketHandler
+    ) -> Callable[[bytes], None]:
+        """The socket callback's handler for ``connection``: route at once while it is the
+        current connection; once a restart replaced it, queue as aioice does (the receive loop
+        reads the old queue up to its end, as before). An exception stops the receive loop."""
+        loop = asyncio.get_running_loop()
+
+        def arrived(data: bytes) -> None:
+            if connection is not self._connection or self._failure is not None:
+                ice.deliver_directly(connection, None)
+                connection.data_received(data, ice.COMPONENT)
+                return
             try:
-                data = await connection.recv()
-            except ConnectionError:
-                if self._closed:
-                    return
-                if connection is not self._connection:
-                    continue  # an ICE restart swapped in a new connection
-                # aioice closed it itself: consent expired (RFC 7675). Wait for a restart.
-                self.lost = True
-                logger.warning("media: ICE connection lost; waiting for an ICE restart")
-                self._swapped = loop.create_future()
-                await self._swapped
-                continue
-            arrival = loop.time()
-            c.packets_received += 1
-            c.bytes_received += len(data)
-            if not is_rtp_or_rtcp(data):
-                continue
-            srtp = self._srtp
-            if srtp is None:
-                c.before_keys += 1
-                continue
-            if is_rtcp(data):
-                plain = srtp.unprotect_rtcp(data)
-                if plain is not None:
-                    c.rtcp_received += 1
-                    on_rtcp(plain, arrival)
-            else:
-                plain = srtp.unprotect(data)
-                if plain is not None:
-                    c.rtp_received += 1
-                    self.sizes_received.add(len(data))
-                    on_rtp(plain, arrival)
+                self._route(data, loop.time(), on_rtp, on_rtcp)
+            except Exception as exc:
+                self._failure = exc
+                ice.deliver_directly(connection, None)
+                ice.wake_receiver(connection)
+
+        return arrived
+
+    def _route(
+        self, data: bytes, arrival: float, on_rtp: PacketHandler, on_rtcp: PacketHandler
+    ) -> None:
+        """One datagram from the ICE path: count it, verify it, hand it on (module docstring)."""
+        c = self.counters
+        c.packets_received += 1
+        c.bytes_received += len(data)
+        if not is_rtp_or_rtcp(data):
+            return
+        srtp = self._srtp
+        if srtp is None:
+            c.before_keys += 1
+            return
+        if is_rtcp(data):
+            plain = srtp.unprotect_rtcp(data)
+            if plain is not None:
+                c.rtcp_received += 1
+                on_rtcp(plain, arrival)
+        else:
+            plain = srtp.unprotect(data)
+            if plain is not None:
+                c.rtp_received += 1
+                self.sizes_received.add(len(data))
+                on_rtp(plain, arrival)
 
     def stop(self) -> None:
         """The first half of :meth:`close`, at once: send no more RTP, and take the end of the

@@ -138,6 +138,20 @@ def test_duplicates_are_ignored_and_counted() -> None:
     assert run.jb.stats.received == 100
 
 
+def test_a_duplicate_is_known_for_the_last_four_capacities_of_numbers_and_no_longer() -> None:
+    """The seen-numbers window (a set beside the deque since the scaling work) forgets exactly
+    what the deque forgets: the oldest number once 4 * capacity newer ones arrived."""
+    jb = JitterBuffer(capacity_frames=5, max_delay_frames=5)  # remembers the last 20 numbers
+    for k in range(21):
+        jb.push(seq=k, timestamp=k * SPF, payload=payload(k), arrival=k * FRAME)
+    jb.push(seq=1, timestamp=SPF, payload=payload(1), arrival=21 * FRAME)  # 20 newer: known
+    assert jb.stats.duplicates == 1
+    jb.push(seq=0, timestamp=0, payload=payload(0), arrival=21 * FRAME)  # 21 newer: forgotten
+    assert jb.stats.duplicates == 1 and jb.stats.received == 22
+    jb.push(seq=0, timestamp=0, payload=payload(0), arrival=22 * FRAME)  # ... and seen again
+    assert jb.stats.duplicates == 2
+
+
 def test_single_loss_is_recovered_with_fec_from_the_successor() -> None:
     run = simulate(300, delay=lambda k: None if k in (50, 150) else 0.005, extra_ticks=3)
     decisions = run.decisions()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
+from typing import Any
 
 import pytest
 
@@ -159,6 +161,46 @@ async def test_clocked_sender_paces_on_the_grid_with_a_worker_thread() -> None:
     assert stamps[-1] - stamps[0] == 960 * (len(sent) - 1 + sender.ticks_skipped)
     payload = sent[3][1][12:]
     assert len(payload) == 100 and len(OpusDecoder().decode(payload)) == FRAME_BYTES
+
+
+async def test_chunks_finished_together_reach_the_loop_in_one_wake_up_in_order() -> None:
+    """Worker results are handed to the loop in batches (one ``call_soon_threadsafe`` for all
+    the chunks that finished meanwhile), each frame still gets its own bytes, in order."""
+    import concurrent.futures
+
+    loop = asyncio.get_running_loop()
+    wakeups = 0
+    threadsafe = loop.call_soon_threadsafe
+
+    def counting(*args: Any) -> Any:
+        nonlocal wakeups
+        wakeups += 1
+        return threadsafe(*args)
+
+    frames = [await ToneSource(300.0 + 100 * i).read_frame() for i in range(6)]
+    with (
+        concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool,
+        pytest.MonkeyPatch.context() as mp,
+    ):
+        mp.setattr(loop, "call_soon_threadsafe", counting)
+        clock = MediaClock(loop, executor=pool, chunk=2)  # three chunks, three jobs
+        encoders = [OpusEncoder() for _ in frames]
+        waiting = [
+            asyncio.ensure_future(clock.encode(e, f))  # type: ignore[arg-type]
+            for e, f in zip(encoders, frames, strict=True)
+        ]
+        for _ in range(2):  # the waiters queue their frames, then the flush submits 3 jobs
+            await asyncio.sleep(0)
+        busy_loop(0.3)  # the loop is busy meanwhile: all three finish before it looks
+        out = await asyncio.gather(*waiting)
+    assert wakeups == 1
+    direct = [OpusEncoder().encode(f) for f in frames]  # type: ignore[arg-type]
+    assert out == direct
+
+
+def busy_loop(seconds: float) -> None:
+    """Keep the event loop's thread busy (what a loaded loop does to the workers' results)."""
+    time.sleep(seconds)
 
 
 def test_rtp_header_is_what_aiortc_would_serialise() -> None:
