@@ -49,6 +49,7 @@ from nacl.signing import SigningKey
 
 from signaling.config import Config
 from signaling.registry_open import open_registry
+from voice.errors import RequestRefused
 from voice.net.client import SignalingClient
 
 RESULTS = Path(__file__).resolve().parent / "results" / "signaling_load.json"
@@ -111,6 +112,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def busy_cores_seconds() -> float:
+    """CPU seconds every core of this machine spent busy so far (``/proc/stat``): what the
+    instances, Redis and the load generator did not use of it was another process's."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def start_redis(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
     path = os.path.join(tmp, "redis.sock")
     args = ["redis-server", "--port", "0", "--unixsocket", path, "--save", "", "--appendonly", "no"]
@@ -149,9 +158,10 @@ def start_server(
         "VOICE_SIGNALING_BURST": "100000",
         "VOICE_SIGNALING_MAX_QUEUE": "256",
         "VOICE_SIGNALING_LOGIN_TIMEOUT": "60",
-        # One address registers every client: open the registration allowances wide.
-        "VOICE_SIGNALING_REGISTRATION_IP_BURST": str(clients + 100),
-        "VOICE_SIGNALING_REGISTRATION_BURST": str(clients + 100),
+        # One address registers every client, on all the instances together (they share the
+        # registration allowances through the registry): open them wide.
+        "VOICE_SIGNALING_REGISTRATION_IP_BURST": str(max(per_ip, clients) + 100),
+        "VOICE_SIGNALING_REGISTRATION_BURST": str(max(per_ip, clients) + 100),
         "VOICE_SIGNALING_MAX_HANDSHAKES": str(handshakes),  # logins in flight, one address
         "VOICE_SIGNALING_LOG_LEVEL": os.environ.get("BENCH_LOG", "WARNING"),
         **{f"VOICE_SIGNALING_{k.upper()}": v for k, v in (settings or {}).items()},
@@ -229,6 +239,7 @@ async def route_phase(
     receivers = [clients[2 * n * k + n + (k + 1) % n] for k in range(pairs)]
     latencies: list[float] = []
     delivered = 0
+    failed: dict[str, int] = {}  # sends refused or unanswered, by kind (the sender goes on)
     stop = asyncio.Event()
     pad = b"\x00" * max(0, body_bytes - 8)
 
@@ -238,7 +249,11 @@ async def route_phase(
             if interval is not None:
                 next_at += interval
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-            await me.send(peer, struct.pack(">d", time.perf_counter()) + pad)
+            try:
+                await me.send(peer, struct.pack(">d", time.perf_counter()) + pad)
+            except (RequestRefused, TimeoutError) as exc:
+                if not stop.is_set():
+                    failed[type(exc).__name__] = failed.get(type(exc).__name__, 0) + 1
 
     async def receiver(me: SignalingClient) -> None:
         nonlocal delivered
@@ -259,10 +274,12 @@ async def route_phase(
     await asyncio.sleep(1.0)  # warm-up
     latencies.clear()
     delivered = 0
+    failed.clear()
     cpu0 = [cpu_seconds(pid) for pid in server_pids]
-    t0, own0 = time.perf_counter(), sum(os.times()[:2])
+    t0, own0, busy0 = time.perf_counter(), sum(os.times()[:2]), busy_cores_seconds()
     await asyncio.sleep(duration)
     elapsed = time.perf_counter() - t0
+    busy = (busy_cores_seconds() - busy0) / elapsed
     per_process = [
         (cpu_seconds(pid) - c) / elapsed for pid, c in zip(server_pids, cpu0, strict=True)
     ]
@@ -283,6 +300,10 @@ async def route_phase(
         "p99_ms": round(percentile(lat, 0.99) * 1000, 3),
         "server_cpu_core_fraction": round(server_cpu, 3),
         "load_client_cpu_core_fraction": round(client_cpu, 3),
+        "failed_sends": dict(failed),
+        # Busy CPU of the machine that none of the above used (another process; the kernel's
+        # own work for the sockets partly): a large share means the figures are noisy.
+        "other_cpu_core_fraction": round(max(0.0, busy - server_cpu - client_cpu), 3),
     }
 
 
@@ -324,6 +345,11 @@ async def run_deployment(args: argparse.Namespace, instances: int, redis: bool) 
             light = await route_phase(
                 clients, 10, 1, args.duration, args.body_bytes, 200.0, pids, instances
             )
+            # Paced: every deployment routes the same rate, so CPU per envelope compares
+            # without the saturated run's contention for two cores with this process.
+            fixed = await route_phase(
+                clients, args.pairs, 1, args.duration, args.body_bytes, args.rate, pids, instances
+            )
             after = sum([(await healthz(h))["logged_in"] for _, _, h in servers])
             await asyncio.gather(*(c.close() for c in clients))
             gc.unfreeze()
@@ -343,6 +369,7 @@ async def run_deployment(args: argparse.Namespace, instances: int, redis: bool) 
         "kib_per_connection": round(grown / max(1, logged_in), 1),
         "routing_saturated": saturated,
         "routing_light_200_per_s": light,
+        "routing_fixed_rate": fixed,
         "loadavg_1min_before": round(load_before, 2),
     }
 
@@ -566,9 +593,23 @@ def print_table(r: dict[str, Any]) -> None:
             str(sat["p99_ms"]),
             str(sat["server_cpu_us_per_envelope"]),
             " ".join(str(c) for c in sat["cpu_core_fraction_by_process"])
-            + f" (load {sat['load_client_cpu_core_fraction']})",
+            + f" (load {sat['load_client_cpu_core_fraction']}, other"
+            + f" {sat['other_cpu_core_fraction']})",
         )
         print("  " + " | ".join(cells))
+    print("\n  paced (the same rate for every deployment): CPU us per envelope, p50/p99 ms")
+    for run in r.get("runs", []):
+        fixed = run.get("routing_fixed_rate")
+        if fixed:
+            name = f"{run['instances']} instance{'s' if run['instances'] > 1 else ''}"
+            name += " + Redis" if run["redis"] else ", no Redis"
+            print(
+                f"  {name} | {fixed['envelopes_per_s']}/s | {fixed['server_cpu_us_per_envelope']}"
+                f" | {fixed['p50_ms']}/{fixed['p99_ms']} | "
+                + " ".join(str(c) for c in fixed["cpu_core_fraction_by_process"])
+                + f" | failed {fixed['failed_sends']}"
+                + f" | other CPU {fixed['other_cpu_core_fraction']}"
+            )
     if r.get("hold"):
         h = r["hold"]
         print(
@@ -602,6 +643,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=4, help="sends in flight per sender")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per phase")
     parser.add_argument("--body-bytes", type=int, default=256)
+    parser.add_argument("--rate", type=float, default=1500.0, help="envelopes/s, paced phase")
     parser.add_argument("--hold", type=int, default=0, help="idle clients on 4 instances")
     parser.add_argument("--hold-per-worker", type=int, default=15_000)
     parser.add_argument("--hold-seconds", type=float, default=10.0, help="held, CPU read")

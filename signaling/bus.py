@@ -96,16 +96,19 @@ class RedisBus:
                 await self._runner
 
     # The operations (each one script, atomic in Redis).
-    async def route(self, user: str, envelope: str) -> bool:
-        """Publish ``envelope`` to the instance holding ``user``; False if nobody does."""
-        return (await self.route_many([(user, envelope)]))[0]
+    def flush(
+        self, header: str, envelopes: str, acks: Sequence[tuple[str, str]]
+    ) -> asyncio.Future[bytes]:
+        """Queue one flush script (:data:`~signaling.busscripts.FLUSH`): publish each envelope
+        line to the instance holding its user and each (instance, lines) of acknowledgements,
+        one message per instance. At once, a future of one byte per envelope line: ``1``
+        published, ``0`` nobody holds the user. BusUnavailable if the bus is down.
 
-    async def route_many(self, envelopes: Sequence[tuple[str, str]]) -> list[bool]:
-        """Publish each (user, envelope) to the instance holding that user, one message per
-        instance in one script; for each, False if nobody does (not published)."""
-        flat = [v for pair in envelopes for v in pair]
-        published: bytes = await self._script("route", *flat)
-        return [c == 0x31 for c in published]  # b"1"
+        A future, not a coroutine: the caller reacts in a callback, without a task per batch."""
+        flat = [v for pair in acks for v in pair]
+        return self._submit(
+            "EVALSHA", self._sha.get("flush", ""), 0, self.prefix, header, envelopes, *flat
+        )
 
     async def claim(self, user: str, session: int) -> tuple[str | None, bool, bytes | None]:
         """Make ``session`` here ``user``'s one session: (the old "<inst> <sid>", whether its
@@ -140,11 +143,14 @@ class RedisBus:
         return await self._command("EVALSHA", self._sha.get(name, ""), 0, self.prefix, *args)
 
     async def _command(self, *args: Any) -> Any:
+        return await self._submit(*args)
+
+    def _submit(self, *args: Any) -> asyncio.Future[Any]:
         if not self.up:
             raise BusUnavailable("the cluster bus (Redis) is not connected")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((args, future))
-        return await future
+        return future
 
     # The connection loop.
     async def _run(self) -> None:

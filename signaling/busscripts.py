@@ -84,37 +84,45 @@ redis.call('SET', p .. 'allow:' .. user, ARGV[5], 'EX', tonumber(ARGV[6]))
 return 1
 """
 
-# ARGV: prefix, then user, envelope pairs (each envelope one JSON "env" message). Groups the
-# envelopes by the live instance that holds their user, in order, and publishes each group as
-# one message to that instance: ["envs",[<envelope>,...]], or the envelope itself if alone.
-# Returns one character per envelope: "1" an instance received it, "0" nobody (alive and
-# subscribed) holds the user.
-ROUTE = (
+# ARGV: prefix, header (the batch's first line), envelopes (lines "e<id> <to> ...", joined by
+# newlines; may be empty), then instance, acknowledgements pairs. Groups the envelopes by the
+# live instance that holds their user, in order, adds the acknowledgements for each instance,
+# and publishes each group as one message: the header, then its lines. Returns one character
+# per envelope: "1" an instance received it, "0" nobody (alive and subscribed) holds the user.
+FLUSH = (
     _NOW
     + """
 local out, groups, order, live = {}, {}, {}, {}
-for i = 2, #ARGV, 2 do
+local function group(inst)
+  local g = groups[inst]
+  if not g then
+    g = {lines = {}, at = {}}
+    groups[inst] = g
+    order[#order + 1] = inst
+  end
+  return g
+end
+for line in string.gmatch(ARGV[3], '[^\\n]+') do
   out[#out + 1] = '0'
-  local cur = redis.call('HGET', p .. 'presence', ARGV[i])
+  local to = string.match(line, '^e%d+ (%S+)')
+  local cur = to and redis.call('HGET', p .. 'presence', to)
   local inst = cur and string.match(cur, '^(%S+)')
   if inst then
     if live[inst] == nil then live[inst] = alive(inst) or false end
     if live[inst] then
-      local g = groups[inst]
-      if not g then
-        g = {bodies = {}, at = {}}
-        groups[inst] = g
-        order[#order + 1] = inst
-      end
-      g.bodies[#g.bodies + 1] = ARGV[i + 1]
+      local g = group(inst)
+      g.lines[#g.lines + 1] = line
       g.at[#g.at + 1] = #out
     end
   end
 end
+for i = 4, #ARGV, 2 do
+  local g = group(ARGV[i])
+  g.lines[#g.lines + 1] = ARGV[i + 1]
+end
 for _, inst in ipairs(order) do
   local g = groups[inst]
-  local message = g.bodies[1]
-  if #g.bodies > 1 then message = '["envs",[' .. table.concat(g.bodies, ',') .. ']]' end
+  local message = ARGV[2] .. '\\n' .. table.concat(g.lines, '\\n')
   if redis.call('PUBLISH', p .. 'inst:' .. inst, message) > 0 then
     for _, at in ipairs(g.at) do out[at] = '1' end
   end
@@ -185,7 +193,7 @@ SCRIPTS = {
     "heartbeat": HEARTBEAT,
     "claim": CLAIM,
     "release": RELEASE,
-    "route": ROUTE,
+    "flush": FLUSH,
     "admit": ADMIT,
     "unadmit": UNADMIT,
     "resync_users": RESYNC_USERS,

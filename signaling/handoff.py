@@ -60,8 +60,9 @@ class Allowances:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """``to`` is registered but not on this instance: hand the envelope to the bus, then call
-    ``Router.forwarded(session, msg_id, to, outcome)``."""
+    """``to`` is not on this instance: hand the envelope to the bus, then call
+    ``Router.forwarded(session, msg_id, to, outcome)`` (which tells an unregistered ``to``
+    apart from an offline one: the registry is asked only for an envelope not delivered)."""
 
     session: SessionId
     msg_id: str

@@ -16,7 +16,7 @@ credentials. New usernames go through :class:`signaling.registration.Registratio
 
 Cluster mode (``cluster=True``, several instances behind a load balancer, :mod:`signaling.cluster`
 does the I/O): a login becomes a :class:`~signaling.handoff.Claim` (state ``claiming``) and is
-finished by :meth:`Router.claimed`; an envelope for a registered user who is not on this
+finished by :meth:`Router.claimed`; an envelope for a user who is not on this
 instance becomes a :class:`~signaling.handoff.Forward`, answered by :meth:`Router.forwarded`;
 envelopes from other instances come in through :meth:`Router.deliver_remote`. Still pure.
 """
@@ -387,8 +387,8 @@ class Router:
         target_id = self.presence.lookup(msg.to)
         target = self._sessions.get(target_id) if target_id is not None else None
         if target is None or target.state != "open":
-            if self.cluster and target is None and self.registry.exists(msg.to):
-                out.append(Forward(s.id, msg.id, msg.to, user, msg.body))  # maybe elsewhere
+            if self.cluster and target is None:  # maybe elsewhere; the registry is asked
+                out.append(Forward(s.id, msg.id, msg.to, user, msg.body))  # only if not
             elif self.registry.exists(msg.to):
                 self._error(s, ErrorCode.OFFLINE, "recipient is not connected", msg.id, out)
             else:
@@ -419,6 +419,8 @@ class Router:
         if outcome is Outcome.OK:
             _remember_peer(s, to)
             self._emit(s, encode(Sent(msg_id)), out)
+        elif not self.registry.exists(to):  # asked now, not for every forward
+            self._error(s, ErrorCode.UNKNOWN_USER, "no such user", msg_id, out)
         elif outcome is Outcome.QUEUE_FULL:
             message = "recipient is not keeping up; dropped"
             self._error(s, ErrorCode.QUEUE_FULL, message, msg_id, out)
@@ -429,8 +431,9 @@ class Router:
             self._error(s, ErrorCode.OFFLINE, message, msg_id, out)
         return out
 
-    def deliver_remote(self, from_user: str, to: str, body: str) -> tuple[list[Action], Outcome]:
-        """Cluster mode: another instance forwards an envelope from ``from_user`` to ``to``.
+    def deliver_remote(self, from_user: str, to: str, frame: str) -> tuple[list[Action], Outcome]:
+        """Cluster mode: another instance forwards an envelope from ``from_user`` to ``to``,
+        as the ``deliver`` frame it built (:func:`~signaling.protocol.deliver_frame`).
         Delivered to ``to``'s session here (the same checks as a local one), or not, and why."""
         target_id = self.presence.lookup(to)
         target = self._sessions.get(target_id) if target_id is not None else None
@@ -439,7 +442,7 @@ class Router:
             return out, Outcome.OFFLINE
         if target.pending >= self.config.max_queue:
             return out, Outcome.QUEUE_FULL
-        self._emit(target, deliver_frame(from_user, body), out)
+        self._emit(target, frame, out)
         self.stats.envelopes_routed += 1
         _remember_peer(target, from_user)
         return out, Outcome.OK

@@ -126,7 +126,13 @@ class SignalingServer:
         # to our descriptors lowers only what this instance holds (the router's own count).
         per_ip = self.requested.max_connections_per_ip
         self.cluster = (
-            Cluster(self.router, config.redis, self._apply_later, per_ip_limit=per_ip)
+            Cluster(
+                self.router,
+                config.redis,
+                self._apply,
+                apply_claimed=self._apply_claimed,
+                per_ip_limit=per_ip,
+            )
             if config.redis
             else None
         )
@@ -328,9 +334,9 @@ class SignalingServer:
             else:
                 conn.queue.put_nowait(action.frame)
 
-    def _apply_later(self, actions: list[Action]) -> None:
-        """Actions that come back from the cluster: a login it finished is no longer a
-        handshake in progress (signaling.admission), as one finished at once would be."""
+    def _apply_claimed(self, actions: list[Action]) -> None:
+        """Actions of a login the cluster finished: it is no longer a handshake in progress
+        (signaling.admission), as one finished at once would be."""
         self._apply(actions)
         for action in actions:
             conn = self._conns.get(action.session)

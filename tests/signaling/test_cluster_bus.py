@@ -13,10 +13,18 @@ from pathlib import Path
 import pytest
 
 from signaling.bus import BusUnavailable, RedisBus
-from signaling.busmessages import Envelope, Envelopes, encode, parse
+from signaling.busmessages import (
+    Batch,
+    BusMessageError,
+    ack_lines,
+    envelope_line,
+    header,
+    parse,
+)
 from signaling.cluster import Cluster
 from signaling.config import Config
-from signaling.handoff import Forward
+from signaling.handoff import Forward, Outcome
+from signaling.protocol import deliver_frame
 from signaling.registry import MemoryRegistry
 from signaling.router import Action, Router
 from tests.signaling.cluster_helpers import RedisServer, eventually
@@ -82,7 +90,8 @@ async def test_registering_again_never_overwrites_a_newer_claim_of_this_instance
     # Session 1 is replaced by 2 and ends: its release must not forget session 2.
     assert not await a.release("alice", 1, "[null, 1, 1, 0]")
     assert presence(redis, "alice") == b"A 2"
-    assert await b.route("alice", "for alice")  # and the other instance still finds her on A
+    line = envelope_line(1, "alice", "bob", deliver_frame("bob", "AAAA"))
+    assert await b.flush(header("B"), line, []) == b"1"  # B still finds her on A
     assert redis.command("SISMEMBER", "voice:users:A", "alice").strip() == b"1"
 
 
@@ -156,7 +165,7 @@ async def test_a_count_that_lands_after_its_connection_gave_up_is_taken_back(
         await cluster.stop()
 
 
-async def test_one_route_script_sends_one_message_per_instance_in_order(
+async def test_one_flush_script_sends_one_message_per_instance_in_order(
     redis: RedisServer,
 ) -> None:
     got: dict[str, list[bytes]] = {"B": [], "C": []}
@@ -173,20 +182,23 @@ async def test_one_route_script_sends_one_message_per_instance_in_order(
         # Erin's instance is alive by its heartbeat but nobody listens on its channel.
         redis.command("ZADD", "voice:instances", "99999999999999", "D")
         redis.command("HSET", "voice:presence", "erin", "D 4")
+        to = ["bob", "nobody", "dave", "carol", "erin", "bob"]
+        records = [(i, name, "alice", f"m{i}A==") for i, name in enumerate(to)]
+        lines = "\n".join(envelope_line(*e) for e in records)
+        # what the receiving instance makes of each: the deliver frame, from the record
         batch = [
-            Envelope(f"A:{i}", "A", to, "alice", f"m{i}")
-            for i, to in enumerate(["bob", "nobody", "dave", "carol", "erin", "bob"])
+            (i, name, sender, deliver_frame(sender, body)) for i, name, sender, body in records
         ]
-        published = await a.route_many([(e.to, encode(e)) for e in batch])
-        assert published == [True, False, True, True, False, True]
+        acks = [("C", ack_lines([7, 8], [(9, Outcome.OFFLINE)]))]  # C gets its answers too
+        assert await a.flush(header("A"), lines, acks) == b"101101"
 
         async def arrived() -> None:
             assert len(got["B"]) == 1 and len(got["C"]) == 1
 
         await eventually(arrived, 5)
-        assert parse(got["B"][0]) == Envelopes((batch[0], batch[3], batch[5]))  # in order
-        assert parse(got["C"][0]) == batch[2]  # one alone goes as itself
-        assert await a.route_many([]) == []
+        assert parse(got["B"][0]) == Batch("A", [batch[0], batch[3], batch[5]])  # in order
+        assert parse(got["C"][0]) == Batch("A", [batch[2]], [(7, 8)], [(9, Outcome.OFFLINE)])
+        assert await a.flush(header("A"), "", []) == b""
     finally:
         for bus in made:
             await bus.stop()
@@ -254,3 +266,119 @@ def _one_frame(actions: list[Action]) -> Callable[[], Awaitable[None]]:
         assert len(frames(actions)) == 1
 
     return check
+
+
+async def test_a_batch_is_delivered_once_and_acknowledged_for_what_was_delivered_only() -> None:
+    clock = Clock()
+    router = cluster_router(clock, max_queue=1)
+    out: list[Action] = []
+    cluster = Cluster(router, "unix:///nonexistent", out.extend)  # the bus is never started
+    bob, carol = claim(router, "bob"), claim(router, "carol")
+    router.receive(bob, send("carol"))  # carol's delivery waits in her queue: it is full
+    router.written(bob)  # bob's answer went out: his is not
+    lines = [
+        envelope_line(n, to, "alice", "AAAA") for n, to in ((5, "bob"), (6, "dave"), (7, "carol"))
+    ]
+    cluster._on_message("\n".join([header("A"), *lines]).encode())
+    assert frames(out, bob) == [{"v": 1, "type": "deliver", "from": "alice", "body": "AAAA"}]
+    assert frames(out, carol) == []
+    # Handed over: 5 alone. Dave is not here, carol's queue is full: each says so.
+    assert cluster._acks == {"A": ([5], [(6, Outcome.OFFLINE), (7, Outcome.QUEUE_FULL)])}
+    out.clear()
+    router.written(bob)
+    replay = "\n".join([header("A"), lines[0], envelope_line(4, "bob", "alice", "AAAA")])
+    cluster._on_message(replay.encode())  # a repeat, and an id older than the last taken
+    assert out == [] and cluster.seen.duplicates == 2
+    assert cluster._acks["A"][0] == [5]  # nothing delivered, nothing more acknowledged
+    cluster._acks.clear()
+
+
+async def test_acknowledgements_answer_only_envelopes_still_waiting_for_one() -> None:
+    router = cluster_router(Clock())
+    out: list[Action] = []
+    cluster = Cluster(router, "unix:///nonexistent", out.extend)
+    alice = claim(router, "alice")
+    for i in (1, 2, 3):
+        cluster._pending[i] = Forward(alice, f"m{i}", "bob", "alice", "AAAA")
+    # A range far wider than what waits (forged, or late) walks only what waits.
+    cluster._on_message(b"v2 B\na0-99999999999999\nx2 offline")
+    assert [f["id"] for f in frames(out, alice)] == ["m1", "m2", "m3"]
+    assert all(f["type"] == "sent" for f in frames(out, alice))  # one answer each, the first
+    assert cluster._pending == {}
+
+
+async def test_acknowledgements_of_a_burst_go_in_messages_a_receiver_accepts() -> None:
+    """9,000 envelopes from one origin delivered out of order (ids with gaps: about one line
+    each) are acknowledged in several scripts, each message under the parser's limit."""
+    router = cluster_router(Clock())
+    cluster = Cluster(router, "unix:///nonexistent", lambda actions: None)
+    scripts: list[list[tuple[str, str]]] = []
+
+    def flush(header: str, envelopes: str, acks: list[tuple[str, str]]) -> asyncio.Future[bytes]:
+        scripts.append(acks)
+        done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        done.set_result(b"")
+        return done
+
+    cluster.bus.flush = flush  # type: ignore[method-assign]
+    cluster._acks = {"A": (list(range(1, 18_000, 2)), [(2, Outcome.OFFLINE)])}
+    cluster._flush()
+    assert len(scripts) > 1 and all(len(acks) == 1 for acks in scripts)  # one chunk each
+    for acks in scripts:
+        ((origin, lines),) = acks
+        message = parse(f"v2 B\n{lines}")  # what A's instance receives
+        assert isinstance(message, Batch) and origin == "A"
+    delivered = [n for acks in scripts for lo, hi in parse(f"v2 B\n{acks[0][1]}").delivered
+                 for n in range(lo, hi + 1)]  # fmt: skip
+    assert delivered == list(range(1, 18_000, 2))
+
+
+async def test_a_failed_script_of_acknowledgements_only_leaves_envelope_timers_alone() -> None:
+    router = cluster_router(Clock())
+    out: list[Action] = []
+    cluster = Cluster(router, "unix:///nonexistent", out.extend)
+    alice = claim(router, "alice")
+    loop = asyncio.get_running_loop()
+    cluster._pending[1] = Forward(alice, "m1", "bob", "alice", "AAAA")
+    cluster._timers[1] = timer = loop.call_later(60, cluster._expire, 1, 1)
+    failed: asyncio.Future[bytes] = loop.create_future()
+    failed.set_exception(BusUnavailable("gone"))
+    # Acknowledgements only (no envelope, numbered like the next batch), not published:
+    cluster._published(1, 0, failed)
+    assert cluster._timers == {1: timer} and not timer.cancelled() and out == []
+    timer.cancel()
+
+
+async def test_a_delivery_that_fails_midway_still_sends_and_acknowledges_the_ones_before() -> None:
+    router = cluster_router(Clock())
+    out: list[Action] = []
+    cluster = Cluster(router, "unix:///nonexistent", out.extend)
+    bob = claim(router, "bob")
+    real = router.deliver_remote
+
+    def deliver(from_user: str, to: str, frame: str) -> tuple[list[Action], Outcome]:
+        if to == "carol":
+            raise RuntimeError("a bug")
+        return real(from_user, to, frame)
+
+    router.deliver_remote = deliver  # type: ignore[method-assign]
+    lines = [envelope_line(1, "bob", "alice", "AAAA"), envelope_line(2, "carol", "alice", "AAAA")]
+    with pytest.raises(RuntimeError):
+        cluster._take(parse("\n".join([header("A"), *lines])))  # type: ignore[arg-type]
+    assert len(frames(out, bob)) == 1  # bob's envelope went out ...
+    assert cluster._acks == {"A": ([1], [])}  # ... and is the one acknowledged
+    cluster._acks.clear()
+
+
+def test_a_record_makes_the_deliver_frame_of_its_own_sender_and_nothing_else() -> None:
+    message = parse("v2 A\n" + envelope_line(3, "bob", "alice", "c2VhbGVk"))
+    assert isinstance(message, Batch)
+    assert message.envelopes == [(3, "bob", "alice", deliver_frame("alice", "c2VhbGVk"))]
+    bad = [
+        envelope_line(3, "bob", "alice", 'AAAA"}, {"type":"welcome'),  # not base64
+        envelope_line(3, "bob", 'alice","type":"x', "AAAA"),  # not a username
+        envelope_line(3, "Bob!", "alice", "AAAA"),
+    ]
+    for line in bad:
+        with pytest.raises(BusMessageError):
+            parse("v2 A\n" + line)

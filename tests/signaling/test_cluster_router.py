@@ -5,19 +5,21 @@ from __future__ import annotations
 import pytest
 
 from signaling.busmessages import (
-    MAX_ENVELOPES,
-    Acks,
+    MAX_LINES,
+    Batch,
     BusMessageError,
-    Envelope,
-    Envelopes,
     Kick,
     Kicked,
     SeenIds,
-    encode,
+    ack_lines,
+    encode_kick,
+    envelope_line,
+    header,
     parse,
 )
 from signaling.config import Config
 from signaling.handoff import Allowances, Claim, Forward, Outcome
+from signaling.protocol import deliver_frame
 from signaling.registry import MemoryRegistry
 from signaling.router import Router
 from tests.signaling.helpers import make_user
@@ -73,17 +75,22 @@ def test_a_user_elsewhere_is_forwarded_and_the_outcome_answers_the_sender() -> N
     ]:
         answer = frames(router.forwarded(a, "m2", "bob", outcome))
         assert [(f["type"], f["code"], f["id"]) for f in answer] == [("error", code, "m2")]
-    assert frames(router.receive(a, send("carol")))[0]["code"] == "unknown_user"  # no forward
+    # A name not here is forwarded unchecked; the registry is asked only if nobody held it.
+    assert router.receive(a, send("carol", "m3")) == [Forward(a, "m3", "carol", "alice", BODY)]
+    for outcome in (Outcome.OFFLINE, Outcome.UNREACHABLE):
+        answer = frames(router.forwarded(a, "m3", "carol", outcome))
+        assert [(f["code"], f["id"]) for f in answer] == [("unknown_user", "m3")]
 
 
 def test_an_envelope_from_another_instance_is_delivered_here_or_refused() -> None:
     router = cluster_router(Clock(), max_queue=1)
     b = claim(router, "bob")
-    actions, outcome = router.deliver_remote("alice", "bob", BODY)
+    frame = deliver_frame("alice", BODY)  # built from the bus record (busmessages.deliver_text)
+    actions, outcome = router.deliver_remote("alice", "bob", frame)
     assert outcome is Outcome.OK
     assert frames(actions, b) == [{"v": 1, "type": "deliver", "from": "alice", "body": BODY}]
-    assert router.deliver_remote("alice", "bob", BODY) == ([], Outcome.QUEUE_FULL)
-    assert router.deliver_remote("alice", "nobody", BODY) == ([], Outcome.OFFLINE)
+    assert router.deliver_remote("alice", "bob", frame) == ([], Outcome.QUEUE_FULL)
+    assert router.deliver_remote("alice", "nobody", frame) == ([], Outcome.OFFLINE)
 
 
 def test_a_kick_closes_the_session_and_hands_its_token_levels_over() -> None:
@@ -105,52 +112,62 @@ def test_a_kick_closes_the_session_and_hands_its_token_levels_over() -> None:
     assert [a["type"] for a in answers] == ["sent", "sent", "error", "error"]
 
 
-def test_allowances_and_bus_messages_round_trip_and_reject_garbage() -> None:
+def test_allowances_and_kick_messages_round_trip_and_reject_garbage() -> None:
     a = Allowances(None, 2.5, 1.0, 1_700_000_000.0)
     assert Allowances.decode(a.encode()) == a
     for bad in (None, "", "[1,2]", '[1,"x",1,1]', "[1,NaN,1,1]", "{}"):
         assert Allowances.decode(bad) is None
-    messages = [
-        Envelope("i:1", "i", "bob", "alice", BODY),
-        Acks((("i:1", Outcome.OK), ("i:2", Outcome.OFFLINE))),
-        Kick("i:k3", "i", "bob", 7),
-        Kicked("i:k3", None),
-    ]
-    for message in messages:
-        assert parse(encode(message)) == message
+    for message in (Kick("i:k3", "i", "bob", 7), Kicked("i:k3", None), Kicked("i:k4", "[]")):
+        assert parse(encode_kick(message)) == message
+    for bad in (b"", b"{}", b"[]", b'["env",1]', b'["kick","a","b","c",true]', b"\xff"):
+        with pytest.raises(BusMessageError):
+            parse(bad)
+
+
+def test_a_batch_carries_envelopes_and_acknowledgements_as_ranges() -> None:
+    frame = deliver_frame("alice", BODY)
+    lines = [envelope_line(7, "bob", "alice", BODY), envelope_line(9, "carol", "alice", BODY)]
+    # What the flush script publishes: the header, the envelope lines, acknowledgement lines.
+    acks = ack_lines([1, 2, 3, 5, 8, 9], [(4, Outcome.OFFLINE), (6, Outcome.QUEUE_FULL)])
+    assert acks.split("\n") == ["a1-3", "a5", "a8-9", "x4 offline", "x6 queue_full"]
+    message = "\n".join([header("i"), *lines, acks])
+    assert parse(message) == Batch(
+        "i",
+        [(7, "bob", "alice", frame), (9, "carol", "alice", frame)],
+        [(1, 3), (5, 5), (8, 9)],
+        [(4, Outcome.OFFLINE), (6, Outcome.QUEUE_FULL)],
+    )
+    assert ack_lines([], []) == ""
+    assert ack_lines([4, 2], []) == "a4\na2"  # out of order still says each id once
+
+
+def test_a_malformed_batch_is_refused_whole() -> None:
+    good = envelope_line(1, "bob", "alice", BODY)
     for bad in (
-        b"",
-        b"{}",
-        b"[]",
-        b'["env",1]',
-        b'["acks",[["x","maybe"]]]',
-        b'["kick","a","b","c",true]',
+        "v1 i\n" + good,  # another version of the bus protocol
+        "v2\n" + good,  # no origin
+        "v2 i\n" + good + "\n",  # an empty line
+        "v2 i\n" + good + "\ne2 bob alice",  # fields missing
+        "v2 i\n" + good + '\ne2 bob alice {"v":1,"type":"sent","id":"x"}',  # not a body
+        "v2 i\ne-1 bob alice " + BODY,  # not an id
+        "v2 i\na5-3",  # an empty range
+        "v2 i\nax",
+        "v2 i\nx4 ok",  # an acknowledgement that says delivered is an "a" line
+        "v2 i\nx4 maybe",
+        "v2 i\nz1",
+        "v2 i\n" + "\n".join([good] * (MAX_LINES + 1)),
     ):
         with pytest.raises(BusMessageError):
             parse(bad)
 
 
-def test_a_batch_of_envelopes_round_trips_and_a_bad_one_is_refused_whole() -> None:
-    items = (Envelope("i:1", "i", "bob", "alice", BODY), Envelope("i:2", "i", "c", "a", ""))
-    batch = Envelopes(items)
-    assert parse(encode(batch)) == batch
-    # What the route script publishes: the "env" messages joined, inside an "envs" one.
-    joined = '["envs",[' + ",".join(encode(e) for e in batch.items) + "]]"
-    assert parse(joined) == batch
-    good = encode(batch.items[0])
-    for bad in (
-        '["envs"]',
-        '["envs",{}]',
-        f'["envs",[{good},["env","i:2","i","c","a"]]]',  # one field short
-        f'["envs",[{good},["acks",[]]]]',
-        f'["envs",[{good},["env","i:2","i","c","a",1]]]',
-        '["envs",[' + ",".join([good] * (MAX_ENVELOPES + 1)) + "]]",
-    ):
-        with pytest.raises(BusMessageError):
-            parse(bad)
-
-
-def test_seen_ids_drop_repeats_within_a_bounded_window() -> None:
-    seen = SeenIds(size=2)
-    assert [seen.first(i) for i in ("a", "a", "b", "c", "a")] == [True, False, True, True, True]
-    assert seen.duplicates == 1
+def test_seen_ids_drop_an_id_not_above_the_last_of_its_origin() -> None:
+    seen = SeenIds(origins=2)
+    taken = [seen.first(o, n) for o, n in (("a", 1), ("a", 1), ("a", 3), ("a", 2), ("b", 1))]
+    assert taken == [True, False, True, False, True]
+    assert seen.duplicates == 2
+    seen.heard("a")  # "a" is still sending: "b" is forgotten first
+    assert seen.first("c", 5)
+    assert not seen.first("a", 3)  # "a" still remembered
+    assert seen.first("b", 1)  # "b" forgotten: its replay gets through here (the clients
+    assert seen.duplicates == 3  # replay guards drop it)
