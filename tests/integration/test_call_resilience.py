@@ -134,6 +134,8 @@ async def test_audio_that_never_comes_back_ends_the_call_after_the_reconnect_win
     assert await asyncio.wait_for(out.next_notice(), WAIT) == "reconnecting"
     outcome = await out.wait_ended(WAIT)
     assert outcome.reason is FailReason.MEDIA_LOST
-    assert asyncio.get_running_loop().time() - began >= 3.0
+    # The window counts from the last packet heard, up to a frame or two before ``began``
+    # (seen: 2.997 s): not ended before then.
+    assert asyncio.get_running_loop().time() - began >= 3.0 - 0.1
     told = await inc.wait_ended(WAIT)  # told, not left to find out
     assert (told.reason, told.detail) == (FailReason.REMOTE_ERROR, "media_lost")
