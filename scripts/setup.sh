@@ -60,3 +60,7 @@ fi
 # libopus 1.6.1 with the decoder's speech enhancement, in .venv/opt/libopus (falls back to the
 # system's libopus0 with a warning if it cannot be fetched or built).
 bash scripts/build-libopus.sh
+
+# The batch encoder helper beside it, in .venv/opt/opusbatch (without it, or without libopus
+# 1.6.1, the codec worker encodes frame by frame, with a warning here).
+bash scripts/build-opusbatch.sh

@@ -8,10 +8,11 @@ two-way calls used a whole core and timer jitter broke the audio. Here
   deadlines from ``loop.time()``): one timer wake-up per tick whatever the number of calls. A tick
   that fires a frame or more late skips ahead (the waiters see the jump in ``index`` and advance
   their RTP timestamps), it never bursts;
-* the frames submitted during one tick go to the codec worker thread(s) together, in chunks of
-  at most ``chunk`` frames (one executor job per chunk, not per frame; packets of the first
-  chunk leave while later ones encode). ctypes releases the GIL during ``opus_encode``, so on
-  two cores the encoding runs beside the event loop;
+* the frames go to a queue that the codec worker thread(s) drain in chunks of at most
+  ``chunk`` frames, each one foreign call (:func:`~voice.media.opus.encode_many`); a running
+  worker takes what was queued meanwhile without another executor job, so the busier the loop,
+  the fewer GIL hand-overs per frame. The GIL is released while libopus encodes, so on two
+  cores the encoding runs beside the event loop;
 * a :class:`~voice.media.overuse.ComplexityGovernor` sees each tick's encode time and lateness
   and lowers (later raises again) the complexity of every encoder.
 
@@ -28,17 +29,16 @@ import concurrent.futures
 import contextlib
 import os
 import threading
-import time
 import weakref
 from collections.abc import Callable
 from typing import Final
 
 from voice.audio.base import FRAME_SECONDS
 from voice.errors import CodecError
-from voice.media.opus import OpusEncoder
+from voice.media.opus import OpusEncoder, encode_many
 from voice.media.overuse import ComplexityGovernor, GovernorState
 
-CHUNK: Final = 8  # frames per executor job
+CHUNK: Final = 16  # at most this many frames per foreign call (and per delivery to the loop)
 INLINE: Final = None  # executor=INLINE: encode on the loop thread (tests, one-core machines)
 
 _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock] = (
@@ -49,7 +49,7 @@ _executor_lock = threading.Lock()
 
 Job = tuple[OpusEncoder, bytes, "asyncio.Future[bytes]"]
 EncodeResult = tuple[list[bytes | CodecError], float]
-Done = tuple[list["asyncio.Future[bytes]"], "concurrent.futures.Future[EncodeResult]"]
+Done = tuple[list["asyncio.Future[bytes]"], EncodeResult | Exception]
 
 
 def codec_workers() -> int:
@@ -74,17 +74,21 @@ def shared_executor() -> concurrent.futures.ThreadPoolExecutor:
 def encode_chunk(jobs: list[tuple[OpusEncoder, bytes]], complexity: int) -> EncodeResult:
     """Runs in a worker: encode each frame at ``min(its setting, complexity)``; time the work.
 
-    A failing encoder (closed by a hang-up meanwhile) yields its error, not the whole chunk's.
+    One :func:`~voice.media.opus.encode_many` call (one foreign call with the batch helper). A
+    failing encoder (closed by a hang-up meanwhile) yields its error, not the whole chunk's.
     """
-    began = time.perf_counter()
-    out: list[bytes | CodecError] = []
-    for encoder, pcm in jobs:
+    out: list[bytes | CodecError | None] = [None] * len(jobs)
+    todo: list[int] = []
+    for i, (encoder, _) in enumerate(jobs):
         try:
             encoder.set_complexity(min(encoder.settings.complexity, complexity))
-            out.append(encoder.encode(pcm))
+            todo.append(i)
         except CodecError as exc:
-            out.append(exc)
-    return out, time.perf_counter() - began
+            out[i] = exc
+    payloads, busy = encode_many([jobs[i] for i in todo])
+    for i, payload in zip(todo, payloads, strict=True):
+        out[i] = payload
+    return [p if p is not None else CodecError("not encoded") for p in out], busy
 
 
 class MediaClock:
@@ -114,7 +118,14 @@ class MediaClock:
         self._waiters: list[asyncio.Future[tuple[int, float]]] = []
         self._jobs: list[Job] = []
         self._flush_pending = False
-        # Chunks the workers finished, for the loop (``_from_worker``); guarded by the lock.
+        self._level = self.governor.complexity  # the complexity the workers encode at now
+        # Frames for the workers, and how many workers drain them; guarded by the lock.
+        self._queue: list[Job] = []
+        self._queue_lock = threading.Lock()
+        self._encoding: set[OpusEncoder] = set()  # encoders a worker is encoding now
+        self._running = 0
+        self._workers = max(1, workers)
+        # Chunks the workers finished, for the loop (``_post``); guarded by the lock.
         self._done: list[Done] = []
         self._done_lock = threading.Lock()
         self._drain_pending = False
@@ -245,53 +256,89 @@ class MediaClock:
         self._flush_pending = False
         jobs = [job for job in self._jobs if not job[2].done()]  # skip cancelled waiters
         self._jobs = []
-        level = self.governor.complexity
-        for start in range(0, len(jobs), self._chunk):
-            chunk = jobs[start : start + self._chunk]
-            work = [(encoder, pcm) for encoder, pcm, _ in chunk]
-            futures = [fut for _, _, fut in chunk]
-            if self._executor is None:
-                self._deliver(futures, encode_chunk(work, level))
-                continue
-            job = self._executor.submit(encode_chunk, work, level)
-            job.add_done_callback(self._from_worker(futures))
+        self._level = self.governor.complexity
+        if self._executor is None:
+            for start in range(0, len(jobs), self._chunk):
+                chunk = jobs[start : start + self._chunk]
+                work = [(encoder, pcm) for encoder, pcm, _ in chunk]
+                self._deliver([fut for _, _, fut in chunk], encode_chunk(work, self._level))
+            return
+        with self._queue_lock:
+            self._queue.extend(jobs)
+            start_worker = bool(jobs) and self._running < self._workers
+            self._running += start_worker
+        if start_worker:
+            self._executor.submit(self._work)
 
-    def _from_worker(
-        self, futures: list[asyncio.Future[bytes]]
-    ) -> Callable[[concurrent.futures.Future[EncodeResult]], None]:
-        """The done callback of one chunk's job. Chunks that finish before the loop got to
-        the ones before them join the same wake-up: one ``call_soon_threadsafe`` (a write to
-        the loop's self-pipe, a wake-up from ``epoll``) for all of them, delivered in order."""
+    def _work(self) -> None:
+        """A worker's job: encode what is queued, a chunk per foreign call, until none is left.
 
-        def done(job: concurrent.futures.Future[EncodeResult]) -> None:  # in the worker thread
-            with self._done_lock:
-                self._done.append((futures, job))
-                if self._drain_pending:
+        Frames queued while a chunk encodes join the next chunk without another executor job,
+        so the busier the loop, the larger the chunks and the fewer GIL hand-overs per frame.
+        """
+        while True:
+            with self._queue_lock:
+                chunk = self._take_chunk()
+                if not chunk:  # nothing left, or only frames of encoders another worker has
+                    self._running -= 1
                     return
-                self._drain_pending = True
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                self._loop.call_soon_threadsafe(self._drain)
+            futures = [fut for _, _, fut in chunk]
+            result: EncodeResult | Exception
+            try:
+                result = encode_chunk([(encoder, pcm) for encoder, pcm, _ in chunk], self._level)
+            except Exception as exc:  # delivered to every waiter of the chunk
+                result = exc
+            finally:
+                with self._queue_lock:
+                    self._encoding.difference_update(encoder for encoder, _, _ in chunk)
+            self._post(futures, result)
 
-        return done
+    def _take_chunk(self) -> list[Job]:
+        """Up to ``chunk`` queued frames, oldest first, for one worker (the lock is held).
+
+        An encoder's frames are encoded in the order they were queued: a frame whose encoder
+        another worker is encoding now, or whose earlier frame stays queued, waits (the worker
+        encoding it takes it next). A queue that outran the workers may hold several frames of
+        one encoder; with two workers or more they must not race for its state.
+        """
+        chunk: list[Job] = []
+        waiting: list[Job] = []
+        held: set[OpusEncoder] = set()
+        for job in self._queue:
+            encoder = job[0]
+            if len(chunk) < self._chunk and encoder not in self._encoding and encoder not in held:
+                chunk.append(job)
+            else:
+                waiting.append(job)
+                held.add(encoder)
+        self._queue = waiting
+        self._encoding.update(encoder for encoder, _, _ in chunk)
+        return chunk
+
+    def _post(self, futures: list[asyncio.Future[bytes]], result: EncodeResult | Exception) -> None:
+        """Hand a finished chunk to the loop (in the worker thread). Chunks that finish before
+        the loop got to the ones before them join the same wake-up: one
+        ``call_soon_threadsafe`` (a write to the loop's self-pipe, a wake-up from ``epoll``) for
+        all of them, delivered in order."""
+        with self._done_lock:
+            self._done.append((futures, result))
+            if self._drain_pending:
+                return
+            self._drain_pending = True
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            self._loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
         with self._done_lock:
             done, self._done = self._done, []
             self._drain_pending = False
-        for futures, job in done:
-            self._finish(futures, job)
-
-    def _finish(
-        self, futures: list[asyncio.Future[bytes]], job: concurrent.futures.Future[EncodeResult]
-    ) -> None:
-        try:
-            result = job.result()
-        except Exception as exc:  # delivered to every waiter of the chunk
-            for fut in futures:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        self._deliver(futures, result)
+        for futures, result in done:
+            if isinstance(result, Exception):
+                for fut in futures:
+                    if not fut.done():
+                        fut.set_exception(result)
+            else:
+                self._deliver(futures, result)
 
     def _deliver(self, futures: list[asyncio.Future[bytes]], result: EncodeResult) -> None:
         payloads, busy = result

@@ -15,20 +15,25 @@ Encoder and decoder hold C state: call :meth:`close` (or use them as context man
 it at a known time; ``__del__`` is only the safety net. The encoder may be used from a codec
 worker thread (``voice.media.clock``) while the event loop retunes it: its calls hold a lock, and
 ctypes releases the GIL during each libopus call, so encoding runs in parallel with the loop.
-The decoder is not thread-safe (the receiver uses it on the loop thread only).
+:func:`encode_many` encodes a worker's batch of frames in one foreign call when the helper of
+:mod:`voice.media.opusbatch` is built (one GIL hand-over per batch, not per frame). The decoder
+is not thread-safe (the receiver uses it on the loop thread only).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal, Self
 
 from voice.errors import CodecError
-from voice.media import libopus
+from voice.media import libopus, opusbatch
 from voice.media.libopus import check, library_version
 
 __all__ = [
@@ -41,6 +46,7 @@ __all__ = [
     "OpusDecoder",
     "OpusEncoder",
     "OpusSettings",
+    "encode_many",
     "library_version",
 ]
 
@@ -310,3 +316,69 @@ class OpusDecoder(_Codec):
         if n != FRAME_SAMPLES:
             raise CodecError(f"opus decoded {n} samples instead of {FRAME_SAMPLES}")
         return bytes(self._pcm)
+
+
+def encode_many(
+    jobs: Sequence[tuple[OpusEncoder, bytes]],
+) -> tuple[list[bytes | CodecError], float]:
+    """Encode every ``(encoder, frame)`` as ``encoder.encode(frame)`` would, in order.
+
+    Returns the packets (a failing frame, e.g. of a closed encoder, gets its
+    :class:`CodecError` in its place; the others are still encoded) and the seconds spent
+    encoding. Why: with the batch helper (:mod:`voice.media.opusbatch`) the frames go to libopus
+    in one foreign call, so a codec worker gives up the GIL and waits to win it back from the
+    event loop once per batch instead of once per frame. Every encoder's lock is held for the
+    whole call (each taken once, in one global order, so two workers cannot deadlock): no ctl
+    and no ``close()`` touches a state while C uses it, and closed states never reach C.
+    """
+    helper = opusbatch.load()
+    if helper is None or not jobs or any(e._lib is not jobs[0][0]._lib for e, _ in jobs):
+        return _encode_each(jobs)
+    lib = jobs[0][0]._lib
+    out: list[bytes | CodecError | None] = [None] * len(jobs)
+    locks = {id(encoder._lock): encoder._lock for encoder, _ in jobs}
+    with contextlib.ExitStack() as held:
+        for key in sorted(locks):
+            held.enter_context(locks[key])
+        live: list[tuple[int, int]] = []  # (index in jobs, state)
+        for i, (encoder, pcm) in enumerate(jobs):
+            if len(pcm) != FRAME_BYTES:
+                out[i] = CodecError(f"a frame is {FRAME_BYTES} bytes of s16le PCM, got {len(pcm)}")
+            elif encoder._state is None:
+                out[i] = CodecError(f"{type(encoder).__name__} is closed")
+            else:
+                live.append((i, encoder._state))
+        n = len(live)
+        states = (ctypes.c_void_p * n)(*(state for _, state in live))
+        pcm = b"".join(jobs[i][1] for i, _ in live)
+        packets = ctypes.create_string_buffer(n * MAX_PACKET_BYTES)
+        sizes = (ctypes.c_int32 * n)()
+        encode = ctypes.cast(lib.opus_encode, ctypes.c_void_p)
+        args = (encode, n, states, pcm, FRAME_SAMPLES, packets, MAX_PACKET_BYTES, sizes)
+        nanoseconds = int(helper(*args)) if n else 0
+    view = memoryview(packets)
+    for k, (i, _) in enumerate(live):
+        try:
+            size = check(int(sizes[k]), "encode")
+        except CodecError as exc:
+            out[i] = exc
+            continue
+        start = k * MAX_PACKET_BYTES
+        out[i] = bytes(view[start : start + size])
+    return [item if item is not None else CodecError("not encoded") for item in out], (
+        nanoseconds / 1e9
+    )
+
+
+def _encode_each(
+    jobs: Sequence[tuple[OpusEncoder, bytes]],
+) -> tuple[list[bytes | CodecError], float]:
+    """The per-frame path (no helper): one libopus call, and one GIL hand-over, per frame."""
+    began = time.perf_counter()
+    out: list[bytes | CodecError] = []
+    for encoder, pcm in jobs:
+        try:
+            out.append(encoder.encode(pcm))
+        except CodecError as exc:
+            out.append(exc)
+    return out, time.perf_counter() - began

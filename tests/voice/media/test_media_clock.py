@@ -183,7 +183,7 @@ async def test_chunks_finished_together_reach_the_loop_in_one_wake_up_in_order()
         pytest.MonkeyPatch.context() as mp,
     ):
         mp.setattr(loop, "call_soon_threadsafe", counting)
-        clock = MediaClock(loop, executor=pool, chunk=2)  # three chunks, three jobs
+        clock = MediaClock(loop, executor=pool, chunk=2)  # three chunks, one job
         encoders = [OpusEncoder() for _ in frames]
         waiting = [
             asyncio.ensure_future(clock.encode(e, f))  # type: ignore[arg-type]
@@ -216,3 +216,36 @@ def test_rtp_header_is_what_aiortc_would_serialise() -> None:
         payload=b"x",
     ).serialize()
     assert ours == theirs
+
+
+async def test_a_worker_takes_no_frame_of_an_encoder_another_worker_is_encoding() -> None:
+    """A queue that outran the workers holds several frames of one encoder: a worker skips
+    the frames of an encoder another worker is encoding, and every later frame of an encoder
+    with one left waiting (two workers racing for one state would change its bytes)."""
+    loop = asyncio.get_running_loop()
+    clock = MediaClock(loop, workers=2, chunk=3)
+    x, y, z = OpusEncoder(), OpusEncoder(), OpusEncoder()
+    pcm = bytes(FRAME_BYTES)
+    clock._queue = [(e, pcm, loop.create_future()) for e in (x, y, x, z, y, z, x)]
+    clock._encoding = {y}  # another worker has y's frame
+    chunk = clock._take_chunk()
+    assert [job[0] for job in chunk] == [x, x, z]  # chunk full: z's second frame waits
+    assert [job[0] for job in clock._queue] == [y, y, z, x]  # in their order
+    assert clock._encoding == {x, y, z}
+    assert clock._take_chunk() == []  # every queued encoder is busy elsewhere: nothing taken
+
+
+async def test_two_workers_hand_every_frame_its_own_bytes_in_order() -> None:
+    import concurrent.futures
+
+    loop = asyncio.get_running_loop()
+    source = ToneSource(440.0)
+    frames = [await source.read_frame() for _ in range(300)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        clock = MediaClock(loop, executor=pool, workers=2, chunk=1)
+        encoder = OpusEncoder()
+        waiting = [asyncio.ensure_future(clock.encode(encoder, f)) for f in frames]  # type: ignore[arg-type]
+        out = await asyncio.wait_for(asyncio.gather(*waiting), 20)
+    direct = OpusEncoder()
+    assert out == [direct.encode(f) for f in frames]  # type: ignore[arg-type]
+    assert clock._encoding == set() and clock._queue == [] and clock._running == 0
