@@ -14,14 +14,14 @@ OUT="$PWD/.venv/opt/opusbatch"
 STAMP="$OUT/.complete"
 want=$(sha256sum "$SRC" | cut -d' ' -f1)
 
-[ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && exit 0
+[ -f "$STAMP" ] && [ -f "$OUT/libopusbatch.so" ] && [ "$(cat "$STAMP")" = "$want" ] && exit 0
 rm -rf "$OUT"               # a stale or unfinished helper is never loaded
 if [ ! -f "$LIBOPUS/.complete" ] || [ ! -f "$LIBOPUS/include/opus/opus.h" ]; then
   echo "setup: WARNING: libopus 1.6.1 is not built; encoding frame by frame (no batch helper)" >&2
   exit 0
 fi
 mkdir -p "$OUT"
-if gcc -shared -fPIC -O2 -Wall -Wextra -Werror -I"$LIBOPUS/include/opus" \
+if "${CC:-gcc}" -shared -fPIC -O2 -Wall -Wextra -Werror -I"$LIBOPUS/include/opus" \
      -o "$OUT/libopusbatch.so.tmp" "$SRC" 2>"$OUT/build.log"; then
   mv "$OUT/libopusbatch.so.tmp" "$OUT/libopusbatch.so"
   rm -f "$OUT/build.log"

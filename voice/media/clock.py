@@ -36,9 +36,14 @@ from typing import Final
 from voice.audio.base import FRAME_SECONDS
 from voice.errors import CodecError
 from voice.media.opus import OpusEncoder, encode_many
-from voice.media.overuse import ComplexityGovernor, GovernorState
+from voice.media.overuse import COST_RATIO, ComplexityGovernor, GovernorState
 
 CHUNK: Final = 16  # at most this many frames per foreign call (and per delivery to the loop)
+# A worker holds the locks of a call's encoders for the whole call, and the loop thread takes
+# one to retune or close an encoder (each RTCP report, a hang-up): a call encodes at most
+# about this long at the current complexity, so the loop never waits longer.
+STALL_BUDGET: Final = 0.004
+FRAME_COST_AT_9: Final = 0.0009  # seconds to encode a frame at complexity 9 (docs/media.md)
 INLINE: Final = None  # executor=INLINE: encode on the loop thread (tests, one-core machines)
 
 _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock] = (
@@ -69,6 +74,12 @@ def shared_executor() -> concurrent.futures.ThreadPoolExecutor:
                 max_workers=codec_workers(), thread_name_prefix="opus-encode"
             )
         return _executor
+
+
+def frames_within(seconds: float, complexity: int) -> int:
+    """How many frames one foreign call may encode at ``complexity`` in about ``seconds``."""
+    cost = FRAME_COST_AT_9 * COST_RATIO.get(complexity, 1.0)
+    return max(1, int(seconds / cost))
 
 
 def encode_chunk(jobs: list[tuple[OpusEncoder, bytes]], complexity: int) -> EncodeResult:
@@ -268,7 +279,12 @@ class MediaClock:
             start_worker = bool(jobs) and self._running < self._workers
             self._running += start_worker
         if start_worker:
-            self._executor.submit(self._work)
+            try:
+                self._executor.submit(self._work)
+            except BaseException:  # a shut-down executor: the slot was never taken
+                with self._queue_lock:
+                    self._running -= 1
+                raise
 
     def _work(self) -> None:
         """A worker's job: encode what is queued, a chunk per foreign call, until none is left.
@@ -276,22 +292,27 @@ class MediaClock:
         Frames queued while a chunk encodes join the next chunk without another executor job,
         so the busier the loop, the larger the chunks and the fewer GIL hand-overs per frame.
         """
-        while True:
-            with self._queue_lock:
-                chunk = self._take_chunk()
-                if not chunk:  # nothing left, or only frames of encoders another worker has
-                    self._running -= 1
-                    return
-            futures = [fut for _, _, fut in chunk]
-            result: EncodeResult | Exception
-            try:
-                result = encode_chunk([(encoder, pcm) for encoder, pcm, _ in chunk], self._level)
-            except Exception as exc:  # delivered to every waiter of the chunk
-                result = exc
-            finally:
+        chunk: list[Job] = []
+        try:
+            while True:
+                with self._queue_lock:
+                    chunk = self._take_chunk()
+                    if not chunk:  # nothing left, or only encoders another worker has
+                        return
+                futures = [fut for _, _, fut in chunk]
+                result: EncodeResult | Exception
+                try:
+                    result = encode_chunk([(e, pcm) for e, pcm, _ in chunk], self._level)
+                except Exception as exc:  # delivered to every waiter of the chunk
+                    result = exc
+                self._post(futures, result)  # first: an encoder's results stay in order
                 with self._queue_lock:
                     self._encoding.difference_update(encoder for encoder, _, _ in chunk)
-            self._post(futures, result)
+                    chunk = []
+        finally:  # however this worker ends, its slot and its encoders are free again
+            with self._queue_lock:
+                self._running -= 1
+                self._encoding.difference_update(encoder for encoder, _, _ in chunk)
 
     def _take_chunk(self) -> list[Job]:
         """Up to ``chunk`` queued frames, oldest first, for one worker (the lock is held).
@@ -304,9 +325,10 @@ class MediaClock:
         chunk: list[Job] = []
         waiting: list[Job] = []
         held: set[OpusEncoder] = set()
+        size = min(self._chunk, frames_within(STALL_BUDGET, self._level))
         for job in self._queue:
             encoder = job[0]
-            if len(chunk) < self._chunk and encoder not in self._encoding and encoder not in held:
+            if len(chunk) < size and encoder not in self._encoding and encoder not in held:
                 chunk.append(job)
             else:
                 waiting.append(job)

@@ -12,7 +12,7 @@ import pytest
 
 from voice.audio.base import FRAME_BYTES
 from voice.audio.sources import ToneSource
-from voice.media.clock import MediaClock, encode_chunk
+from voice.media.clock import CHUNK, STALL_BUDGET, MediaClock, encode_chunk, frames_within
 from voice.media.opus import OpusDecoder, OpusEncoder, OpusSettings
 from voice.media.overuse import LEVELS, ComplexityGovernor
 from voice.media.sender import RtpSender, rtp_packet
@@ -249,3 +249,29 @@ async def test_two_workers_hand_every_frame_its_own_bytes_in_order() -> None:
     direct = OpusEncoder()
     assert out == [direct.encode(f) for f in frames]  # type: ignore[arg-type]
     assert clock._encoding == set() and clock._queue == [] and clock._running == 0
+
+
+def test_one_call_encodes_no_longer_than_the_loop_may_wait_for_an_encoders_lock() -> None:
+    assert frames_within(STALL_BUDGET, 9) * 0.0009 <= STALL_BUDGET  # 4 frames at 9
+    assert frames_within(STALL_BUDGET, 1) >= CHUNK  # cheap frames: a full chunk
+    assert frames_within(STALL_BUDGET, 9) < frames_within(STALL_BUDGET, 5)
+
+
+async def test_a_worker_that_fails_frees_its_slot_and_its_encoders() -> None:
+    import concurrent.futures
+
+    loop = asyncio.get_running_loop()
+    source = ToneSource(440.0)
+    frames = [await source.read_frame() for _ in range(2)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        clock = MediaClock(loop, executor=pool, workers=1)
+        encoder = OpusEncoder()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(clock, "_post", lambda futures, result: 1 / 0)  # a bug, once
+            lost = asyncio.ensure_future(clock.encode(encoder, frames[0]))  # type: ignore[arg-type]
+            for _ in range(3):
+                await asyncio.sleep(0.05)
+        assert clock._running == 0 and clock._encoding == set()  # nothing held for ever
+        lost.cancel()
+        again = await asyncio.wait_for(clock.encode(encoder, frames[1]), 5)  # type: ignore[arg-type]
+    assert isinstance(again, bytes) and again  # a new worker was started

@@ -11,6 +11,7 @@
  * allocation here. opus_encode is passed in as a pointer, so the frames are encoded by the very
  * library that created the states (this file does not link libopus; it needs opus.h only).
  */
+#define _POSIX_C_SOURCE 199309L /* clock_gettime, struct timespec under -std=c99 too */
 #include <opus.h>
 #include <stddef.h>
 #include <stdint.h>
