@@ -50,7 +50,7 @@ from signaling.presence import LocalPresence, Presence, SessionId
 from signaling.protocol import CloseCode, ErrorCode, deliver_frame, encode, parse_client_frame
 from signaling.ratelimit import KeyedBuckets, TokenBucket
 from signaling.registration import Registrations
-from signaling.registry import Registry
+from signaling.registry import Registry, RegistryUnavailable
 from signaling.turn import turn_credentials
 
 log = logging.getLogger("signaling.router")
@@ -277,15 +277,22 @@ class Router:
             return
         owner = self.registry.key_of(msg.user)
         if owner is None:
-            refusal = self._registrations.register(
-                self.registry,
-                msg.user,
-                msg.key,
-                net=s.net,
-                invite=s.invite,
-                now=self._clock(),
-                wall=self._wall_clock(),
-            )
+            try:
+                refusal = self._registrations.register(
+                    self.registry,
+                    msg.user,
+                    msg.key,
+                    net=s.net,
+                    invite=s.invite,
+                    now=self._clock(),
+                    wall=self._wall_clock(),
+                )
+            except RegistryUnavailable:  # a network database away: a code clients retry
+                message = "the server cannot reach its registry; try again shortly"
+                self.stats.logins["refused"] += 1
+                _info("login_refused", session=s.id, ip=s.ip, code="registry_unavailable")
+                self._close(s, ErrorCode.INTERNAL, message, CloseCode.INTERNAL, out)
+                return
             self.stats.registrations["ok" if refusal is None else refusal.code] += 1
             if refusal is not None:
                 self._login_failed(s, refusal.code, refusal.message, out)

@@ -19,7 +19,10 @@ from signaling.registration import (
     key_invitation,
     parse_fingerprint,
 )
-from signaling.registry import MemoryRegistry, Registry, SQLiteRegistry
+from signaling.registry import MemoryRegistry, Registry, RegistryUnavailable, SQLiteRegistry
+from signaling.router import Router
+from tests.signaling.helpers import make_user
+from tests.signaling.test_signaling_router import closes, frames
 
 KEY = b"K" * 32
 OTHER = b"O" * 32
@@ -201,3 +204,28 @@ def test_admin_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         assert cli_main(["admin", *bad, "--db", db]) == 2
     assert cli_main(["admin", "invite", "--db", ":memory:"]) == 2
     assert "voice-signaling admin:" in capsys.readouterr().err
+
+
+class AwayRegistry(MemoryRegistry):
+    """A registry whose database is away for registrations (reads still answer)."""
+
+    def take(self, allowances: Any, now: float) -> Any:
+        raise RegistryUnavailable("the registry postgresql voice on db:5432: gone")
+
+
+def test_a_registration_while_the_database_is_away_is_refused_retryably() -> None:
+    known = make_user("known", seed=1)
+    registry = AwayRegistry()
+    registry.claim("known", known.pub)
+    router = Router(
+        Config(db=""), registry, clock=lambda: 0.0, wall_clock=lambda: NOW,
+        random_bytes=lambda n: b"\x07" * n,
+    )  # fmt: skip
+    sid, actions = router.connect("10.0.0.1")
+    refused = router.receive(sid, make_user("newcomer", seed=3).login_frame(frames(actions)[0]))
+    assert frames(refused, sid)[-1]["code"] == "internal"  # what clients retry
+    assert closes(refused) == [(sid, 4011, "internal")]
+    # The router goes on serving everyone else: a known name logs in.
+    other, actions = router.connect("10.0.0.2")
+    welcome = router.receive(other, known.login_frame(frames(actions)[0]))
+    assert frames(welcome, other)[-1]["type"] == "welcome"
