@@ -416,6 +416,7 @@ async def test_haproxy_terminates_tls_forwards_addresses_and_routes_around_a_dea
             )  # fmt: skip
         try:
             await _through_haproxy(haproxy, wss, stats, one, two, ca, server_id)
+            await _invitation_kept_out_of_the_log(wss, ca, tmp_path / "haproxy.log")
         except BaseException as exc:
             exc.add_note((tmp_path / "haproxy.log").read_text(errors="replace")[-3000:])
             raise
@@ -470,6 +471,21 @@ async def _through_haproxy(
     assert refused.value.code == "username_taken"
     for client in clients:
         await client.close()
+
+
+async def _invitation_kept_out_of_the_log(port: int, ca: TestCA, log: Path) -> None:
+    """A client dials with its invitation in the URL: HAProxy logs the request, not the token."""
+    context = ssl.create_default_context(cafile=str(ca.cert_path))
+    token = "invitation-token-do-not-log-0123"
+    async with connect(f"wss://127.0.0.1:{port}/?invite={token}", ssl=context) as ws:
+        assert json.loads(await ws.recv())["type"] == "challenge"
+    text = ""
+    for _ in range(100):  # HAProxy logs a session when it ends
+        text = await asyncio.to_thread(log.read_text, errors="replace")
+        if '"GET / HTTP/1.1"' in text:
+            break
+        await asyncio.sleep(0.05)
+    assert '"GET / HTTP/1.1"' in text and token not in text
 
 
 async def _login_from(source: str, port: int, ca: TestCA, name: str, *, forged: str) -> None:
