@@ -259,8 +259,8 @@ class SignalingServer:
             and is_trusted(peer, self._proxies)
         )
         net, counted = address_group(ip), None
-        if self.cluster is not None:  # the per-IP limit counts every instance's connections
-            counted = await self.cluster.admit(net)
+        if self.cluster is not None and not check:  # the per-IP limit, on every instance
+            counted = await self.cluster.admit(net)  # (not the proxy's checks: no round trip)
         sid, actions = self.router.connect(ip, invite=_invite_of(ws), cluster_full=counted is False)
         conn = _Conn(ws)
         self._conns[sid] = conn

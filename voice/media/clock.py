@@ -326,9 +326,12 @@ class MediaClock:
         waiting: list[Job] = []
         held: set[OpusEncoder] = set()
         size = min(self._chunk, frames_within(STALL_BUDGET, self._level))
-        for job in self._queue:
+        for i, job in enumerate(self._queue):
+            if len(chunk) >= size:  # full: the rest waits as it is
+                waiting += self._queue[i:]
+                break
             encoder = job[0]
-            if len(chunk) < size and encoder not in self._encoding and encoder not in held:
+            if encoder not in self._encoding and encoder not in held:
                 chunk.append(job)
             else:
                 waiting.append(job)
