@@ -6,7 +6,10 @@ Each instance runs as a separate process (``python -m signaling``, one SQLite re
 temp dir); with ``--instances`` greater than one (or ``--redis``) they share a redis-server this
 script starts. This process is the load generator. Clients are spread round robin over the
 instances, and every sender's receiver is on the *next* instance, so with several instances
-every envelope crosses the bus (the worst case). RLIMIT_NOFILE is raised to :data:`NOFILE`
+every envelope crosses the bus (the worst case). Deployments of several instances then route
+again with each receiver on its sender's instance: the same processes and Redis, no envelope
+on the bus, so that what the bus costs shows apart from what more processes on the same
+cores cost. RLIMIT_NOFILE is raised to :data:`NOFILE`
 (as root; otherwise to its hard limit), for this process and the ones it starts.
 
     .venv/bin/python -m bench.signaling_load                          # one instance, no Redis
@@ -37,6 +40,7 @@ import os
 import platform
 import resource
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -229,14 +233,18 @@ async def route_phase(
     rate: float | None,
     server_pids: list[int],
     instances: int = 1,
+    local: bool = False,
 ) -> dict[str, Any]:
     """``pairs`` senders each keep ``window`` sends in flight (or pace to ``rate`` in total).
     Sender ``k`` is on instance ``k % instances``, its receiver on the next one: every
     envelope crosses instances if there are several, and every instance sends and receives.
+    ``local``: the receiver on the sender's instance (the same deployment, no envelope on
+    the bus: the control that tells Redis's cost from that of more processes).
     ``server_pids``: the instances and Redis, whose CPU is counted."""
     n = instances  # client i is on instance i % n
+    hop = 0 if local else 1
     senders = [clients[2 * n * k + k % n] for k in range(pairs)]
-    receivers = [clients[2 * n * k + n + (k + 1) % n] for k in range(pairs)]
+    receivers = [clients[2 * n * k + n + (k + hop) % n] for k in range(pairs)]
     latencies: list[float] = []
     delivered = 0
     failed: dict[str, int] = {}  # sends refused or unanswered, by kind (the sender goes on)
@@ -350,6 +358,16 @@ async def run_deployment(args: argparse.Namespace, instances: int, redis: bool) 
             fixed = await route_phase(
                 clients, args.pairs, 1, args.duration, args.body_bytes, args.rate, pids, instances
             )
+            local: dict[str, Any] = {}
+            if instances > 1:  # the same deployment, every envelope staying on its instance
+                local["routing_saturated_local"] = await route_phase(
+                    clients, args.pairs, args.window, args.duration, args.body_bytes, None,
+                    pids, instances, local=True,
+                )  # fmt: skip
+                local["routing_fixed_rate_local"] = await route_phase(
+                    clients, args.pairs, 1, args.duration, args.body_bytes, args.rate,
+                    pids, instances, local=True,
+                )  # fmt: skip
             after = sum([(await healthz(h))["logged_in"] for _, _, h in servers])
             await asyncio.gather(*(c.close() for c in clients))
             gc.unfreeze()
@@ -370,6 +388,7 @@ async def run_deployment(args: argparse.Namespace, instances: int, redis: bool) 
         "routing_saturated": saturated,
         "routing_light_200_per_s": light,
         "routing_fixed_rate": fixed,
+        **local,
         "loadavg_1min_before": round(load_before, 2),
     }
 
@@ -480,9 +499,9 @@ async def hold(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop each in turn (the instances before their Redis, which they would miss)."""
     for proc in procs:
         proc.terminate()
-    for proc in procs:
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
@@ -541,15 +560,17 @@ async def worker(args: argparse.Namespace) -> None:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     limit = raise_nofile()
     runs = []
-    for n in args.instances:
-        if n == 1 and not args.redis_only:
-            runs.append(await run_deployment(args, 1, redis=False))
-        runs.append(await run_deployment(args, n, redis=True))
+    for round_ in range(args.repeat):  # the machine's speed drifts: every deployment each round
+        for n in args.instances:
+            if n == 1 and not args.redis_only:
+                runs.append(await run_deployment(args, 1, redis=False) | {"round": round_})
+            runs.append(await run_deployment(args, n, redis=True) | {"round": round_})
     result: dict[str, Any] = {"hold": await hold(args)} if args.hold else {}
     if not runs:
         return result
     return result | {
         "runs": runs,
+        "bus_cost": bus_cost(runs),
         "settings": {
             "clients": args.clients,
             "pairs": args.pairs,
@@ -565,6 +586,32 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "loadavg_1min_after": round(os.getloadavg()[0], 2),
         },
     }
+
+
+def bus_cost(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What an envelope that crosses the bus costs, as a ratio of CPU per envelope, by
+    deployment: against one instance without Redis in the same round ("lone"), and against
+    the same deployment with every envelope on its instance ("local"), saturated and paced.
+    Each ratio comes from one round, so a machine that got slower or faster between rounds
+    moves both sides of it; the spread over rounds is given as min, median, max."""
+    lone = {r["round"]: r for r in runs if r["instances"] == 1 and not r["redis"]}
+    ratios: dict[str, dict[str, list[float]]] = {}
+    for r in runs:
+        if r["instances"] < 2:
+            continue
+        mine = ratios.setdefault(f"{r['instances']} instances", {})
+        for mode, phase in (("saturated", "routing_saturated"), ("paced", "routing_fixed_rate")):
+            cost = r[phase]["server_cpu_us_per_envelope"]
+            if r["round"] in lone:
+                base = lone[r["round"]][phase]["server_cpu_us_per_envelope"]
+                mine.setdefault(f"{mode}_vs_lone", []).append(round(cost / base, 2))
+            local = r[f"{phase}_local"]["server_cpu_us_per_envelope"]
+            mine.setdefault(f"{mode}_vs_local", []).append(round(cost / local, 2))
+    return {
+        deployment: {k: {"min": min(v), "median": statistics.median(v), "max": max(v)}
+                     for k, v in kinds.items()}
+        for deployment, kinds in ratios.items()
+    }  # fmt: skip
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -610,6 +657,24 @@ def print_table(r: dict[str, Any]) -> None:
                 + f" | failed {fixed['failed_sends']}"
                 + f" | other CPU {fixed['other_cpu_core_fraction']}"
             )
+    print("\n  the same deployments, each envelope staying on its instance (no bus):")
+    for run in r.get("runs", []):
+        sat, fixed = run.get("routing_saturated_local"), run.get("routing_fixed_rate_local")
+        if sat and fixed:
+            print(
+                f"  {run['instances']} instances + Redis | round {run.get('round', 0)}"
+                f" | saturated {sat['envelopes_per_s']}/s"
+                f" {sat['server_cpu_us_per_envelope']} us | paced {fixed['envelopes_per_s']}/s"
+                f" {fixed['server_cpu_us_per_envelope']} us | failed {fixed['failed_sends']}"
+            )
+    if r.get("bus_cost"):
+        print("\n  CPU per crossing envelope as a ratio (min / median / max over the rounds):")
+        for deployment, kinds in r["bus_cost"].items():
+            ratio_cells = [
+                f"{k.replace('_', ' ')} {v['min']}/{v['median']}/{v['max']}"
+                for k, v in kinds.items()
+            ]
+            print(f"  {deployment} | " + " | ".join(ratio_cells))
     if r.get("hold"):
         h = r["hold"]
         print(
@@ -638,6 +703,7 @@ def main() -> None:
         "or none with --hold)",
     )
     parser.add_argument("--redis-only", action="store_true", help="skip one instance alone")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of every deployment")
     parser.add_argument("--concurrency", type=int, default=64, help="logins in flight")
     parser.add_argument("--pairs", type=int, default=100, help="sender/receiver pairs")
     parser.add_argument("--window", type=int, default=4, help="sends in flight per sender")

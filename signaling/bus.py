@@ -1,18 +1,21 @@
-"""The Redis connection of one instance: ordered commands, its channel, heartbeat, reconnection.
+"""The Redis connections of one instance: ordered commands, its channel, heartbeat, reconnection.
 
-Every command goes through one queue and one writer task, which sends whatever has queued up
-as one pipeline: commands reach Redis in the order they were issued (so envelopes from one
-sender reach the other instance in order) and a busy instance pays one round trip per batch,
-not per envelope. The instance's channel is read on a second connection (pub/sub).
+Commands go out on one connection in the order they are issued (so envelopes from one sender
+reach the other instance in order); those of one pass of the event loop leave in one write,
+so a busy instance pays one round trip per batch, not per envelope. The instance's channel is
+read on a second connection, each message handed over from the protocol callback. Both speak
+RESP directly (:mod:`signaling.redisconn`; :mod:`signaling.resp` says why not redis-py).
 
-Losing Redis (a restart, the network) is noticed by the reader, the writer or the heartbeat.
-Every command in flight or issued while down fails at once with :class:`BusUnavailable`: the
-callers answer their clients with an error, nothing waits. A connection loop retries with
-backoff and full jitter; once connected it loads the scripts, subscribes, registers the
-instance and calls ``on_resync`` so that the caller registers its sessions again (a restarted
-Redis has forgotten them). The same happens when a heartbeat finds the instance missing
-(swept as dead after a long pause). Whatever ends a connection (Redis lost, or a bug in
-``on_resync``) ends its tasks with it and the loop connects again: only :meth:`stop` ends it.
+Losing Redis (a restart, the network) is noticed by either connection closing or by the
+heartbeat, which also pings the subscription and gives Redis :data:`COMMAND_TIMEOUT` to
+answer (a Redis that hangs is lost too). Every command in flight or issued while down fails
+at once with :class:`BusUnavailable`: the callers answer their clients with an error,
+nothing waits. A connection loop retries with backoff and full jitter; once connected it
+loads the scripts, subscribes, registers the instance and calls ``on_resync`` so that the
+caller registers its sessions again (a restarted Redis has forgotten them). The same happens
+when a heartbeat finds the instance missing (swept as dead after a long pause). Whatever ends
+a connection (Redis lost, or a bug in ``on_resync``) ends both connections and the heartbeat
+with it and the loop connects again: only :meth:`stop` ends it.
 """
 
 from __future__ import annotations
@@ -24,14 +27,10 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-
 from signaling.busscripts import SCRIPTS
-from signaling.errors import SignalingError
+from signaling.errors import RedisUnavailable
+from signaling.redisconn import RedisConnection, closed, connect, parse_url
+from signaling.resp import ProtocolError, Reply
 
 log = logging.getLogger("signaling.bus")
 
@@ -39,15 +38,12 @@ HEARTBEAT_INTERVAL = 1.0  # s between heartbeats
 INSTANCE_TTL = 4.0  # s: an instance that missed this long of heartbeats is dead
 COMMAND_TIMEOUT = 2.0  # s for a Redis round trip or a connection
 RECONNECT_BASE, RECONNECT_CAP = 0.1, 2.0  # backoff ceilings, s (full jitter)
-MAX_BATCH = 512  # commands in one pipeline
 ALLOWANCE_TTL = 3_600  # s an ended session's allowances are kept
 
 
-class BusUnavailable(SignalingError):
-    """Redis cannot be reached now (the connection loop is retrying)."""
-
-
-_Command = tuple[tuple[Any, ...], "asyncio.Future[Any]"]
+# Redis cannot serve a command now (not connected, lost, an error reply): the connection loop
+# is retrying. The name the cluster knows it by.
+BusUnavailable = RedisUnavailable
 
 
 class RedisBus:
@@ -65,6 +61,7 @@ class RedisBus:
         instance_ttl: float = INSTANCE_TTL,
     ) -> None:
         self.url = url
+        self.address = parse_url(url)  # ValueError for a bad URL, before any connection
         self.instance = instance
         self.prefix = prefix
         self.channel = f"{prefix}inst:{instance}"
@@ -75,8 +72,7 @@ class RedisBus:
         self._interval = heartbeat_interval
         self._ttl_ms = int(instance_ttl * 1000)
         self._sha: dict[str, str] = {}
-        self._queue: asyncio.Queue[_Command] = asyncio.Queue()
-        self._client: Redis | None = None
+        self._conn: RedisConnection | None = None  # commands; set while up
         self._runner: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
 
@@ -146,116 +142,86 @@ class RedisBus:
         return await self._submit(*args)
 
     def _submit(self, *args: Any) -> asyncio.Future[Any]:
-        if not self.up:
+        if not self.up or self._conn is None:
             raise BusUnavailable("the cluster bus (Redis) is not connected")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((args, future))
-        return future
+        return self._conn.call(*args)
 
     # The connection loop.
     async def _run(self) -> None:
         ceiling = RECONNECT_BASE
         while True:
-            client: Redis | None = None
-            pubsub: PubSub | None = None
-            tasks: list[asyncio.Task[None]] = []  # cancelled however this connection ends
+            conn: RedisConnection | None = None
+            sub: RedisConnection | None = None
+            beat: asyncio.Task[None] | None = None
             try:
-                client = Redis.from_url(
-                    self.url,
-                    socket_timeout=COMMAND_TIMEOUT,
-                    socket_connect_timeout=COMMAND_TIMEOUT,
-                    retry=Retry(NoBackoff(), 0),
-                    health_check_interval=0,
-                )
+                conn = await connect(self.address, COMMAND_TIMEOUT, on_error_reply=self._failed)
+                sub = await connect(self.address, COMMAND_TIMEOUT, on_message=self._deliver)
                 for name, text in SCRIPTS.items():
-                    self._sha[name] = str(await client.script_load(text))
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
-                await pubsub.subscribe(self.channel)
-                self._client, self.up = client, True
-                tasks.append(asyncio.create_task(self._write(client)))
+                    self._sha[name] = _text(await _timed(conn.call("SCRIPT", "LOAD", text)))
+                await _timed(sub.call("SUBSCRIBE", self.channel))
+                self._conn, self.up = conn, True
                 await self._heartbeat(resync=True)
                 self._connected.set()
                 _info("redis_connected", instance=self.instance, reconnects=self.reconnects)
                 ceiling = RECONNECT_BASE
-                tasks.append(asyncio.create_task(self._read(pubsub)))
-                tasks.append(asyncio.create_task(self._beat()))
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()  # raises why it ended
-            except (RedisError, OSError, TimeoutError, BusUnavailable) as exc:
+                beat = asyncio.create_task(self._beat(sub))
+                ending = (conn.closed, sub.closed, beat)
+                await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
+                if beat.done():
+                    beat.result()  # raises why it ended
+                raise BusUnavailable("redis closed the connection")
+            except (RedisUnavailable, ProtocolError, OSError, TimeoutError) as exc:
                 if self.up or ceiling == RECONNECT_BASE:
                     log.warning("redis_lost", extra={"fields": {"error": str(exc)[:200]}})
             except Exception as exc:  # a bug (in on_resync, say): retry, never stop for good
                 fields = {"error": type(exc).__name__}
                 log.error("bus_failed", extra={"fields": fields}, exc_info=exc)
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                self.up, self._client = False, None
-                self._fail_queued()
-                for closing in (pubsub, client):
-                    if closing is not None:
-                        with contextlib.suppress(Exception):
-                            await closing.aclose()
+                self.up, self._conn = False, None
+                if beat is not None:
+                    beat.cancel()
+                    await asyncio.gather(beat, return_exceptions=True)
+                await closed(conn)  # fails the commands in flight
+                await closed(sub)
             await asyncio.sleep(random.random() * ceiling)
             ceiling = min(RECONNECT_CAP, ceiling * 2)
             self.reconnects += 1
 
     async def _heartbeat(self, *, resync: bool) -> None:
-        added = await self._script("heartbeat", self.instance, self._ttl_ms)
+        heartbeat = self._script("heartbeat", self.instance, self._ttl_ms)
+        added = await asyncio.wait_for(heartbeat, COMMAND_TIMEOUT)
         if resync or added:
             await self._on_resync()
 
-    async def _beat(self) -> None:
+    async def _beat(self, sub: RedisConnection) -> None:
+        """Renew the instance; ping the subscription (a connection that stopped answering
+        would otherwise go unnoticed while no message comes)."""
         while True:
             await asyncio.sleep(self._interval)
             await self._heartbeat(resync=False)
+            await _timed(sub.call("PING"))
 
-    async def _read(self, pubsub: PubSub) -> None:
-        while True:
-            message = await pubsub.get_message(timeout=1.0)
-            if message is None or message.get("type") != "message":
-                continue
-            try:
-                self._on_message(message["data"])
-            except Exception:  # a bug handling one message must not stop the bus
-                log.exception("bus message handler failed")
+    def _deliver(self, data: bytes) -> None:
+        try:
+            self._on_message(data)
+        except Exception:  # a bug handling one message must not stop the bus
+            log.exception("bus message handler failed")
 
-    async def _write(self, client: Redis) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            pipe = client.pipeline(transaction=False)
-            for args, _future in batch:
-                pipe.execute_command(*args)
-            try:
-                results = await pipe.execute(raise_on_error=False)
-            except BaseException:
-                for _args, future in batch:
-                    _fail(future)
-                raise
-            lost = None
-            for (_args, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if isinstance(result, Exception):
-                    future.set_exception(BusUnavailable(f"redis: {str(result)[:120]}"))
-                    lost = lost or result  # NOSCRIPT: Redis lost our scripts; reconnect
-                else:
-                    future.set_result(result)
-            if lost is not None and "NOSCRIPT" in str(lost):
-                raise BusUnavailable("redis forgot the scripts (restarted?)")
-
-    def _fail_queued(self) -> None:
-        while not self._queue.empty():
-            _fail(self._queue.get_nowait()[1])
+    def _failed(self, error: str) -> None:
+        """An error reply. NOSCRIPT: Redis lost our scripts (SCRIPT FLUSH); connecting again
+        loads them."""
+        if error.startswith("NOSCRIPT") and self._conn is not None:
+            self._conn.close("redis forgot the scripts")
 
 
-def _fail(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(BusUnavailable("the cluster bus (Redis) connection was lost"))
+async def _timed(reply: asyncio.Future[Reply]) -> Reply:
+    return await asyncio.wait_for(reply, COMMAND_TIMEOUT)
+
+
+def _text(reply: Reply) -> str:
+    if not isinstance(reply, bytes):
+        raise ProtocolError("expected a string reply")
+    return reply.decode()
 
 
 def _safe(url: str) -> str:

@@ -22,7 +22,7 @@ the first three no space. Two rare messages stay JSON arrays:
 
 Envelope ids count up from 1 per process run (a restarted instance gets a new instance id),
 and the envelopes of one origin reach an instance in the order of their ids (one ordered
-pipeline to Redis, one channel out of it). Delivery is at most once: nothing is ever re-sent,
+connection to Redis, one channel out of it). Delivery is at most once: nothing is ever re-sent,
 and the receiver drops an id not above the last it took from that origin (:class:`SeenIds`),
 so a message repeated on the way (a replayed publish) reaches the user once. The bus is inside
 the deployment, but its messages are still parsed strictly: a malformed one raises

@@ -15,6 +15,7 @@ from typing import Any
 
 from signaling.errors import ConfigError
 from signaling.forwarded import parse_networks
+from signaling.redisconn import parse_url
 from signaling.turn import TurnConfig
 from signaling.wire import MAX_ID_CHARS, is_server_id, normalize_host
 
@@ -62,8 +63,9 @@ class Config:
     # credentials: stun:HOST[:PORT], turn:HOST[:PORT][?transport=udp|tcp], turns:HOST[:PORT]
     turn_ttl: int = 3_600  # seconds the TURN credentials stay valid
     log_level: str = "INFO"
-    redis: str = ""  # redis://HOST:PORT/DB or unix:///PATH: act as one server with the other
-    # instances on that Redis (presence, routing, limits; signaling.cluster); empty: alone
+    redis: str = ""  # redis[s]://[[USER]:PASSWORD@]HOST:PORT/DB or unix:///PATH: act as one
+    # server with the other instances on that Redis (presence, routing, limits;
+    # signaling.cluster); empty: alone
 
     def __post_init__(self) -> None:
         positive = ("max_frame_bytes", "max_body_bytes", "max_queue", "rate", "burst")
@@ -92,8 +94,11 @@ class Config:
             parse_networks(self.trusted_proxies)
         except ValueError as exc:
             raise ConfigError(f"trusted_proxies: {exc}") from None
-        if self.redis and not self.redis.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("redis must be a redis://, rediss:// or unix:// URL")
+        if self.redis:
+            try:
+                parse_url(self.redis)
+            except ValueError as exc:
+                raise ConfigError(f"redis: {exc}") from None
         if len(self.turn_uris) > MAX_ICE_URIS:
             raise ConfigError(f"turn_uris: at most {MAX_ICE_URIS} URIs")
         for uri in self.turn_uris:

@@ -5,8 +5,10 @@ One root, :class:`SignalingError`, so embedding code can catch everything raised
     SignalingError
     ├── FrameError          a frame breaks the wire format; .code is the wire error code
     │                       (also ValueError); the server answers it with an ``error`` frame
-    └── ConfigError         a setting (CLI flag or environment variable) is invalid
-                            (also ValueError)
+    ├── ConfigError         a setting (CLI flag or environment variable) is invalid
+    │                       (also ValueError)
+    └── RedisUnavailable    the cluster bus's Redis could not serve a command: not
+                            connected, the connection lost, or an error reply
 
 Nothing a remote peer sends is allowed to escape as an exception from the server: the router
 turns every :class:`FrameError` into an ``error`` frame, and any other exception while handling
@@ -40,3 +42,8 @@ class FrameError(SignalingError, ValueError):
 
 class ConfigError(SignalingError, ValueError):
     """A configuration value is invalid; the message names the flag or variable to fix."""
+
+
+class RedisUnavailable(SignalingError):
+    """Redis could not serve a command now; the bus's connection loop is retrying, and its
+    callers answer their clients with an error (``signaling.bus.BusUnavailable``)."""

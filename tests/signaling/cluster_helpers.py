@@ -44,9 +44,10 @@ class RedisServer:
     def url(self) -> str:
         return f"unix://{self.socket}"
 
-    def start(self) -> None:
+    def start(self, more: list[str] | None = None) -> None:
+        """``more``: further redis-server options (``--requirepass``, say)."""
         args = ["redis-server", "--port", "0", "--unixsocket", str(self.socket)]
-        args += ["--unixsocketperm", "700", "--save", "", "--appendonly", "no"]
+        args += ["--unixsocketperm", "700", "--save", "", "--appendonly", "no", *(more or [])]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         _wait_for(lambda: _connects(socket.AF_UNIX, str(self.socket)), "redis-server")
 

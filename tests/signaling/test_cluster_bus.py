@@ -7,12 +7,13 @@ envelopes routed in batches (one script, one message per receiving instance).
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from signaling.bus import BusUnavailable, RedisBus
+from signaling.bus import COMMAND_TIMEOUT, BusUnavailable, RedisBus
 from signaling.busmessages import (
     Batch,
     BusMessageError,
@@ -68,10 +69,21 @@ def presence(redis: RedisServer, user: str) -> bytes:
     return redis.command("HGET", "voice:presence", user).strip()
 
 
-def writers() -> int:
-    """The bus writer tasks running in this event loop."""
+async def connections(redis: RedisServer, expected: int) -> int:
+    """Clients connected to Redis, besides the redis-cli that asks, once it is ``expected``
+    (Redis sees a close a moment after it) or after a second."""
+    for _ in range(50):
+        count = len(redis.command("CLIENT", "LIST").splitlines()) - 1
+        if count == expected:
+            break
+        await asyncio.sleep(0.02)
+    return count
+
+
+def heartbeats() -> int:
+    """The bus heartbeat tasks running in this event loop."""
     running = [task for task in asyncio.all_tasks() if not task.done()]
-    return sum(getattr(t.get_coro(), "__qualname__", "") == "RedisBus._write" for t in running)
+    return sum(getattr(t.get_coro(), "__qualname__", "") == "RedisBus._beat" for t in running)
 
 
 async def test_registering_again_never_overwrites_a_newer_claim_of_this_instance(
@@ -111,7 +123,8 @@ async def test_a_failing_resync_ends_that_connection_and_the_bus_connects_again(
     try:
         assert bus.up and calls == 2 and bus.reconnects == 1
         assert await bus.admit("10.0.0.0", 10)
-        assert writers() == 1
+        assert await connections(redis, 2) == 2  # commands, subscription: the failed pair closed
+        assert heartbeats() == 1
     finally:
         await bus.stop()
 
@@ -131,11 +144,58 @@ async def test_a_connection_that_fails_while_registering_leaves_no_writer_behind
     await bus.start(wait=3.0)
     try:
         assert bus.up and calls == 3
-        assert writers() == 1  # one writer: those of the failed connections were ended
+        # One pair of connections and one heartbeat: those of the failed connections ended.
+        assert await connections(redis, 2) == 2
+        assert heartbeats() == 1
         results = await asyncio.gather(*(bus.admit(f"10.0.{i}.0", 10) for i in range(200)))
         assert all(results)
     finally:
         await bus.stop()
+
+
+async def test_a_redis_that_hangs_is_lost_and_found_again(redis: RedisServer) -> None:
+    bus = RedisBus(
+        redis.url, "A", on_message=lambda data: None, on_resync=_nothing, heartbeat_interval=0.1
+    )
+    await bus.start()
+    try:
+        assert bus.up and redis.proc is not None
+        redis.proc.send_signal(signal.SIGSTOP)  # connections stay open; nothing is answered
+        waiting = asyncio.ensure_future(bus.admit("10.0.0.0", 10))
+        await until(lambda: not bus.up, COMMAND_TIMEOUT + 2)  # the heartbeat gave up
+        with pytest.raises(BusUnavailable):
+            await waiting  # failed, not left waiting for a Redis that may never answer
+        with pytest.raises(BusUnavailable):
+            await bus.admit("10.0.0.0", 10)  # at once while down
+        redis.proc.send_signal(signal.SIGCONT)
+        await until(lambda: bus.up, COMMAND_TIMEOUT + 3)
+        assert await bus.admit("10.0.0.0", 10)
+        assert await connections(redis, 2) == 2  # the hung pair was closed, not leaked
+    finally:
+        if redis.proc is not None:
+            redis.proc.send_signal(signal.SIGCONT)
+        await bus.stop()
+
+
+async def test_a_lost_subscription_alone_makes_the_bus_connect_again(redis: RedisServer) -> None:
+    got: list[bytes] = []
+    bus = RedisBus(redis.url, "A", on_message=got.append, on_resync=_nothing)
+    await bus.start()
+    try:
+        redis.command("CLIENT", "KILL", "TYPE", "pubsub")  # the command connection stays
+        await until(lambda: bus.reconnects == 1 and bus.up, 5)
+        redis.command("PUBLISH", "voice:inst:A", "hello")  # subscribed again
+        await until(lambda: got == [b"hello"], 5)
+    finally:
+        await bus.stop()
+
+
+async def until(condition: Callable[[], bool], limit: float) -> None:
+    deadline = asyncio.get_running_loop().time() + limit
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"not within {limit} s")
+        await asyncio.sleep(0.05)
 
 
 async def test_a_count_that_lands_after_its_connection_gave_up_is_taken_back(

@@ -40,6 +40,9 @@ def test_flags_win_over_environment_over_defaults() -> None:
         {"VOICE_SIGNALING_MAX_QUEUE": "0"},
         {"VOICE_SIGNALING_MAX_FRAME_BYTES": "1000"},  # no room for a full body
         {"VOICE_SIGNALING_NAME": ""},
+        {"VOICE_SIGNALING_REDIS": "http://redis:6379"},
+        {"VOICE_SIGNALING_REDIS": "redis://redis:6379/zero"},  # caught now, not at connecting
+        {"VOICE_SIGNALING_REDIS": "unix:///run/redis.sock?timeout=1"},
     ],
 )
 def test_invalid_settings_are_refused(env: dict[str, str]) -> None:
