@@ -139,7 +139,16 @@ class RedisBus:
         return await self._command("EVALSHA", self._sha.get(name, ""), 0, self.prefix, *args)
 
     async def _command(self, *args: Any) -> Any:
-        return await self._submit(*args)
+        """One command's reply within :data:`COMMAND_TIMEOUT`; a Redis that does not answer
+        in time is lost: the connection is closed (everything waiting fails) and the loop
+        connects again."""
+        conn, reply = self._conn, self._submit(*args)
+        try:
+            return await asyncio.wait_for(reply, COMMAND_TIMEOUT)
+        except TimeoutError:
+            if conn is not None:
+                conn.close(f"no answer within {COMMAND_TIMEOUT:g} s")
+            raise BusUnavailable(f"redis did not answer within {COMMAND_TIMEOUT:g} s") from None
 
     def _submit(self, *args: Any) -> asyncio.Future[Any]:
         if not self.up or self._conn is None:
@@ -177,19 +186,25 @@ class RedisBus:
                 fields = {"error": type(exc).__name__}
                 log.error("bus_failed", extra={"fields": fields}, exc_info=exc)
             finally:
+                # Closed before anything is awaited: stop() may cancel us at any await here.
                 self.up, self._conn = False, None
+                for connection in (conn, sub):
+                    if connection is not None:
+                        connection.close()  # fails the commands in flight
                 if beat is not None:
                     beat.cancel()
                     await asyncio.gather(beat, return_exceptions=True)
-                await closed(conn)  # fails the commands in flight
+                await closed(conn)
                 await closed(sub)
             await asyncio.sleep(random.random() * ceiling)
             ceiling = min(RECONNECT_CAP, ceiling * 2)
             self.reconnects += 1
 
     async def _heartbeat(self, *, resync: bool) -> None:
-        heartbeat = self._script("heartbeat", self.instance, self._ttl_ms)
-        added = await asyncio.wait_for(heartbeat, COMMAND_TIMEOUT)
+        """Renew the instance; register the sessions again if asked to or if Redis had lost
+        us. Each command has its deadline (:meth:`_command`): a Redis that stops answering
+        midway ends the connection, never leaves it up and silent."""
+        added = await self._script("heartbeat", self.instance, self._ttl_ms)
         if resync or added:
             await self._on_resync()
 

@@ -37,15 +37,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from signaling.handoff import Outcome
-from signaling.protocol import VERSION as PROTOCOL_VERSION
+from signaling.protocol import deliver_frame
 from signaling.wire import USERNAME_RE
 
 VERSION = "v2"
 MAX_ORIGINS = 4_096  # instances whose last envelope id is remembered (the oldest forgotten)
 MAX_LINES = 8_192  # records in one bus message
-# The deliver frame the receiving instance writes from a record's sender and body, as
-# protocol.deliver_frame would (a checked username and base64 need no escaping), without json.
-_FRAME_HEAD = f'{{"v":{PROTOCOL_VERSION},"type":"deliver","from":"'
+# A record's body: base64 characters, which the deliver frame holds without escaping (the
+# origin checked it strictly; the recipient's client decodes it strictly again).
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}", re.ASCII)
 _NOT_DELIVERED = {
     Outcome.OFFLINE.value: Outcome.OFFLINE,
@@ -94,12 +93,6 @@ def header(origin: str) -> str:
 def envelope_line(envelope_id: int, to: str, from_user: str, body: str) -> str:
     """An envelope's record: ``body`` is the sender's base64 text, as the client sent it."""
     return f"e{envelope_id} {to} {from_user} {body}"
-
-
-def deliver_text(from_user: str, body: str) -> str:
-    """The ``deliver`` frame of a record (``from_user`` and ``body`` already checked): the
-    same text as :func:`signaling.protocol.deliver_frame`, without a JSON encoder."""
-    return f'{_FRAME_HEAD}{from_user}","body":"{body}"}}'
 
 
 def ack_lines(delivered: Sequence[int], refused: Iterable[tuple[int, Outcome]]) -> str:
@@ -187,7 +180,7 @@ def _record(line: str, batch: Batch) -> None:
         names_ok = USERNAME_RE.fullmatch(to) and USERNAME_RE.fullmatch(from_user)
         if not names_ok or _BASE64.fullmatch(body) is None:
             raise ValueError("not an envelope")
-        batch.envelopes.append((_id(number), to, from_user, deliver_text(from_user, body)))
+        batch.envelopes.append((_id(number), to, from_user, deliver_frame(from_user, body)))
     elif kind == "a":
         first, _, last = rest.partition("-")
         lo = _id(first)

@@ -19,7 +19,7 @@ import dataclasses
 import ssl
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from signaling.errors import RedisUnavailable
@@ -35,23 +35,37 @@ class RedisAddress:
     path: str = ""  # a unix socket instead of host and port
     tls: bool = False
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)  # never in a log or a traceback
     db: int = 0
+
+
+URL_FORMS = (
+    "redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB] or unix://[[USER]:PASSWORD@]/PATH[?db=DB], "
+    "with / # ? @ : % in a password percent-encoded"
+)
 
 
 def parse_url(url: str) -> RedisAddress:
     """``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`` (``rediss://`` with TLS, the server's
-    certificate verified) or ``unix://[[USER]:PASSWORD@]/PATH[?db=DB]``. ValueError if not."""
-    parts = urlsplit(url)
+    certificate verified) or ``unix://[[USER]:PASSWORD@]/PATH[?db=DB]``. ValueError if not,
+    whose message never repeats the URL (it may hold a password)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ValueError(f"not a Redis URL: {URL_FORMS}") from None
     username, password = unquote(parts.username or ""), unquote(parts.password or "")
-    query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    if username and not password:
+        raise ValueError("a Redis user needs its password (USER:PASSWORD@)")
     if set(query) - {"db"} or any(len(v) != 1 for v in query.values()):
         raise ValueError("the only query parameter is db=N")
     db_text = query.get("db", [""])[0]
     if parts.scheme == "unix":
-        if not parts.path:
-            raise ValueError("a unix:// URL needs a socket path")
-        address = RedisAddress(path=parts.path, username=username, password=password)
+        if parts.hostname or port or not parts.path:
+            raise ValueError("a unix:// URL is unix:///PATH (three slashes), no host")
+        path = unquote(parts.path)
+        address = RedisAddress(path=path, username=username, password=password)
     elif parts.scheme in ("redis", "rediss"):
         if not parts.hostname:
             raise ValueError("a redis:// URL needs a host")
@@ -60,14 +74,14 @@ def parse_url(url: str) -> RedisAddress:
             raise ValueError("the database is given twice")
         db_text = db_text or path_db
         address = RedisAddress(
-            host=parts.hostname,
-            port=parts.port or 6379,
+            host=unquote(parts.hostname),
+            port=port or 6379,
             tls=parts.scheme == "rediss",
             username=username,
             password=password,
         )
     else:
-        raise ValueError("a Redis URL starts redis://, rediss:// or unix://")
+        raise ValueError(f"not a Redis URL: {URL_FORMS}")
     if db_text:
         if not (db_text.isascii() and db_text.isdigit()) or int(db_text) > 1_000_000:
             raise ValueError("the database is a number")
@@ -108,7 +122,8 @@ class RedisConnection(asyncio.Protocol):
         return reply
 
     def close(self, why: str = "closed") -> None:
-        self._why = why
+        """Close now; what waits fails with ``why`` (the first reason given, if several)."""
+        self._why = self._why or why
         if self._transport is not None:
             self._transport.abort()  # connection_lost fails what waits
         else:

@@ -12,15 +12,18 @@ array), ``list`` (an array) or :class:`ReplyError` (an error reply: returned, no
 that one failing command among pipelined ones leaves the others' replies in step).
 Anything else, or a reply larger than the limits below, raises :class:`ProtocolError`: the
 caller drops the connection (Redis is inside the deployment, but a broken stream must not
-grow a buffer without end).
+grow a buffer without end). An incomplete reply is parsed again from its start when more
+bytes come: linear for a bulk string (its length is read first), quadratic in the pieces of
+an array, which the limit on arrays keeps small (the bus's are at most 1,000 names).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-MAX_BULK = 64 << 20  # bytes in one bulk string (a bus message is about 1 MiB at most)
-MAX_ARRAY = 1 << 20  # elements in one array
+MAX_BULK = 16 << 20  # bytes in one bulk string (a bus message is about 1 MiB at most)
+MAX_ARRAY = 1 << 16  # elements in one array (the bus's largest: 1,000 names)
+MAX_PENDING = 2 * MAX_BULK  # bytes of replies not yet complete
 MAX_DEPTH = 8  # arrays within arrays
 MAX_LINE = 4_096  # bytes of a header or simple line (a type byte, a length, an error text)
 
@@ -75,6 +78,8 @@ class ReplyParser:
             pos = end
         if pos:
             del buffer[:pos]
+        if len(buffer) > MAX_PENDING:  # an incomplete reply larger than any complete one may be
+            raise ProtocolError("a reply larger than the limits")
         return replies
 
 
@@ -101,7 +106,8 @@ def _reply(buffer: bytearray, pos: int, depth: int) -> tuple[Reply, int]:
     if kind == 0x2B:  # + simple string
         return line, after
     if kind == 0x3A:  # : integer
-        if not line.lstrip(b"-").isdigit() or len(line) > 20:
+        digits = line[1:] if line[:1] == b"-" else line
+        if not digits.isdigit() or len(digits) > 19:
             raise ProtocolError("not an integer reply")
         return int(line), after
     if kind == 0x2D:  # - error

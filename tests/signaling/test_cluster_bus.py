@@ -190,12 +190,118 @@ async def test_a_lost_subscription_alone_makes_the_bus_connect_again(redis: Redi
         await bus.stop()
 
 
-async def until(condition: Callable[[], bool], limit: float) -> None:
+async def test_a_redis_that_hangs_while_sessions_are_registered_is_lost_too(
+    redis: RedisServer,
+) -> None:
+    calls = 0
+    assert redis.proc is not None
+
+    async def resync() -> None:  # Redis stops answering just as the sessions are registered
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            assert redis.proc is not None
+            redis.proc.send_signal(signal.SIGSTOP)
+            await bus.admit("10.0.0.0", 10)
+
+    bus = _bus(redis, "A", resync)
+    await bus.start(wait=0.5)
+    try:
+        await until(lambda: calls == 1 and not bus.up, COMMAND_TIMEOUT + 2)  # not up and silent
+        redis.proc.send_signal(signal.SIGCONT)
+        await until(lambda: bus.up and calls >= 2, COMMAND_TIMEOUT + 6)
+        assert await bus.admit("10.0.0.0", 10)
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+        await bus.stop()
+
+
+async def test_stopping_while_a_lost_connection_is_cleaned_up_leaves_none_open(
+    redis: RedisServer,
+) -> None:
+    bus = _bus(redis, "A")
+    await bus.start()
+    redis.command("CLIENT", "KILL", "TYPE", "pubsub")  # the loop starts closing the pair
+    await until(lambda: not bus.up, 5, step=0)  # each loop pass: in the cleanup, not after
+    assert not bus.up and bus.reconnects == 0  # in the cleanup, not connected again yet
+    await bus.stop()  # cancels the loop at an await of its cleanup
+    assert await connections(redis, 0) == 0
+
+
+class FreezingProxy:
+    """A unix-socket relay to Redis whose ``n``-th connection can go silent: it stays open
+    and nothing passes either way (a half-dead path, where only a timeout tells)."""
+
+    def __init__(self, path: Path, redis: RedisServer) -> None:
+        self.path, self.redis = path, redis
+        self.flowing: list[asyncio.Event] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_unix_server(self._relay, str(self.path))
+
+    def freeze(self, n: int) -> None:
+        self.flowing[n].clear()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        flowing = asyncio.Event()
+        flowing.set()
+        self.flowing.append(flowing)
+        up_reader, up_writer = await asyncio.open_unix_connection(str(self.redis.socket))
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pump(source, sink, flowing))
+            self._tasks.add(task)
+
+    @staticmethod
+    async def _pump(
+        source: asyncio.StreamReader, sink: asyncio.StreamWriter, flowing: asyncio.Event
+    ) -> None:
+        try:
+            while data := await source.read(65_536):
+                await flowing.wait()
+                sink.write(data)
+                await sink.drain()
+        finally:
+            sink.close()
+
+
+async def test_a_subscription_that_goes_silent_is_noticed_by_its_ping(
+    redis: RedisServer, tmp_path: Path
+) -> None:
+    proxy = FreezingProxy(tmp_path / "relay.sock", redis)
+    await proxy.start()
+    got: list[bytes] = []
+    bus = RedisBus(
+        f"unix://{proxy.path}", "A", on_message=got.append, on_resync=_nothing,
+        heartbeat_interval=0.2,
+    )  # fmt: skip
+    await bus.start()
+    try:
+        assert len(proxy.flowing) == 2  # commands first, then the subscription
+        proxy.freeze(1)  # commands and heartbeats go on; the subscription hears nothing
+        await until(lambda: bus.reconnects == 1, COMMAND_TIMEOUT + 2)
+        await until(lambda: bus.up, 5)
+        redis.command("PUBLISH", "voice:inst:A", "hello")  # heard on the new subscription
+        await until(lambda: got == [b"hello"], 5)
+    finally:
+        await bus.stop()
+        await proxy.stop()
+
+
+async def until(condition: Callable[[], bool], limit: float, step: float = 0.05) -> None:
     deadline = asyncio.get_running_loop().time() + limit
     while not condition():
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"not within {limit} s")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(step)
 
 
 async def test_a_count_that_lands_after_its_connection_gave_up_is_taken_back(

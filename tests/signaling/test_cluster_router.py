@@ -85,7 +85,7 @@ def test_a_user_elsewhere_is_forwarded_and_the_outcome_answers_the_sender() -> N
 def test_an_envelope_from_another_instance_is_delivered_here_or_refused() -> None:
     router = cluster_router(Clock(), max_queue=1)
     b = claim(router, "bob")
-    frame = deliver_frame("alice", BODY)  # built from the bus record (busmessages.deliver_text)
+    frame = deliver_frame("alice", BODY)  # as the bus record makes it (busmessages.parse)
     actions, outcome = router.deliver_remote("alice", "bob", frame)
     assert outcome is Outcome.OK
     assert frames(actions, b) == [{"v": 1, "type": "deliver", "from": "alice", "body": BODY}]

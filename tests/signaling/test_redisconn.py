@@ -66,11 +66,34 @@ def test_a_url_says_where_redis_is_and_how_to_log_in(url: str, address: RedisAdd
         "redis://redis/1?db=2",  # two databases
         "unix:///r.sock?timeout=3",  # a parameter we would silently ignore
         "redis://redis:99999",
+        "unix://var/run/redis.sock",  # two slashes: "var" would be a host, silently dropped
+        "redis://someone@redis:6379",  # a user without a password would log in as default
     ],
 )
 def test_a_url_we_cannot_follow_is_refused_before_connecting(url: str) -> None:
     with pytest.raises(ValueError):
         parse_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://default:s3cr/et@redis:6379",  # "/" unencoded: urllib reads "s3cr" as a port
+        "redis://default:s3cr?et@redis",  # "?" unencoded: the rest reads as a query
+        "redis://default:s3cr#et@redis:6379",
+    ],
+)
+def test_a_refused_url_never_repeats_its_password(url: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        parse_url(url)
+    assert "s3cr" not in str(refused.value) and "et@" not in str(refused.value)
+    assert "percent-encoded" in str(refused.value)  # and says how to write it
+
+
+def test_the_password_is_decoded_and_kept_out_of_the_address_repr() -> None:
+    address = parse_url("unix://:s3cr%2Fet@/run/my%20redis.sock")
+    assert (address.password, address.path) == ("s3cr/et", "/run/my redis.sock")
+    assert "s3cr" not in repr(address)
 
 
 async def test_pipelined_replies_come_in_order_and_an_error_fails_only_its_command(
@@ -187,11 +210,12 @@ async def test_a_connection_to_a_redis_that_never_answers_times_out(tmp_path: Pa
 
 
 class TlsRedis:
-    """redis-server on TLS only, with a certificate for ``localhost`` from a test CA."""
+    """redis-server on TLS only, with a certificate for ``names`` (``localhost``) from a
+    test CA."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, names: list[str] | None = None) -> None:
         self.ca = TestCA.create(tmp_path)
-        cert = self.ca.issue(tmp_path, "redis", dns=["localhost"])
+        cert = self.ca.issue(tmp_path, "redis", dns=names or ["localhost"])
         for _ in range(20):  # the port is free when we look; another process may take it
             self.port = _free_port()
             args = ["redis-server", "--port", "0", "--tls-port", str(self.port)]
@@ -220,6 +244,18 @@ def _listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
                 return True
         time.sleep(0.025)
     return False
+
+
+async def test_tls_refuses_a_certificate_for_another_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = TlsRedis(tmp_path, names=["cache.example.org"])  # trusted CA, another name
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(server.ca.cert_path))
+        with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+            await connect(parse_url(f"rediss://localhost:{server.port}"), WAIT)
+    finally:
+        stop_process(server.proc)
 
 
 async def test_tls_verifies_the_redis_certificate(

@@ -65,6 +65,8 @@ def test_an_incomplete_reply_waits_and_keeps_what_came_after_it() -> None:
         b"$+5\r\nhello\r\n",
         b"$3\r\nabcXY",  # a bulk string without its CR LF
         b":12a\r\n",
+        b":--5\r\n",  # int() would take neither of these: a ValueError out of the callback
+        b":-\r\n",
         b"*1_0\r\n",
     ],
 )
@@ -84,6 +86,11 @@ def test_limits_stop_a_stream_that_would_grow_without_end(
         ReplyParser().feed(b"*%d\r\n" % (resp.MAX_ARRAY + 1))
     with pytest.raises(ProtocolError):  # arrays nested deeper than the limit
         ReplyParser().feed(b"*1\r\n" * (resp.MAX_DEPTH + 1) + b":1\r\n")
+    parser = ReplyParser()  # an array that never completes, however small each piece
+    with pytest.raises(ProtocolError):
+        parser.feed(b"*%d\r\n" % resp.MAX_ARRAY)
+        for _ in range(3):  # each string whole, the array never: past MAX_PENDING
+            parser.feed(b"$%d\r\n%s\r\n" % (resp.MAX_BULK, b"x" * resp.MAX_BULK))
     # Control: nested to the limit, and just under the line limit, parse.
     assert ReplyParser().feed(b"*1\r\n" * resp.MAX_DEPTH + b":1\r\n") != []
     assert ReplyParser().feed(b"+" + b"x" * (resp.MAX_LINE - 3) + b"\r\n") != []

@@ -50,6 +50,12 @@ def test_invalid_settings_are_refused(env: dict[str, str]) -> None:
         Config.from_sources(env)
 
 
+def test_a_bad_redis_url_is_refused_without_repeating_its_password() -> None:
+    with pytest.raises(ConfigError) as refused:
+        Config.from_sources({"VOICE_SIGNALING_REDIS": "redis://default:hunter/2@redis:6379"})
+    assert "hunter" not in str(refused.value)
+
+
 def test_cli_reports_a_bad_setting(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--max-queue", "-1"]) == 2
     assert "max_queue" in capsys.readouterr().err

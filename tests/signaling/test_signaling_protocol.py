@@ -27,6 +27,7 @@ from signaling.messages import (
     Welcome,
 )
 from signaling.protocol import (
+    VERSION,
     ErrorCode,
     deliver_frame,
     encode,
@@ -34,7 +35,7 @@ from signaling.protocol import (
     parse_client_frame,
     parse_server_frame,
 )
-from signaling.wire import b64decode_strict, is_username
+from signaling.wire import USERNAME_RE, b64decode_strict, is_username
 
 KEY = base64.b64encode(b"k" * 32).decode()
 SIG = base64.b64encode(b"s" * 64).decode()
@@ -261,6 +262,16 @@ def test_server_frames_round_trip(message: Any) -> None:
 
 def test_deliver_frame_forwards_the_base64_text_unchanged() -> None:
     assert parse_server_frame(deliver_frame("alice", BODY)) == Deliver("alice", b"sealed")
+
+
+@settings(max_examples=300)
+@given(st.from_regex(USERNAME_RE, fullmatch=True), st.binary(max_size=300))
+def test_deliver_frame_is_the_json_text_of_any_checked_name_and_body(
+    user: str, body: bytes
+) -> None:
+    text = base64.b64encode(body).decode()
+    expected = {"v": VERSION, "type": "deliver", "from": user, "body": text}
+    assert deliver_frame(user, text) == json.dumps(expected, separators=(",", ":"))
 
 
 def test_server_frame_parser_refuses_a_spoofed_or_malformed_deliver() -> None:
