@@ -117,9 +117,20 @@ class VoiceProc:
         try:
             code = await asyncio.wait_for(self.proc.wait(), limit)
         except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-            raise
+            # Hung: SIGABRT makes faulthandler (PYTHONFAULTHANDLER, set by start_voice) print
+            # every thread's stack, so that the failure says where it hangs.
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 5)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+            assert self.proc.stderr is not None
+            stderr = (await self.proc.stderr.read()).decode("utf-8", errors="replace")
+            raise AssertionError(
+                f"did not exit within {limit} s; its output, then its threads:\n"
+                f"{self.stdout[-3000:]}\n{stderr[-8000:]}"
+            ) from None
         if self._reader is not None:
             await self._reader
         assert self.proc.stderr is not None
@@ -154,7 +165,7 @@ async def start_voice(
         args += ["--server", server]
     if user is not None:
         args += ["--user", user]
-    full_env = {**os.environ, **(env or {})}
+    full_env = {**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})}
     full_env.pop("VOICE_USER", None)
     proc = await asyncio.create_subprocess_exec(
         *args, *argv, env=full_env, cwd=str(REPO),
