@@ -20,6 +20,7 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from signaling.errors import RedisUnavailable
@@ -136,8 +137,9 @@ class RedisConnection(asyncio.Protocol):
 
     # The protocol's side.
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport (not an isinstance check: other event loops' transports, such
+        # as uvloop's, are not subclasses of asyncio.Transport).
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
