@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
@@ -191,6 +192,10 @@ class Fuzzer:
         self.conns[logged_in] = None
 
 
+# Hypothesis warns when the random module's state changes while it draws an example; here
+# the server's thread changes it (websockets draws keepalive ping payloads with
+# random.getrandbits), not the strategies, which use only Hypothesis's own draws.
+@pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 def test_fuzzed_frames_never_hurt_the_server_or_a_live_call() -> None:
     server_thread, pair_thread = LoopThread(), LoopThread()
     stack = AsyncExitStack()

@@ -8,6 +8,7 @@ and of deployments (several instances behind HAProxy).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -66,24 +67,36 @@ def start_signaling(
     tls: bool = False,
     timeout: float = 15.0,
 ) -> SignalingProcess:
-    """Start an instance on free loopback ports and wait for its /healthz (AssertionError with
-    its output if it exits or does not answer within ``timeout``)."""
-    port, http_port = free_port(), free_port()
+    """Start an instance on loopback ports the kernel picks (port 0: no other process can
+    take them between our choosing and its binding) and wait for its /healthz (AssertionError
+    with its output if it exits or does not answer within ``timeout``)."""
     log = folder / f"{name}.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "signaling", "--port", str(port), "--http-port",
-             str(http_port), *args],
+            [sys.executable, "-m", "signaling", "--port", "0", "--http-port", "0",
+             "--log-level", "INFO", *args],  # INFO: the "listening" line names the ports
             stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
             env={**os.environ, **(env or {})},
         )  # fmt: skip
-    server = SignalingProcess(proc, port, http_port, log, tls)
+    server = SignalingProcess(proc, 0, 0, log, tls)
     deadline = time.monotonic() + timeout
-    while server.health() is None:
+    while not server.port or server.health() is None:
         if proc.poll() is not None or time.monotonic() > deadline:
             server.stop()
             raise AssertionError(
                 f"{name} did not start (exit {proc.returncode}):\n{server.output()}"
             )
+        if not server.port:
+            server.port, server.http_port = _listening_ports(log)
         time.sleep(0.05)
     return server
+
+
+def _listening_ports(log: Path) -> tuple[int, int]:
+    """The ports of the instance's "listening" log line, or (0, 0) before it is written."""
+    for line in log.read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict) and event.get("event") == "listening":
+                return int(event["port"]), int(event["http_port"])
+    return 0, 0
