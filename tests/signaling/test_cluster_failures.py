@@ -38,14 +38,6 @@ CALLABLE_WITHIN = 20.0  # issue 15: users of a killed instance are callable agai
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def deployment(tmp_path: Path, redis: RedisServer) -> Iterator[list[Instance]]:
     instances = start_instances(tmp_path, redis.url, 3)
     yield instances
