@@ -178,7 +178,8 @@ class RedisBus:
                 await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
                 if beat.done():
                     beat.result()  # raises why it ended
-                raise BusUnavailable("redis closed the connection")
+                ended = conn if conn.closed.done() else sub
+                raise BusUnavailable(f"connection lost: {ended.why}")
             except (RedisUnavailable, ProtocolError, OSError, TimeoutError) as exc:
                 if self.up or ceiling == RECONNECT_BASE:
                     log.warning("redis_lost", extra={"fields": {"error": str(exc)[:200]}})
@@ -209,12 +210,17 @@ class RedisBus:
             await self._on_resync()
 
     async def _beat(self, sub: RedisConnection) -> None:
-        """Renew the instance; ping the subscription (a connection that stopped answering
-        would otherwise go unnoticed while no message comes)."""
+        """Renew the instance every interval, counted from when the last beat began (a slow
+        Redis must not stretch the gaps towards the instance's time to live), and ping the
+        subscription meanwhile (a connection that stopped answering would otherwise go
+        unnoticed while no message comes)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(self._interval)
-            await self._heartbeat(resync=False)
-            await _timed(sub.call("PING"))
+            due = max(due + self._interval, loop.time())  # late: at once, then on the grid
+            await asyncio.sleep(due - loop.time())
+            ping = _timed(sub.call("PING"), "the subscription did not answer a ping")
+            await asyncio.gather(self._heartbeat(resync=False), ping)
 
     def _deliver(self, data: bytes) -> None:
         try:
@@ -229,8 +235,11 @@ class RedisBus:
             self._conn.close("redis forgot the scripts")
 
 
-async def _timed(reply: asyncio.Future[Reply]) -> Reply:
-    return await asyncio.wait_for(reply, COMMAND_TIMEOUT)
+async def _timed(reply: asyncio.Future[Reply], what: str = "redis did not answer") -> Reply:
+    try:
+        return await asyncio.wait_for(reply, COMMAND_TIMEOUT)
+    except TimeoutError:
+        raise TimeoutError(f"{what} within {COMMAND_TIMEOUT:g} s") from None
 
 
 def _text(reply: Reply) -> str:

@@ -122,6 +122,11 @@ class RedisConnection(asyncio.Protocol):
         self._waiting.append(reply)
         return reply
 
+    @property
+    def why(self) -> str:
+        """Why it closed ("" while open)."""
+        return self._why
+
     def close(self, why: str = "closed") -> None:
         """Close now; what waits fails with ``why`` (the first reason given, if several)."""
         self._why = self._why or why

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from signaling.messages import (
     TurnCredentials,
     Welcome,
 )
-from signaling.protocol import deliver_frame, encode, parse_client_frame
+from signaling.protocol import VERSION, encode, parse_client_frame
 from signaling.wire import b64decode_strict, b64encode
 
 SERVER_NAME = "voice-signaling"
@@ -152,12 +153,15 @@ class MaliciousServer:
         task.add_done_callback(self._tasks.discard)
 
     async def deliver(self, to: str, from_user: str, body: bytes) -> bool:
-        """Deliver ``body`` to ``to`` claiming it comes from ``from_user`` (any name at all)."""
+        """Deliver ``body`` to ``to`` claiming it comes from ``from_user`` (any name at all:
+        the frame is written by a JSON encoder, not by ``deliver_frame``, which takes only
+        checked names)."""
         session = self._sessions.get(to)
         if session is None:
             return False
         self.delivered.append(Envelope(from_user, to, body, _now()))
-        await self._send(session, deliver_frame(from_user, b64encode(body)))
+        frame = {"v": VERSION, "type": "deliver", "from": from_user, "body": b64encode(body)}
+        await self._send(session, json.dumps(frame, separators=(",", ":")))
         return True
 
     async def wait_for(self, count: int, *, sender: str | None = None, within: float = 10) -> None:

@@ -563,6 +563,7 @@ class NetLab:
         verbose = ("--verbose",) if os.environ.get("NETLAB_VERBOSE") else ()  # debug logs
         env = {k: v for k, v in os.environ.items() if not k.startswith("VOICE_")}
         env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONFAULTHANDLER"] = "1"  # a hung one prints its threads (VoiceProc.finish)
         proc = await self.exec(
             who.home, sys.executable, "-m", "voice.cli", "--config-dir", str(who.conf),
             "--server", self.server_url, "--ca", str(self.ca_path), "--user", who.name,

@@ -68,15 +68,20 @@ class VoiceProc:
 
     proc: asyncio.subprocess.Process
     lines: list[str] = field(default_factory=list)
-    stderr: str = ""
+    stderr: str = ""  # all of it, once the process has ended (finish)
     _reader: asyncio.Task[None] | None = None
+    _err_reader: asyncio.Task[bytes] | None = None
     _seen: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def attach(cls, proc: asyncio.subprocess.Process, stdin: bytes | None) -> VoiceProc:
-        """Follow ``proc``'s stdout; ``stdin`` given: written and closed at once."""
+        """Follow ``proc``'s stdout, and read its stderr all along (a full pipe would block a
+        chatty process, and the stack dump of a hung one); ``stdin`` given: written and
+        closed at once."""
         vp = cls(proc)
         vp._reader = asyncio.ensure_future(vp._read())
+        if proc.stderr is not None:
+            vp._err_reader = asyncio.ensure_future(proc.stderr.read())
         if stdin is not None:
             assert proc.stdin is not None
             proc.stdin.write(stdin)
@@ -125,17 +130,25 @@ class VoiceProc:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
-            assert self.proc.stderr is not None
-            stderr = (await self.proc.stderr.read()).decode("utf-8", errors="replace")
+            stderr = await self._all_stderr()
             raise AssertionError(
                 f"did not exit within {limit} s; its output, then its threads:\n"
                 f"{self.stdout[-3000:]}\n{stderr[-8000:]}"
             ) from None
         if self._reader is not None:
             await self._reader
-        assert self.proc.stderr is not None
-        self.stderr = (await self.proc.stderr.read()).decode("utf-8", errors="replace")
+        self.stderr = await self._all_stderr()
         return code
+
+    async def _all_stderr(self) -> str:
+        """Its stderr once it has ended (the pipe may outlive it briefly in a child)."""
+        if self._err_reader is None:
+            return ""
+        try:
+            data = await asyncio.wait_for(asyncio.shield(self._err_reader), 10)
+        except TimeoutError:
+            return "(stderr still open 10 s after the exit)"
+        return data.decode("utf-8", errors="replace")
 
     def interrupt(self) -> None:
         self.proc.send_signal(signal.SIGINT)
