@@ -17,9 +17,14 @@ takes everything else.
 
 from __future__ import annotations
 
+import resource
 from typing import Any
 
 import pytest
+
+# No core files: a hung `voice` process is made to dump its threads with SIGABRT
+# (tests/voice/cli_harness.py), whose core would otherwise land in the repository.
+resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
 
 NETLAB_MODULES = frozenset(
     {
