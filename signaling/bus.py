@@ -60,8 +60,9 @@ class RedisBus:
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         instance_ttl: float = INSTANCE_TTL,
     ) -> None:
-        self.url = url
-        self.address = parse_url(url)  # ValueError for a bad URL, before any connection
+        # ValueError for a bad URL, before any connection; the URL itself (it may hold the
+        # password) is not kept.
+        self.address = parse_url(url)
         self.instance = instance
         self.prefix = prefix
         self.channel = f"{prefix}inst:{instance}"
@@ -83,7 +84,7 @@ class RedisBus:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), wait)
         if not self.up:
-            log.warning("redis_unreachable", extra={"fields": {"url": _safe(self.url)}})
+            log.warning("redis_unreachable", extra={"fields": {"redis": self.address.where}})
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -144,11 +145,11 @@ class RedisBus:
         connects again."""
         conn, reply = self._conn, self._submit(*args)
         try:
-            return await asyncio.wait_for(reply, COMMAND_TIMEOUT)
-        except TimeoutError:
+            return await _timed(reply)
+        except TimeoutError as exc:
             if conn is not None:
-                conn.close(f"no answer within {COMMAND_TIMEOUT:g} s")
-            raise BusUnavailable(f"redis did not answer within {COMMAND_TIMEOUT:g} s") from None
+                conn.close(str(exc))
+            raise BusUnavailable(str(exc)) from None
 
     def _submit(self, *args: Any) -> asyncio.Future[Any]:
         if not self.up or self._conn is None:
@@ -246,12 +247,6 @@ def _text(reply: Reply) -> str:
     if not isinstance(reply, bytes):
         raise ProtocolError("expected a string reply")
     return reply.decode()
-
-
-def _safe(url: str) -> str:
-    """The URL without a password, for logs."""
-    head, sep, tail = url.rpartition("@")
-    return f"{head.split('://', 1)[0]}://***@{tail}" if sep else url
 
 
 def _info(event: str, **fields: object) -> None:

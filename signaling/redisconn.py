@@ -39,6 +39,12 @@ class RedisAddress:
     password: str = field(default="", repr=False)  # never in a log or a traceback
     db: int = 0
 
+    @property
+    def where(self) -> str:
+        """Where Redis is, for logs: built from the parts, so no password can come along."""
+        place = self.path or f"{self.host}:{self.port}"
+        return f"{'tls ' if self.tls else ''}{place} db {self.db}"
+
 
 URL_FORMS = (
     "redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB] or unix://[[USER]:PASSWORD@]/PATH[?db=DB], "
@@ -115,10 +121,11 @@ class RedisConnection(asyncio.Protocol):
         or a lost connection)."""
         if self.closed.done() or self._transport is None:
             raise RedisUnavailable(f"redis: {self._why or 'not connected'}")
+        loop = asyncio.get_running_loop()
         if not self._out:
-            asyncio.get_running_loop().call_soon(self._write_out)
+            loop.call_soon(self._write_out)
         self._out.append(encode_command(*args))
-        reply: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[Reply] = loop.create_future()
         self._waiting.append(reply)
         return reply
 

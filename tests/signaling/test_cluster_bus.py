@@ -7,6 +7,7 @@ envelopes routed in batches (one script, one message per receiving instance).
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -121,7 +122,7 @@ async def test_a_failing_resync_ends_that_connection_and_the_bus_connects_again(
         await bus.stop()
 
 
-async def test_a_connection_that_fails_while_registering_leaves_no_writer_behind(
+async def test_a_connection_that_fails_while_registering_leaves_no_connection_behind(
     redis: RedisServer,
 ) -> None:
     calls = 0
@@ -143,6 +144,20 @@ async def test_a_connection_that_fails_while_registering_leaves_no_writer_behind
         assert all(results)
     finally:
         await bus.stop()
+
+
+async def test_the_redis_password_reaches_no_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"unix://:hunter2@{tmp_path / 'nobody-here.sock'}"  # unreachable: logged, retried
+    bus = RedisBus(url, "A", on_message=lambda data: None, on_resync=_nothing)
+    with caplog.at_level(logging.DEBUG):
+        await bus.start(wait=0.3)
+        await bus.stop()
+    logged = " ".join(str(vars(record)) for record in caplog.records)  # messages and fields
+    assert "redis_unreachable" in logged and "nobody-here.sock" in logged
+    assert "hunter2" not in logged
+    assert "hunter2" not in repr(bus.address)
 
 
 async def test_a_redis_that_hangs_is_lost_and_found_again(redis: RedisServer) -> None:

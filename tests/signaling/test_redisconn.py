@@ -21,6 +21,7 @@ from signaling.errors import RedisUnavailable
 from signaling.redisconn import RedisAddress, RedisConnection, closed, connect, parse_url
 from tests.signaling.cluster_helpers import RedisServer
 from tests.support.processes import stop_process
+from tests.support.signalingd import free_port
 from tests.support.tls import TestCA
 
 pytestmark = pytest.mark.timeout(30)
@@ -209,7 +210,7 @@ class TlsRedis:
         self.ca = TestCA.create(tmp_path)
         cert = self.ca.issue(tmp_path, "redis", dns=names or ["localhost"])
         for _ in range(20):  # the port is free when we look; another process may take it
-            self.port = _free_port()
+            self.port = free_port()
             args = ["redis-server", "--port", "0", "--tls-port", str(self.port)]
             args += ["--tls-cert-file", cert.cert, "--tls-key-file", cert.key]
             args += ["--tls-ca-cert-file", str(self.ca.cert_path), "--tls-auth-clients", "no"]
@@ -219,12 +220,6 @@ class TlsRedis:
                 return
             stop_process(self.proc)
         raise RuntimeError("redis-server with TLS did not start")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _listening(port: int, proc: subprocess.Popen[bytes]) -> bool:
