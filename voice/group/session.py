@@ -29,9 +29,9 @@ import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from voice.audio.base import AudioSink, AudioSource
 from voice.crypto.contacts import ContactBook
@@ -59,6 +59,7 @@ __all__ = ["GroupCall"]
 
 log = logging.getLogger("voice.group")
 
+CLOSE_STEP_S = 4.0  # a step of close() at most (the CLI's callers allow 15 s for all of it)
 POLL_S = 0.5  # how often the publisher list is read (newcomers, vanished members)
 TICK_S = 1.0
 
@@ -251,9 +252,19 @@ class GroupCall:
             await self._step(self.state.leave(self.now()))
 
     async def close(self) -> None:
-        """Stop everything here, without telling anyone (end() first to say goodbye)."""
+        """Stop everything here, without telling anyone (end() first to say goodbye). Each
+        step gets :data:`CLOSE_STEP_S`: with the SFU or the network gone, a teardown that
+        waits on them must not keep the program from ending (it is logged, by step)."""
         for task in self._tasks:
             task.cancel()
+        await within(CLOSE_STEP_S, "the call's tasks", self._join_tasks())
+        await within(CLOSE_STEP_S, "the media", self._close_media())
+        await within(CLOSE_STEP_S, "the hearing", self.hearing.close())
+        if self.stream is not None:
+            self.stream.close()
+        self.ended.set()
+
+    async def _join_tasks(self) -> None:
         for task in self._tasks:
             try:
                 await task
@@ -261,11 +272,6 @@ class GroupCall:
                 pass
             except Exception as exc:  # a loop that died of a bug: said, not raised at the end
                 log.warning("group call: a task ended with %s", type(exc).__name__)
-        await self._close_media()
-        await self.hearing.close()
-        if self.stream is not None:
-            self.stream.close()
-        self.ended.set()
 
     # ---- the loops ----
 
@@ -487,3 +493,12 @@ class GroupCall:
     async def _deliver(self, deliver: rs.Deliver, gone: list[str]) -> None:
         for to, message in self.keys.on_deliver(deliver.message, self.now()):
             await self._send(to, message, gone)
+
+
+async def within(seconds: float, what: str, step: Coroutine[Any, Any, None]) -> None:
+    """Run ``step`` for at most ``seconds``; past that, cancel it and log ``what`` overran."""
+    try:
+        async with asyncio.timeout(seconds):
+            await step
+    except TimeoutError:
+        log.warning("group call: closing %s took over %g s; left behind", what, seconds)
