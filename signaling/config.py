@@ -40,8 +40,8 @@ class Config:
     rate: float = 20.0  # messages per second per user (token bucket)
     burst: int = 40  # messages a user may send at once before the rate applies
     login_timeout: float = 10.0  # seconds from connect to login
-    ping_interval: float = 5.0  # seconds between keepalive pings; with the timeout, a dead
-    ping_timeout: float = 10.0  # client is dropped (and offline) within about 15 s
+    ping_interval: float = 5.0  # seconds a client may be silent before it is pinged; with the
+    ping_timeout: float = 10.0  # timeout, a dead client is dropped (and offline) in 15-16 s
     close_timeout: float = 5.0  # seconds to finish a close before dropping the socket
     max_connections_per_ip: int = 32  # an IPv6 /64 counts as one address
     trusted_proxies: tuple[str, ...] = field(default=())  # addresses/networks of TLS-terminating

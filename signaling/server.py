@@ -24,7 +24,7 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConcurrencyError, ConnectionClosed
 from websockets.frames import CloseCode as WsCloseCode
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -35,6 +35,7 @@ from signaling.config import Config
 from signaling.forwarded import Network, client_address, is_trusted, parse_networks
 from signaling.handoff import Claim, Forward
 from signaling.httpd import MAX_CLIENTS, OpsHttpServer
+from signaling.keepalive import Keepalive, Liveness
 from signaling.logs import Throttle
 from signaling.messages import Error
 from signaling.metrics import make_registry
@@ -77,10 +78,49 @@ class _Connection(ServerConnection):
     # is known (the router's count, after the handshake; HAProxy keeps its own cap).
     limit: SocketTable[_Connection] | None = None
     proxies: tuple[Network, ...] = ()
+    keepalive_sweep: Keepalive[_Connection] | None = None  # the server's one
 
     def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
         protocol.__class__ = _ErrorFirstProtocol  # same layout; overrides fail() only
         super().__init__(protocol, *args, **kwargs)
+        self.liveness = Liveness(0.0)
+
+    def data_received(self, data: bytes) -> None:
+        self.liveness.heard = True  # any bytes prove the peer alive (signaling.keepalive)
+        super().data_received(data)
+
+    def start_keepalive(self) -> None:
+        """Called once the handshake is done: the server's sweep watches this connection
+        instead of websockets' task per connection."""
+        if self.keepalive_sweep is not None:
+            self.keepalive_sweep.watch(self, self.liveness)
+
+    def keepalive_ping(self) -> None:
+        """Silent for the ping interval, or asked to prove that it reads: ping. The pong
+        counts as heard, like any bytes, and as proof of reading (``Liveness.ponged``)."""
+        if self.keepalive_task is not None:  # websockets cancels it when the socket closes
+            self.keepalive_task.cancel()  # a ping still waiting to be written
+        self.keepalive_task = self.loop.create_task(self._ping_quietly())
+
+    def keepalive_drop(self) -> None:
+        """Silent past the ping timeout too: close 1011, as websockets' keepalive does, but
+        without waiting for a peer that does not read to drain the close frame (its writes
+        would never resume): the socket is aborted after the close timeout."""
+        if self.keepalive_task is not None:
+            self.keepalive_task.cancel()  # a ping still waiting to be written
+        if self.protocol.state is State.OPEN:
+            self.protocol.fail(WsCloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            self.send_data()
+        self.loop.call_later(self.close_timeout or 0.0, _abort, self)
+
+    async def _ping_quietly(self) -> None:
+        with contextlib.suppress(ConnectionClosed, ConcurrencyError):
+            pong = await self.ping()  # its answer is judged by the next sweeps
+            cast(asyncio.Future[float], pong).add_done_callback(self._ponged)
+
+    def _ponged(self, pong: asyncio.Future[float]) -> None:
+        if not pong.cancelled() and pong.exception() is None:
+            self.liveness.ponged()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -100,6 +140,8 @@ class _Connection(ServerConnection):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.limit is not None:
             self.limit.release(self)
+        if self.keepalive_sweep is not None:
+            self.keepalive_sweep.forget(self)
         super().connection_lost(exc)
 
 
@@ -137,6 +179,15 @@ class SignalingServer:
             else None
         )
         self.sockets: SocketTable[_Connection] = SocketTable.for_config(config)
+        self.keepalive: Keepalive[_Connection] = Keepalive(
+            config.ping_interval,
+            config.ping_timeout,
+            ping=_Connection.keepalive_ping,
+            drop=_Connection.keepalive_drop,
+        )
+        # Frames waiting for one connection's writer that make the keepalive ask its peer to
+        # prove that it reads (half the router's queue: harmless if it does, one ping).
+        self._must_read_at = max(1, config.max_queue // 2)
         self.metrics = make_registry(self.router, self.sockets, self.cluster)
         self.port = 0
         self.http_port = 0
@@ -170,6 +221,7 @@ class SignalingServer:
         class Connection(_Connection):
             limit = self.sockets
             proxies = self._proxies
+            keepalive_sweep = self.keepalive
 
         loop = asyncio.get_running_loop()
         self._loop_handler = loop.get_exception_handler()
@@ -178,14 +230,15 @@ class SignalingServer:
         if self.cluster is not None:
             await self.cluster.start()
 
+        self.keepalive.start()
         self._ws = await serve(
             self._handle,
             c.host,
             c.port,
             compression=None,  # envelopes are ciphertext; deflate would only cost memory
             max_size=c.max_frame_bytes,
-            ping_interval=c.ping_interval,
-            ping_timeout=c.ping_timeout,
+            ping_interval=None,  # our own sweep: self.keepalive
+            ping_timeout=None,
             close_timeout=c.close_timeout,
             open_timeout=c.login_timeout,
             create_connection=Connection,
@@ -210,6 +263,7 @@ class SignalingServer:
         return {} if self.tls is None else {"ssl_handshake_timeout": self.config.login_timeout}
 
     async def stop(self) -> None:
+        self.keepalive.stop()
         if self._ws is not None:
             self._ws.close()
             await self._ws.wait_closed()
@@ -333,6 +387,8 @@ class SignalingServer:
                 loop.call_later(2 * self.config.close_timeout, _abort, conn.ws)
             else:
                 conn.queue.put_nowait(action.frame)
+                if conn.queue.qsize() >= self._must_read_at and isinstance(conn.ws, _Connection):
+                    self.keepalive.must_read(conn.ws)  # the writer is stuck: is the peer?
 
     def _apply_claimed(self, actions: list[Action]) -> None:
         """Actions of a login the cluster finished: it is no longer a handshake in progress
