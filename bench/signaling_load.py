@@ -116,6 +116,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wakeups(pid: int) -> int:
+    """How often ``pid`` slept and was woken (voluntary context switches): an event loop's
+    passes, near enough; what batching saves shows here first."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise RuntimeError("no voluntary_ctxt_switches")
+
+
 def busy_cores_seconds() -> float:
     """CPU seconds every core of this machine spent busy so far (``/proc/stat``): what the
     instances, Redis and the load generator did not use of it was another process's."""
@@ -284,6 +293,7 @@ async def route_phase(
     delivered = 0
     failed.clear()
     cpu0 = [cpu_seconds(pid) for pid in server_pids]
+    woken0 = sum(wakeups(pid) for pid in server_pids)
     t0, own0, busy0 = time.perf_counter(), sum(os.times()[:2]), busy_cores_seconds()
     await asyncio.sleep(duration)
     elapsed = time.perf_counter() - t0
@@ -292,6 +302,7 @@ async def route_phase(
         (cpu_seconds(pid) - c) / elapsed for pid, c in zip(server_pids, cpu0, strict=True)
     ]
     server_cpu = sum(per_process)
+    woken = sum(wakeups(pid) for pid in server_pids) - woken0
     client_cpu = (sum(os.times()[:2]) - own0) / elapsed
     count, lat = delivered, sorted(latencies)
     stop.set()
@@ -303,6 +314,7 @@ async def route_phase(
         "target_rate": rate,
         "server_cpu_us_per_envelope": round(server_cpu * elapsed / max(1, count) * 1e6, 1),
         "cpu_core_fraction_by_process": [round(c, 3) for c in per_process],
+        "server_wakeups_per_envelope": round(woken / max(1, count), 2),
         "envelopes_per_s": round(count / elapsed, 1),
         "p50_ms": round(percentile(lat, 0.50) * 1000, 3),
         "p99_ms": round(percentile(lat, 0.99) * 1000, 3),
@@ -644,7 +656,10 @@ def print_table(r: dict[str, Any]) -> None:
             + f" {sat['other_cpu_core_fraction']})",
         )
         print("  " + " | ".join(cells))
-    print("\n  paced (the same rate for every deployment): CPU us per envelope, p50/p99 ms")
+    print(
+        "\n  paced (the same rate for every deployment): CPU us per envelope, p50/p99 ms,"
+        " wake-ups per envelope"
+    )
     for run in r.get("runs", []):
         fixed = run.get("routing_fixed_rate")
         if fixed:
@@ -652,7 +667,8 @@ def print_table(r: dict[str, Any]) -> None:
             name += " + Redis" if run["redis"] else ", no Redis"
             print(
                 f"  {name} | {fixed['envelopes_per_s']}/s | {fixed['server_cpu_us_per_envelope']}"
-                f" | {fixed['p50_ms']}/{fixed['p99_ms']} | "
+                f" | {fixed['p50_ms']}/{fixed['p99_ms']}"
+                f" | {fixed.get('server_wakeups_per_envelope', '-')} | "
                 + " ".join(str(c) for c in fixed["cpu_core_fraction_by_process"])
                 + f" | failed {fixed['failed_sends']}"
                 + f" | other CPU {fixed['other_cpu_core_fraction']}"
@@ -665,7 +681,9 @@ def print_table(r: dict[str, Any]) -> None:
                 f"  {run['instances']} instances + Redis | round {run.get('round', 0)}"
                 f" | saturated {sat['envelopes_per_s']}/s"
                 f" {sat['server_cpu_us_per_envelope']} us | paced {fixed['envelopes_per_s']}/s"
-                f" {fixed['server_cpu_us_per_envelope']} us | failed {fixed['failed_sends']}"
+                f" {fixed['server_cpu_us_per_envelope']} us"
+                f" {fixed.get('server_wakeups_per_envelope', '-')} wake-ups"
+                f" | failed {fixed['failed_sends']}"
             )
     if r.get("bus_cost"):
         print("\n  CPU per crossing envelope as a ratio (min / median / max over the rounds):")
