@@ -41,7 +41,7 @@ class Config:
     burst: int = 40  # messages a user may send at once before the rate applies
     login_timeout: float = 10.0  # seconds from connect to login
     ping_interval: float = 5.0  # seconds a client may be silent before it is pinged; with the
-    ping_timeout: float = 10.0  # timeout, a dead client is dropped (and offline) in 15-16 s
+    ping_timeout: float = 10.0  # timeout, a dead client is dropped (and offline) in 15-17 s
     close_timeout: float = 5.0  # seconds to finish a close before dropping the socket
     max_connections_per_ip: int = 32  # an IPv6 /64 counts as one address
     trusted_proxies: tuple[str, ...] = field(default=())  # addresses/networks of TLS-terminating

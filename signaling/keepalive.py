@@ -9,23 +9,27 @@ every connection every ``interval`` to send a ping and again for its pong, on to
 pongs it sends for the clients' pings: with 2,000 clients at 5 s that cost a lone instance
 0.1 of a core, as much as routing 500 envelopes/s (``bench/signaling_load.py``).
 
-A connection is dropped between ``interval + timeout`` and one tick more after the last
-bytes it sent; it is pinged once per silence, ``interval`` (up to a tick more) into it.
+Bytes prove that a peer sends, not that it reads. A peer that stopped reading blocks our
+writes (the transport pauses writing); one blocked for ``interval + timeout`` without a
+moment's progress is dropped too. websockets' keepalive meant to catch it by a pong that
+never came, but its ping waited for the blocked writes to drain, for ever.
 
-Bytes prove that a peer sends, not that it reads. A peer whose queue of frames is filling
-(:meth:`Keepalive.must_read`) is pinged at once, and from then on only the pong counts: the
-peer sees the ping only after reading everything queued before it. No pong within
-``timeout``: dropped, as a reader that stopped is under websockets' own keepalive.
+A silent connection is pinged ``interval`` into its silence (up to a tick later) and dropped
+between ``interval + timeout`` and a tick more after the last bytes it sent, or after its
+writes blocked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 C = TypeVar("C")
+
+log = logging.getLogger("signaling.keepalive")
 
 MAX_TICK = 1.0  # s between two sweeps at most (a quarter of the interval if that is less)
 
@@ -34,17 +38,12 @@ MAX_TICK = 1.0  # s between two sweeps at most (a quarter of the interval if tha
 class Liveness:
     """What the sweep knows of one connection: ``heard`` is set by every read (and cleared
     by the next tick, which moves ``since`` to its own time); ``pinged``: in this silence;
-    ``must_read``: only a pong counts (:meth:`Keepalive.must_read`), which clears it."""
+    ``blocked_since``: when our writes to it last blocked, None while they flow."""
 
     since: float
     heard: bool = False
     pinged: bool = False
-    must_read: bool = False
-
-    def ponged(self) -> None:
-        """The pong to one of our pings: the peer read all we sent before it."""
-        self.must_read = False
-        self.heard = True
+    blocked_since: float | None = None
 
 
 def sweep(
@@ -53,16 +52,16 @@ def sweep(
     """One tick: the connections to ping and those to drop (each dropped one only once)."""
     ping: list[C] = []
     drop: list[C] = []
+    limit = interval + timeout
     for conn, live in connections.items():
-        if live.heard and not live.must_read:
+        if live.blocked_since is not None and now - live.blocked_since >= limit:
+            drop.append(conn)  # it sends, maybe, but it does not read
+        elif live.heard:
             live.heard = live.pinged = False
             live.since = now
-            continue
-        live.heard = False
-        silent = now - live.since
-        if silent >= interval + timeout:
+        elif now - live.since >= limit:
             drop.append(conn)
-        elif silent >= interval and not live.pinged:
+        elif now - live.since >= interval and not live.pinged:
             live.pinged = True
             ping.append(conn)
     for conn in drop:
@@ -73,8 +72,8 @@ def sweep(
 class Keepalive(Generic[C]):
     """Ticks :func:`sweep` on the running loop and hands its verdicts to ``ping`` and
     ``drop``. Register a connection with :meth:`watch` once it is open; it must set the
-    returned :class:`Liveness`'s ``heard`` on every read, and call :meth:`forget` when it
-    closes."""
+    :class:`Liveness`'s ``heard`` on every read and ``blocked_since`` when its writes block
+    (None when they resume), and call :meth:`forget` when it closes."""
 
     def __init__(
         self,
@@ -111,25 +110,16 @@ class Keepalive(Generic[C]):
     def forget(self, conn: C) -> None:
         self._connections.pop(conn, None)
 
-    def must_read(self, conn: C) -> None:
-        """``conn``'s peer is not keeping up with what we send it: ping it at the next tick
-        and drop it ``timeout`` later unless it answers that ping (its other bytes, such as
-        its own pings, no longer count)."""
-        live = self._connections.get(conn)
-        if live is None or live.must_read:
-            return
-        live.must_read = True
-        live.pinged = False
-        live.since = asyncio.get_running_loop().time() - self.interval
-
     def _schedule(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(self.tick, self._run)
 
     def _run(self) -> None:
-        self._schedule()  # first: a failing callback must not stop the keepalive
+        self._schedule()
         now = asyncio.get_running_loop().time()
         ping, drop = sweep(self._connections, now, self.interval, self.timeout)
-        for conn in ping:
-            self._ping(conn)
-        for conn in drop:
-            self._drop(conn)
+        for act, conns in ((self._ping, ping), (self._drop, drop)):
+            for conn in conns:
+                try:  # one connection's failure is not every other's
+                    act(conn)
+                except Exception:
+                    log.exception("keepalive_failed")

@@ -78,7 +78,7 @@ Close codes
     4001 login failed, 4002 login timeout, 4003 replaced, 4004 too many connections,
     4005 queue full, 4011 internal error; 1001 server shutting down; 1009 frame too large,
     1007 invalid UTF-8, 1002 WebSocket protocol violation (each after its ``error`` frame);
-    1011 keepalive ping timeout (the peer stopped answering, so no error frame is sent).
+    1011 keepalive ping timeout (the peer went silent or stopped reading: no error frame).
 """
 
 from __future__ import annotations

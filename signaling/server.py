@@ -48,6 +48,7 @@ from signaling.serveridentity import load_server_identity
 log = logging.getLogger("signaling.server")
 
 ACCEPT_ERROR_LOG_INTERVAL = 10.0  # seconds between two accept_failed lines
+DROP_GRACE = 1.0  # s for a dropped (dead or deaf) peer's close frame before the socket goes
 # The path HAProxy's WebSocket health check dials (deploy/haproxy.cfg), every second: from a
 # trusted proxy, naming no client and never logging in, its disconnects are logged at debug.
 HEALTH_CHECK_PATH = "/?health-check"
@@ -95,32 +96,35 @@ class _Connection(ServerConnection):
         if self.keepalive_sweep is not None:
             self.keepalive_sweep.watch(self, self.liveness)
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.liveness.blocked_since = self.loop.time()  # the peer is not reading, or slow
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.liveness.blocked_since = None
+
     def keepalive_ping(self) -> None:
-        """Silent for the ping interval, or asked to prove that it reads: ping. The pong
-        counts as heard, like any bytes, and as proof of reading (``Liveness.ponged``)."""
+        """Silent for the ping interval: ping (the pong counts as heard, like any bytes)."""
         if self.keepalive_task is not None:  # websockets cancels it when the socket closes
             self.keepalive_task.cancel()  # a ping still waiting to be written
         self.keepalive_task = self.loop.create_task(self._ping_quietly())
 
     def keepalive_drop(self) -> None:
-        """Silent past the ping timeout too: close 1011, as websockets' keepalive does, but
-        without waiting for a peer that does not read to drain the close frame (its writes
-        would never resume): the socket is aborted after the close timeout."""
+        """Silent, or not reading, for ping interval + timeout: close 1011 as websockets'
+        keepalive does, without waiting for writes that a dead or deaf peer never drains;
+        the socket is aborted after a short grace for the close frame."""
         if self.keepalive_task is not None:
             self.keepalive_task.cancel()  # a ping still waiting to be written
         if self.protocol.state is State.OPEN:
             self.protocol.fail(WsCloseCode.INTERNAL_ERROR, "keepalive ping timeout")
             self.send_data()
-        self.loop.call_later(self.close_timeout or 0.0, _abort, self)
+        grace = min(DROP_GRACE, self.close_timeout or 0.0)
+        self.loop.call_later(grace, _abort, self)
 
     async def _ping_quietly(self) -> None:
         with contextlib.suppress(ConnectionClosed, ConcurrencyError):
-            pong = await self.ping()  # its answer is judged by the next sweeps
-            cast(asyncio.Future[float], pong).add_done_callback(self._ponged)
-
-    def _ponged(self, pong: asyncio.Future[float]) -> None:
-        if not pong.cancelled() and pong.exception() is None:
-            self.liveness.ponged()
+            await self.ping()  # the pong is not awaited: it is heard, as any bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -185,9 +189,6 @@ class SignalingServer:
             ping=_Connection.keepalive_ping,
             drop=_Connection.keepalive_drop,
         )
-        # Frames waiting for one connection's writer that make the keepalive ask its peer to
-        # prove that it reads (half the router's queue: harmless if it does, one ping).
-        self._must_read_at = max(1, config.max_queue // 2)
         self.metrics = make_registry(self.router, self.sockets, self.cluster)
         self.port = 0
         self.http_port = 0
@@ -230,7 +231,6 @@ class SignalingServer:
         if self.cluster is not None:
             await self.cluster.start()
 
-        self.keepalive.start()
         self._ws = await serve(
             self._handle,
             c.host,
@@ -246,6 +246,7 @@ class SignalingServer:
             ssl=self.tls,  # None: plain ws://
             **self._tls_options(),
         )
+        self.keepalive.start()
         self.port = int(next(iter(self._ws.sockets)).getsockname()[1])
         self.http_port = await self._http.start(c.http_bind, c.http_port)
         _info(
@@ -263,10 +264,15 @@ class SignalingServer:
         return {} if self.tls is None else {"ssl_handshake_timeout": self.config.login_timeout}
 
     async def stop(self) -> None:
-        self.keepalive.stop()
         if self._ws is not None:
             self._ws.close()
-            await self._ws.wait_closed()
+            closing = asyncio.ensure_future(self._ws.wait_closed())
+            await asyncio.wait([closing], timeout=self.config.close_timeout + DROP_GRACE)
+            if not closing.done():  # a peer that does not read never takes its close frame
+                for ws in list(self._ws.all_connections):
+                    ws.transport.abort()
+                await closing
+        self.keepalive.stop()
         await self._http.close()
         if self.cluster is not None:
             await self.cluster.stop()
@@ -387,8 +393,6 @@ class SignalingServer:
                 loop.call_later(2 * self.config.close_timeout, _abort, conn.ws)
             else:
                 conn.queue.put_nowait(action.frame)
-                if conn.queue.qsize() >= self._must_read_at and isinstance(conn.ws, _Connection):
-                    self.keepalive.must_read(conn.ws)  # the writer is stuck: is the peer?
 
     def _apply_claimed(self, actions: list[Action]) -> None:
         """Actions of a login the cluster finished: it is no longer a handshake in progress

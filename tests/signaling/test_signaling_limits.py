@@ -88,7 +88,7 @@ async def test_outbound_queue_per_connection() -> None:
                 break
         assert refused is not None and refused.code == "queue_full"
         # The envelope was dropped; the recipient is not closed for what others sent it (a dead
-        # one is dropped by the keepalive, see test_idle_ping_pong).
+        # or deaf one is dropped by the keepalive: test_idle_ping_pong, tests/.../test_keepalive).
         assert srv.router.presence.lookup("slow") is not None
         with pytest.raises(RequestRefused) as again:
             await fast.send("slow", b"again")

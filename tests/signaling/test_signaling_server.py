@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from signaling.logs import JsonLineFormatter
+from signaling.registry_open import open_registry
 from signaling.server import SignalingServer, serve_signaling
-from tests.signaling.helpers import Raw, make_user, server_config, url_of
+from tests.signaling.helpers import Raw, SilentClient, make_user, server_config, url_of
 from voice.errors import (
     LoginRefused,
     RecipientOffline,
@@ -218,3 +220,25 @@ async def test_logs_never_contain_bodies_or_keys(server: SignalingServer) -> Non
         assert forbidden.decode() not in logged
     for line in logged.splitlines():
         json.loads(line)
+
+
+async def test_stopping_does_not_wait_for_ever_on_a_peer_that_never_reads() -> None:
+    """Closing sends a close frame and waits for it to drain: a peer that never reads never
+    lets it. The server aborts such sockets once the close timeout (and a grace) is over."""
+    config = server_config(close_timeout=0.5, max_queue=4, rate=10_000, burst=10_000)
+    server = SignalingServer(config, open_registry(":memory:"))
+    await server.start()
+    deaf = await SilentClient.open(server.port)
+    await deaf.login(make_user("deaf"))  # then never reads again
+    fast = await make_user("fast").connect(url_of(server))
+    try:
+        with contextlib.suppress(RequestRefused):
+            for _ in range(3000):  # until its buffers and queue are full
+                await fast.send("deaf", b"\x01" * 30_000)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.wait_for(server.stop(), 10)
+        assert loop.time() - started < 0.5 + 1.0 + 1.0  # close timeout, grace, slack
+    finally:
+        deaf.sock.close()
+        await fast.close()
