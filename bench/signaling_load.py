@@ -446,6 +446,8 @@ async def hold(args: argparse.Namespace) -> dict[str, Any]:
                 command = [sys.executable, "-m", "bench.signaling_load", "--worker", urls]
                 command += ["--clients", str(count), "--first", str(w * per_worker)]
                 command += ["--concurrency", str(concurrency)]
+                if args.hold_client_ping is not None:
+                    command += ["--hold-client-ping", str(args.hold_client_ping)]
                 workers.append(
                     subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # noqa: ASYNC220
                 )
@@ -498,6 +500,7 @@ async def hold(args: argparse.Namespace) -> dict[str, Any]:
         },
         "hold_seconds": args.hold_seconds,
         "server_ping_interval_s": args.hold_ping_interval or Config().ping_interval,
+        "client_ping_interval_s": args.hold_client_ping,
         "handshake_slots_per_instance": args.hold_handshakes,
         "logins_in_flight": concurrency * len(workers),
         "server_rss_mib": [round(h / 1024, 1) for h in held],
@@ -555,7 +558,7 @@ async def worker(args: argparse.Namespace) -> None:
                         bytes(key.verify_key),
                         lambda m: key.sign(m).signature,
                         open_timeout=120,
-                        ping_interval=None,
+                        ping_interval=args.hold_client_ping,  # None: silent, pinged
                     )
                 )
             except Exception as exc:  # counted by kind: what stopped more logins
@@ -734,6 +737,12 @@ def main() -> None:
     parser.add_argument("--hold-handshakes", type=int, default=512, help="per instance")
     parser.add_argument(
         "--hold-ping-interval", type=float, default=None, help="instances' keepalive (s)"
+    )
+    parser.add_argument(
+        "--hold-client-ping",
+        type=float,
+        default=None,
+        help="idle clients ping every this many s (default: never, the instances ping them)",
     )
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
