@@ -39,6 +39,7 @@ INSTANCE_TTL = 4.0  # s: an instance that missed this long of heartbeats is dead
 COMMAND_TIMEOUT = 2.0  # s for a Redis round trip or a connection
 RECONNECT_BASE, RECONNECT_CAP = 0.1, 2.0  # backoff ceilings, s (full jitter)
 ALLOWANCE_TTL = 3_600  # s an ended session's allowances are kept
+BATCH = 1_000  # sessions or addresses in one release, unadmit or resync script at most
 
 
 # Redis cannot serve a command now (not connected, lost, an error reply): the connection loop
@@ -113,22 +114,34 @@ class RedisBus:
         old, alive, stored = await self._script("claim", self.instance, session, user)
         return (old.decode() if old else None), bool(alive), stored or None
 
-    async def release(self, user: str, session: int, allowances: str) -> bool:
-        args = (self.instance, session, user, allowances, ALLOWANCE_TTL)
-        return bool(await self._script("release", *args))
+    async def release(self, departures: Sequence[tuple[str, int, str]]) -> int:
+        """Forget sessions that ended, each (user, session, allowances) only if the user is
+        still that session's, and keep the allowances: one script per :data:`BATCH`, each
+        awaited before the next (thousands leaving at once must not hold up the heartbeat
+        behind them). How many were forgotten."""
+        forgotten = 0
+        for start in range(0, len(departures), BATCH):
+            chunk = departures[start : start + BATCH]
+            flat = [v for user, sid, kept in chunk for v in (sid, user, kept)]
+            forgotten += int(await self._script("release", self.instance, ALLOWANCE_TTL, *flat))
+        return forgotten
 
     async def admit(self, net: str, limit: int) -> bool:
         return bool(await self._script("admit", self.instance, net, limit))
 
-    async def unadmit(self, net: str) -> None:
-        await self._script("unadmit", self.instance, net)
+    async def unadmit(self, closed: dict[str, int]) -> None:
+        """Count closed connections out: how many closed from each address group."""
+        pairs = list(closed.items())
+        for start in range(0, len(pairs), BATCH):
+            flat = [v for net, count in pairs[start : start + BATCH] for v in (net, count)]
+            await self._script("unadmit", self.instance, *flat)
 
     async def resync(self, sessions: Sequence[tuple[str, int]], conns: dict[str, int]) -> list[str]:
         """Register this instance's sessions and connection counts again; the users another
         instance holds meanwhile (their session here is stale)."""
         lost: list[str] = []
-        for start in range(0, len(sessions), 1_000):
-            flat = [v for user, sid in sessions[start : start + 1_000] for v in (user, sid)]
+        for start in range(0, len(sessions), BATCH):
+            flat = [v for user, sid in sessions[start : start + BATCH] for v in (user, sid)]
             lost += [u.decode() for u in await self._script("resync_users", self.instance, *flat)]
         await self._script("resync_conns", self.instance, *[v for i in conns.items() for v in i])
         return lost

@@ -73,15 +73,21 @@ return {old or false, live, redis.call('GET', p .. 'allow:' .. user) or false}
 """
 )
 
-# ARGV: prefix, instance, session, user, allowances, ttl_s. Forgets the presence only if it is
-# still this session's (a newer login elsewhere keeps its own), then keeps the allowances.
+# ARGV: prefix, instance, ttl_s, then session, user, allowances triples. Forgets each
+# presence only if it is still that session's (a newer login elsewhere keeps its own), then
+# keeps the user's allowances. Returns how many it forgot.
 RELEASE = """
-local p, user = ARGV[1], ARGV[4]
-if redis.call('HGET', p .. 'presence', user) ~= ARGV[2] .. ' ' .. ARGV[3] then return 0 end
-redis.call('HDEL', p .. 'presence', user)
-redis.call('SREM', p .. 'users:' .. ARGV[2], user)
-redis.call('SET', p .. 'allow:' .. user, ARGV[5], 'EX', tonumber(ARGV[6]))
-return 1
+local p, inst, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), 0
+for i = 4, #ARGV, 3 do
+  local user = ARGV[i + 1]
+  if redis.call('HGET', p .. 'presence', user) == inst .. ' ' .. ARGV[i] then
+    redis.call('HDEL', p .. 'presence', user)
+    redis.call('SREM', p .. 'users:' .. inst, user)
+    redis.call('SET', p .. 'allow:' .. user, ARGV[i + 2], 'EX', ttl)
+    n = n + 1
+  end
+end
+return n
 """
 
 # ARGV: prefix, header (the batch's first line), envelopes (lines "e<id> <to> ...", joined by
@@ -140,11 +146,14 @@ redis.call('HINCRBY', p .. 'conns:' .. ARGV[2], net, 1)
 return 1
 """
 
-# ARGV: prefix, instance, address group.
+# ARGV: prefix, instance, then address group, count pairs (connections that closed).
 UNADMIT = """
-local p, net = ARGV[1], ARGV[3]
-for _, key in ipairs({p .. 'conns', p .. 'conns:' .. ARGV[2]}) do
-  if redis.call('HINCRBY', key, net, -1) <= 0 then redis.call('HDEL', key, net) end
+local p = ARGV[1]
+for i = 3, #ARGV, 2 do
+  local net, n = ARGV[i], tonumber(ARGV[i + 1])
+  for _, key in ipairs({p .. 'conns', p .. 'conns:' .. ARGV[2]}) do
+    if redis.call('HINCRBY', key, net, -n) <= 0 then redis.call('HDEL', key, net) end
+  end
 end
 return 1
 """

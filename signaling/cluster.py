@@ -35,6 +35,7 @@ import functools
 import itertools
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -120,6 +121,12 @@ class Cluster:
         self._acks: dict[str, tuple[list[int], list[tuple[int, Outcome]]]] = {}
         self._flush_due = False
         self._kicks: dict[str, asyncio.Future[str | None]] = {}
+        # Sessions that ended and connections that closed in this loop pass: one release and
+        # one unadmit script for all of them (an instance losing thousands of clients at once
+        # would otherwise queue a script for each, and its heartbeat behind them).
+        self._departures: list[tuple[str, int, str]] = []
+        self._closed: Counter[str] = Counter()
+        self._departing: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_flush: asyncio.Future[bytes] | None = None  # what stop() waits for
 
@@ -128,6 +135,9 @@ class Cluster:
 
     async def stop(self) -> None:
         """Let the last releases reach Redis (briefly), then disconnect."""
+        if self._departing is not None:
+            self._departing.cancel()
+            self._depart()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=1.0)
         for task in list(self._tasks):
@@ -156,7 +166,8 @@ class Cluster:
     def left(self, left: Left) -> None:
         """A logged-in session ended: release its presence, keep the user's allowances."""
         if self.bus.up:
-            self._spawn(self._quietly(self.bus.release(left.user, left.session, _kept(left))))
+            self._departures.append((left.user, left.session, _kept(left)))
+            self._depart_soon()
 
     async def admit(self, net: str) -> bool | None:
         """Count a connection from ``net`` on the whole deployment: True (counted; call
@@ -182,7 +193,22 @@ class Cluster:
 
     def unadmit(self, net: str) -> None:
         if self.bus.up:
-            self._spawn(self._quietly(self.bus.unadmit(net)))
+            self._closed[net] += 1
+            self._depart_soon()
+
+    def _depart_soon(self) -> None:
+        if self._departing is None:
+            self._departing = asyncio.get_running_loop().call_soon(self._depart)
+
+    def _depart(self) -> None:
+        """The releases and uncounted connections of this loop pass, in one script each."""
+        self._departing = None
+        departures, self._departures = self._departures, []
+        closed, self._closed = self._closed, Counter()
+        if closed:
+            self._spawn(self._quietly(self.bus.unadmit(dict(closed))))
+        if departures:
+            self._spawn(self._quietly(self.bus.release(departures)))
 
     def _flush_soon(self) -> None:
         """Flush after :data:`FLUSH_DELAY` (whatever else arrives meanwhile goes along)."""

@@ -25,7 +25,7 @@ from signaling.busmessages import (
 )
 from signaling.cluster import Cluster
 from signaling.config import Config
-from signaling.handoff import Forward, Outcome
+from signaling.handoff import Allowances, Forward, Left, Outcome
 from signaling.protocol import deliver_frame
 from signaling.registry import MemoryRegistry
 from signaling.router import Action, Router
@@ -93,7 +93,7 @@ async def test_registering_again_never_overwrites_a_newer_claim_of_this_instance
     assert presence(redis, "alice") == b"A 2"  # the newer claim stands
     assert presence(redis, "bob") == b"A 3"  # nobody held him: registered again
     # Session 1 is replaced by 2 and ends: its release must not forget session 2.
-    assert not await a.release("alice", 1, "[null, 1, 1, 0]")
+    assert await a.release([("alice", 1, "[null, 1, 1, 0]")]) == 0
     assert presence(redis, "alice") == b"A 2"
     line = envelope_line(1, "alice", "bob", deliver_frame("bob", "AAAA"))
     assert await b.flush(header("B"), line, []) == b"1"  # B still finds her on A
@@ -555,3 +555,52 @@ def test_a_record_makes_the_deliver_frame_of_its_own_sender_and_nothing_else() -
     for line in bad:
         with pytest.raises(BusMessageError):
             parse("v2 A\n" + line)
+
+
+async def test_thousands_leaving_at_once_cost_a_few_scripts_not_one_each(
+    redis: RedisServer,
+) -> None:
+    """An instance losing its clients at once (a network blip, a load balancer failing over)
+    released each session and uncounted each connection with a script of its own: 20,000
+    scripts queued on one connection held its heartbeat back past the 2 s deadline, and the
+    bus reconnected and registered everything again. They now go in one pass's batch."""
+    side = Cluster(cluster_router(Clock()), redis.url, lambda actions: None)
+    await side.start()
+    try:
+        n = 2_500
+        sessions = [(f"u{i:04d}", i) for i in range(n)]
+        net = "198.51.100.0/24"
+        await side.bus.resync(sessions, {net: n})
+        await side.bus.claim("u0000", 99_999)  # u0000 logged in again here: kept
+        scripts: list[str] = []
+        script = side.bus._script
+
+        async def counted(name: str, *args: object) -> object:
+            scripts.append(name)
+            return await script(name, *args)
+
+        side.bus._script = counted  # type: ignore[method-assign]
+        kept = Allowances(None, 1.0, 1.0, 0.0)
+        for user, sid in sessions:  # one loop pass, as when every socket closes together
+            side.left(Left(user, sid, kept))
+            side.unadmit(net)
+
+        async def released() -> None:
+            assert redis.command("HLEN", "voice:presence").strip() == b"1"
+
+        await eventually(released, 5)
+        await eventually(_no_tasks(side), 5)
+        assert sorted(scripts) == ["release"] * 3 + ["unadmit"]  # 1,000 sessions a script
+        assert presence(redis, "u0000") == f"{side.instance} 99999".encode()
+        assert redis.command("HGET", "voice:conns", net).strip() == b""  # all counted out
+        assert redis.command("EXISTS", "voice:allow:u0001").strip() == b"1"  # kept
+        assert redis.command("EXISTS", "voice:allow:u0000").strip() == b"0"  # not its session
+    finally:
+        await side.stop()
+
+
+def _no_tasks(side: Cluster) -> Callable[[], Awaitable[None]]:
+    async def check() -> None:
+        assert not side._tasks
+
+    return check
