@@ -135,9 +135,7 @@ class Cluster:
 
     async def stop(self) -> None:
         """Let the last releases reach Redis (briefly), then disconnect."""
-        if self._departing is not None:
-            self._departing.cancel()
-            self._depart()
+        self._depart_now()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=1.0)
         for task in list(self._tasks):
@@ -155,12 +153,18 @@ class Cluster:
                     await asyncio.wait_for(self._last_flush, 1.0)
         self._acks.clear()
         await self.bus.stop()
+        if self._departing is not None:  # a close seen while stopping: the bus is gone
+            self._departing.cancel()
+            self._departing = None
+        self._departures.clear()
+        self._closed.clear()
 
     def carry_out(self, action: Forward | Claim) -> None:
         if isinstance(action, Forward):
             self._outbox.append(action)
             self._flush_soon()
         else:
+            self._depart_now()  # a release of this pass reaches Redis before the claim
             self._spawn(self._claim(action))
 
     def left(self, left: Left) -> None:
@@ -174,6 +178,7 @@ class Cluster:
         :meth:`unadmit` when it closes), False (the address is at its limit everywhere), None
         (no bus: not counted; the local limit still applies). If we time out or are
         cancelled meanwhile, a count that lands afterwards is taken back."""
+        self._depart_now()  # connections that closed in this pass are counted out first
         counting = asyncio.ensure_future(self.bus.admit(net, self.per_ip_limit))
         try:
             return await asyncio.wait_for(asyncio.shield(counting), self._ack_timeout)
@@ -199,6 +204,12 @@ class Cluster:
     def _depart_soon(self) -> None:
         if self._departing is None:
             self._departing = asyncio.get_running_loop().call_soon(self._depart)
+
+    def _depart_now(self) -> None:
+        """What left in this pass goes before a count or claim that came after it."""
+        if self._departing is not None:
+            self._departing.cancel()
+            self._depart()
 
     def _depart(self) -> None:
         """The releases and uncounted connections of this loop pass, in one script each."""
