@@ -156,9 +156,11 @@ class RedisBus:
         """One command's reply within :data:`COMMAND_TIMEOUT`; a Redis that does not answer
         in time is lost: the connection is closed (everything waiting fails) and the loop
         connects again."""
-        conn, reply = self._conn, self._submit(*args)
+        reply = self._submit(*args)
+        conn = self._conn
+        assert conn is not None  # _submit checked
         try:
-            return await _timed(reply)
+            return await _timed(conn, reply)
         except TimeoutError as exc:
             if conn is not None:
                 conn.close(str(exc))
@@ -180,8 +182,9 @@ class RedisBus:
                 conn = await connect(self.address, COMMAND_TIMEOUT, on_error_reply=self._failed)
                 sub = await connect(self.address, COMMAND_TIMEOUT, on_message=self._deliver)
                 for name, text in SCRIPTS.items():
-                    self._sha[name] = _text(await _timed(conn.call("SCRIPT", "LOAD", text)))
-                await _timed(sub.call("SUBSCRIBE", self.channel))
+                    loading = conn.call("SCRIPT", "LOAD", text)
+                    self._sha[name] = _text(await _timed(conn, loading))
+                await _timed(sub, sub.call("SUBSCRIBE", self.channel))
                 self._conn, self.up = conn, True
                 await self._heartbeat(resync=True)
                 self._connected.set()
@@ -233,7 +236,7 @@ class RedisBus:
         while True:
             due = max(due + self._interval, loop.time())  # late: at once, then on the grid
             await asyncio.sleep(due - loop.time())
-            ping = _timed(sub.call("PING"), "the subscription did not answer a ping")
+            ping = _timed(sub, sub.call("PING"), "the subscription did not answer a ping")
             await asyncio.gather(self._heartbeat(resync=False), ping)
 
     def _deliver(self, data: bytes) -> None:
@@ -249,8 +252,12 @@ class RedisBus:
             self._conn.close("redis forgot the scripts")
 
 
-async def _timed(reply: asyncio.Future[Reply], what: str = "redis did not answer") -> Reply:
+async def _timed(
+    conn: RedisConnection, reply: asyncio.Future[Reply], what: str = "redis did not answer"
+) -> Reply:
+    """``reply`` within :data:`COMMAND_TIMEOUT` of its command leaving ``conn``."""
     try:
+        await asyncio.shield(conn.sent())
         return await asyncio.wait_for(reply, COMMAND_TIMEOUT)
     except TimeoutError:
         raise TimeoutError(f"{what} within {COMMAND_TIMEOUT:g} s") from None

@@ -112,6 +112,7 @@ class RedisConnection(asyncio.Protocol):
         self._parser = ReplyParser()
         self._waiting: deque[asyncio.Future[Reply]] = deque()
         self._out: list[bytes] = []  # commands of this loop pass, written together
+        self._sent: asyncio.Future[None] | None = None  # done once they are written
         self._transport: asyncio.Transport | None = None
         self._why = ""  # why it closed
 
@@ -124,6 +125,7 @@ class RedisConnection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         if not self._out:
             loop.call_soon(self._write_out)
+            self._sent = loop.create_future()
         self._out.append(encode_command(*args))
         reply: asyncio.Future[Reply] = loop.create_future()
         self._waiting.append(reply)
@@ -142,10 +144,23 @@ class RedisConnection(asyncio.Protocol):
         else:
             self._fail_all()
 
+    def sent(self) -> asyncio.Future[None]:
+        """Done once the commands issued so far have left, written together at the end of
+        this loop pass: a reply's deadline runs from there, not from a pass that this process
+        spent elsewhere (under load, seconds; Redis was not even asked yet)."""
+        if self._sent is None:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return self._sent
+
     def _write_out(self) -> None:
         if self._out and self._transport is not None and not self._transport.is_closing():
             self._transport.write(b"".join(self._out))
         self._out.clear()
+        sent, self._sent = self._sent, None
+        if sent is not None and not sent.done():
+            sent.set_result(None)
 
     # The protocol's side.
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -622,3 +623,22 @@ async def test_a_close_counted_out_in_a_pass_goes_before_the_next_count(
         assert redis.command("HGET", "voice:conns", net).strip() == b"1"
     finally:
         await side.stop()
+
+
+async def test_a_loop_that_stalls_before_a_command_leaves_does_not_lose_the_bus(
+    redis: RedisServer,
+) -> None:
+    """Under load an instance's loop pass can take seconds. A command issued in such a pass
+    is written only at its end; timed from its issue, it missed its deadline before Redis
+    was even asked, and the bus dropped and registered everything again (seen with 77,568
+    clients on two cores). Its deadline now runs from the write."""
+    bus = _bus(redis, "A")
+    await bus.start()
+    try:
+        loop = asyncio.get_running_loop()
+        publishing = asyncio.create_task(bus.publish("nobody", "x"))
+        loop.call_soon(time.sleep, COMMAND_TIMEOUT + 0.5)  # the same pass, after the issue
+        assert await publishing == 0  # answered: nobody listens on that channel
+        assert bus.up and bus.reconnects == 0
+    finally:
+        await bus.stop()
