@@ -162,8 +162,7 @@ class RedisBus:
         try:
             return await _timed(conn, reply)
         except TimeoutError as exc:
-            if conn is not None:
-                conn.close(str(exc))
+            conn.close(str(exc))
             raise BusUnavailable(str(exc)) from None
 
     def _submit(self, *args: Any) -> asyncio.Future[Any]:

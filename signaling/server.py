@@ -270,7 +270,7 @@ class SignalingServer:
             await asyncio.wait([closing], timeout=self.config.close_timeout + DROP_GRACE)
             if not closing.done():  # a peer that does not read never takes its close frame
                 for ws in list(self._ws.all_connections):
-                    ws.transport.abort()
+                    _abort(ws)
                 await closing
         self.keepalive.stop()
         await self._http.close()
