@@ -108,6 +108,11 @@ class _Connection(ServerConnection):
         """Silent for the ping interval: ping (the pong counts as heard, like any bytes)."""
         if self.keepalive_task is not None:  # websockets cancels it when the socket closes
             self.keepalive_task.cancel()  # a ping still waiting to be written
+        # Nobody waits for a pong: forget the earlier pings, or a peer that is heard by its
+        # other bytes but never answers a ping would leave one behind per silence.
+        for waiter, _sent_at in self.pending_pings.values():
+            waiter.cancel()
+        self.pending_pings.clear()
         self.keepalive_task = self.loop.create_task(self._ping_quietly())
 
     def keepalive_drop(self) -> None:

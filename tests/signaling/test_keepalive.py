@@ -174,3 +174,21 @@ async def test_a_recipient_that_pings_but_never_reads_is_dropped() -> None:
             pinging.cancel()
             deaf.sock.close()
             await fast.close()
+
+
+async def test_a_client_that_never_answers_pings_leaves_at_most_one_behind() -> None:
+    """Heard by its own frames, it is never dropped; each silence got a ping whose pong never
+    came, and websockets kept every one of them for the life of the connection."""
+    config = server_config(ping_interval=0.2, ping_timeout=0.6, login_timeout=30)
+    async with serve_signaling(config) as srv:
+        client = await SilentClient.open(srv.port)  # never answers a ping
+        await client.login(make_user("mute"))
+        (conn,) = srv.keepalive._connections
+        for i in range(6):  # silent past the interval, then heard again
+            await asyncio.sleep(0.35)
+            client.protocol.send_ping(str(i).encode())
+            await client._flush()
+        await asyncio.sleep(0.1)
+        assert srv.router.presence.lookup("mute") is not None  # heard: kept
+        assert len(conn.pending_pings) == 1  # the last ping's; pings were sent, none answered
+        client.sock.close()
