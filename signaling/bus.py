@@ -146,6 +146,20 @@ class RedisBus:
         await self._script("resync_conns", self.instance, *[v for i in conns.items() for v in i])
         return lost
 
+    async def registered(self) -> list[tuple[str, int]]:
+        """The (user, session) pairs Redis holds for this instance."""
+        flat = await self._script("registered", self.instance)
+        return [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    async def forget(self, stale: Sequence[tuple[str, int]]) -> int:
+        """Forget sessions that ended here unreleased, each only if the user is still that
+        session's; how many were forgotten."""
+        forgotten = 0
+        for start in range(0, len(stale), BATCH):
+            flat = [v for user, sid in stale[start : start + BATCH] for v in (user, sid)]
+            forgotten += int(await self._script("forget", self.instance, *flat))
+        return forgotten
+
     async def publish(self, instance: str, payload: str) -> int:
         return int(await self._command("PUBLISH", f"{self.prefix}inst:{instance}", payload))
 

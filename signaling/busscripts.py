@@ -198,6 +198,38 @@ end
 return 1
 """
 
+# ARGV: prefix, instance. The sessions Redis says this instance holds, as user, session
+# pairs; users of its index that another instance holds now are dropped from the index.
+REGISTERED = """
+local p, inst = ARGV[1], ARGV[2]
+local out = {}
+for _, user in ipairs(redis.call('SMEMBERS', p .. 'users:' .. inst)) do
+  local cur = redis.call('HGET', p .. 'presence', user)
+  if cur and string.sub(cur, 1, #inst + 1) == inst .. ' ' then
+    out[#out + 1] = user
+    out[#out + 1] = string.sub(cur, #inst + 2)
+  else
+    redis.call('SREM', p .. 'users:' .. inst, user)
+  end
+end
+return out
+"""
+
+# ARGV: prefix, instance, then user, session pairs: sessions that ended here without their
+# release reaching Redis. Forgets each presence only if it is still that session's.
+FORGET = """
+local p, inst, n = ARGV[1], ARGV[2], 0
+for i = 3, #ARGV, 2 do
+  local user = ARGV[i]
+  if redis.call('HGET', p .. 'presence', user) == inst .. ' ' .. ARGV[i + 1] then
+    redis.call('HDEL', p .. 'presence', user)
+    redis.call('SREM', p .. 'users:' .. inst, user)
+    n = n + 1
+  end
+end
+return n
+"""
+
 SCRIPTS = {
     "heartbeat": HEARTBEAT,
     "claim": CLAIM,
@@ -207,4 +239,6 @@ SCRIPTS = {
     "unadmit": UNADMIT,
     "resync_users": RESYNC_USERS,
     "resync_conns": RESYNC_CONNS,
+    "registered": REGISTERED,
+    "forget": FORGET,
 }

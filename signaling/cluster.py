@@ -24,7 +24,8 @@ actions that come back. What it guarantees:
   move with the user (kick answers and the ``allow:`` key).
 * **Redis down.** Sessions on one instance keep talking to each other; envelopes to other
   instances and new logins get errors (``offline``; ``internal``, which clients retry) until
-  the bus is back, when every instance registers its sessions again.
+  the bus is back, when every instance registers its sessions again, releases those that
+  ended meanwhile and forgets any that Redis still holds for it but it no longer does.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ CLAIM_TIMEOUT = 3.0  # s for a login's claim in all
 ROUTE_BATCH = 256  # envelopes in one flush script at most
 ROUTE_BATCH_BYTES = 1 << 20  # and their encoded size (a batch may exceed it by one envelope)
 ACKS_PER_LINES = 2_048  # acknowledgements of one kind for one origin in one message
+UNRELEASED_KEPT = 100_000  # ended sessions kept for release while the bus is down, at most
 # Seconds a forward or an acknowledgement waits for others to share its flush script: a bus
 # round trip costs far more CPU than an envelope (a Redis command, a message to parse on each
 # side), so at moderate rates batches that would hold one envelope hold several, for at most
@@ -127,6 +129,10 @@ class Cluster:
         self._departures: list[tuple[str, int, str]] = []
         self._closed: Counter[str] = Counter()
         self._departing: asyncio.Handle | None = None
+        # Sessions whose release could not reach Redis (the bus was down or dropped midway):
+        # released on reconnecting, so that neither their presence nor their allowances are
+        # lost (the user's token levels would otherwise start full on the next login).
+        self._unreleased: list[tuple[str, int, str]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_flush: asyncio.Future[bytes] | None = None  # what stop() waits for
 
@@ -157,6 +163,7 @@ class Cluster:
             self._departing.cancel()
             self._departing = None
         self._departures.clear()
+        self._unreleased.clear()
         self._closed.clear()
 
     def carry_out(self, action: Forward | Claim) -> None:
@@ -168,10 +175,10 @@ class Cluster:
             self._spawn(self._claim(action))
 
     def left(self, left: Left) -> None:
-        """A logged-in session ended: release its presence, keep the user's allowances."""
-        if self.bus.up:
-            self._departures.append((left.user, left.session, _kept(left)))
-            self._depart_soon()
+        """A logged-in session ended: release its presence, keep the user's allowances (when
+        the bus is back, if it is down)."""
+        self._departures.append((left.user, left.session, _kept(left)))
+        self._depart_soon()
 
     async def admit(self, net: str) -> bool | None:
         """Count a connection from ``net`` on the whole deployment: True (counted; call
@@ -219,7 +226,22 @@ class Cluster:
         if closed:
             self._spawn(self._quietly(self.bus.unadmit(dict(closed))))
         if departures:
-            self._spawn(self._quietly(self.bus.release(departures)))
+            if self.bus.up:
+                self._spawn(self._release(departures))
+            else:
+                self._keep_unreleased(departures)
+
+    async def _release(self, departures: list[tuple[str, int, str]]) -> None:
+        try:
+            await self.bus.release(departures)
+        except BusUnavailable:  # perhaps partly done: releasing again changes nothing
+            self._keep_unreleased(departures)
+
+    def _keep_unreleased(self, departures: list[tuple[str, int, str]]) -> None:
+        """Keep releases for the reconnection, the newest :data:`UNRELEASED_KEPT` (presence of
+        any dropped is still found stale then; only their allowances are lost)."""
+        self._unreleased += departures
+        del self._unreleased[:-UNRELEASED_KEPT]
 
     def _flush_soon(self) -> None:
         """Flush after :data:`FLUSH_DELAY` (whatever else arrives meanwhile goes along)."""
@@ -381,16 +403,35 @@ class Cluster:
         return [n for n in self._pending if lo <= n <= hi]
 
     async def _resync(self) -> None:
-        """Connected (again): register our sessions; close those another instance took. A
-        user claimed here since ``sessions`` was taken keeps its claim (the script leaves
-        presence of this instance alone), so a stale session of ours never overwrites it."""
+        """Connected (again): release the sessions that ended while the bus was down, register
+        our sessions, close those another instance took, and forget any session Redis still
+        holds for us that is no longer here (its release was lost with the connection, or a
+        Redis restored from disk remembers it). A user claimed here since ``sessions`` was
+        taken keeps its claim (the script leaves presence of this instance alone), so a stale
+        session of ours never overwrites it; a stale entry is forgotten only if it still
+        names the ended session (session ids are never reused)."""
+        unreleased, self._unreleased = self._unreleased, []
+        try:
+            await self.bus.release(unreleased)
+        except BaseException:
+            self._keep_unreleased(unreleased)  # the next connection tries again
+            raise
         sessions = self.router.sessions_by_user()
         lost = await self.bus.resync(sessions, self.router.connections_per_address())
         for user in set(lost):
             for owner, session in sessions:
                 if owner == user:
                     self._apply(self.router.kick(user, session)[0])
-        _info("resynced", sessions=len(sessions), lost=len(lost))
+        registered = await self.bus.registered()
+        stale = [(user, sid) for user, sid in registered if not self.router.connected(sid)]
+        forgotten = await self.bus.forget(stale)
+        _info(
+            "resynced",
+            sessions=len(sessions),
+            lost=len(lost),
+            released=len(unreleased),
+            forgotten=forgotten,
+        )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)

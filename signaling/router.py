@@ -458,6 +458,11 @@ class Router:
         """Every logged-in (open) session: what the cluster registers again after a restart."""
         return [(s.user, s.id) for s in self._sessions.values() if s.user and s.state == "open"]
 
+    def connected(self, sid: SessionId) -> bool:
+        """Whether ``sid`` is still connected here, in any state (ids are never reused, so a
+        presence entry naming one that is not is stale for good)."""
+        return sid in self._sessions
+
     def connections_per_address(self) -> dict[str, int]:
         """Accepted connections by address group (what the per-IP limit counts)."""
         return dict(self._per_ip)

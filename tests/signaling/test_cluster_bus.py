@@ -642,3 +642,47 @@ async def test_a_loop_that_stalls_before_a_command_leaves_does_not_lose_the_bus(
         assert bus.up and bus.reconnects == 0
     finally:
         await bus.stop()
+
+
+async def test_sessions_that_end_while_the_bus_is_down_are_released_when_it_is_back(
+    redis: RedisServer,
+) -> None:
+    """Releases that could not reach Redis were dropped: the resync only added sessions, so
+    Redis kept the ended ones as present (envelopes went to an instance that no longer held
+    the user) and their allowances were lost (the next login started with full buckets)."""
+    router = cluster_router(Clock())
+    side = Cluster(router, redis.url, lambda actions: None, heartbeat_interval=0.2)
+    await side.start()
+    assert redis.proc is not None
+    try:
+        sids = {name: claim(router, name) for name in ("alice", "bob", "dave")}
+        for name, sid in sids.items():
+            await side.bus.claim(name, sid)
+        await side.bus.claim("carol", 777)  # a session no longer here: its release was lost
+        kept = Allowances(None, 1.0, 2.0, 0.0)
+        redis.proc.send_signal(signal.SIGSTOP)  # Redis hangs: its data stays
+        alice = router.disconnect(sids["alice"])  # her release is in flight, never answered
+        assert alice is not None
+        side.left(Left(alice.user, alice.session, kept))
+        await until(lambda: not side.bus.up, COMMAND_TIMEOUT + 2)
+        dave = router.disconnect(sids["dave"])  # his ends while the bus is down
+        assert dave is not None
+        side.left(Left(dave.user, dave.session, kept))
+        await asyncio.sleep(0.1)
+        redis.proc.send_signal(signal.SIGCONT)
+        await until(lambda: side.bus.up, COMMAND_TIMEOUT + 3)
+
+        async def healed() -> None:
+            for gone in ("alice", "dave", "carol"):
+                assert presence(redis, gone) == b"", gone
+
+        await eventually(healed, 5)
+        assert presence(redis, "bob") == f"{side.instance} {sids['bob']}".encode()
+        members = redis.command("SMEMBERS", f"voice:users:{side.instance}").split()
+        assert members == [b"bob"]
+        for user in ("alice", "dave"):  # their allowances were kept for the next login
+            stored = redis.command("GET", f"voice:allow:{user}").strip()
+            assert Allowances.decode(stored.decode()) == Allowances(None, 1.0, 2.0, 0.0)
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+        await side.stop()
