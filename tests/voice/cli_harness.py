@@ -122,8 +122,11 @@ class VoiceProc:
         try:
             code = await asyncio.wait_for(self.proc.wait(), limit)
         except TimeoutError:
-            # Hung: SIGABRT makes faulthandler (PYTHONFAULTHANDLER, set by start_voice) print
-            # every thread's stack, so that the failure says where it hangs.
+            # Hung: SIGUSR1 makes it print its asyncio tasks' stacks (voice.cli.taskdump), then
+            # SIGABRT makes faulthandler (PYTHONFAULTHANDLER, set by start_voice) print every
+            # thread's stack, so that the failure says where it hangs.
+            self.proc.send_signal(signal.SIGUSR1)
+            await asyncio.sleep(1.0)
             self.proc.send_signal(signal.SIGABRT)
             try:
                 await asyncio.wait_for(self.proc.wait(), 5)
@@ -132,8 +135,8 @@ class VoiceProc:
                 await self.proc.wait()
             stderr = await self._all_stderr()
             raise AssertionError(
-                f"did not exit within {limit} s; its output, then its threads:\n"
-                f"{self.stdout[-3000:]}\n{stderr[-8000:]}"
+                f"did not exit within {limit} s; its output, then its tasks and threads:\n"
+                f"{self.stdout[-3000:]}\n{stderr[-20000:]}"
             ) from None
         if self._reader is not None:
             await self._reader

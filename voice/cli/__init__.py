@@ -326,6 +326,10 @@ def main(
 ) -> int:
     """Run ``voice`` with ``argv``; return the exit code (see ``voice --help``)."""
     args = build_parser().parse_args(argv)
+    if argv is None:  # the real command, not a call from code: kill -USR1 shows its tasks
+        from voice.cli import taskdump
+
+        taskdump.install()
     _configure_logging(args.verbose)
     err = err or sys.stderr
     try:
