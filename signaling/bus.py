@@ -147,16 +147,25 @@ class RedisBus:
         return lost
 
     async def registered(self) -> list[tuple[str, int]]:
-        """The (user, session) pairs Redis holds for this instance."""
-        flat = await self._script("registered", self.instance)
-        return [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        """The (user, session) pairs Redis holds for this instance, :data:`BATCH` users a
+        script (one instance may hold tens of thousands)."""
+        pairs: list[tuple[str, int]] = []
+        cursor = b"0"
+        while True:
+            reply = await self._script("registered", self.instance, cursor, BATCH)
+            cursor, flat = reply[0], reply[1:]
+            pairs += [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            if cursor == b"0":
+                return pairs
 
-    async def forget(self, stale: Sequence[tuple[str, int]]) -> int:
-        """Forget sessions that ended here unreleased, each only if the user is still that
-        session's; how many were forgotten."""
+    async def forget(self, stale: Sequence[tuple[str, int, int | None]]) -> int:
+        """For each (user, stale session, the user's open session here or None): where
+        presence still names the stale session, name the open one instead, or forget it.
+        How many were forgotten."""
         forgotten = 0
         for start in range(0, len(stale), BATCH):
-            flat = [v for user, sid in stale[start : start + BATCH] for v in (user, sid)]
+            chunk = stale[start : start + BATCH]
+            flat = [v for u, old, new in chunk for v in (u, old, "" if new is None else new)]
             forgotten += int(await self._script("forget", self.instance, *flat))
         return forgotten
 

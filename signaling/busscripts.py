@@ -74,18 +74,31 @@ return {old or false, live, redis.call('GET', p .. 'allow:' .. user) or false}
 )
 
 # ARGV: prefix, instance, ttl_s, then session, user, allowances triples. Forgets each
-# presence only if it is still that session's (a newer login elsewhere keeps its own), then
-# keeps the user's allowances. Returns how many it forgot.
+# presence only if it is still that session's (a newer login elsewhere keeps its own), and
+# keeps the user's allowances then, or when nobody holds the user (a release that comes late:
+# the bus was down, and the instance may have been swept as dead meanwhile) unless newer ones
+# (a later wall time, the 4th element) are stored. Returns how many it forgot.
 RELEASE = """
 local p, inst, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3]), 0
+local function at(text)
+  local ok, value = pcall(cjson.decode, text)
+  if ok and type(value) == 'table' then return tonumber(value[4]) end
+end
 for i = 4, #ARGV, 3 do
-  local user = ARGV[i + 1]
-  if redis.call('HGET', p .. 'presence', user) == inst .. ' ' .. ARGV[i] then
+  local user, kept = ARGV[i + 1], ARGV[i + 2]
+  local key = p .. 'allow:' .. user
+  local cur = redis.call('HGET', p .. 'presence', user)
+  local keep = false
+  if cur == inst .. ' ' .. ARGV[i] then
     redis.call('HDEL', p .. 'presence', user)
     redis.call('SREM', p .. 'users:' .. inst, user)
-    redis.call('SET', p .. 'allow:' .. user, ARGV[i + 2], 'EX', ttl)
     n = n + 1
+    keep = true
+  elseif not cur then
+    local stored = redis.call('GET', key)
+    keep = not stored or (at(stored) or 0) <= (at(kept) or 0)
   end
+  if keep then redis.call('SET', key, kept, 'EX', ttl) end
 end
 return n
 """
@@ -198,12 +211,14 @@ end
 return 1
 """
 
-# ARGV: prefix, instance. The sessions Redis says this instance holds, as user, session
-# pairs; users of its index that another instance holds now are dropped from the index.
+# ARGV: prefix, instance, cursor, count. One SSCAN step over the instance's users: {the next
+# cursor ("0" once done), then user, session pairs of those that presence says this instance
+# holds}; users of the index that another instance holds now are dropped from the index.
 REGISTERED = """
 local p, inst = ARGV[1], ARGV[2]
-local out = {}
-for _, user in ipairs(redis.call('SMEMBERS', p .. 'users:' .. inst)) do
+local step = redis.call('SSCAN', p .. 'users:' .. inst, ARGV[3], 'COUNT', ARGV[4])
+local out = {step[1]}
+for _, user in ipairs(step[2]) do
   local cur = redis.call('HGET', p .. 'presence', user)
   if cur and string.sub(cur, 1, #inst + 1) == inst .. ' ' then
     out[#out + 1] = user
@@ -215,16 +230,23 @@ end
 return out
 """
 
-# ARGV: prefix, instance, then user, session pairs: sessions that ended here without their
-# release reaching Redis. Forgets each presence only if it is still that session's.
+# ARGV: prefix, instance, then user, stale session, replacement triples: sessions that ended
+# here without their release reaching Redis. Where presence still names the stale session, it
+# names the replacement instead (the user's open session here, if any: a Redis restored from
+# an older snapshot may name an earlier one) or is forgotten (replacement ""). Returns how
+# many it forgot.
 FORGET = """
 local p, inst, n = ARGV[1], ARGV[2], 0
-for i = 3, #ARGV, 2 do
-  local user = ARGV[i]
+for i = 3, #ARGV, 3 do
+  local user, newer = ARGV[i], ARGV[i + 2]
   if redis.call('HGET', p .. 'presence', user) == inst .. ' ' .. ARGV[i + 1] then
-    redis.call('HDEL', p .. 'presence', user)
-    redis.call('SREM', p .. 'users:' .. inst, user)
-    n = n + 1
+    if newer ~= '' then
+      redis.call('HSET', p .. 'presence', user, inst .. ' ' .. newer)
+    else
+      redis.call('HDEL', p .. 'presence', user)
+      redis.call('SREM', p .. 'users:' .. inst, user)
+      n = n + 1
+    end
   end
 end
 return n

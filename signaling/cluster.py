@@ -225,6 +225,8 @@ class Cluster:
         closed, self._closed = self._closed, Counter()
         if closed:
             self._spawn(self._quietly(self.bus.unadmit(dict(closed))))
+        if self.bus.up and self._unreleased:  # an error reply kept some, the bus stayed up
+            departures, self._unreleased = self._unreleased + departures, []
         if departures:
             if self.bus.up:
                 self._spawn(self._release(departures))
@@ -408,8 +410,9 @@ class Cluster:
         holds for us that is no longer here (its release was lost with the connection, or a
         Redis restored from disk remembers it). A user claimed here since ``sessions`` was
         taken keeps its claim (the script leaves presence of this instance alone), so a stale
-        session of ours never overwrites it; a stale entry is forgotten only if it still
-        names the ended session (session ids are never reused)."""
+        session of ours never overwrites it; a stale entry is changed only if it still names
+        the ended session (session ids are never reused): to the user's open session here if
+        there is one (a restored Redis may name an earlier one), else it is forgotten."""
         unreleased, self._unreleased = self._unreleased, []
         try:
             await self.bus.release(unreleased)
@@ -423,7 +426,12 @@ class Cluster:
                 if owner == user:
                     self._apply(self.router.kick(user, session)[0])
         registered = await self.bus.registered()
-        stale = [(user, sid) for user, sid in registered if not self.router.connected(sid)]
+        open_now = dict(self.router.sessions_by_user())
+        stale = [
+            (user, sid, open_now.get(user))
+            for user, sid in registered
+            if not self.router.connected(sid)
+        ]
         forgotten = await self.bus.forget(stale)
         _info(
             "resynced",

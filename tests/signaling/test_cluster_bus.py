@@ -655,15 +655,27 @@ async def test_sessions_that_end_while_the_bus_is_down_are_released_when_it_is_b
     await side.start()
     assert redis.proc is not None
     try:
-        sids = {name: claim(router, name) for name in ("alice", "bob", "dave")}
+        sids = {name: claim(router, name) for name in ("alice", "bob", "dave", "erin")}
         for name, sid in sids.items():
             await side.bus.claim(name, sid)
         await side.bus.claim("carol", 777)  # a session no longer here: its release was lost
+        # A Redis restored from an older snapshot names an earlier session of erin's here.
+        redis.command("HSET", "voice:presence", "erin", f"{side.instance} 555")
+        real_release = side.bus.release
+        failures = [BusUnavailable("the connection dropped with the release on it")]
+
+        async def release(departures: list[tuple[str, int, str]]) -> int:
+            if failures:
+                raise failures.pop()
+            return await real_release(departures)
+
+        side.bus.release = release  # type: ignore[method-assign]
         kept = Allowances(None, 1.0, 2.0, 0.0)
-        redis.proc.send_signal(signal.SIGSTOP)  # Redis hangs: its data stays
-        alice = router.disconnect(sids["alice"])  # her release is in flight, never answered
+        alice = router.disconnect(sids["alice"])  # her release fails on the way
         assert alice is not None
         side.left(Left(alice.user, alice.session, kept))
+        await until(lambda: not failures, 2)
+        redis.proc.send_signal(signal.SIGSTOP)  # Redis hangs: its data stays
         await until(lambda: not side.bus.up, COMMAND_TIMEOUT + 2)
         dave = router.disconnect(sids["dave"])  # his ends while the bus is down
         assert dave is not None
@@ -675,14 +687,59 @@ async def test_sessions_that_end_while_the_bus_is_down_are_released_when_it_is_b
         async def healed() -> None:
             for gone in ("alice", "dave", "carol"):
                 assert presence(redis, gone) == b"", gone
+            assert presence(redis, "erin") == f"{side.instance} {sids['erin']}".encode()
 
         await eventually(healed, 5)
         assert presence(redis, "bob") == f"{side.instance} {sids['bob']}".encode()
         members = redis.command("SMEMBERS", f"voice:users:{side.instance}").split()
-        assert members == [b"bob"]
+        assert sorted(members) == [b"bob", b"erin"]
         for user in ("alice", "dave"):  # their allowances were kept for the next login
             stored = redis.command("GET", f"voice:allow:{user}").strip()
             assert Allowances.decode(stored.decode()) == Allowances(None, 1.0, 2.0, 0.0)
     finally:
         redis.proc.send_signal(signal.SIGCONT)
         await side.stop()
+
+
+async def test_a_late_release_keeps_the_allowances_unless_newer_ones_are_stored(
+    buses: list[RedisBus], redis: RedisServer
+) -> None:
+    """A release that reaches Redis late (the bus was down) may find its instance swept as dead
+    meanwhile, presence and all: the levels the session ended with are kept all the same, but
+    never over those of a later session."""
+    a, b = buses
+    await a.claim("alice", 1)
+    redis.command("ZADD", "voice:instances", "0", "A")  # A missed its heartbeats ...
+    await b._script("heartbeat", "B", 4_000)  # ... and B swept it, alice's presence with it
+    assert presence(redis, "alice") == b""
+    assert await a.release([("alice", 1, "[null, 1.0, 2.0, 100.0]")]) == 0  # nothing to forget
+    stored = redis.command("GET", "voice:allow:alice").strip().decode()
+    assert Allowances.decode(stored) == Allowances(None, 1.0, 2.0, 100.0)  # kept all the same
+    assert await a.release([("alice", 7, "[null, 9.0, 9.0, 50.0]")]) == 0  # an older session's
+    stored = redis.command("GET", "voice:allow:alice").strip().decode()
+    assert Allowances.decode(stored) == Allowances(None, 1.0, 2.0, 100.0)  # the newer stand
+    await b.claim("alice", 3)  # she is on B now: a late release of A's never touches hers
+    assert await a.release([("alice", 1, "[null, 0.0, 0.0, 200.0]")]) == 0
+    stored = redis.command("GET", "voice:allow:alice").strip().decode()
+    assert Allowances.decode(stored) == Allowances(None, 1.0, 2.0, 100.0)
+
+
+async def test_what_redis_holds_for_an_instance_is_read_in_batches_and_drops_users_taken(
+    buses: list[RedisBus], redis: RedisServer
+) -> None:
+    a, b = buses
+    sessions = [(f"u{i:04d}", i) for i in range(2_500)]  # more than one batch
+    await a.resync(sessions, {})
+    await b.claim("u0007", 9_999)  # taken by B since
+    scripts: list[str] = []
+    script = a._script
+
+    async def counted(name: str, *args: object) -> object:
+        scripts.append(name)
+        return await script(name, *args)
+
+    a._script = counted  # type: ignore[method-assign]
+    held = await a.registered()
+    assert sorted(held) == [s for s in sessions if s[0] != "u0007"]
+    assert scripts.count("registered") >= 3  # 1,000 users a script, about
+    assert redis.command("SISMEMBER", "voice:users:A", "u0007").strip() == b"0"
