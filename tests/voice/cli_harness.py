@@ -125,9 +125,10 @@ class VoiceProc:
             # Hung: SIGUSR1 makes it print its asyncio tasks' stacks (voice.cli.taskdump), then
             # SIGABRT makes faulthandler (PYTHONFAULTHANDLER, set by start_voice) print every
             # thread's stack, so that the failure says where it hangs.
-            self.proc.send_signal(signal.SIGUSR1)
-            await asyncio.sleep(1.0)
-            self.proc.send_signal(signal.SIGABRT)
+            with contextlib.suppress(ProcessLookupError):  # it may end meanwhile
+                self.proc.send_signal(signal.SIGUSR1)
+                await asyncio.sleep(1.0)
+                self.proc.send_signal(signal.SIGABRT)
             try:
                 await asyncio.wait_for(self.proc.wait(), 5)
             except TimeoutError:

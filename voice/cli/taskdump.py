@@ -2,14 +2,16 @@
 
 faulthandler shows the threads of a hung process, but a hung coroutine leaves every thread
 idle (the event loop waits in ``select``): this shows which task waits on what, through the
-whole chain of awaits (``Task.print_stack`` shows only its outermost coroutine). Only task
-names, code locations, source lines and the type of what the innermost await waits on are
-printed, never a value (no key, SAS or audio).
+whole chain of awaits (``Task.print_stack`` shows only its outermost coroutine). The dump runs
+as a callback of the event loop, between two task steps, so every task is suspended and shown
+whole. Printed: task names (they hold usernames and call ids), code locations, source lines
+and the type of what the innermost await waits on; never a value (no key, SAS or audio).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import linecache
 import signal
 import sys
@@ -22,7 +24,7 @@ from typing import Any
 def install() -> None:
     """Dump the tasks on SIGUSR1 (the main thread of a real process only; not on Windows)."""
     if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGUSR1, _dump)
+        signal.signal(signal.SIGUSR1, _on_signal)
 
 
 def task_stacks(loop: asyncio.AbstractEventLoop) -> list[str]:
@@ -45,23 +47,41 @@ def task_stacks(loop: asyncio.AbstractEventLoop) -> list[str]:
     return blocks
 
 
+_FRAME = ("cr_frame", "gi_frame", "ag_frame")
+_AWAITED = ("cr_await", "gi_yieldfrom", "ag_await")
+
+
 def _awaits(coro: Any) -> Iterator[tuple[FrameType, object]]:
-    """Each suspended frame from ``coro`` inwards, with what it awaits."""
+    """Each suspended frame from ``coro`` inwards (coroutines, generators and async
+    generators), with what it awaits."""
     while coro is not None:
-        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-        awaited = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        frame = next((getattr(coro, a) for a in _FRAME if getattr(coro, a, None)), None)
+        awaited = next((getattr(coro, a) for a in _AWAITED if getattr(coro, a, None)), None)
         if frame is None:
             return
         yield frame, awaited
         coro = awaited
 
 
-def _dump(signum: int, frame: FrameType | None) -> None:
-    """Runs between two bytecodes of the main thread, inside the event loop if one runs."""
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """Runs between two bytecodes of the main thread: only hands the dump to the loop."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        print("voice: no event loop is running", file=sys.stderr, flush=True)
+        _write(["voice: no event loop is running"])
         return
-    blocks = task_stacks(loop)
-    print(f"voice: {len(blocks)} asyncio tasks", *blocks, sep="\n", file=sys.stderr, flush=True)
+    loop.call_soon_threadsafe(_dump, loop)
+
+
+def _dump(loop: asyncio.AbstractEventLoop) -> None:
+    with contextlib.suppress(Exception):  # a diagnosis must never take the phone down
+        blocks = task_stacks(loop)
+        _write([f"voice: {len(blocks)} asyncio tasks", *blocks])
+
+
+def _write(lines: list[str]) -> None:
+    err = sys.stderr
+    if err is None:
+        return
+    with contextlib.suppress(OSError, ValueError):  # nobody reads it any more, or closed
+        print(*lines, sep="\n", file=err, flush=True)
