@@ -743,3 +743,42 @@ async def test_what_redis_holds_for_an_instance_is_read_in_batches_and_drops_use
     assert sorted(held) == [s for s in sessions if s[0] != "u0007"]
     assert scripts.count("registered") >= 3  # 1,000 users a script, about
     assert redis.command("SISMEMBER", "voice:users:A", "u0007").strip() == b"0"
+
+
+async def test_releases_kept_after_an_error_reply_go_with_the_next_ones(
+    redis: RedisServer,
+) -> None:
+    """An error reply (Redis out of memory, say) fails a release without dropping the
+    connection: no reconnection would ever send it again."""
+    router = cluster_router(Clock())
+    side = Cluster(router, redis.url, lambda actions: None)
+    await side.start()
+    try:
+        sids = {name: claim(router, name) for name in ("alice", "bob")}
+        for name, sid in sids.items():
+            await side.bus.claim(name, sid)
+        real_release = side.bus.release
+        failures = [BusUnavailable("redis: OOM command not allowed")]
+
+        async def release(departures: list[tuple[str, int, str]]) -> int:
+            if failures:
+                raise failures.pop()
+            return await real_release(departures)
+
+        side.bus.release = release  # type: ignore[method-assign]
+        kept = Allowances(None, 1.0, 2.0, 0.0)
+        for name in ("alice", "bob"):  # alice's release fails; bob's goes later, on its own
+            gone = router.disconnect(sids[name])
+            assert gone is not None
+            side.left(Left(gone.user, gone.session, kept))
+            await until(lambda: not failures and not side._tasks, 2)
+
+        async def released() -> None:
+            for user in ("alice", "bob"):
+                assert presence(redis, user) == b"", user
+                assert redis.command("EXISTS", f"voice:allow:{user}").strip() == b"1", user
+
+        await eventually(released, 5)
+        assert side.bus.reconnects == 0
+    finally:
+        await side.stop()
