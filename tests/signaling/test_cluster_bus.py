@@ -10,7 +10,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -644,6 +644,20 @@ async def test_a_loop_that_stalls_before_a_command_leaves_does_not_lose_the_bus(
         await bus.stop()
 
 
+def fail_the_next_release(side: Cluster, why: str) -> list[BusUnavailable]:
+    """The next release script of ``side`` fails with ``why``; the list empties once it did."""
+    real_release = side.bus.release
+    failures = [BusUnavailable(why)]
+
+    async def release(departures: Sequence[tuple[str, int, str]]) -> int:
+        if failures:
+            raise failures.pop()
+        return await real_release(departures)
+
+    side.bus.release = release  # type: ignore[method-assign]
+    return failures
+
+
 async def test_sessions_that_end_while_the_bus_is_down_are_released_when_it_is_back(
     redis: RedisServer,
 ) -> None:
@@ -661,15 +675,7 @@ async def test_sessions_that_end_while_the_bus_is_down_are_released_when_it_is_b
         await side.bus.claim("carol", 777)  # a session no longer here: its release was lost
         # A Redis restored from an older snapshot names an earlier session of erin's here.
         redis.command("HSET", "voice:presence", "erin", f"{side.instance} 555")
-        real_release = side.bus.release
-        failures = [BusUnavailable("the connection dropped with the release on it")]
-
-        async def release(departures: list[tuple[str, int, str]]) -> int:
-            if failures:
-                raise failures.pop()
-            return await real_release(departures)
-
-        side.bus.release = release  # type: ignore[method-assign]
+        failures = fail_the_next_release(side, "the connection dropped with the release on it")
         kept = Allowances(None, 1.0, 2.0, 0.0)
         alice = router.disconnect(sids["alice"])  # her release fails on the way
         assert alice is not None
@@ -757,15 +763,7 @@ async def test_releases_kept_after_an_error_reply_go_with_the_next_ones(
         sids = {name: claim(router, name) for name in ("alice", "bob")}
         for name, sid in sids.items():
             await side.bus.claim(name, sid)
-        real_release = side.bus.release
-        failures = [BusUnavailable("redis: OOM command not allowed")]
-
-        async def release(departures: list[tuple[str, int, str]]) -> int:
-            if failures:
-                raise failures.pop()
-            return await real_release(departures)
-
-        side.bus.release = release  # type: ignore[method-assign]
+        failures = fail_the_next_release(side, "redis: OOM command not allowed")
         kept = Allowances(None, 1.0, 2.0, 0.0)
         for name in ("alice", "bob"):  # alice's release fails; bob's goes later, on its own
             gone = router.disconnect(sids[name])
