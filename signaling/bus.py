@@ -119,30 +119,21 @@ class RedisBus:
         still that session's, and keep the allowances: one script per :data:`BATCH`, each
         awaited before the next (thousands leaving at once must not hold up the heartbeat
         behind them). How many were forgotten."""
-        forgotten = 0
-        for start in range(0, len(departures), BATCH):
-            chunk = departures[start : start + BATCH]
-            flat = [v for user, sid, kept in chunk for v in (sid, user, kept)]
-            forgotten += int(await self._script("release", self.instance, ALLOWANCE_TTL, *flat))
-        return forgotten
+        rows = [(sid, user, kept) for user, sid, kept in departures]
+        return sum(map(int, await self._in_batches("release", rows, ALLOWANCE_TTL)))
 
     async def admit(self, net: str, limit: int) -> bool:
         return bool(await self._script("admit", self.instance, net, limit))
 
     async def unadmit(self, closed: dict[str, int]) -> None:
         """Count closed connections out: how many closed from each address group."""
-        pairs = list(closed.items())
-        for start in range(0, len(pairs), BATCH):
-            flat = [v for net, count in pairs[start : start + BATCH] for v in (net, count)]
-            await self._script("unadmit", self.instance, *flat)
+        await self._in_batches("unadmit", list(closed.items()))
 
     async def resync(self, sessions: Sequence[tuple[str, int]], conns: dict[str, int]) -> list[str]:
         """Register this instance's sessions and connection counts again; the users another
         instance holds meanwhile (their session here is stale)."""
-        lost: list[str] = []
-        for start in range(0, len(sessions), BATCH):
-            flat = [v for user, sid in sessions[start : start + BATCH] for v in (user, sid)]
-            lost += [u.decode() for u in await self._script("resync_users", self.instance, *flat)]
+        replies = await self._in_batches("resync_users", sessions)
+        lost = [u.decode() for reply in replies for u in reply]
         await self._script("resync_conns", self.instance, *[v for i in conns.items() for v in i])
         return lost
 
@@ -162,15 +153,20 @@ class RedisBus:
         """For each (user, stale session, the user's open session here or None): where
         presence still names the stale session, name the open one instead, or forget it.
         How many were forgotten."""
-        forgotten = 0
-        for start in range(0, len(stale), BATCH):
-            chunk = stale[start : start + BATCH]
-            flat = [v for u, old, new in chunk for v in (u, old, "" if new is None else new)]
-            forgotten += int(await self._script("forget", self.instance, *flat))
-        return forgotten
+        rows = [(user, old, "" if new is None else new) for user, old, new in stale]
+        return sum(map(int, await self._in_batches("forget", rows)))
 
     async def publish(self, instance: str, payload: str) -> int:
         return int(await self._command("PUBLISH", f"{self.prefix}inst:{instance}", payload))
+
+    async def _in_batches(self, name: str, rows: Sequence[Sequence[Any]], *head: Any) -> list[Any]:
+        """One ``name`` script per :data:`BATCH` rows (each row's values in the script's
+        argument order, after ``head``), each awaited before the next; their replies."""
+        replies = []
+        for start in range(0, len(rows), BATCH):
+            flat = [v for row in rows[start : start + BATCH] for v in row]
+            replies.append(await self._script(name, self.instance, *head, *flat))
+        return replies
 
     async def _script(self, name: str, *args: Any) -> Any:
         return await self._command("EVALSHA", self._sha.get(name, ""), 0, self.prefix, *args)
