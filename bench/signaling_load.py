@@ -244,7 +244,9 @@ async def route_phase(
     instances: int = 1,
     local: bool = False,
 ) -> dict[str, Any]:
-    """``pairs`` senders each keep ``window`` sends in flight (or pace to ``rate`` in total).
+    """``pairs`` senders each keep ``window`` sends in flight (or pace to ``rate`` in total,
+    their sends spread evenly over each interval: independent clients do not send in step,
+    and senders that did would hand each instance bursts of ``pairs`` to take in one wake-up).
     Sender ``k`` is on instance ``k % instances``, its receiver on the next one: every
     envelope crosses instances if there are several, and every instance sends and receives.
     ``local``: the receiver on the sender's instance (the same deployment, no envelope on
@@ -260,8 +262,8 @@ async def route_phase(
     stop = asyncio.Event()
     pad = b"\x00" * max(0, body_bytes - 8)
 
-    async def sender(me: SignalingClient, peer: str, interval: float | None) -> None:
-        next_at = time.perf_counter()
+    async def sender(me: SignalingClient, peer: str, interval: float | None, phase: float) -> None:
+        next_at = time.perf_counter() + (interval or 0.0) * phase
         while not stop.is_set():
             if interval is not None:
                 next_at += interval
@@ -283,10 +285,10 @@ async def route_phase(
 
     interval = None if rate is None else pairs * window / rate
     tasks = [asyncio.create_task(receiver(r)) for r in receivers]
+    flows = [(s, r) for s, r in zip(senders, receivers, strict=True) for _ in range(window)]
     tasks += [
-        asyncio.create_task(sender(s, r.user, interval))
-        for s, r in zip(senders, receivers, strict=True)
-        for _ in range(window)
+        asyncio.create_task(sender(s, r.user, interval, i / len(flows)))
+        for i, (s, r) in enumerate(flows)
     ]
     await asyncio.sleep(1.0)  # warm-up
     latencies.clear()
