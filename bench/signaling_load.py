@@ -4,12 +4,13 @@ for one instance alone and for 1, 2, 4 instances sharing a Redis (issue 15).
 
 Each instance runs as a separate process (``python -m signaling``, one SQLite registry file in a
 temp dir); with ``--instances`` greater than one (or ``--redis``) they share a redis-server this
-script starts. This process is the load generator. Clients are spread round robin over the
-instances, and every sender's receiver is on the *next* instance, so with several instances
-every envelope crosses the bus (the worst case). Deployments of several instances then route
-again with each receiver on its sender's instance: the same processes and Redis, no envelope
-on the bus, so that what the bus costs shows apart from what more processes on the same
-cores cost. RLIMIT_NOFILE is raised to :data:`NOFILE`
+script starts. This process is the load generator, its clients lean ones
+(:mod:`bench.leanclient`: the same protocol as a phone, a fraction of its CPU). Clients are
+spread round robin over the instances, and every sender's receiver is on the *next* instance,
+so with several instances every envelope crosses the bus (the worst case). Deployments of
+several instances then route again with each receiver on its sender's instance: the same
+processes and Redis, no envelope on the bus, so that what the bus costs shows apart from what
+more processes on the same cores cost. RLIMIT_NOFILE is raised to :data:`NOFILE`
 (as root; otherwise to its hard limit), for this process and the ones it starts.
 
     .venv/bin/python -m bench.signaling_load                          # one instance, no Redis
@@ -33,8 +34,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import gc
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -51,10 +54,10 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
+from bench.leanclient import LeanClient, Refused
 from signaling.config import Config
 from signaling.registry_open import open_registry
-from voice.errors import RequestRefused
-from voice.net.client import SignalingClient
+from voice.net.client import KEEPALIVE_INTERVAL, SignalingClient
 
 RESULTS = Path(__file__).resolve().parent / "results" / "signaling_load.json"
 NOFILE = 1 << 17  # open files per process, if we may raise the hard limit (root)
@@ -206,25 +209,39 @@ async def healthz(http_port: int) -> dict[str, Any]:
 
 async def connect_all(
     urls: list[str], n: int, concurrency: int, first: int = 0
-) -> tuple[list[SignalingClient], float]:
-    """Client ``i`` logs in to ``urls[i % len(urls)]``."""
+) -> tuple[list[LeanClient], float]:
+    """Client ``i`` logs in to ``urls[i % len(urls)]`` (:mod:`bench.leanclient`: the real
+    login, then a fraction of a phone's CPU per envelope, left to the instances under test)."""
     gate = asyncio.Semaphore(concurrency)
     keys = [SigningKey.generate() for _ in range(n)]
 
-    async def one(i: int) -> SignalingClient:
+    async def one(i: int) -> LeanClient:
         key = keys[i]
-        async with gate:
-            return await SignalingClient.connect(
+        async with gate, asyncio.timeout(60):
+            return await LeanClient.connect(
                 urls[i % len(urls)],
                 f"u{first + i:06d}",
                 bytes(key.verify_key),
                 lambda m: key.sign(m).signature,
-                open_timeout=60,
             )
 
     start = time.perf_counter()
     clients = await asyncio.gather(*(one(i) for i in range(n)))
     return list(clients), time.perf_counter() - start
+
+
+async def keep_alive(clients: list[LeanClient], interval: float = KEEPALIVE_INTERVAL) -> None:
+    """Every client pings once per ``interval``, as phones do, spread evenly over it (the
+    instances answer; they ping only clients that stay silent)."""
+    slices = max(1, round(interval / 0.1))
+    tick = interval / slices
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    for k in itertools.cycle(range(slices)):
+        for client in clients[k::slices]:
+            client.ping()
+        next_at += tick  # on a fixed grid: time spent pinging does not stretch the period
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -234,7 +251,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def route_phase(
-    clients: list[SignalingClient],
+    clients: list[LeanClient],
     pairs: int,
     window: int,
     duration: float,
@@ -258,60 +275,79 @@ async def route_phase(
     receivers = [clients[2 * n * k + n + (k + hop) % n] for k in range(pairs)]
     latencies: list[float] = []
     delivered = 0
-    failed: dict[str, int] = {}  # sends refused or unanswered, by kind (the sender goes on)
+    # Sends refused (the server's code), unanswered (TimeoutError) or cut off by a lost
+    # connection (that flow stops), by kind.
+    failed: dict[str, int] = {}
     stop = asyncio.Event()
     pad = b"\x00" * max(0, body_bytes - 8)
 
-    async def sender(me: SignalingClient, peer: str, interval: float | None, phase: float) -> None:
+    in_flight: set[asyncio.Future[None]] = set()
+
+    async def sender(me: LeanClient, peer: str, interval: float | None, phase: float) -> None:
         next_at = time.perf_counter() + (interval or 0.0) * phase
         while not stop.is_set():
             if interval is not None:
                 next_at += interval
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                if stop.is_set():
+                    return
+            answer = me.send(peer, struct.pack(">d", time.perf_counter()) + pad)
+            in_flight.add(answer)
             try:
-                await me.send(peer, struct.pack(">d", time.perf_counter()) + pad)
-            except (RequestRefused, TimeoutError) as exc:
+                await answer
+            except (Refused, TimeoutError, ConnectionError) as exc:
                 if not stop.is_set():
-                    failed[type(exc).__name__] = failed.get(type(exc).__name__, 0) + 1
+                    kind = exc.code if isinstance(exc, Refused) else type(exc).__name__
+                    failed[kind] = failed.get(kind, 0) + 1
+                if isinstance(exc, ConnectionError):
+                    return  # this connection is gone: its flow ends
+            finally:
+                in_flight.discard(answer)
 
-    async def receiver(me: SignalingClient) -> None:
+    def received(body: str) -> None:
         nonlocal delivered
-        while True:
-            got = await me.receive()
-            sent_at = struct.unpack(">d", got.body[:8])[0]
-            if not stop.is_set():
-                latencies.append(time.perf_counter() - sent_at)
-                delivered += 1
+        if not stop.is_set():
+            sent_at = struct.unpack(">d", base64.b64decode(body[:12])[:8])[0]
+            latencies.append(time.perf_counter() - sent_at)
+            delivered += 1
 
+    for r in receivers:
+        r.on_deliver = received
     interval = None if rate is None else pairs * window / rate
-    tasks = [asyncio.create_task(receiver(r)) for r in receivers]
     flows = [(s, r) for s, r in zip(senders, receivers, strict=True) for _ in range(window)]
-    tasks += [
+    tasks = [
         asyncio.create_task(sender(s, r.user, interval, i / len(flows)))
         for i, (s, r) in enumerate(flows)
     ]
-    await asyncio.sleep(1.0)  # warm-up
-    latencies.clear()
-    delivered = 0
-    failed.clear()
-    cpu0 = [cpu_seconds(pid) for pid in server_pids]
-    woken0 = sum(wakeups(pid) for pid in server_pids)
-    t0, own0, busy0 = time.perf_counter(), sum(os.times()[:2]), busy_cores_seconds()
-    await asyncio.sleep(duration)
-    elapsed = time.perf_counter() - t0
-    busy = (busy_cores_seconds() - busy0) / elapsed
-    per_process = [
-        (cpu_seconds(pid) - c) / elapsed for pid, c in zip(server_pids, cpu0, strict=True)
-    ]
-    server_cpu = sum(per_process)
-    woken = sum(wakeups(pid) for pid in server_pids) - woken0
-    client_cpu = (sum(os.times()[:2]) - own0) / elapsed
-    count, lat = delivered, sorted(latencies)
-    stop.set()
-    await asyncio.sleep(0.5)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        await asyncio.sleep(1.0)  # warm-up
+        latencies.clear()
+        delivered = 0
+        failed.clear()
+        cpu0 = [cpu_seconds(pid) for pid in server_pids]
+        woken0 = sum(wakeups(pid) for pid in server_pids)
+        t0, own0, busy0 = time.perf_counter(), sum(os.times()[:2]), busy_cores_seconds()
+        await asyncio.sleep(duration)
+        elapsed = time.perf_counter() - t0
+        busy = (busy_cores_seconds() - busy0) / elapsed
+        per_process = [
+            (cpu_seconds(pid) - c) / elapsed for pid, c in zip(server_pids, cpu0, strict=True)
+        ]
+        server_cpu = sum(per_process)
+        woken = sum(wakeups(pid) for pid in server_pids) - woken0
+        client_cpu = (sum(os.times()[:2]) - own0) / elapsed
+        count, lat = delivered, sorted(latencies)
+        stop.set()
+        await asyncio.sleep(0.5)
+        if in_flight:  # sent before the end and still unanswered 0.5 s later
+            failed["unanswered_at_end"] = len(in_flight)
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for r in receivers:
+            r.on_deliver = None
     return {
         "target_rate": rate,
         "server_cpu_us_per_envelope": round(server_cpu * elapsed / max(1, count) * 1e6, 1),
@@ -335,6 +371,7 @@ async def run_deployment(args: argparse.Namespace, instances: int, redis: bool) 
     per_instance = args.clients // instances + 100
     with tempfile.TemporaryDirectory() as tmp:
         procs: list[subprocess.Popen[bytes]] = []
+        pinging: asyncio.Task[None] | None = None
         try:
             url = ""
             if redis:
@@ -348,6 +385,7 @@ async def run_deployment(args: argparse.Namespace, instances: int, redis: bool) 
             base = [rss_kib(p.pid) for p, _, _ in servers]
             urls = [f"ws://127.0.0.1:{port}" for _, port, _ in servers]
             clients, connect_s = await connect_all(urls, args.clients, args.concurrency)
+            pinging = asyncio.create_task(keep_alive(clients))
             logged_in = sum([(await healthz(h))["logged_in"] for _, _, h in servers])
             gc.collect()
             gc.freeze()  # the load generator's clients stay out of its own GC scans
@@ -383,9 +421,12 @@ async def run_deployment(args: argparse.Namespace, instances: int, redis: bool) 
                     pids, instances, local=True,
                 )  # fmt: skip
             after = sum([(await healthz(h))["logged_in"] for _, _, h in servers])
+            pinging.cancel()
             await asyncio.gather(*(c.close() for c in clients))
             gc.unfreeze()
         finally:
+            if pinging is not None:
+                pinging.cancel()
             stop_all(procs[::-1])  # the instances before their Redis
     grown = sum(held) - sum(base)
     return {
