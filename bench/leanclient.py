@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 from signaling.messages import Challenge, Login, Send
 from signaling.protocol import encode, login_message, parse_server_frame
 from signaling.wire import b64encode
+from voice.errors import RequestRefused
+from voice.net.transport import server_address
 
 try:
     from websockets.speedups import apply_mask
@@ -37,14 +39,6 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
 MAX_FRAME = 1 << 20
 REPLY_TIMEOUT = 10.0  # s for the server's answer to a send (as SignalingClient's default)
-
-
-class Refused(Exception):
-    """The server answered a send with ``error``; ``code`` is its code."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
@@ -80,8 +74,9 @@ class LeanClient(asyncio.Protocol):
     async def connect(
         cls, url: str, user: str, public_key: bytes, sign: Callable[[bytes], bytes]
     ) -> LeanClient:
+        secure, host = server_address(url)  # the host as the login binds it; loopback only
         parts = urlsplit(url)
-        if parts.scheme != "ws" or parts.hostname is None or parts.port is None:
+        if secure or parts.hostname is None or parts.port is None:
             raise ValueError(f"the lean client speaks ws://HOST:PORT only, not {url}")
         loop = asyncio.get_running_loop()
         _, me = await loop.create_connection(lambda: cls(user), parts.hostname, parts.port)
@@ -96,7 +91,6 @@ class LeanClient(asyncio.Protocol):
             challenge = parse_server_frame((await me._next_text()).decode())
             if not isinstance(challenge, Challenge):
                 raise ConnectionError(f"login of {user} refused: {challenge}")
-            host = parts.hostname
             message = login_message(
                 server=challenge.server,
                 server_id=challenge.server_id,
@@ -127,7 +121,8 @@ class LeanClient(asyncio.Protocol):
 
     # The load generator's side.
     def send(self, to: str, body: bytes) -> asyncio.Future[None]:
-        """Send an envelope; the future ends with the server's answer (Refused for an error),
+        """Send an envelope; the future ends with the server's answer (RequestRefused for an
+        error),
         ConnectionError once the connection is gone, TimeoutError after REPLY_TIMEOUT."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
@@ -244,4 +239,5 @@ class LeanClient(asyncio.Protocol):
         if kind == "sent":
             done.set_result(None)
         else:
-            done.set_exception(Refused(str(obj.get("code", kind))))
+            code = str(obj.get("code", kind))
+            done.set_exception(RequestRefused(str(obj.get("message", code)), code=code))

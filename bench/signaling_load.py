@@ -54,9 +54,10 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from bench.leanclient import LeanClient, Refused
+from bench.leanclient import LeanClient
 from signaling.config import Config
 from signaling.registry_open import open_registry
+from voice.errors import RequestRefused
 from voice.net.client import KEEPALIVE_INTERVAL, SignalingClient
 
 RESULTS = Path(__file__).resolve().parent / "results" / "signaling_load.json"
@@ -295,9 +296,9 @@ async def route_phase(
             in_flight.add(answer)
             try:
                 await answer
-            except (Refused, TimeoutError, ConnectionError) as exc:
+            except (RequestRefused, TimeoutError, ConnectionError) as exc:
                 if not stop.is_set():
-                    kind = exc.code if isinstance(exc, Refused) else type(exc).__name__
+                    kind = exc.code if isinstance(exc, RequestRefused) else type(exc).__name__
                     failed[kind] = failed.get(kind, 0) + 1
                 if isinstance(exc, ConnectionError):
                     return  # this connection is gone: its flow ends
