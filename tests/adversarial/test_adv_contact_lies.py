@@ -12,6 +12,8 @@ to the contact book, and when a contact may be marked verified.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -23,8 +25,8 @@ from tests.voice.cli_harness import run_voice, signaling_server, start_voice
 from voice.call import messages as m
 from voice.call.outbound import CallSealer
 from voice.crypto.contacts import ContactBook, KeySource, TrustState
-from voice.crypto.identity import Identity
-from voice.errors import KeyChangedError
+from voice.crypto.identity import Identity, x25519_public_of
+from voice.errors import BadPublicKey, KeyChangedError
 from voice.exitcodes import ExitCode
 from voice.net.client import SignalingClient
 
@@ -72,6 +74,40 @@ async def test_one_lying_lookup_does_not_lock_out_the_real_contact(tmp_path: Pat
         again, answered = await connect_call(pa, pb, "bob")  # and alice can dial bob
         await again.hangup()
         await answered.wait_ended(timeout=10)
+
+
+def _not_a_public_key() -> bytes:
+    """32 bytes that are no Ed25519 point (about half of all strings are not)."""
+    while True:
+        candidate = os.urandom(32)
+        try:
+            x25519_public_of(candidate)
+        except BadPublicKey:
+            return candidate
+
+
+async def test_a_lookup_answered_with_no_key_pins_nothing_and_fails_the_dial(
+    tmp_path: Path,
+) -> None:
+    """A server that answers a first lookup with bytes nobody can seal to: the dial fails at
+    once (it used to wait for an offer that could never be sealed, for ever) and nothing is
+    pinned, so the real contact's calls still come through."""
+    alice, bob = Person.make("alice", tmp_path), Person.make("bob", tmp_path)
+    async with (
+        running_server() as server,
+        phone(alice, server.url) as pa,
+        phone(bob, server.url) as pb,
+    ):
+        server.set_behaviour(LieOnce("bob", _not_a_public_key()))
+        with pytest.raises(BadPublicKey, match="not a valid public key"):
+            await asyncio.wait_for(pa.call("bob"), 10)
+        assert alice.contacts.get("bob") is None
+        assert pa.active_call is None
+        back, ring = await connect_call(pb, pa, "alice")  # the real bob is not refused
+        await back.hangup()
+        await ring.wait_ended(timeout=10)
+        seen = alice.contacts.get("bob")
+        assert seen is not None and seen.public_key == bob.identity.public_key
 
 
 async def test_another_bob_on_another_server_is_not_a_key_change(tmp_path: Path) -> None:

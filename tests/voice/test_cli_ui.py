@@ -14,6 +14,7 @@ import pytest
 from voice.cli.listen import caller_trust
 from voice.cli.ui import LineReader, ask_yes_no, say
 from voice.crypto.contacts import ContactBook, KeySource
+from voice.crypto.identity import Identity
 from voice.errors import KeyChangedError
 
 
@@ -76,7 +77,7 @@ async def test_a_piped_answer_ends_the_line_and_counts(tmp_path: Path) -> None:
 
 def test_the_incoming_call_line_says_what_the_contact_book_knows(tmp_path: Path) -> None:
     book = ContactBook(tmp_path / "contacts.json")
-    key = os.urandom(32)
+    key = Identity.generate().public_key
     assert caller_trust(book.get("alice")).startswith("new")  # never heard of
     book.check("alice", key, source=KeySource.OFFER)  # pinned when their first call came in
     assert caller_trust(book.get("alice")).startswith("new")
@@ -85,10 +86,10 @@ def test_the_incoming_call_line_says_what_the_contact_book_knows(tmp_path: Path)
     book.mark_verified("alice")
     book.note_connected("alice", key)
     assert caller_trust(book.get("alice")) == "verified contact; 2 earlier calls with this key"
-    book.check("bob", os.urandom(32))  # dialled by us: not new, but not verified either
+    book.check("bob", Identity.generate().public_key)  # dialled by us: not new, not verified
     assert caller_trust(book.get("bob")) == "unverified contact; 0 earlier calls with this key"
     with pytest.raises(KeyChangedError):  # someone presents another key under alice's name
-        book.check("alice", os.urandom(32), source=KeySource.OFFER)
+        book.check("alice", Identity.generate().public_key, source=KeySource.OFFER)
     assert "another key was also presented" in caller_trust(book.get("alice"))
 
 

@@ -8,6 +8,7 @@ after every write so the file is valid at any moment.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,14 +125,24 @@ class WavWriter:
     """Append-only 16-bit mono WAV writer whose header is correct after every ``write()``.
 
     Sizes are patched in place after each append and the file is flushed, so a process that dies
-    mid-call still leaves a playable file.
+    mid-call still leaves a playable file. What it holds is a call's decrypted audio: the file
+    is the owner's alone (0600, also when it replaces one), and a symbolic link in its place is
+    refused rather than followed (another user's link would aim the recording elsewhere).
     """
 
     def __init__(self, path: str | Path, rate: int = SAMPLE_RATE) -> None:
         self.path = Path(path)
         self.rate = rate
         self.data_bytes = 0
-        self._file: BinaryIO | None = self.path.open("wb")
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(self.path, flags, 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+        except BaseException:
+            os.close(fd)
+            raise
+        self._file: BinaryIO | None = os.fdopen(fd, "r+b")
         self._file.write(wav_header(0, rate))
         self._file.flush()
 

@@ -363,8 +363,11 @@ class CallMachine:
             return self.state
         if self.role is not Role.CALLER or self._ice_started or self._remote is None:
             raise _Refuse("unexpected candidates")
+        committed = self._remote.get("ice")  # the peer's, committed but never checked here
+        if not isinstance(committed, dict):
+            raise _Refuse("candidates for a description without ICE parameters")
         remote = dict(self._remote)
-        remote["ice"] = {**remote["ice"], "candidates": e.ice["candidates"]}
+        remote["ice"] = {**committed, "candidates": e.ice["candidates"]}
         self._start_ice(remote, fx)
         return self.state
 

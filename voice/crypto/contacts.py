@@ -38,7 +38,7 @@ from typing import TypeVar
 
 from voice.crypto.contactstore import LEGACY, Books, KeySource, Record, decode_book, encode_book
 from voice.crypto.continuity import RetainedSecrets
-from voice.crypto.identity import Fingerprint, default_config_dir, fingerprint_of
+from voice.crypto.identity import Fingerprint, default_config_dir, fingerprint_of, x25519_public_of
 from voice.crypto.privatefile import locked, read_secret_file, replace_private_file
 from voice.errors import InsecureKeyFile, KeyChangedError, UnknownContact, UnknownFingerprint
 
@@ -154,9 +154,11 @@ class ContactBook:
         """Pin ``public_key`` on first use; return the contact if the key is the pinned one.
 
         Another key raises KeyChangedError and is kept as the pending key, with ``source``.
-        The pinned key is accepted even while another key is pending.
+        The pinned key is accepted even while another key is pending. A key nobody can seal
+        to (not a point, of small order: a lying server's answer) raises BadPublicKey and is
+        neither pinned nor kept: pinned, it would lock the real contact out.
         """
-        fingerprint_of(public_key)  # validates the length
+        x25519_public_of(public_key)  # validates the length and the point
         rec = self._records().get(user)
         if rec is not None and rec.key == public_key:
             return _contact(user, rec)

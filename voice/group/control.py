@@ -25,7 +25,7 @@ from voice.crypto.contactstore import KeySource
 from voice.crypto.envelope import EnvelopeHeader, open_envelope, seal
 from voice.crypto.identity import Identity
 from voice.crypto.replay import ReplayGuard
-from voice.errors import BadEnvelope, BadGroupMessage, KeyChangedError
+from voice.errors import BadEnvelope, BadGroupMessage, BadPublicKey, KeyChangedError
 from voice.group import messages as gm
 from voice.net.client import Delivery, SignalingClient
 
@@ -83,11 +83,14 @@ class GroupControl:
 
     def pin(self, user: str, key: bytes) -> bool:
         """Pin ``key`` for ``user`` on first use (a roster names it); False if another key is
-        pinned (the member is refused: CHANGED)."""
+        pinned (the member is refused: CHANGED) or ``key`` is no public key."""
         try:
             self.contacts.check(user, key, source=KeySource.LOOKUP)
         except KeyChangedError:
             self.dropped["key_changed"] += 1
+            return False
+        except BadPublicKey:  # no key at all: nobody could seal to it, nothing is pinned
+            self.dropped["bad_key"] += 1
             return False
         return True
 

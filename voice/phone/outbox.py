@@ -50,11 +50,18 @@ class CallOutbox:
         """Seal and queue ``message``. A ``best_effort`` one (an ICE restart, tried again
         later anyway) that cannot be sent is logged, not turned into an event that ends the
         call."""
+        try:
+            body = self._sealer.seal(message)  # first: if it raises, nothing is queued
+        except Exception as exc:
+            if not self.first_send.done() and self._queued == 0:  # the dialer waits on it
+                self.first_send.set_exception(exc)
+                self.first_send.exception()  # retrieved: the dialer may be gone
+            raise
         fut = self.first_send
         if fut.done() or self._queued > 0:
             fut = asyncio.get_running_loop().create_future()
         self._queued += 1
-        self._queue.put_nowait((self._sealer.seal(message), fut, best_effort))
+        self._queue.put_nowait((body, fut, best_effort))
 
     def close(self) -> None:
         """Send what is queued, then stop."""

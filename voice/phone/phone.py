@@ -65,6 +65,7 @@ from voice.errors import (
     AlreadyInCall,
     BadPublicKey,
     CallControlError,
+    CallEnded,
     PhoneClosed,
     SignalingClientError,
     SignalingClosed,
@@ -238,7 +239,8 @@ class Phone:
 
         Raises UnknownUser, RecipientOffline (nobody to ring), KeyChangedError (the server's
         key for ``user`` is not the pinned one: nothing is sent), BadPublicKey (the server
-        claims our own key belongs to ``user``: nothing is pinned or sent), AlreadyInCall,
+        claims our own key belongs to ``user``, or names bytes that are not a key: nothing is
+        pinned or sent), CallEnded (it ended before the offer could be sent), AlreadyInCall,
         PhoneClosed.
         If ``user`` is calling us right now, that call is accepted and returned instead.
         """
@@ -255,7 +257,13 @@ class Phone:
             raise BadPublicKey(
                 f"the server says {user!r} owns your own identity key; refusing the call"
             )
-        self.config.contacts.check(user, key)  # KeyChangedError: refuse before anything is sent
+        try:
+            self.config.contacts.check(user, key)  # KeyChangedError: refuse, nothing is sent
+        except BadPublicKey:  # nobody could seal to it: pinned, it would lock the contact out
+            raise BadPublicKey(
+                f"the server's key for {user!r} is not a valid public key; refusing the call "
+                f"(nothing was pinned)"
+            ) from None
         call = Call(self, role=Role.CALLER, peer=user, peer_key=key, call_id=os.urandom(16))
         call.timings.dialed_at = dialed_at
         try:
@@ -271,8 +279,18 @@ class Phone:
         self._calls[call.call_id] = call
         call.start(dial)
         log.info("call %s: dialing", call.short_id)
+        # The offer reached the server (or it refused it), or the call ended before it could
+        # be sent (then nothing will ever resolve first_send: never wait for it alone).
+        ended: asyncio.Future[Any] = asyncio.ensure_future(call.wait_ended())
+        first: asyncio.Future[Any] = call.first_send
         try:
-            await call.first_send  # the offer reached the server (or it refused it)
+            await asyncio.wait({first, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if not call.first_send.done():
+            raise CallEnded(call.outcome)
+        try:
+            call.first_send.result()
         except (VoiceError, TimeoutError, OSError):
             await call.wait_ended(timeout=CLOSE_TIMEOUT)
             raise

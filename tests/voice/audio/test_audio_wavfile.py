@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import struct
 import wave
 from pathlib import Path
@@ -96,3 +97,26 @@ def test_writer_header_is_valid_after_every_write(tmp_path: Path) -> None:
     writer.close()
     writer.close()
     assert writer.closed
+
+
+def test_writer_keeps_the_recording_private_and_refuses_a_link(tmp_path: Path) -> None:
+    """A call's decrypted audio: 0600 when created and when it replaces a readable file, and
+    a symbolic link planted in its place is not followed."""
+    fresh = WavWriter(tmp_path / "new.wav")
+    fresh.close()
+    assert stat.S_IMODE((tmp_path / "new.wav").stat().st_mode) == 0o600
+    old = tmp_path / "old.wav"
+    old.write_bytes(b"x" * 100)
+    old.chmod(0o644)
+    replaced = WavWriter(old)
+    replaced.write(bytes(1920))
+    replaced.close()
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600
+    with wave.open(str(old)) as w:
+        assert w.getnframes() == 960
+    target = tmp_path / "elsewhere.wav"
+    target.write_bytes(b"keep")
+    (tmp_path / "link.wav").symlink_to(target)
+    with pytest.raises(OSError):
+        WavWriter(tmp_path / "link.wav")
+    assert target.read_bytes() == b"keep"

@@ -6,6 +6,7 @@ import copy
 from collections import deque
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -160,6 +161,21 @@ def test_messages_are_not_local_events_and_junk_is_rejected() -> None:
     assert not machine.handle(0.0, junk).ok
     assert not machine.receive(0.0, CALL_ID, junk).ok
     assert machine.state is State.IDLE
+
+
+@pytest.mark.parametrize("ice", [None, ["x"], "x"])
+def test_candidates_for_a_ringing_without_ice_parameters_are_refused(ice: Any) -> None:
+    """A peer's ringing is committed, not checked: one without an ``ice`` object, then its
+    candidates, is refused (the call goes on to its deadline), never an exception."""
+    caller = fresh(Role.CALLER)
+    caller.handle(0.0, ev.UserDial(OFFER, REVEAL))
+    hostile = m.Ringing(K, C, {"codec": 1} if ice is None else {"ice": ice})
+    assert caller.receive(0.0, CALL_ID, hostile).ok
+    assert caller.handle(0.0, ev.KeysReady()).ok
+    assert caller.receive(0.0, CALL_ID, m.Accept()).ok
+    step = caller.receive(0.0, CALL_ID, m.Ice(0, {"candidates": ["c"]}))
+    assert step.rejected == "candidates for a description without ICE parameters"
+    assert caller.state is State.CONNECTED and step.effects == ()
 
 
 def test_caller_effects_along_the_happy_path() -> None:

@@ -13,7 +13,13 @@ import pytest
 from voice.crypto.contacts import ContactBook, KeySource, TrustState
 from voice.crypto.continuity import RetainedSecrets
 from voice.crypto.identity import Identity
-from voice.errors import InsecureKeyFile, KeyChangedError, UnknownContact, UnknownFingerprint
+from voice.errors import (
+    BadPublicKey,
+    InsecureKeyFile,
+    KeyChangedError,
+    UnknownContact,
+    UnknownFingerprint,
+)
 
 OLD = Identity.from_seed(b"o" * 32)
 NEW = Identity.from_seed(b"n" * 32)
@@ -225,8 +231,23 @@ def test_a_version_1_book_is_adopted_by_the_first_server(tmp_path: Path) -> None
 
 
 def test_a_secret_for_a_key_no_longer_pinned_is_not_kept(book: ContactBook) -> None:
-    book.check("bob", b"\x01" * 32)
-    book.store_retained("bob", b"1" * 32, key=b"\x02" * 32)  # the call ran under another key
+    book.check("bob", OLD.public_key)
+    book.store_retained("bob", b"1" * 32, key=NEW.public_key)  # the call ran under another key
     assert book.get_retained("bob") == RetainedSecrets()
-    book.store_retained("bob", b"1" * 32, key=b"\x01" * 32)
+    book.store_retained("bob", b"1" * 32, key=OLD.public_key)
     assert book.get_retained("bob") == RetainedSecrets(b"1" * 32)
+
+
+def test_a_key_nobody_can_seal_to_is_neither_pinned_nor_kept(book: ContactBook) -> None:
+    """A lying server's 32 bytes that are no point (or one of small order): pinned, they would
+    lock the real contact out (every call under the real key a "key change")."""
+    small_order = bytes(32)  # the identity point's encoding
+    for junk in (small_order, b"\x02" * 32):
+        with pytest.raises(BadPublicKey):
+            book.check("bob", junk)
+        assert book.get("bob") is None
+    book.check("bob", OLD.public_key)
+    with pytest.raises(BadPublicKey):
+        book.check("bob", small_order)
+    seen = book.get("bob")
+    assert seen is not None and seen.public_key == OLD.public_key and seen.pending_key is None
