@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from signaling.busscripts import SCRIPTS
@@ -122,19 +122,40 @@ class RedisBus:
         rows = [(sid, user, kept) for user, sid, kept in departures]
         return sum(map(int, await self._in_batches("release", rows, ALLOWANCE_TTL)))
 
-    async def admit(self, net: str, limit: int) -> bool:
-        return bool(await self._script("admit", self.instance, net, limit))
+    # The per-address counts. Each command is queued when called, not from a task: one queued
+    # after another reaches Redis after it, so this instance's share that resync_conns sets
+    # is exactly what the counts and count-outs queued after it change.
+    def admit(self, net: str, limit: int) -> asyncio.Future[Reply]:
+        """Count a connection from ``net`` if every instance together holds fewer than
+        ``limit``: a future of 1 (counted) or 0 (full). BusUnavailable if the bus is down."""
+        return self._submit(*self._call("admit", self.instance, net, limit))
 
-    async def unadmit(self, closed: dict[str, int]) -> None:
-        """Count closed connections out: how many closed from each address group."""
-        await self._in_batches("unadmit", list(closed.items()))
+    def unadmit(self, closed: dict[str, int]) -> asyncio.Future[list[Reply]]:
+        """Count closed connections out (how many closed from each address group), one
+        script per :data:`BATCH` groups, all queued now."""
+        rows = list(closed.items())
+        return asyncio.gather(
+            *(
+                self._submit(*self._call("unadmit", self.instance, *_flat(rows[i : i + BATCH])))
+                for i in range(0, len(rows), BATCH)
+            )
+        )
+
+    async def resync_conns(self, share: Callable[[], dict[str, int]]) -> None:
+        """Replace this instance's share of the per-address counts with ``share()``, called
+        in the very step that queues the script (so it holds what is open as of there)."""
+        await self._command(*self._call("resync_conns", self.instance, *_flat(share().items())))
+
+    async def resync_users(self, sessions: Sequence[tuple[str, int]]) -> list[str]:
+        """Register this instance's sessions again; the users another instance holds
+        meanwhile (their session here is stale)."""
+        replies = await self._in_batches("resync_users", sessions)
+        return [u.decode() for reply in replies for u in reply]
 
     async def resync(self, sessions: Sequence[tuple[str, int]], conns: dict[str, int]) -> list[str]:
-        """Register this instance's sessions and connection counts again; the users another
-        instance holds meanwhile (their session here is stale)."""
-        replies = await self._in_batches("resync_users", sessions)
-        lost = [u.decode() for reply in replies for u in reply]
-        await self._script("resync_conns", self.instance, *[v for i in conns.items() for v in i])
+        """:meth:`resync_users`, then :meth:`resync_conns`."""
+        lost = await self.resync_users(sessions)
+        await self.resync_conns(lambda: conns)
         return lost
 
     async def registered(self) -> list[tuple[str, int]]:
@@ -169,7 +190,15 @@ class RedisBus:
         return replies
 
     async def _script(self, name: str, *args: Any) -> Any:
-        return await self._command("EVALSHA", self._sha.get(name, ""), 0, self.prefix, *args)
+        return await self._command(*self._call(name, *args))
+
+    def _call(self, name: str, *args: Any) -> tuple[Any, ...]:
+        return ("EVALSHA", self._sha.get(name, ""), 0, self.prefix, *args)
+
+    def _conn_now(self) -> RedisConnection:
+        if not self.up or self._conn is None:
+            raise BusUnavailable("the cluster bus (Redis) is not connected")
+        return self._conn
 
     async def _command(self, *args: Any) -> Any:
         """One command's reply within :data:`COMMAND_TIMEOUT`; a Redis that does not answer
@@ -185,9 +214,7 @@ class RedisBus:
             raise BusUnavailable(str(exc)) from None
 
     def _submit(self, *args: Any) -> asyncio.Future[Any]:
-        if not self.up or self._conn is None:
-            raise BusUnavailable("the cluster bus (Redis) is not connected")
-        return self._conn.call(*args)
+        return self._conn_now().call(*args)
 
     # The connection loop.
     async def _run(self) -> None:
@@ -279,6 +306,10 @@ async def _timed(
         return await asyncio.wait_for(reply, COMMAND_TIMEOUT)
     except TimeoutError:
         raise TimeoutError(f"{what} within {COMMAND_TIMEOUT:g} s") from None
+
+
+def _flat(pairs: Iterable[tuple[Any, Any]]) -> list[Any]:
+    return [v for pair in pairs for v in pair]
 
 
 def _text(reply: Reply) -> str:

@@ -37,7 +37,7 @@ import itertools
 import logging
 import secrets
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from signaling.bus import BusUnavailable, RedisBus
@@ -55,6 +55,7 @@ from signaling.busmessages import (
     parse,
 )
 from signaling.handoff import Allowances, Claim, Forward, Left, Outcome
+from signaling.resp import Reply
 from signaling.router import Action, Router
 
 log = logging.getLogger("signaling.cluster")
@@ -71,6 +72,19 @@ UNRELEASED_KEPT = 100_000  # ended sessions kept for release while the bus is do
 # side), so at moderate rates batches that would hold one envelope hold several, for at most
 # 2 ms more on the way there and 2 ms on the acknowledgement's way back.
 FLUSH_DELAY = 0.002
+
+
+class Admission:
+    """One connection's place in the per-address count that all instances share."""
+
+    __slots__ = ("closed", "counted", "epoch", "full", "net")
+
+    def __init__(self, net: str, epoch: int) -> None:
+        self.net = net
+        self.epoch = epoch  # the cluster's resyncs when it was taken
+        self.counted = False  # Redis holds it in this instance's share
+        self.full = False  # refused: the address is at its limit on the whole deployment
+        self.closed = False
 
 
 class Cluster:
@@ -128,6 +142,10 @@ class Cluster:
         # would otherwise queue a script for each, and its heartbeat behind them).
         self._departures: list[tuple[str, int, str]] = []
         self._closed: Counter[str] = Counter()
+        # Connections that went through admit and are open; the resyncs so far (an admission
+        # taken before the last one is no longer this instance's to count out on landing).
+        self._admitted: set[Admission] = set()
+        self._epoch = 0
         self._departing: asyncio.Handle | None = None
         # Sessions whose release could not reach Redis (the bus was down or dropped midway):
         # released on reconnecting, so that neither their presence nor their allowances are
@@ -180,33 +198,65 @@ class Cluster:
         self._departures.append((left.user, left.session, _kept(left)))
         self._depart_soon()
 
-    async def admit(self, net: str) -> bool | None:
-        """Count a connection from ``net`` on the whole deployment: True (counted; call
-        :meth:`unadmit` when it closes), False (the address is at its limit everywhere), None
-        (no bus: not counted; the local limit still applies). If we time out or are
-        cancelled meanwhile, a count that lands afterwards is taken back."""
+    async def admit(self, net: str) -> Admission:
+        """Count a connection from ``net`` on the whole deployment; pass what this returns to
+        :meth:`unadmit` when the connection closes, whatever happened. ``full``: the address
+        is at its limit everywhere. Not counted for now if the bus is down or slow to answer
+        (the local limit still applies): a count that lands later, or the registration of
+        this instance's connections after a reconnection, counts it from then on."""
         self._depart_now()  # connections that closed in this pass are counted out first
-        counting = asyncio.ensure_future(self.bus.admit(net, self.per_ip_limit))
+        admission = Admission(net, self._epoch)
+        self._admitted.add(admission)
         try:
-            return await asyncio.wait_for(asyncio.shield(counting), self._ack_timeout)
+            counting = self.bus.admit(net, self.per_ip_limit)
         except BusUnavailable:
-            return None
-        except TimeoutError:
-            counting.add_done_callback(lambda done: self._uncount(net, done))
-            return None
+            return admission
+        counting.add_done_callback(functools.partial(self._counted, admission))
+        try:
+            await asyncio.wait_for(asyncio.shield(counting), self._ack_timeout)
+        except (BusUnavailable, TimeoutError):
+            pass
         except asyncio.CancelledError:  # the connection's handler went away
-            counting.add_done_callback(lambda done: self._uncount(net, done))
+            self.unadmit(admission)
             raise
+        return admission
 
-    def _uncount(self, net: str, counting: asyncio.Future[bool]) -> None:
-        """A count nobody will :meth:`unadmit` (its caller gave up): undo it if it landed."""
-        if not counting.cancelled() and counting.exception() is None and counting.result():
-            self.unadmit(net)
+    def _counted(self, admission: Admission, counting: asyncio.Future[Reply]) -> None:
+        """Redis answered ``admission``'s count (perhaps after its connection closed)."""
+        if counting.cancelled() or counting.exception() is not None:
+            return  # not counted, or lost with the connection: a resync sets the counts
+        if counting.result() != 1:
+            admission.full = True
+        elif admission.epoch != self._epoch:
+            pass  # a resync replaced this instance's counts since: they hold it or not
+        elif admission.closed:
+            self._count_out(admission.net)  # closed before the count landed
+        else:
+            admission.counted = True
 
-    def unadmit(self, net: str) -> None:
-        if self.bus.up:
+    def unadmit(self, admission: Admission) -> None:
+        """``admission``'s connection closed: count it out wherever it was counted."""
+        if admission.closed:
+            return
+        admission.closed = True
+        self._admitted.discard(admission)
+        if admission.counted:
+            self._count_out(admission.net)
+
+    def _count_out(self, net: str) -> None:
+        if self.bus.up:  # else the reconnection replaces this instance's counts anyway
             self._closed[net] += 1
             self._depart_soon()
+
+    def _share(self) -> dict[str, int]:
+        """This instance's open connections by address group, for Redis to hold from now on
+        (called as the script that sets them is queued): each counts from here, counts and
+        count-outs not yet queued are superseded, those queued went before."""
+        self._epoch += 1
+        self._closed.clear()
+        for admission in self._admitted:
+            admission.counted = True
+        return dict(Counter(a.net for a in self._admitted))
 
     def _depart_soon(self) -> None:
         if self._departing is None:
@@ -224,7 +274,8 @@ class Cluster:
         departures, self._departures = self._departures, []
         closed, self._closed = self._closed, Counter()
         if closed:
-            self._spawn(self._quietly(self.bus.unadmit(dict(closed))))
+            with contextlib.suppress(BusUnavailable):  # down: a resync sets the counts
+                self._spawn(self._quietly(self.bus.unadmit(dict(closed))))
         if self.bus.up and self._unreleased:  # an error reply kept some, the bus stayed up
             departures, self._unreleased = self._unreleased + departures, []
         if departures:
@@ -321,23 +372,50 @@ class Cluster:
     def _answer(self, envelope_id: int, outcome: Outcome, out: list[Action]) -> None:
         """The one answer for a published envelope (later ones for the same id are ignored)."""
         f = self._pending.pop(envelope_id, None)
-        if f is not None:
+        if f is None:
+            return
+        try:  # a failure must not keep the answers of the batch's other envelopes back
             out += self.router.forwarded(f.session, f.msg_id, f.to, outcome)
+        except Exception:
+            log.exception("answer_failed", extra={"fields": {"session": f.session}})
 
     async def _claim(self, c: Claim) -> None:
+        """Make the login ``c`` its user's one session: claim the user in Redis, close the
+        older session (here, or told on its instance), then finish the login. Nothing is
+        claimed or kicked for a login whose connection already closed, and one that closes
+        while its claim is out gives the user back (with the allowances its kick brought)."""
+        if not self.router.claiming(c.session, c.user):
+            return
         try:
             async with asyncio.timeout(CLAIM_TIMEOUT):
                 old, alive, stored = await self.bus.claim(c.user, c.session)
                 handed = Allowances.decode(stored)
-                if old is not None and alive:
-                    instance, _, session = old.partition(" ")
-                    if instance != self.instance and session.isdigit():
-                        kicked = await self._kick(instance, c.user, int(session))
-                        handed = Allowances.decode(kicked) or handed
+                instance, _, session = (old or "").partition(" ")
+                if instance == self.instance and session.isdigit():
+                    # An older login here whose claim Redis took before ours may still wait
+                    # for its kick's answer: it must not finish after ours and close it.
+                    self._apply(self.router.superseded(int(session), c.user))
+                elif alive and session.isdigit() and self.router.claiming(c.session, c.user):
+                    kicked = await self._kick(instance, c.user, int(session))
+                    handed = Allowances.decode(kicked) or handed
         except (BusUnavailable, TimeoutError):
             self._apply(self.router.claim_failed(c.session))
             return
+        if not self.router.claiming(c.session, c.user):  # abandoned (or replaced) meanwhile
+            self._unclaim(c, handed)
+            return
         self._apply_claimed(self.router.claimed(c.session, handed))
+
+    def _unclaim(self, c: Claim, handed: Allowances | None) -> None:
+        """Presence that names ``c``'s session, which closed before its login finished, is
+        forgotten; the user's allowances that its kick brought are kept for the next login
+        (else an abandoned login would reset the user's rate limits)."""
+        if handed is not None:
+            kept = Allowances(None, handed.directory, handed.turn, handed.at).encode()
+            self._departures.append((c.user, c.session, kept))
+            self._depart_soon()
+        else:
+            self._spawn(self._quietly(self.bus.forget([(c.user, c.session, None)])))
 
     async def _kick(self, instance: str, user: str, session: int) -> str | None:
         """Tell ``instance`` to close ``user``'s ``session``; its allowances, or None if it did
@@ -420,7 +498,8 @@ class Cluster:
             self._keep_unreleased(unreleased)  # the next connection tries again
             raise
         sessions = self.router.sessions_by_user()
-        lost = await self.bus.resync(sessions, self.router.connections_per_address())
+        lost = await self.bus.resync_users(sessions)
+        await self.bus.resync_conns(self._share)
         for user in set(lost):
             for owner, session in sessions:
                 if owner == user:
@@ -447,7 +526,7 @@ class Cluster:
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    async def _quietly(operation: Coroutine[Any, Any, object]) -> None:
+    async def _quietly(operation: Awaitable[object]) -> None:
         """Best effort: a lost bus is the connection loop's business."""
         with contextlib.suppress(BusUnavailable):
             await operation

@@ -327,6 +327,23 @@ class Router:
             self._close(s, ErrorCode.INTERNAL, message, CloseCode.INTERNAL, out)
         return out
 
+    def claiming(self, sid: SessionId, user: str) -> bool:
+        """Cluster mode: whether ``sid`` still waits for its claim of ``user`` (its connection
+        may have closed meanwhile: then nothing may be claimed or kicked for it)."""
+        s = self._sessions.get(sid)
+        return s is not None and s.state == "claiming" and s.claiming == user
+
+    def superseded(self, sid: SessionId, user: str) -> list[Action]:
+        """Cluster mode: a newer login of ``user`` on this instance claimed the user while
+        ``sid`` still waited for its own, older claim: close ``sid`` (``replaced``), as newest
+        session wins (it would otherwise finish last and close the newer one)."""
+        s = self._sessions.get(sid)
+        out: list[Action] = []
+        if s is not None and s.state == "claiming" and s.claiming == user:
+            message = "logged in from another connection"
+            self._close(s, ErrorCode.REPLACED, message, CloseCode.REPLACED, out)
+        return out
+
     def kick(self, user: str, sid: SessionId) -> tuple[list[Action], Allowances | None]:
         """Cluster mode: ``user`` logged in on another instance: close ``sid`` (``replaced``)
         if it is still that user's, and hand its allowances over."""
@@ -426,7 +443,7 @@ class Router:
         if outcome is Outcome.OK:
             _remember_peer(s, to)
             self._emit(s, encode(Sent(msg_id)), out)
-        elif not self.registry.exists(to):  # asked now, not for every forward
+        elif not self._known(to):  # asked now, not for every forward
             self._error(s, ErrorCode.UNKNOWN_USER, "no such user", msg_id, out)
         elif outcome is Outcome.QUEUE_FULL:
             message = "recipient is not keeping up; dropped"
@@ -437,6 +454,14 @@ class Router:
             message = "recipient's server did not confirm delivery; it was not retried"
             self._error(s, ErrorCode.OFFLINE, message, msg_id, out)
         return out
+
+    def _known(self, user: str) -> bool:
+        """Whether ``user`` is registered; True if the registry cannot say (then the sender is
+        answered with what became of the envelope, rather than not at all)."""
+        try:
+            return self.registry.exists(user)
+        except RegistryUnavailable:
+            return True
 
     def deliver_remote(self, from_user: str, to: str, frame: str) -> tuple[list[Action], Outcome]:
         """Cluster mode: another instance forwards an envelope from ``from_user`` to ``to``,

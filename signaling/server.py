@@ -323,10 +323,11 @@ class SignalingServer:
             and not forwarded
             and is_trusted(peer, self._proxies)
         )
-        net, counted = address_group(ip), None
+        net, admission = address_group(ip), None
         if self.cluster is not None and not check:  # the per-IP limit, on every instance
-            counted = await self.cluster.admit(net)  # (not the proxy's checks: no round trip)
-        sid, actions = self.router.connect(ip, invite=_invite_of(ws), cluster_full=counted is False)
+            admission = await self.cluster.admit(net)  # (not the proxy's checks: no round trip)
+        full = admission is not None and admission.full
+        sid, actions = self.router.connect(ip, invite=_invite_of(ws), cluster_full=full)
         conn = _Conn(ws)
         self._conns[sid] = conn
         writer = asyncio.create_task(self._write_loop(sid, conn))
@@ -355,8 +356,8 @@ class SignalingServer:
             if self.cluster is not None:
                 if left is not None:
                     self.cluster.left(left)
-                if counted:
-                    self.cluster.unadmit(net)
+                if admission is not None:
+                    self.cluster.unadmit(admission)
             fields = {"session": sid, "code": ws.close_code}
             quiet = check and left is None  # a check that logged in is no check
             log.log(

@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,15 +25,16 @@ from signaling.busmessages import (
     header,
     parse,
 )
-from signaling.cluster import Cluster
+from signaling.cluster import Admission, Cluster
 from signaling.config import Config
-from signaling.handoff import Allowances, Forward, Left, Outcome
-from signaling.protocol import deliver_frame
+from signaling.handoff import Allowances, Claim, Forward, Left, Outcome
+from signaling.protocol import CloseCode, deliver_frame
 from signaling.registry import MemoryRegistry
 from signaling.router import Action, Router
 from tests.signaling.cluster_helpers import RedisServer, eventually
+from tests.signaling.helpers import make_user
 from tests.signaling.test_cluster_router import claim, cluster_router
-from tests.signaling.test_signaling_router import Clock, frames, send
+from tests.signaling.test_signaling_router import Clock, closes, frames, send
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -210,7 +212,7 @@ async def test_a_redis_that_hangs_while_sessions_are_registered_is_lost_too(
         if calls == 1:
             assert redis.proc is not None
             redis.proc.send_signal(signal.SIGSTOP)
-            await bus.admit("10.0.0.0", 10)
+            await bus.resync_users([("alice", 1)])
 
     bus = _bus(redis, "A", resync)
     await bus.start(wait=0.5)
@@ -312,7 +314,7 @@ async def until(condition: Callable[[], bool], limit: float, step: float = 0.05)
         await asyncio.sleep(step)
 
 
-async def test_a_count_that_lands_after_its_connection_gave_up_is_taken_back(
+async def test_a_count_that_lands_late_counts_while_open_and_is_taken_back_once_closed(
     redis: RedisServer,
 ) -> None:
     router = Router(Config(db=""), MemoryRegistry(), cluster=True)
@@ -322,7 +324,8 @@ async def test_a_count_that_lands_after_its_connection_gave_up_is_taken_back(
         loop = asyncio.get_running_loop()
         resumes = loop.time() + 0.6
         redis.command("CLIENT", "PAUSE", "600", "ALL")  # Redis holds every command meanwhile
-        assert await cluster.admit("10.0.1.0") is None  # no answer in time: not counted here
+        slow = await cluster.admit("10.0.1.0")  # no answer in time: not counted for now
+        assert not slow.counted and not slow.full
         handler = asyncio.create_task(cluster.admit("10.0.2.0"))
         await asyncio.sleep(0.05)
         handler.cancel()  # the connection's handler goes away while its count is in flight
@@ -330,11 +333,20 @@ async def test_a_count_that_lands_after_its_connection_gave_up_is_taken_back(
             await handler
         await asyncio.sleep(resumes - loop.time() + 0.05)  # both counts reached Redis now
 
-        async def taken_back() -> None:  # ...and nobody would ever have unadmitted them
-            assert redis.command("HGETALL", "voice:conns").split() == []
+        def counts() -> list[bytes]:
+            return redis.command("HGETALL", "voice:conns").split()
+
+        async def only_the_open_one() -> None:  # the cancelled one's count was taken back
+            assert counts() == [b"10.0.1.0", b"1"] and slow.counted
+
+        await eventually(only_the_open_one, 2.0)
+        cluster.unadmit(slow)  # the slow one's connection closes: counted out too
+
+        async def none() -> None:
+            assert counts() == []
             assert redis.command("HGETALL", f"voice:conns:{cluster.instance}").split() == []
 
-        await eventually(taken_back, 2.0)
+        await eventually(none, 2.0)
     finally:
         await cluster.stop()
 
@@ -574,17 +586,21 @@ async def test_thousands_leaving_at_once_cost_a_few_scripts_not_one_each(
         await side.bus.resync(sessions, {net: n})
         await side.bus.claim("u0000", 99_999)  # u0000 logged in again here: kept
         scripts: list[str] = []
-        script = side.bus._script
+        names = {sha: name for name, sha in side.bus._sha.items()}
+        submit = side.bus._submit
 
-        async def counted(name: str, *args: object) -> object:
-            scripts.append(name)
-            return await script(name, *args)
+        def counted(*args: Any) -> asyncio.Future[Any]:
+            scripts.append(names.get(args[1], args[0]))
+            return submit(*args)
 
-        side.bus._script = counted  # type: ignore[method-assign]
+        side.bus._submit = counted  # type: ignore[method-assign]
+        admissions = side._admitted = {Admission(net, side._epoch) for _ in range(n)}
+        for admission in admissions:
+            admission.counted = True  # as the resync above counted them
         kept = Allowances(None, 1.0, 1.0, 0.0)
-        for user, sid in sessions:  # one loop pass, as when every socket closes together
-            side.left(Left(user, sid, kept))
-            side.unadmit(net)
+        for (user, sid), admission in zip(sessions, list(admissions), strict=True):
+            side.left(Left(user, sid, kept))  # one loop pass, as when every socket closes
+            side.unadmit(admission)
 
         async def released() -> None:
             assert redis.command("HLEN", "voice:presence").strip() == b"1"
@@ -617,9 +633,11 @@ async def test_a_close_counted_out_in_a_pass_goes_before_the_next_count(
     await side.start()
     try:
         net = "198.51.100.0/24"
-        await side.bus.resync([], {net: 1})  # the address is at its limit
-        side.unadmit(net)  # ... one of its connections closes
-        assert await side.admit(net)  # and another opens in the same pass
+        first = await side.admit(net)  # the address is at its limit
+        assert first.counted and not first.full
+        side.unadmit(first)  # ... its connection closes
+        second = await side.admit(net)  # and another opens in the same pass
+        assert second.counted and not second.full
         assert redis.command("HGET", "voice:conns", net).strip() == b"1"
     finally:
         await side.stop()
@@ -780,3 +798,164 @@ async def test_releases_kept_after_an_error_reply_go_with_the_next_ones(
         assert side.bus.reconnects == 0
     finally:
         await side.stop()
+
+
+def _start_login(router: Router, name: str) -> tuple[int, Claim]:
+    """A login up to its claim (which the test hands to the cluster)."""
+    sid, actions = router.connect("10.0.0.1")
+    router.written(sid)
+    out = router.receive(sid, make_user(name, seed=len(name)).login_frame(frames(actions)[0]))
+    assert len(out) == 1 and isinstance(out[0], Claim)
+    return sid, out[0]
+
+
+def _slow_kicks(side: Cluster, delay: float) -> None:
+    """``side`` answers kicks ``delay`` s late (a busy instance)."""
+    heard = side.bus._on_message
+    side.bus._on_message = lambda data: asyncio.get_running_loop().call_later(delay, heard, data)
+
+
+async def test_two_logins_on_one_instance_end_with_the_newer_one_whatever_order_claims_finish(
+    redis: RedisServer,
+) -> None:
+    """The older login's claim waits for a slow kick of the user's session elsewhere while a
+    newer login on the same instance claims after it and finishes first. The older one used
+    to finish last and close the newer one, leaving Redis naming a closed session (the user
+    then looked offline to every other instance). Now the newer claim closes the older login."""
+    clock = Clock()
+    rx, rz = cluster_router(clock), cluster_router(clock)
+    to_x: list[Action] = []
+    x, z = Cluster(rx, redis.url, to_x.extend), Cluster(rz, redis.url, lambda actions: None)
+    for side in (x, z):
+        await side.start()
+    try:
+        await z.bus.claim("alice", claim(rz, "alice"))  # alice is on Z, which is slow to answer
+        _slow_kicks(z, 0.5)
+        older, older_claim = _start_login(rx, "alice")
+        x.carry_out(older_claim)  # claims, then waits for Z's answer to its kick
+        await asyncio.sleep(0.1)
+        newer, newer_claim = _start_login(rx, "alice")
+        x.carry_out(newer_claim)  # claims after it in Redis: finds the older login here
+        await asyncio.sleep(1.0)
+        assert (older, CloseCode.REPLACED, "replaced") in closes(to_x)
+        assert not any(sid == newer for sid, _, _ in closes(to_x))
+        assert rx.logged_in_session(newer)
+        assert presence(redis, "alice") == f"{x.instance} {newer}".encode()
+    finally:
+        for side in (x, z):
+            await side.stop()
+
+
+async def test_a_login_abandoned_before_its_claim_claims_and_kicks_nothing(
+    redis: RedisServer,
+) -> None:
+    clock = Clock()
+    rx, rz = cluster_router(clock), cluster_router(clock)
+    to_z: list[Action] = []
+    x, z = Cluster(rx, redis.url, lambda actions: None), Cluster(rz, redis.url, to_z.extend)
+    for side in (x, z):
+        await side.start()
+    try:
+        on_z = claim(rz, "alice")
+        await z.bus.claim("alice", on_z)
+        sid, login = _start_login(rx, "alice")
+        x.carry_out(login)
+        assert rx.disconnect(sid) is None  # the socket closed before the claim went out
+        await asyncio.sleep(0.3)
+        assert closes(to_z) == []  # the user's session on Z stays
+        assert presence(redis, "alice") == f"{z.instance} {on_z}".encode()
+    finally:
+        for side in (x, z):
+            await side.stop()
+
+
+async def test_a_login_abandoned_while_its_kick_is_out_keeps_the_user_allowances(
+    redis: RedisServer,
+) -> None:
+    """Closing a login at once used to hand the kicked session's token levels to nobody: the
+    user's next login started with full directory and TURN allowances (a way around them)."""
+    clock = Clock()
+    rx, rz = cluster_router(clock), cluster_router(clock)
+    to_z: list[Action] = []
+    x, z = Cluster(rx, redis.url, lambda actions: None), Cluster(rz, redis.url, to_z.extend)
+    for side in (x, z):
+        await side.start()
+    try:
+        on_z = claim(rz, "alice")
+        await z.bus.claim("alice", on_z)
+        _slow_kicks(z, 0.2)
+        sid, login = _start_login(rx, "alice")
+        x.carry_out(login)
+        await asyncio.sleep(0.1)  # claimed; the kick is out
+        assert rx.disconnect(sid) is None
+        await asyncio.sleep(0.5)
+        assert [c[0] for c in closes(to_z)] == [on_z]  # newest wins: it was told
+        assert presence(redis, "alice") == b""  # the abandoned login holds nobody
+        kept = Allowances.decode(redis.command("GET", "voice:allow:alice").strip())
+        assert kept is not None and kept.messages is None  # the kicked session's levels
+    finally:
+        for side in (x, z):
+            await side.stop()
+
+
+async def test_connections_open_across_a_redis_outage_are_counted_once_and_out_once(
+    redis: RedisServer,
+) -> None:
+    """A connection accepted while the bus was down is counted by the resync (the instance's
+    share is replaced by what is open), so its close must count it out; one that closed
+    while the resync registered sessions must not be counted back in."""
+    router = cluster_router(Clock())
+    side = Cluster(router, redis.url, lambda actions: None)
+    await side.start()
+    net = "10.0.0.0"
+
+    def counted() -> bytes:
+        return redis.command("HGET", "voice:conns", net).strip()
+
+    try:
+        before = await side.admit(net)  # counted while the bus is up
+        redis.stop()
+        await until(lambda: not side.bus.up, 5)
+        during = await side.admit(net)  # the bus is down: not counted for now
+        assert not during.counted
+        leaving = await side.admit(net)
+        register = side.bus.resync_users
+
+        async def close_meanwhile(sessions: Sequence[tuple[str, int]]) -> list[str]:
+            lost = await register(sessions)
+            side.unadmit(leaving)  # a connection closes while the sessions are registered
+            return lost
+
+        side.bus.resync_users = close_meanwhile  # type: ignore[method-assign]
+        redis.start()
+        await until(lambda: side.bus.up, 10)
+        await eventually(lambda: _equal(counted(), b"2"), 3)  # before and during, not leaving
+        side.unadmit(during)
+        side.unadmit(before)
+        await eventually(lambda: _equal(counted(), b""), 3)  # nothing left behind
+    finally:
+        await side.stop()
+
+
+async def _equal(got: bytes, wanted: bytes) -> None:
+    assert got == wanted
+
+
+async def test_an_answer_that_fails_leaves_the_batch_s_other_senders_answered() -> None:
+    router = cluster_router(Clock())
+    out: list[Action] = []
+    side = Cluster(router, "unix:///nonexistent", out.extend, ack_timeout=0.05)
+    alice = claim(router, "alice")
+    exists = router.registry.exists
+
+    def flaky(user: str) -> bool:
+        if user == "carol":
+            raise RuntimeError("a bug while answering")
+        return exists(user)
+
+    router.registry.exists = flaky  # type: ignore[method-assign]
+    for n, to in enumerate(["bob", "carol", "dave"], start=1):
+        side._pending[n] = Forward(alice, f"m{n}", to, "alice", "AAAA")
+    side._expire(1, 3)
+    assert [f["id"] for f in frames(out, alice)] == ["m1", "m3"]
+    assert side._pending == {}
