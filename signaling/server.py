@@ -52,6 +52,10 @@ DROP_GRACE = 1.0  # s for a dropped (dead or deaf) peer's close frame before the
 # The path HAProxy's WebSocket health check dials (deploy/haproxy.cfg), every second: from a
 # trusted proxy, naming no client and never logging in, its disconnects are logged at debug.
 HEALTH_CHECK_PATH = "/?health-check"
+# Bytes waiting to be written to one peer past which it is dropped: far above what flow
+# control lets our own frames queue (websockets' write limit plus a frame), reached only by a
+# peer that makes us answer (pings) without reading.
+WRITE_BUFFER_CAP = 1 << 20
 _LoopHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object]
 
 # Failures detected inside the WebSocket layer, answered with an error frame before the close.
@@ -89,6 +93,12 @@ class _Connection(ServerConnection):
     def data_received(self, data: bytes) -> None:
         self.liveness.heard = True  # any bytes prove the peer alive (signaling.keepalive)
         super().data_received(data)
+        # Our own frames wait for the peer to read (flow control); the answers websockets
+        # writes to its pings do not. A peer that sends pings and never reads would grow our
+        # buffer without bound (hundreds of MB in seconds, before any login): drop it.
+        if self.transport.get_write_buffer_size() > WRITE_BUFFER_CAP:
+            log.info("peer_not_reading", extra={"fields": {"buffered": WRITE_BUFFER_CAP}})
+            self.transport.abort()
 
     def start_keepalive(self) -> None:
         """Called once the handshake is done: the server's sweep watches this connection

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from websockets.frames import Close, Opcode
+from websockets.frames import Close, Frame, Opcode
 
 from signaling.server import SignalingServer, serve_signaling
 from tests.signaling.helpers import Raw, SilentClient, make_user, server_config, url_of
@@ -233,3 +233,28 @@ async def test_the_per_ip_limit_also_counts_connections_still_in_their_handshake
         raw, challenge = await Raw.open(url_of(srv))
         assert challenge["type"] == "challenge"
         await raw.close()
+
+
+async def test_a_peer_that_sends_pings_and_never_reads_is_dropped() -> None:
+    """Before any login: every ping is answered whether the peer reads or not, so a peer that
+    never reads grew the server's write buffer without bound (hundreds of MB in seconds).
+    It is dropped once that buffer passes WRITE_BUFFER_CAP; the server serves the others."""
+    config = server_config(login_timeout=60, ping_interval=60)
+    async with serve_signaling(config) as srv:
+        raw, _challenge = await Raw.open(url_of(srv))
+        sock = raw.ws.transport.get_extra_info("socket")
+        raw.ws.transport.pause_reading()  # never read again
+        ping = Frame(Opcode.PING, b"x" * 125).serialize(mask=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        dropped = False
+        while loop.time() < deadline and not dropped:
+            try:
+                raw.ws.transport.write(ping * 500)
+                await asyncio.sleep(0)
+            except (ConnectionError, RuntimeError):
+                dropped = True
+            if raw.ws.transport.is_closing() or sock.fileno() < 0:
+                dropped = True
+        assert dropped, "the server kept answering pings that were never read"
+        await still_routing(srv)
