@@ -55,8 +55,11 @@ from signaling.turn import turn_credentials
 
 log = logging.getLogger("signaling.router")
 
-MAX_PEERS = 64  # names per session that can be sent to without spending a directory token
+MAX_PEERS = 64  # names per session that can be answered without spending a directory token
 MAX_TRACKED_USERS = 65_536  # per-user allowances kept (least recently used forgotten first)
+# Frames of a session's own answers (sent, errors, keys) queued past max_queue, which bounds
+# what others deliver to it: their envelopes can never make its answers overflow.
+ANSWER_ROOM = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +92,8 @@ class _Session:
     net: str = ""  # what the per-IP limit counts: the IPv4 address or the IPv6 /64
     invite: str | None = None  # the invitation token the client dialed with, if any
     claiming: str | None = None  # cluster mode: the user this login is being claimed for
-    # Names this session exchanged an envelope with (sent to, or delivered from): sending to
-    # them again spends no directory token. Bounded; the oldest is forgotten first.
+    # Names this session was delivered an envelope from: sending to them spends no directory
+    # token (answering is free; probing is not). Bounded; the oldest is forgotten first.
     peers: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
 
@@ -420,15 +423,18 @@ class Router:
             return
         if target.pending >= self.config.max_queue:
             # Drop the envelope and tell the sender; never close the recipient for what others
-            # sent it, or any user could end anyone's session. A dead reader is dropped by the
-            # keepalive; one that does not read its own answers overflows in _emit.
+            # sent it, or any user could end anyone's session (its answers have room of their
+            # own). A dead reader is dropped by the keepalive; one that does not read its own
+            # answers overflows in _emit.
             self._error(
                 s, ErrorCode.QUEUE_FULL, "recipient is not keeping up; dropped", msg.id, out
             )
             return
         self._emit(target, deliver_frame(user, msg.body), out)
         self.stats.envelopes_routed += 1
-        _remember_peer(s, msg.to)
+        # The recipient may answer for free; the sender gains nothing by sending (else one
+        # delivered envelope would let it watch whether the recipient is online for ever,
+        # without the recipient ever answering).
         _remember_peer(target, user)
         self._emit(s, encode(Sent(msg.id)), out)
 
@@ -441,7 +447,6 @@ class Router:
         if s is None or s.state != "open":
             return out
         if outcome is Outcome.OK:
-            _remember_peer(s, to)
             self._emit(s, encode(Sent(msg_id)), out)
         elif not self._known(to):  # asked now, not for every forward
             self._error(s, ErrorCode.UNKNOWN_USER, "no such user", msg_id, out)
@@ -531,10 +536,16 @@ class Router:
         self._emit(s, encode(Error(str(code), message, msg_id)), out)
 
     def _emit(self, s: _Session, frame: str, out: list[Action]) -> bool:
-        """Queue a frame for ``s``; a full queue closes ``s`` (queue_full) and returns False."""
+        """Queue a frame for ``s``; a full queue closes ``s`` (queue_full) and returns False.
+
+        Deliveries stop at ``max_queue`` (the caller checks: the envelope is dropped, the
+        sender told); the session's own answers have :data:`ANSWER_ROOM` more. Else anyone
+        could fill a slow reader's queue with envelopes and have its next request, answered
+        into a full queue, close it: only a session that does not read its own answers is
+        closed."""
         if s.state == "closing":
             return False
-        if s.pending >= self.config.max_queue:
+        if s.pending >= self.config.max_queue + ANSWER_ROOM:
             self._close(
                 s,
                 ErrorCode.QUEUE_FULL,

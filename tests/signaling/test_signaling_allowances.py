@@ -24,7 +24,7 @@ def test_naming_someone_new_spends_the_directory_allowance_whatever_the_answer()
     clock = Clock()
     router = make_router(clock, lookup_burst=3, lookups_per_minute=60)
     a = login(router, "alice")
-    login(router, "bob")
+    b = login(router, "bob")
     assert answer(router, a, lookup("bob")) == "key"
     assert answer(router, a, lookup("nobody")) == "unknown_user"
     assert answer(router, a, send("carol")) == "unknown_user"
@@ -36,6 +36,9 @@ def test_naming_someone_new_spends_the_directory_allowance_whatever_the_answer()
     assert answer(router, a, send("alice")) == "sent"
     clock.now += 1.0  # one token a second here
     assert answer(router, a, send("bob")) == "sent"
+    # Delivered, but that gives alice nothing: else she could watch bob's presence for free.
+    assert answer(router, a, send("bob")) == "rate_limited"
+    assert answer(router, b, send("alice")) == "sent"  # bob answers (free for him)
     assert answer(router, a, lookup("bob")) == "key"  # a peer now: free, again and again
     assert answer(router, a, send("bob")) == "sent"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from signaling.config import Config
 from signaling.registry import MemoryRegistry
-from signaling.router import Action, Disconnect, Router, Transmit
+from signaling.router import ANSWER_ROOM, Action, Disconnect, Router, Transmit
 from tests.signaling.helpers import make_user
 
 BODY = base64.b64encode(b"opaque").decode()
@@ -185,10 +185,38 @@ def test_a_full_recipient_queue_drops_the_envelope_but_never_closes_the_recipien
 def test_a_connection_that_does_not_read_its_own_answers_is_closed() -> None:
     router = make_router(max_queue=3, rate=1000, burst=1000)
     a = login(router, "alice")  # challenge and welcome never written: 2 pending
-    first = router.receive(a, send("alice", "1", BODY))  # deliver to self fills the queue
-    assert closes(first) == [(a, 4005, "queue_full")]
-    assert_error_before_every_close(first)
+    answered = 0
+    while True:  # each send to herself is answered (sent, then queue_full), never written
+        actions = router.receive(a, send("alice", str(answered), BODY))
+        if closes(actions):
+            break
+        answered += 1
+    assert closes(actions) == [(a, 4005, "queue_full")]
+    assert_error_before_every_close(actions)
     assert router.presence.lookup("alice") is None
+    assert 2 + 1 + answered == 3 + ANSWER_ROOM  # her own answers had room past max_queue
+
+
+def test_envelopes_that_fill_a_slow_reader_s_queue_never_get_it_closed() -> None:
+    """Mallory fills bob's queue while bob's link stalls; bob's next request is answered into
+    the room kept for his own answers, so mallory cannot end bob's session (she could: any
+    user could disconnect any other), and the envelopes past the bound are dropped."""
+    router = make_router(max_queue=4, rate=1000, burst=1000)
+    m, b, c = login(router, "mallory"), login(router, "bob"), login(router, "carol")
+    for sid in (m, b, c):
+        for _ in range(2):
+            router.written(sid)
+    for i in range(10):
+        for action in router.receive(m, send("bob", str(i))):
+            if action.session == m:
+                router.written(m)
+    assert router._sessions[b].pending == 4  # full of mallory's envelopes
+    for i in range(ANSWER_ROOM - 1):  # bob goes on calling carol, his link still stalled
+        placed = router.receive(b, send("carol", f"offer{i}"))
+        assert frames(placed, b) == [{"v": 1, "type": "sent", "id": f"offer{i}"}]
+        assert closes(placed) == []
+        router.written(c)
+    assert router.presence.lookup("bob") == b
 
 
 def test_connection_limits_per_ip_and_in_total() -> None:
