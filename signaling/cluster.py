@@ -411,8 +411,7 @@ class Cluster:
         forgotten; the user's allowances that its kick brought are kept for the next login
         (else an abandoned login would reset the user's rate limits)."""
         if handed is not None:
-            kept = Allowances(None, handed.directory, handed.turn, handed.at).encode()
-            self._departures.append((c.user, c.session, kept))
+            self._departures.append((c.user, c.session, handed.encode()))
             self._depart_soon()
         else:
             self._spawn(self._quietly(self.bus.forget([(c.user, c.session, None)])))
@@ -540,10 +539,9 @@ def _ack_chunks(delivered: list[int], refused: list[tuple[int, Outcome]]) -> lis
 
 
 def _kept(left: Left) -> str:
-    """What an ended session leaves for the user's next login: its directory and TURN
-    levels. Not the message bucket: a new session starts a fresh one, as on one instance."""
-    a = left.allowances
-    return Allowances(None, a.directory, a.turn, a.at).encode()
+    """What an ended session leaves for the user's next login, on any instance: its message
+    bucket, directory and TURN levels (as on one instance, logging in again refills none)."""
+    return left.allowances.encode()
 
 
 def _settle(future: asyncio.Future[Any] | None, value: object) -> None:

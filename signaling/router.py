@@ -141,6 +141,9 @@ class Router:
         self._next_id = 1
         self._registrations = Registrations(config, clock())
         self._directory = _per_user(config.lookups_per_minute, config.lookup_burst)
+        # The message bucket each user's last session ended with: a new session continues it
+        # (else disconnecting and logging in again would refill it: 40 more at once each time).
+        self._messages_left = KeyedBuckets(config.rate, config.burst, max_keys=MAX_TRACKED_USERS)
         self._turn_allowance = _per_user(config.turn_per_minute, config.turn_burst)
 
     @property
@@ -267,7 +270,10 @@ class Router:
         if s.user is None:
             return None
         self.presence.detach(s.user, sid)
-        return Left(s.user, sid, self._allowances(s.user, None))
+        left = Left(s.user, sid, self._allowances(s.user, s))
+        if self.presence.lookup(s.user) is None:  # not replaced by a newer session (it has it)
+            self._messages_left.restore(s.user, s.bucket.level(self._clock()), self._clock())
+        return left
 
     def _login(self, s: _Session, msg: Login, out: list[Action]) -> None:
         if s.user is not None or s.claiming is not None:
@@ -368,7 +374,11 @@ class Router:
         if handed is not None:
             self._restore(s, user, handed)
         old = self._sessions.get(old_sid) if old_sid is not None else None
-        if old is not None:
+        if old is None:  # the user's last session, if any, has ended: continue its bucket
+            now = self._clock()
+            left = self._messages_left.level(user, now)
+            s.bucket.restore(min(s.bucket.level(now), left), now)
+        else:
             s.bucket = old.bucket  # logging in again does not reset the rate limit
             s.peers = old.peers
             self._close(

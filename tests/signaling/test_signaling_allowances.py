@@ -68,6 +68,22 @@ def test_the_directory_allowance_survives_reconnecting() -> None:
     assert answer(router, a, lookup("n9xx")) == "rate_limited"
 
 
+def test_the_message_bucket_survives_reconnecting() -> None:
+    """Logging in again used to start a fresh bucket (40 messages at once each time): a user
+    reconnecting in a loop sent at many times the rate."""
+    clock = Clock()
+    router = make_router(clock, rate=1, burst=5)
+    a = login(router, "alice")  # the login frame spent one token
+    assert [answer(router, a, send("alice")) for _ in range(5)] == ["sent"] * 4 + ["rate_limited"]
+    router.disconnect(a)
+    a = login(router, "alice")  # the bucket goes on from where the last session left it
+    assert answer(router, a, send("alice")) == "rate_limited"
+    router.disconnect(a)
+    clock.now += 3.0  # refilled at the rate, as if the session had stayed
+    a = login(router, "alice")
+    assert [answer(router, a, send("alice")) for _ in range(4)] == ["sent"] * 3 + ["rate_limited"]
+
+
 def test_turn_credentials_per_user() -> None:
     clock = Clock()
     turn = {"turn_secret": "s", "turn_uris": ("turn:127.0.0.1:3478",)}
