@@ -1,7 +1,8 @@
 """A tiny HTTP/1.1 server for operations: ``GET /healthz`` and ``GET /metrics`` (Prometheus).
 
 It runs on its own port so that scrapes never compete with the WebSocket handshakes. It reads
-at most a few kilobytes of request within a deadline and always closes after one response.
+at most a few kilobytes of request within a deadline and always closes after one response;
+one address holds at most a few of its connections at once.
 """
 
 from __future__ import annotations
@@ -9,13 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import Counter
 from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 MAX_REQUEST_BYTES = 8_192
-REQUEST_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 2.0  # s for the whole request to arrive
+RESPONSE_TIMEOUT = 5.0  # s for the answer to be taken
 MAX_CLIENTS = 64
+# At once from one address: 64 idle sockets from one attacker, reopened as they time out,
+# would otherwise keep every health check and scrape out.
+MAX_PER_ADDRESS = 8
 
 
 class OpsHttpServer:
@@ -26,6 +32,7 @@ class OpsHttpServer:
         self._health = health
         self._server: asyncio.Server | None = None
         self._clients = asyncio.Semaphore(MAX_CLIENTS)
+        self._per_address: Counter[str] = Counter()
 
     async def start(self, host: str, port: int) -> int:
         """Listen; return the bound port (useful with port 0)."""
@@ -38,18 +45,22 @@ class OpsHttpServer:
             await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._clients.locked():
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if self._clients.locked() or self._per_address[address] >= MAX_PER_ADDRESS:
             writer.close()
             return
+        self._per_address[address] += 1
         async with self._clients:
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT):
                     status, ctype, body = await self._respond(reader)
-                    head = (
-                        f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
-                        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                    )
-                    writer.write(head.encode("ascii") + body)
+                head = (
+                    f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                )
+                writer.write(head.encode("ascii") + body)
+                async with asyncio.timeout(RESPONSE_TIMEOUT):
                     await writer.drain()
             except (
                 TimeoutError,
@@ -60,6 +71,9 @@ class OpsHttpServer:
             ):
                 pass
             finally:
+                self._per_address[address] -= 1
+                if self._per_address[address] <= 0:
+                    del self._per_address[address]
                 writer.close()
                 with contextlib.suppress(ConnectionError):
                     await writer.wait_closed()

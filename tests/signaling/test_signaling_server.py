@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from signaling.httpd import MAX_PER_ADDRESS
 from signaling.logs import JsonLineFormatter
 from signaling.registry_open import open_registry
 from signaling.server import SignalingServer, serve_signaling
@@ -190,6 +191,32 @@ async def test_metrics_and_health(server: SignalingServer) -> None:
         _, other_text = await http_get(other.http_port, "/metrics")
         assert "signaling_envelopes_routed_total 0.0" in other_text
     await asyncio.gather(alice.close(), bob.close())
+
+
+async def test_one_address_holding_idle_ops_sockets_does_not_keep_health_checks_out(
+    server: SignalingServer,
+) -> None:
+    """64 idle sockets from one address, reopened as they timed out, used to keep every
+    /healthz and /metrics request out (a container marked unhealthy). One address now holds
+    at most MAX_PER_ADDRESS; others are answered meanwhile, and so is it once one is free."""
+    held = [await asyncio.open_connection("127.0.0.1", server.http_port) for _ in range(64)]
+    try:
+        await asyncio.sleep(0.1)  # the server took them all (and closed those past the cap)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.http_port, local_addr=("127.0.0.2", 0)
+        )
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 1.0)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200 OK")
+        refused = 0
+        for held_reader, _ in held:  # the ones past the cap were closed at once
+            with contextlib.suppress(ConnectionError, TimeoutError):  # (those held: no EOF)
+                refused += await asyncio.wait_for(held_reader.read(), 0.05) == b""
+        assert refused == 64 - MAX_PER_ADDRESS
+    finally:
+        for _, held_writer in held:
+            held_writer.close()
 
 
 async def test_logs_never_contain_bodies_or_keys(server: SignalingServer) -> None:
