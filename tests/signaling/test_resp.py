@@ -94,3 +94,27 @@ def test_limits_stop_a_stream_that_would_grow_without_end(
     # Control: nested to the limit, and just under the line limit, parse.
     assert ReplyParser().feed(b"*1\r\n" * resp.MAX_DEPTH + b":1\r\n") != []
     assert ReplyParser().feed(b"+" + b"x" * (resp.MAX_LINE - 3) + b"\r\n") != []
+
+
+def test_a_large_reply_in_small_pieces_is_parsed_once_not_again_per_piece() -> None:
+    """An incomplete reply used to be parsed again from its start on every read: a few MB of
+    nested arrays held the event loop for minutes. Each value is parsed once now, so a reply
+    of 100,000 values in 4 KiB pieces costs about what it costs whole."""
+    inner = b"*1000\r\n" + b":1\r\n" * 1000
+    data = b"*100\r\n" + inner * 100
+    parser, calls = ReplyParser(), 0
+    length = resp.ReplyParser._value
+
+    def counted(self: ReplyParser, buffer: bytearray, pos: int) -> tuple[resp.Reply, int]:
+        nonlocal calls
+        calls += 1
+        return length(self, buffer, pos)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(resp.ReplyParser, "_value", counted)
+        got = [r for i in range(0, len(data), 4096) for r in parser.feed(data[i : i + 4096])]
+    assert got == [[[1] * 1000] * 100]
+    assert calls < 100 * 1001 + 1 + len(data) // 4096  # one per value, one per piece's tail
+    with pytest.raises(ProtocolError):  # and a reply of more values than any of ours
+        full = (b"*%d\r\n" % resp.MAX_ARRAY) + b":1\r\n" * resp.MAX_ARRAY
+        ReplyParser().feed(b"*3\r\n" + full * 3)
