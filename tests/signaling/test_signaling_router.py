@@ -282,9 +282,14 @@ def test_turn_credentials_follow_the_coturn_rest_format() -> None:
     router = make_router(turn_secret="s3cret", turn_uris=("turn:127.0.0.1:3478",), turn_ttl=600)
     a = login(router, "alice")
     creds = frames(router.receive(a, json.dumps({"v": 1, "type": "turn", "id": "t"})))[0]
-    assert creds["username"] == "1700000600:alice"
-    digest = hmac.new(b"s3cret", b"1700000600:alice", hashlib.sha1).digest()
+    label = hmac.new(b"s3cret", b"turn-user\0alice", hashlib.sha256).hexdigest()[:24]
+    assert creds["username"] == f"1700000600:{label}"  # sent in clear over STUN: no name
+    assert "alice" not in creds["username"]
+    digest = hmac.new(b"s3cret", creds["username"].encode(), hashlib.sha1).digest()
     assert creds["password"] == base64.b64encode(digest).decode()
+    b = login(router, "bob")
+    other = frames(router.receive(b, json.dumps({"v": 1, "type": "turn", "id": "u"})))[0]
+    assert other["username"].split(":")[1] != label  # one pseudonym per user
     assert (creds["ttl"], creds["uris"], creds["id"]) == (600, ["turn:127.0.0.1:3478"], "t")
 
 

@@ -19,7 +19,7 @@ from typing import cast
 import pytest
 from aioice import stun
 
-from signaling.turn import turn_credentials
+from signaling.turn import turn_credentials, turn_label
 from tests.support.coturn import Coturn, running_coturn
 from tests.support.media import connect_and_start
 from tests.support.tls import TestCA
@@ -76,7 +76,8 @@ async def test_every_turn_uri_gives_a_relay_candidate(coturn: Coturn, ca: TestCA
     finally:
         await connection.close()
     log = coturn.log.read_text()
-    assert log.count("user <") and "everyuri>: incoming packet ALLOCATE processed, success" in log
+    label = turn_label(coturn.secret, "everyuri")
+    assert f"{label}>: incoming packet ALLOCATE processed, success" in log
 
 
 async def test_all_candidate_kinds_with_the_default_policy(coturn: Coturn, ca: TestCA) -> None:
