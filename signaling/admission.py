@@ -81,6 +81,10 @@ class SocketTable(Generic[K]):
         self._pending_by_net[net] += 1
         return True, evicted
 
+    def held(self) -> list[K]:
+        """Every socket held, oldest handshakes first."""
+        return [*self._pending, *self._open]
+
     def logged_in(self, key: K) -> None:
         """``key`` finished its login: no longer a handshake in progress."""
         net = self._pending.pop(key, None)

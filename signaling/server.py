@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import resource
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -84,19 +85,37 @@ class _Connection(ServerConnection):
     limit: SocketTable[_Connection] | None = None
     proxies: tuple[Network, ...] = ()
     keepalive_sweep: Keepalive[_Connection] | None = None  # the server's one
+    # wss://: the TLS handshake runs here, once the TCP connection is admitted. Left to the
+    # event loop (ssl= on the listener), it ran before anything saw the socket: sockets that
+    # never finished a handshake escaped every limit and could take all our descriptors.
+    tls: ssl.SSLContext | None = None
+    tls_handshake_timeout: float = 10.0
 
     def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
         protocol.__class__ = _ErrorFirstProtocol  # same layout; overrides fail() only
         super().__init__(protocol, *args, **kwargs)
         self.liveness = Liveness(0.0)
+        self._socket: asyncio.Transport | None = None  # the TCP connection, from accept
+        self.started = False  # websockets has its transport (after TLS, with TLS)
+        self._early: list[bytes] = []  # bytes decrypted before that (the HTTP request)
+        self._upgrade_task: asyncio.Task[None] | None = None
+
+    def abort_socket(self) -> None:
+        """Drop the connection now, wherever it is (in its TLS handshake, say)."""
+        if self._socket is not None:
+            self._socket.abort()
 
     def data_received(self, data: bytes) -> None:
         self.liveness.heard = True  # any bytes prove the peer alive (signaling.keepalive)
+        if not self.started:  # TLS is done, websockets not started yet: keep them for it
+            self._early.append(data)
+            return
         super().data_received(data)
         # Our own frames wait for the peer to read (flow control); the answers websockets
         # writes to its pings do not. A peer that sends pings and never reads would grow our
         # buffer without bound (hundreds of MB in seconds, before any login): drop it.
-        if self.transport.get_write_buffer_size() > WRITE_BUFFER_CAP:
+        socket = self._socket if self._socket is not None else self.transport  # under TLS
+        if socket.get_write_buffer_size() > WRITE_BUFFER_CAP:
             log.info("peer_not_reading", extra={"fields": {"buffered": WRITE_BUFFER_CAP}})
             self.transport.abort()
 
@@ -142,26 +161,67 @@ class _Connection(ServerConnection):
             await self.ping()  # the pong is not awaited: it is heard, as any bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
+        """The TCP connection was accepted: admit it, then (TLS first, if any) hand it to
+        websockets."""
+        self._socket = cast(asyncio.Transport, transport)
+        if not self._admit(transport):
+            self._socket.abort()  # no WebSocket yet: no error frame
+        elif self.tls is None:
+            self._start(self._socket)
+        else:
+            self._upgrade_task = self.loop.create_task(self._upgrade(self._socket))
+
+    def _admit(self, transport: asyncio.BaseTransport) -> bool:
         peer = transport.get_extra_info("peername")
         ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         net = address_group(ip) if ip else "?"
         if self.limit is None:
-            return
+            return True
         if is_trusted(ip, self.proxies):
             net = f"proxied {id(self)}"  # one client of many behind the proxy: its own slot
         admitted, evicted = self.limit.admit(self, net)
         for old in evicted:  # the oldest handshakes in progress, dropped to make room
-            old.transport.abort()
-        if not admitted:
-            cast(asyncio.Transport, transport).abort()  # no WebSocket yet: no error frame
+            old.abort_socket()
+        return admitted
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    async def _upgrade(self, tcp: asyncio.Transport) -> None:
+        assert self.tls is not None
+        try:
+            tls = await self.loop.start_tls(
+                tcp,
+                self,
+                self.tls,
+                server_side=True,
+                ssl_handshake_timeout=self.tls_handshake_timeout,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, RuntimeError) as exc:
+            # Failed, timed out or cut off: the loop may not call connection_lost for it.
+            log.debug("tls_handshake_failed", extra={"fields": {"error": type(exc).__name__}})
+            tcp.abort()
+            self._forget_socket()
+            return
+        if tls is None or tls.is_closing():
+            self._forget_socket()
+            return
+        self._start(tls)
+
+    def _start(self, transport: asyncio.Transport) -> None:
+        self.started = True
+        super().connection_made(transport)
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
+
+    def _forget_socket(self) -> None:
         if self.limit is not None:
             self.limit.release(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._forget_socket()
         if self.keepalive_sweep is not None:
             self.keepalive_sweep.forget(self)
-        super().connection_lost(exc)
+        if self.started:
+            super().connection_lost(exc)
 
 
 @dataclass(eq=False)
@@ -234,17 +294,21 @@ class SignalingServer:
     async def start(self) -> None:
         c = self.config
 
-        class Connection(_Connection):
-            limit = self.sockets
-            proxies = self._proxies
-            keepalive_sweep = self.keepalive
-
         loop = asyncio.get_running_loop()
         self._loop_handler = loop.get_exception_handler()
         loop.set_exception_handler(self._on_loop_error)
         self._log_lowered_limits()
         if self.cluster is not None:
             await self.cluster.start()
+
+        tls_timeout = c.login_timeout  # a TLS handshake gets no longer than a login
+
+        class Connection(_Connection):
+            limit = self.sockets
+            proxies = self._proxies
+            keepalive_sweep = self.keepalive
+            tls = self.tls
+            tls_handshake_timeout = tls_timeout
 
         self._ws = await serve(
             self._handle,
@@ -258,8 +322,6 @@ class SignalingServer:
             open_timeout=c.login_timeout,
             create_connection=Connection,
             logger=logging.getLogger("signaling.websockets"),
-            ssl=self.tls,  # None: plain ws://
-            **self._tls_options(),
         )
         self.keepalive.start()
         self.port = int(next(iter(self._ws.sockets)).getsockname()[1])
@@ -274,13 +336,12 @@ class SignalingServer:
             tls=self.tls is not None,
         )
 
-    def _tls_options(self) -> dict[str, Any]:
-        """A TLS handshake gets no longer than a login (asyncio's default is 60 s)."""
-        return {} if self.tls is None else {"ssl_handshake_timeout": self.config.login_timeout}
-
     async def stop(self) -> None:
         if self._ws is not None:
             self._ws.close()
+            for socket in self.sockets.held():  # in their TLS handshake: websockets has none
+                if not socket.started:
+                    socket.abort_socket()
             closing = asyncio.ensure_future(self._ws.wait_closed())
             await asyncio.wait([closing], timeout=self.config.close_timeout + DROP_GRACE)
             if not closing.done():  # a peer that does not read never takes its close frame

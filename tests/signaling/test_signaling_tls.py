@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import ssl
 import sys
 from pathlib import Path
@@ -301,6 +302,57 @@ async def test_a_plain_login_to_a_tls_server_is_wrong_server(ca: TestCA, tmp_pat
         await raw.send(make_user("alice").login_frame(challenge))  # binding b"": plain
         assert (await raw.recv())["code"] == "wrong_server"
         assert await raw.closed_code() == 4001
+
+
+async def test_sockets_that_never_start_their_tls_handshake_are_held_to_the_limits(
+    ca: TestCA, tmp_path: Path
+) -> None:
+    """TLS used to run before the server saw a socket: sockets that never sent a ClientHello
+    escaped the per-address and handshake limits and could take every descriptor. They are
+    counted from TCP accept now: one address gets its handshake slots, the rest are closed at
+    once, and a client from another address is served over wss meanwhile."""
+    cert = ca.issue(tmp_path, "real", ips=["127.0.0.1"])
+    config = server_config(
+        tls_cert=cert.cert, tls_key=cert.key, max_handshakes=64, max_connections_per_ip=32
+    )
+    async with serve_signaling(config) as server:
+        per_address = server.sockets.handshakes_per_ip
+        idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(40)]
+        try:
+            await asyncio.sleep(0.2)
+            assert server.sockets.in_handshake == per_address < 40
+            closed = 0
+            for reader, _ in idle:  # those past the address's slots: closed, nothing said
+                try:
+                    closed += await asyncio.wait_for(reader.read(), 0.05) == b""
+                except TimeoutError:
+                    pass  # held, waiting for a ClientHello
+                except ConnectionError:
+                    closed += 1
+            assert closed == 40 - per_address
+            trust = ssl.create_default_context(cafile=str(ca.cert_path))
+            other = await connect(  # another address: its own slots
+                server.url,
+                ssl=trust,
+                compression=None,
+                sock=_bound_socket("127.0.0.2", server.port),
+                server_hostname="127.0.0.1",
+            )
+            assert (await Raw(other).recv())["type"] == "challenge"  # TLS and WebSocket done
+            await other.close()
+        finally:
+            for _, writer in idle:
+                writer.close()
+        await asyncio.sleep(0.2)
+        assert server.sockets.sockets == 0  # every slot given back
+
+
+def _bound_socket(source: str, port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
 
 
 async def test_python_m_signaling_serves_wss(ca: TestCA, tmp_path: Path) -> None:
