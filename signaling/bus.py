@@ -38,6 +38,7 @@ HEARTBEAT_INTERVAL = 1.0  # s between heartbeats
 INSTANCE_TTL = 4.0  # s: an instance that missed this long of heartbeats is dead
 COMMAND_TIMEOUT = 2.0  # s for a Redis round trip or a connection
 RECONNECT_BASE, RECONNECT_CAP = 0.1, 2.0  # backoff ceilings, s (full jitter)
+STABLE_BEATS = 3  # heartbeats up before a loss starts the backoff from its base again
 ALLOWANCE_TTL = 3_600  # s an ended session's allowances are kept
 BATCH = 1_000  # sessions or addresses in one release, unadmit or resync script at most
 
@@ -219,7 +220,9 @@ class RedisBus:
     # The connection loop.
     async def _run(self) -> None:
         ceiling = RECONNECT_BASE
+        loop = asyncio.get_running_loop()
         while True:
+            up_since: float | None = None
             conn: RedisConnection | None = None
             sub: RedisConnection | None = None
             beat: asyncio.Task[None] | None = None
@@ -234,7 +237,7 @@ class RedisBus:
                 await self._heartbeat(resync=True)
                 self._connected.set()
                 _info("redis_connected", instance=self.instance, reconnects=self.reconnects)
-                ceiling = RECONNECT_BASE
+                up_since = loop.time()
                 beat = asyncio.create_task(self._beat(sub))
                 ending = (conn.closed, sub.closed, beat)
                 await asyncio.wait(ending, return_when=asyncio.FIRST_COMPLETED)
@@ -259,6 +262,11 @@ class RedisBus:
                     await asyncio.gather(beat, return_exceptions=True)
                 await closed(conn)
                 await closed(sub)
+            if up_since is not None and loop.time() - up_since >= STABLE_BEATS * self._interval:
+                ceiling = RECONNECT_BASE  # it held: a new outage starts the backoff again
+            # (one lost again at once, say its subscription dropped by Redis's output limit,
+            # backs off, rather than connecting and registering everything again 10 times a
+            # second for ever)
             await asyncio.sleep(random.random() * ceiling)
             ceiling = min(RECONNECT_CAP, ceiling * 2)
             self.reconnects += 1

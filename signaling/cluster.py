@@ -423,7 +423,8 @@ class Cluster:
         answer = self._kicks[kick_id] = asyncio.get_running_loop().create_future()
         try:
             kick = encode_kick(Kick(kick_id, self.instance, user, session))
-            await self.bus.publish(instance, kick)
+            if await self.bus.publish(instance, kick) == 0:
+                return None  # nobody listens there (it died just now): no answer will come
             return await asyncio.wait_for(answer, KICK_TIMEOUT)
         except TimeoutError:
             log.warning("kick_unanswered", extra={"fields": {"instance": instance}})

@@ -25,7 +25,7 @@ from signaling.busmessages import (
     header,
     parse,
 )
-from signaling.cluster import Admission, Cluster
+from signaling.cluster import KICK_TIMEOUT, Admission, Cluster
 from signaling.config import Config
 from signaling.handoff import Allowances, Claim, Forward, Left, Outcome
 from signaling.protocol import CloseCode, deliver_frame
@@ -959,3 +959,45 @@ async def test_an_answer_that_fails_leaves_the_batch_s_other_senders_answered() 
     side._expire(1, 3)
     assert [f["id"] for f in frames(out, alice)] == ["m1", "m3"]
     assert side._pending == {}
+
+
+async def test_a_connection_lost_again_at_once_backs_off_instead_of_spinning(
+    redis: RedisServer,
+) -> None:
+    """The backoff began again from 0.1 s on every connection, however short-lived: a
+    subscription dropped right after each connect (Redis's output-buffer limit, say) made the
+    instance connect and register everything again ten times a second, for ever."""
+    bus = _bus(redis, "A")
+    await bus.start()
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 3.0
+        while loop.time() < end:  # every subscription dies as soon as it is made
+            redis.command("CLIENT", "KILL", "TYPE", "pubsub")
+            await asyncio.sleep(0.02)
+        assert 2 <= bus.reconnects <= 8  # 0.1, 0.2, 0.4, 0.8, 1.6 s ceilings: a handful
+    finally:
+        await bus.stop()
+
+
+async def test_a_kick_nobody_listens_to_does_not_hold_the_login(redis: RedisServer) -> None:
+    """The user's old session is on an instance that is still in its time to live but has
+    lost its subscription: nobody can answer the kick, so the login goes on at once rather
+    than after the kick timeout."""
+    clock = Clock()
+    rx = cluster_router(clock)
+    x = Cluster(rx, redis.url, lambda actions: None)
+    await x.start()
+    try:
+        ghost = _bus(redis, "ghost")  # registered and alive, then its connections go
+        await ghost.start()
+        await ghost.claim("alice", 1)
+        await ghost.stop()  # (killed, say): its heartbeat entry lives on for the instance TTL
+        sid, login = _start_login(rx, "alice")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        x.carry_out(login)
+        await until(lambda: rx.logged_in_session(sid), 2.0, step=0.01)
+        assert loop.time() - started < KICK_TIMEOUT / 2
+    finally:
+        await x.stop()
