@@ -15,9 +15,11 @@ Memory is bounded, in two pools, so that strangers can never crowd out the peopl
 * **unsolicited** senders (first contacts, and contacts that only ever called us): a small pool
   of their own (``max_unsolicited``, ``max_unsolicited_per_sender``). When it is full, the
   least recently used entry is evicted, so a genuine first contact always finds room however
-  many accounts an attacker makes. An evicted call's offer is still refused by the inbound
-  decision's larger memory of answered offers (voice.call.inbound), and a replayed offer can
-  never connect (the replayer lacks the caller's ephemeral key).
+  many accounts an attacker makes. A call of theirs that becomes live (an envelope recorded
+  as solicited: under the call's own keys) moves to the solicited pool, out of eviction's
+  reach. An evicted call's offer is still refused by the inbound decision's larger memory of
+  answered offers (voice.call.inbound), and a replayed offer can never connect (the replayer
+  lacks the caller's ephemeral key).
 """
 
 from __future__ import annotations
@@ -198,6 +200,13 @@ class ReplayGuard:
                 raise BadEnvelope("bad envelope")
         if not record:
             return False
+        if solicited and pool.evict and self._pools[True].room_for(key[0]):
+            # A stranger's call that became live (its envelopes come under the call's keys):
+            # it moves where nothing is evicted, or a flood of strangers' offers would push
+            # its window out and let its earlier envelopes in again.
+            pool.remove(key)
+            pool = self._pools[True]
+            pool.add(key, state)
         if seq > state.highest:
             # A jump of a window or more forgets everything older; shifting by the raw gap
             # would let a peer sending seq 2**62 make us allocate without bound.

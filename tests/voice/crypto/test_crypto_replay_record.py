@@ -41,3 +41,21 @@ def test_check_without_recording_remembers_nothing() -> None:
     guard.check(SENDER, later)  # not recorded by the look-ahead: still accepted once
     with pytest.raises(BadEnvelope):  # full: a new call is refused either way
         guard.check(SENDER, header(b"\x04" * 16, 0, 1_000.0), record=False)
+
+
+def test_a_stranger_s_call_that_became_live_is_not_evicted_by_a_flood_of_strangers() -> None:
+    """A first contact's call starts in the pool that evicts; once its envelopes come as a
+    live call's (solicited), it moves out of eviction's reach. Else 256 offers from fresh keys
+    (a server can mint them) pushed its window out, and its earlier envelopes passed again."""
+    now = [1_000.0]
+    guard = ReplayGuard(clock=lambda: now[0], max_unsolicited=8, max_unsolicited_per_sender=1)
+    call = b"\x05" * 16
+    guard.check(SENDER, header(call, 0, now[0]), solicited=False)  # the offer of a stranger
+    guard.check(SENDER, header(call, 1, now[0]), solicited=True)  # the call is live now
+    for i in range(32):  # strangers' offers fill the evicting pool several times over
+        guard.check(bytes([i + 2]) * 32, header(bytes([i]) * 16, 0, now[0]), solicited=False)
+    for seq in (0, 1):
+        with pytest.raises(BadEnvelope):
+            guard.check(SENDER, header(call, seq, now[0]), solicited=True)
+    entry = guard.entry(SENDER, call)
+    assert entry is not None and entry[3] is True  # the journal learns it as solicited
