@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from signaling.messages import TurnCredentials
-from signaling.turn import turn_credentials
+from signaling.turn import turn_credentials, turn_label
 from tests.support.coturn import Coturn, running_coturn
 from tests.support.phoneconfig import phone_config
 from voice.audio.sinks import MemorySink
@@ -146,7 +146,7 @@ async def test_credentials_are_reused_until_half_their_lifetime() -> None:
     cache = IceServerCache(clock=lambda: server.now)
     cfg = _config()
     first = await cache.get(server, cfg)  # type: ignore[arg-type]
-    assert first.turn[0].username == f"{int(server.now) + 600}:alice"
+    assert first.turn[0].username == f"{int(server.now) + 600}:{turn_label(server.secret, 'alice')}"
     server.now += 299
     assert await cache.get(server, cfg) is first  # type: ignore[arg-type]
     assert server.calls == 1
