@@ -178,6 +178,13 @@ class RedisBus:
         rows = [(user, old, "" if new is None else new) for user, old, new in stale]
         return sum(map(int, await self._in_batches("forget", rows)))
 
+    async def unclaim(self, user: str, session: int, old: str | None, kept: str | None) -> int:
+        """Give back ``user``'s claim by ``session`` (a login that closed before it finished),
+        if presence still names it: to ``old`` (if its instance lives), else to nobody,
+        keeping ``kept`` allowances. 1 given back, 2 forgotten, 0 neither."""
+        args = (self.instance, session, user, old or "", ALLOWANCE_TTL, kept or "")
+        return int(await self._script("unclaim", *args))
+
     async def publish(self, instance: str, payload: str) -> int:
         return int(await self._command("PUBLISH", f"{self.prefix}inst:{instance}", payload))
 

@@ -73,6 +73,29 @@ return {old or false, live, redis.call('GET', p .. 'allow:' .. user) or false}
 """
 )
 
+# ARGV: prefix, instance, session, user, old "<inst> <sid>" or "", ttl_s, allowances or "".
+# A login that closed before it finished gives its claim back, if presence still names it: to
+# the session it took the user from (one it neither kicked nor closed) if that instance is
+# alive, else to nobody, keeping the allowances given. 1 given back, 2 forgotten, 0 neither.
+UNCLAIM = (
+    _NOW
+    + """
+local inst, user, old = ARGV[2], ARGV[4], ARGV[5]
+if redis.call('HGET', p .. 'presence', user) ~= inst .. ' ' .. ARGV[3] then return 0 end
+local owner = string.match(old, '^(%S+) %d+$')
+if owner and alive(owner) then
+  redis.call('HSET', p .. 'presence', user, old)
+  redis.call('SADD', p .. 'users:' .. owner, user)
+  if owner ~= inst then redis.call('SREM', p .. 'users:' .. inst, user) end
+  return 1
+end
+redis.call('HDEL', p .. 'presence', user)
+redis.call('SREM', p .. 'users:' .. inst, user)
+if ARGV[7] ~= '' then redis.call('SET', p .. 'allow:' .. user, ARGV[7], 'EX', tonumber(ARGV[6])) end
+return 2
+"""
+)
+
 # ARGV: prefix, instance, ttl_s, then session, user, allowances triples. Forgets each
 # presence only if it is still that session's (a newer login elsewhere keeps its own), and
 # keeps the user's allowances then, or when nobody holds the user (a release that comes late:
@@ -263,4 +286,5 @@ SCRIPTS = {
     "resync_conns": RESYNC_CONNS,
     "registered": REGISTERED,
     "forget": FORGET,
+    "unclaim": UNCLAIM,
 }

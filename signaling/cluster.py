@@ -390,31 +390,36 @@ class Cluster:
             async with asyncio.timeout(CLAIM_TIMEOUT):
                 old, alive, stored = await self.bus.claim(c.user, c.session)
                 handed = Allowances.decode(stored)
+                give_back = old  # the session ours took the user from, while it is untouched
                 instance, _, session = (old or "").partition(" ")
-                if instance == self.instance and session.isdigit():
+                if not self.router.claiming(c.session, c.user):
+                    pass  # abandoned meanwhile: it closes nobody
+                elif instance == self.instance and session.isdigit():
                     # An older login here whose claim Redis took before ours may still wait
                     # for its kick's answer: it must not finish after ours and close it.
-                    self._apply(self.router.superseded(int(session), c.user))
-                elif alive and session.isdigit() and self.router.claiming(c.session, c.user):
+                    closed = self.router.superseded(int(session), c.user)
+                    give_back = None if closed else give_back
+                    self._apply(closed)
+                elif alive and session.isdigit():
+                    give_back = None  # told to close: it may be gone by the answer
                     kicked = await self._kick(instance, c.user, int(session))
                     handed = Allowances.decode(kicked) or handed
         except (BusUnavailable, TimeoutError):
             self._apply(self.router.claim_failed(c.session))
             return
         if not self.router.claiming(c.session, c.user):  # abandoned (or replaced) meanwhile
-            self._unclaim(c, handed)
+            self._unclaim(c, give_back, handed)
             return
         self._apply_claimed(self.router.claimed(c.session, handed))
 
-    def _unclaim(self, c: Claim, handed: Allowances | None) -> None:
-        """Presence that names ``c``'s session, which closed before its login finished, is
-        forgotten; the user's allowances that its kick brought are kept for the next login
-        (else an abandoned login would reset the user's rate limits)."""
-        if handed is not None:
-            self._departures.append((c.user, c.session, handed.encode()))
-            self._depart_soon()
-        else:
-            self._spawn(self._quietly(self.bus.forget([(c.user, c.session, None)])))
+    def _unclaim(self, c: Claim, old: str | None, handed: Allowances | None) -> None:
+        """``c``'s session closed before its login finished: presence that names it goes back
+        to ``old``, the session it took the user from, if that one was neither kicked nor
+        closed (it is still connected: it must not look offline), else to nobody, keeping
+        the allowances its kick brought (else an abandoned login would reset the user's
+        rate limits)."""
+        kept = handed.encode() if handed is not None else None
+        self._spawn(self._quietly(self.bus.unclaim(c.user, c.session, old, kept)))
 
     async def _kick(self, instance: str, user: str, session: int) -> str | None:
         """Tell ``instance`` to close ``user``'s ``session``; its allowances, or None if it did

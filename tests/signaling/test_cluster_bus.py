@@ -869,6 +869,35 @@ async def test_a_login_abandoned_before_its_claim_claims_and_kicks_nothing(
             await side.stop()
 
 
+@pytest.mark.parametrize("where", ["elsewhere", "here"])
+async def test_a_login_abandoned_after_its_claim_gives_the_user_back_to_the_open_session(
+    redis: RedisServer, where: str
+) -> None:
+    """Redis took the claim, then the socket closed before anything was kicked: the user's
+    session (on another instance, or open on this one) is still connected, so presence must
+    name it again, not nobody (it would look offline everywhere else until it reconnected)."""
+    clock = Clock()
+    rx, rz = cluster_router(clock), cluster_router(clock)
+    to_z: list[Action] = []
+    x, z = Cluster(rx, redis.url, lambda actions: None), Cluster(rz, redis.url, to_z.extend)
+    for side in (x, z):
+        await side.start()
+    try:
+        home, home_router = (z, rz) if where == "elsewhere" else (x, rx)
+        open_sid = claim(home_router, "alice")
+        await home.bus.claim("alice", open_sid)
+        sid, login = _start_login(rx, "alice")
+        x.carry_out(login)
+        await asyncio.sleep(0)  # the claim is on its way to Redis...
+        assert rx.disconnect(sid) is None  # ... and the socket closes before its answer
+        await asyncio.sleep(0.3)
+        assert closes(to_z) == [] and home_router.logged_in_session(open_sid)
+        assert presence(redis, "alice") == f"{home.instance} {open_sid}".encode()
+    finally:
+        for side in (x, z):
+            await side.stop()
+
+
 async def test_a_login_abandoned_while_its_kick_is_out_keeps_the_user_allowances(
     redis: RedisServer,
 ) -> None:
