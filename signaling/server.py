@@ -100,6 +100,17 @@ class _Connection(ServerConnection):
         self._early: list[bytes] = []  # bytes decrypted before that (the HTTP request)
         self._upgrade_task: asyncio.Task[None] | None = None
 
+    def _buffered(self) -> int:
+        """Bytes waiting to be written to the peer: in the socket's buffer and, under TLS, in
+        the TLS layer's (which stops handing them to the socket at its high-water mark)."""
+        socket = self._socket.get_write_buffer_size() if self._socket is not None else 0
+        return socket + (self.transport.get_write_buffer_size() if self.tls is not None else 0)
+
+    def eof_received(self) -> None:
+        if not self.started:  # the peer closed as TLS ended: nothing for websockets to start
+            return  # (the transport closes; connection_lost releases the slot)
+        super().eof_received()
+
     def abort_socket(self) -> None:
         """Drop the connection now, wherever it is (in its TLS handshake, say)."""
         if self._socket is not None:
@@ -114,8 +125,7 @@ class _Connection(ServerConnection):
         # Our own frames wait for the peer to read (flow control); the answers websockets
         # writes to its pings do not. A peer that sends pings and never reads would grow our
         # buffer without bound (hundreds of MB in seconds, before any login): drop it.
-        socket = self._socket if self._socket is not None else self.transport  # under TLS
-        if socket.get_write_buffer_size() > WRITE_BUFFER_CAP:
+        if self._buffered() > WRITE_BUFFER_CAP:
             log.info("peer_not_reading", extra={"fields": {"buffered": WRITE_BUFFER_CAP}})
             self.transport.abort()
 

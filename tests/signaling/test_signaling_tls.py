@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -20,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
+from websockets.frames import Frame, Opcode
 
 from signaling.auth import (
     LOOPBACK_HOSTS,
@@ -345,6 +348,66 @@ async def test_sockets_that_never_start_their_tls_handshake_are_held_to_the_limi
                 writer.close()
         await asyncio.sleep(0.2)
         assert server.sockets.sockets == 0  # every slot given back
+
+
+async def test_a_peer_that_sends_pings_and_never_reads_is_dropped_over_tls_too(
+    ca: TestCA, tmp_path: Path
+) -> None:
+    """Over wss the answers pile up in the TLS layer, not the socket (which it stops feeding
+    at its high-water mark): the cap counts both, or such a peer grew the server by hundreds
+    of MB until the keepalive dropped it 16 s later."""
+    cert = ca.issue(tmp_path, "real", ips=["127.0.0.1"])
+    config = server_config(tls_cert=cert.cert, tls_key=cert.key, login_timeout=60, ping_interval=60)
+    async with serve_signaling(config) as server:
+        trust = ssl.create_default_context(cafile=str(ca.cert_path))
+        ws = await connect(server.url, ssl=trust, compression=None)
+        ws.transport.pause_reading()  # never read again
+        ping = Frame(Opcode.PING, b"x" * 125).serialize(mask=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while loop.time() < deadline and not ws.transport.is_closing():
+            try:
+                ws.transport.write(ping * 500)
+            except (ConnectionError, RuntimeError):
+                break
+            await asyncio.sleep(0)
+        assert ws.transport.is_closing(), "the server kept answering pings never read"
+        assert loop.time() < deadline
+
+
+async def test_a_peer_that_closes_as_its_tls_handshake_ends_leaves_no_error_nor_slot(
+    ca: TestCA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its last handshake message, an HTTP request and its TLS close in one segment: the end
+    of the stream came before websockets was started, which raised inside asyncio (an ERROR
+    with a traceback for anyone who connects that way)."""
+    cert = ca.issue(tmp_path, "real", ips=["127.0.0.1"])
+    async with serve_signaling(server_config(tls_cert=cert.cert, tls_key=cert.key)) as server:
+        loop = asyncio.get_running_loop()
+        context = ssl.create_default_context(cafile=str(ca.cert_path))
+        with caplog.at_level(logging.ERROR):
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+            sock = socket.socket()
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", server.port))
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    if outgoing.pending:
+                        await loop.sock_sendall(sock, outgoing.read())
+                    incoming.write(await loop.sock_recv(sock, 65536))
+            tls.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            with contextlib.suppress(ssl.SSLWantReadError):
+                tls.unwrap()
+            await loop.sock_sendall(sock, outgoing.read())  # all of it in one write
+            await asyncio.sleep(0.3)
+            sock.close()
+            await asyncio.sleep(0.2)
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+        assert server.sockets.sockets == 0
 
 
 def _bound_socket(source: str, port: int) -> socket.socket:
