@@ -311,17 +311,26 @@ class Inbound:
                 True,
                 Drop("bad_message"),
                 Post(call.call_id, ev.BadMessage()),
+                live=True,
             )
         if isinstance(message, m.Offer):
             return [Drop("offer_in_a_call")]
-        return self._recorded(call.peer_key, header, True, Post(call.call_id, message, True))
+        post = Post(call.call_id, message, True)
+        return self._recorded(call.peer_key, header, True, post, live=True)
 
     def _recorded(
-        self, key: bytes, header: EnvelopeHeader, solicited: bool, *actions: Action
+        self,
+        key: bytes,
+        header: EnvelopeHeader,
+        solicited: bool,
+        *actions: Action,
+        live: bool = False,
     ) -> list[Action]:
-        """Record the envelope in the replay memory, then the actions (journal first)."""
+        """Record the envelope in the replay memory, then the actions (journal first).
+        ``live``: sealed with the call's own keys, so the call was taken (a stranger's call
+        gets none before its user accepts): its memory moves out of eviction's reach."""
         try:
-            new_call = self.replay.check(key, header, solicited=solicited)
+            new_call = self.replay.check(key, header, solicited=solicited, live=live)
         except BadEnvelope:  # it passed above; only a clock step in between can refuse it
             return [Drop("bad_envelope")]
         entry = self.replay.entry(key, header.call_id) if new_call else None

@@ -51,7 +51,7 @@ def test_a_stranger_s_call_that_became_live_is_not_evicted_by_a_flood_of_strange
     guard = ReplayGuard(clock=lambda: now[0], max_unsolicited=8, max_unsolicited_per_sender=1)
     call = b"\x05" * 16
     guard.check(SENDER, header(call, 0, now[0]), solicited=False)  # the offer of a stranger
-    guard.check(SENDER, header(call, 1, now[0]), solicited=True)  # the call is live now
+    guard.check(SENDER, header(call, 1, now[0]), solicited=True, live=True)  # taken: live
     for i in range(32):  # strangers' offers fill the evicting pool several times over
         guard.check(bytes([i + 2]) * 32, header(bytes([i]) * 16, 0, now[0]), solicited=False)
     for seq in (0, 1):
@@ -59,3 +59,16 @@ def test_a_stranger_s_call_that_became_live_is_not_evicted_by_a_flood_of_strange
             guard.check(SENDER, header(call, seq, now[0]), solicited=True)
     entry = guard.entry(SENDER, call)
     assert entry is not None and entry[3] is True  # the journal learns it as solicited
+
+
+def test_a_stranger_s_ringing_call_stays_where_strangers_cannot_fill_the_memory() -> None:
+    """Envelopes of a call that rings (identity-sealed, solicited since the call is known)
+    do not move it: else strangers' calls, rung and cancelled, would fill the pool that never
+    evicts and refuse every contact's new call."""
+    now = [1_000.0]
+    guard = ReplayGuard(clock=lambda: now[0], max_calls=4, max_unsolicited=8)
+    for i in range(8):  # eight strangers ring and cancel
+        stranger, call = bytes([i + 2]) * 32, bytes([i]) * 16
+        guard.check(stranger, header(call, 0, now[0]), solicited=False)
+        guard.check(stranger, header(call, 1, now[0]), solicited=True)  # the cancel
+    assert guard.check(SENDER, header(b"\x09" * 16, 0, now[0]), solicited=True)  # a contact
