@@ -172,9 +172,10 @@ class ReplayGuard:
         ``solicited`` says which pool a new call of this sender goes to (see the module
         docstring); ``live`` (sealed with the call's own keys: the call was taken) moves a
         call from the pool that evicts to the one that does not. Returns True if the envelope
-        starts a call the guard did not remember (the journal must then learn :meth:`entry`). With ``record=False`` nothing is remembered:
-        the caller learns whether the envelope would pass, and records it later (once it knows
-        the sender key is the pinned one) with a second call.
+        starts a call the guard did not remember (the journal must then learn :meth:`entry`).
+        With ``record=False`` nothing is remembered: the caller learns whether the envelope
+        would pass, and records it later (once it knows the sender key is the pinned one)
+        with a second call.
         """
         now = self._clock()
         age = now - header.timestamp_ms / 1000.0
