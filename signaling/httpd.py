@@ -15,12 +15,14 @@ from collections.abc import Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from signaling.router import address_group
+
 MAX_REQUEST_BYTES = 8_192
 REQUEST_TIMEOUT = 2.0  # s for the whole request to arrive
 RESPONSE_TIMEOUT = 5.0  # s for the answer to be taken
 MAX_CLIENTS = 64
-# At once from one address: 64 idle sockets from one attacker, reopened as they time out,
-# would otherwise keep every health check and scrape out.
+# At once from one address (an IPv6 /64 counts as one, as everywhere): 64 idle sockets from
+# one attacker, reopened as they time out, would otherwise keep every check and scrape out.
 MAX_PER_ADDRESS = 8
 
 
@@ -46,7 +48,7 @@ class OpsHttpServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        address = address_group(str(peer[0])) if isinstance(peer, tuple) and peer else "?"
         if self._clients.locked() or self._per_address[address] >= MAX_PER_ADDRESS:
             writer.close()
             return

@@ -8,6 +8,7 @@ after every write so the file is valid at any moment.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from dataclasses import dataclass
@@ -125,22 +126,27 @@ class WavWriter:
     """Append-only 16-bit mono WAV writer whose header is correct after every ``write()``.
 
     Sizes are patched in place after each append and the file is flushed, so a process that dies
-    mid-call still leaves a playable file. What it holds is a call's decrypted audio: the file
-    is the owner's alone (0600, also when it replaces one), and a symbolic link in its place is
-    refused rather than followed (another user's link would aim the recording elsewhere).
+    mid-call still leaves a playable file. What it holds is a call's decrypted audio: it is a
+    new file, the owner's alone (0600), renamed over the path, so neither an earlier file at
+    the path (someone may hold it open) nor a symbolic link's target is ever written.
     """
 
     def __init__(self, path: str | Path, rate: int = SAMPLE_RATE) -> None:
         self.path = Path(path)
         self.rate = rate
         self.data_bytes = 0
-        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(self.path, flags, 0o600)
+        # A new file, renamed over the path: never one that existed (whoever opened that
+        # earlier, when it was readable, would read this call too) nor a link's target.
+        fresh = self.path.with_name(f".{self.path.name}.{os.urandom(6).hex()}.tmp")
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(fresh, flags, 0o600)
         try:
-            if os.fstat(fd).st_mode & 0o077:
-                os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+            os.fchmod(fd, 0o600)  # whatever the umask
+            os.replace(fresh, self.path)
         except BaseException:
             os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(fresh)
             raise
         self._file: BinaryIO | None = os.fdopen(fd, "r+b")
         self._file.write(wav_header(0, rate))

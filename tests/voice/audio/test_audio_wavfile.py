@@ -99,24 +99,32 @@ def test_writer_header_is_valid_after_every_write(tmp_path: Path) -> None:
     assert writer.closed
 
 
-def test_writer_keeps_the_recording_private_and_refuses_a_link(tmp_path: Path) -> None:
-    """A call's decrypted audio: 0600 when created and when it replaces a readable file, and
-    a symbolic link planted in its place is not followed."""
+def test_writer_keeps_the_recording_private_and_never_writes_an_old_file(tmp_path: Path) -> None:
+    """A call's decrypted audio: a new 0600 file at the path. A file that was there (which
+    someone may have opened while it was readable) and a link's target are left untouched."""
     fresh = WavWriter(tmp_path / "new.wav")
     fresh.close()
     assert stat.S_IMODE((tmp_path / "new.wav").stat().st_mode) == 0o600
     old = tmp_path / "old.wav"
     old.write_bytes(b"x" * 100)
     old.chmod(0o644)
-    replaced = WavWriter(old)
-    replaced.write(bytes(1920))
-    replaced.close()
+    with old.open("rb") as held:  # opened while it was readable
+        replaced = WavWriter(old)
+        replaced.write(bytes(1920))
+        replaced.close()
+        assert held.read() == b"x" * 100  # sees nothing of the new recording
     assert stat.S_IMODE(old.stat().st_mode) == 0o600
     with wave.open(str(old)) as w:
         assert w.getnframes() == 960
     target = tmp_path / "elsewhere.wav"
     target.write_bytes(b"keep")
     (tmp_path / "link.wav").symlink_to(target)
-    with pytest.raises(OSError):
-        WavWriter(tmp_path / "link.wav")
+    WavWriter(tmp_path / "link.wav").close()
     assert target.read_bytes() == b"keep"
+    assert not (tmp_path / "link.wav").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "elsewhere.wav",
+        "link.wav",
+        "new.wav",
+        "old.wav",
+    ]  # no temporary file left
