@@ -270,10 +270,15 @@ class Router:
         if s.user is None:
             return None
         self.presence.detach(s.user, sid)
-        left = Left(s.user, sid, self._allowances(s.user, s))
-        if self.presence.lookup(s.user) is None:  # not replaced by a newer session (it has it)
-            self._messages_left.restore(s.user, s.bucket.level(self._clock()), self._clock())
-        return left
+        self._leave_bucket(s.user, s)
+        return Left(s.user, sid, self._allowances(s.user, s))
+
+    def _leave_bucket(self, user: str, s: _Session) -> None:
+        """``s`` leaves ``user``'s presence: its message bucket is what the user's next login
+        continues (unless a newer session holds the user: it has the bucket itself)."""
+        if self.presence.lookup(user) is None:
+            now = self._clock()
+            self._messages_left.restore(user, s.bucket.level(now), now)
 
     def _login(self, s: _Session, msg: Login, out: list[Action]) -> None:
         if s.user is not None or s.claiming is not None:
@@ -577,6 +582,7 @@ class Router:
         s.state = "closing"
         if s.user is not None:
             self.presence.detach(s.user, s.id)
+            self._leave_bucket(s.user, s)  # a login before the socket is gone continues it
         _info("close", session=s.id, code=str(code))
 
 

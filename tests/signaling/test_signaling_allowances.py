@@ -84,6 +84,21 @@ def test_the_message_bucket_survives_reconnecting() -> None:
     assert [answer(router, a, send("alice")) for _ in range(4)] == ["sent"] * 3 + ["rate_limited"]
 
 
+def test_a_login_while_the_last_session_is_still_closing_continues_its_bucket() -> None:
+    """A session the server closes (here: it did not read its answers) leaves presence at
+    once but its socket only later: a login in between used to find no bucket to continue."""
+    clock = Clock()
+    router = make_router(clock, rate=1, burst=30, max_queue=2)
+    a = login(router, "alice")  # challenge and welcome never written: the queue is full
+    sent = 0
+    while not closes(router.receive(a, send("alice", str(sent)))):
+        sent += 1
+    again = login(router, "alice")  # before the closed socket is gone
+    assert answer(router, again, send("alice")) != "rate_limited"  # some tokens were left
+    level = router._sessions[again].bucket.level(clock.now)
+    assert level <= 30 - (1 + sent + 1) + 1e-9  # not a fresh 30
+
+
 def test_turn_credentials_per_user() -> None:
     clock = Clock()
     turn = {"turn_secret": "s", "turn_uris": ("turn:127.0.0.1:3478",)}
