@@ -302,6 +302,9 @@ class Inbound:
         except BadEnvelope:
             log.debug("dropped a call envelope that failed to open or was not fresh")
             return [Drop("bad_envelope")]
+        # A call we placed, or one our user took: a caller has the call's keys while our
+        # phone still rings (it derives them from its reveal), so keys alone prove nothing.
+        live = call.role is Role.CALLER or call.state in (State.CONNECTING, State.CONNECTED)
         try:
             message: m.Message = m.decode(payload)
         except BadCallMessage:
@@ -311,12 +314,12 @@ class Inbound:
                 True,
                 Drop("bad_message"),
                 Post(call.call_id, ev.BadMessage()),
-                live=True,
+                live=live,
             )
         if isinstance(message, m.Offer):
             return [Drop("offer_in_a_call")]
         post = Post(call.call_id, message, True)
-        return self._recorded(call.peer_key, header, True, post, live=True)
+        return self._recorded(call.peer_key, header, True, post, live=live)
 
     def _recorded(
         self,
@@ -327,8 +330,8 @@ class Inbound:
         live: bool = False,
     ) -> list[Action]:
         """Record the envelope in the replay memory, then the actions (journal first).
-        ``live``: sealed with the call's own keys, so the call was taken (a stranger's call
-        gets none before its user accepts): its memory moves out of eviction's reach."""
+        ``live``: a call we placed or our user took, under the call's own keys: its memory
+        moves out of eviction's reach (a ringing stranger's never does)."""
         try:
             new_call = self.replay.check(key, header, solicited=solicited, live=live)
         except BadEnvelope:  # it passed above; only a clock step in between can refuse it

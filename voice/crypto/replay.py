@@ -15,9 +15,9 @@ Memory is bounded, in two pools, so that strangers can never crowd out the peopl
 * **unsolicited** senders (first contacts, and contacts that only ever called us): a small pool
   of their own (``max_unsolicited``, ``max_unsolicited_per_sender``). When it is full, the
   least recently used entry is evicted, so a genuine first contact always finds room however
-  many accounts an attacker makes. A call of theirs that becomes live (an envelope under the
-  call's own keys, which a stranger has only once the user took the call) moves to the
-  solicited pool, out of eviction's reach (a ringing one does not: strangers could fill it).
+  many accounts an attacker makes. A call of theirs that becomes live (the user took it; its
+  envelopes come under the call's own keys) moves to the solicited pool, out of eviction's
+  reach (a ringing one does not, whatever keys it uses: strangers could fill that pool).
   An evicted call's offer is still refused by the inbound decision's larger memory of answered
   offers (voice.call.inbound), and a replayed offer can never connect (the replayer lacks the
   caller's ephemeral key).
@@ -170,8 +170,8 @@ class ReplayGuard:
         :func:`open_envelope` succeeded, so forged envelopes cannot fill the memory.
 
         ``solicited`` says which pool a new call of this sender goes to (see the module
-        docstring); ``live`` (sealed with the call's own keys: the call was taken) moves a
-        call from the pool that evicts to the one that does not. Returns True if the envelope
+        docstring); ``live`` (the call was taken: the caller decides) moves a call from the
+        pool that evicts to the one that does not. Returns True if the envelope
         starts a call the guard did not remember (the journal must then learn :meth:`entry`).
         With ``record=False`` nothing is remembered: the caller learns whether the envelope
         would pass, and records it later (once it knows the sender key is the pinned one)

@@ -166,3 +166,25 @@ def test_a_busy_answered_offer_stays_refused_after_strangers_evict_its_replay_en
     assert len(bob.inbound.replay) <= 256
     bob.calls = []  # carol's call ended: an offer would ring now
     assert bob.receive("alice", offer) == [ib.Drop("offer_for_a_call_id_we_already_know")]
+
+
+@pytest.mark.parametrize(("state", "moves"), [(State.RINGING_IN, False), (State.CONNECTED, True)])
+def test_a_stranger_s_call_leaves_the_evicting_memory_only_once_taken(
+    tmp_path: Path, state: State, moves: bool
+) -> None:
+    """A stranger's call keys exist while our phone still rings (it derives them from its
+    reveal): a call-keyed cancel then must not move the call where nothing is evicted, or
+    strangers ringing and cancelling would fill that memory and refuse every contact's call.
+    Once our user took the call, it moves (a flood of strangers must not evict it)."""
+    me = Identity.generate()
+    guard = ReplayGuard(clock=lambda: NOW)
+    inbound = ib.Inbound(me, ContactBook(tmp_path / "contacts.json"), guard)
+    mallory, call_id = Identity.generate(), os.urandom(16)
+    sealer = CallSealer(mallory, me.public_key, call_id, lambda: NOW)
+    assert isinstance(inbound.receive([], "mallory", sealer.seal(OFFER))[-1], ib.StartCall)
+    key = os.urandom(32)
+    view = ib.CallView(call_id, "mallory", mallory.public_key, Role.CALLEE, state, open_key=key)
+    sealer.use_call_key(key)
+    assert isinstance(inbound.receive([view], "mallory", sealer.seal(m.Cancel()))[-1], ib.Post)
+    entry = guard.entry(mallory.public_key, call_id)
+    assert entry is not None and entry[3] is moves  # True: in the pool that never evicts
