@@ -408,18 +408,33 @@ class Cluster:
             self._apply(self.router.claim_failed(c.session))
             return
         if not self.router.claiming(c.session, c.user):  # abandoned (or replaced) meanwhile
-            self._unclaim(c, give_back, handed)
+            self._spawn(self._unclaim(c, give_back, handed))
             return
         self._apply_claimed(self.router.claimed(c.session, handed))
 
-    def _unclaim(self, c: Claim, old: str | None, handed: Allowances | None) -> None:
+    async def _unclaim(self, c: Claim, old: str | None, handed: Allowances | None) -> None:
         """``c``'s session closed before its login finished: presence that names it goes back
         to ``old``, the session it took the user from, if that one was neither kicked nor
         closed (it is still connected: it must not look offline), else to nobody, keeping
         the allowances its kick brought (else an abandoned login would reset the user's
-        rate limits)."""
+        rate limits). If a newer login took the user meanwhile, ``old`` is told to close, as
+        that login would have told it had it found it."""
+        instance, _, session = (old or "").partition(" ")
+        if not session.isdigit():
+            old = None
+        elif instance == self.instance and not self.router.logged_in_session(int(session)):
+            old = None  # ended here meanwhile: nothing to give back to
         kept = handed.encode() if handed is not None else None
-        self._spawn(self._quietly(self.bus.unclaim(c.user, c.session, old, kept)))
+        try:
+            outcome = await self.bus.unclaim(c.user, c.session, old, kept)
+            if outcome == 0 and old is not None:  # a newer login took the user from us
+                if instance == self.instance:
+                    self._apply(self.router.kick(c.user, int(session))[0])
+                else:
+                    await self._kick(instance, c.user, int(session))
+        except BusUnavailable:  # the resync forgets the presence; keep the allowances
+            if kept is not None:
+                self._keep_unreleased([(c.user, c.session, kept)])
 
     async def _kick(self, instance: str, user: str, session: int) -> str | None:
         """Tell ``instance`` to close ``user``'s ``session``; its allowances, or None if it did

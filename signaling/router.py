@@ -270,7 +270,8 @@ class Router:
         if s.user is None:
             return None
         self.presence.detach(s.user, sid)
-        self._leave_bucket(s.user, s)
+        if s.state != "closing":  # a closed one left it then: a later session may have spent
+            self._leave_bucket(s.user, s)
         return Left(s.user, sid, self._allowances(s.user, s))
 
     def _leave_bucket(self, user: str, s: _Session) -> None:

@@ -1030,3 +1030,33 @@ async def test_a_kick_nobody_listens_to_does_not_hold_the_login(redis: RedisServ
         assert loop.time() - started < KICK_TIMEOUT / 2
     finally:
         await x.stop()
+
+
+async def test_a_session_a_newer_login_finds_no_more_is_told_to_close(redis: RedisServer) -> None:
+    """The user's session is on Z. A login on X claims and is abandoned; before X gives the
+    user back, a login on Y claims: it finds X's dead login and kicks nobody alive. X then
+    tells Z's session to close (newest wins), or it would stay logged in, reached by nobody."""
+    clock = Clock()
+    rx, ry, rz = cluster_router(clock), cluster_router(clock), cluster_router(clock)
+    to_z: list[Action] = []
+    x = Cluster(rx, redis.url, lambda actions: None)
+    y = Cluster(ry, redis.url, lambda actions: None)
+    z = Cluster(rz, redis.url, to_z.extend)
+    for side in (x, y, z):
+        await side.start()
+    try:
+        on_z = claim(rz, "alice")
+        await z.bus.claim("alice", on_z)
+        on_x, login_x = _start_login(rx, "alice")
+        on_y, login_y = _start_login(ry, "alice")
+        x.carry_out(login_x)
+        await asyncio.sleep(0)  # X's claim is on its way...
+        rx.disconnect(on_x)  # ... its socket closes ...
+        y.carry_out(login_y)  # ... and Y claims before X can give the user back
+        await asyncio.sleep(1.0)
+        assert ry.logged_in_session(on_y)
+        assert presence(redis, "alice") == f"{y.instance} {on_y}".encode()
+        assert [c[0] for c in closes(to_z)] == [on_z]  # told, not left logged in
+    finally:
+        for side in (x, y, z):
+            await side.stop()

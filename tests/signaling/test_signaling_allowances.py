@@ -99,6 +99,20 @@ def test_a_login_while_the_last_session_is_still_closing_continues_its_bucket() 
     assert level <= 30 - (1 + sent + 1) + 1e-9  # not a fresh 30
 
 
+def test_a_closed_session_s_socket_going_later_does_not_undo_what_a_newer_one_spent() -> None:
+    clock = Clock()
+    router = make_router(clock, rate=1, burst=30, max_queue=1000)
+    first = login(router, "alice")
+    router.fail(first)  # the server closes it; its socket is still there for a while
+    second = login(router, "alice")
+    for i in range(40):
+        router.receive(second, send("alice", str(i)))
+    router.disconnect(second)  # leaves the bucket empty
+    router.disconnect(first)  # the closed one's socket goes only now: it must not refill it
+    third = login(router, "alice")
+    assert router._sessions[third].bucket.level(clock.now) < 1.0
+
+
 def test_turn_credentials_per_user() -> None:
     clock = Clock()
     turn = {"turn_secret": "s", "turn_uris": ("turn:127.0.0.1:3478",)}
