@@ -128,26 +128,19 @@ class WavWriter:
     Sizes are patched in place after each append and the file is flushed, so a process that dies
     mid-call still leaves a playable file. What it holds is a call's decrypted audio: it is a
     new file, the owner's alone (0600), renamed over the path, so neither an earlier file at
-    the path (someone may hold it open) nor a symbolic link's target is ever written.
+    the path (someone may hold it open) nor a symbolic link's target is ever written. Where a
+    rename cannot replace the path (a bind-mounted file, a folder we may not write in), the
+    file there is truncated and made 0600 instead, still never through a link.
     """
 
     def __init__(self, path: str | Path, rate: int = SAMPLE_RATE) -> None:
         self.path = Path(path)
         self.rate = rate
         self.data_bytes = 0
-        # A new file, renamed over the path: never one that existed (whoever opened that
-        # earlier, when it was readable, would read this call too) nor a link's target.
-        fresh = self.path.with_name(f".{self.path.name}.{os.urandom(6).hex()}.tmp")
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(fresh, flags, 0o600)
         try:
-            os.fchmod(fd, 0o600)  # whatever the umask
-            os.replace(fresh, self.path)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(fresh)
-            raise
+            fd = _new_private_file(self.path)
+        except OSError:  # the path is a mount point, its folder not ours to write in...
+            fd = _private_in_place(self.path)
         self._file: BinaryIO | None = os.fdopen(fd, "r+b")
         self._file.write(wav_header(0, rate))
         self._file.flush()
@@ -173,3 +166,33 @@ class WavWriter:
     @property
     def closed(self) -> bool:
         return self._file is None
+
+
+_CREATE = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+
+
+def _new_private_file(path: Path) -> int:
+    """A new 0600 file renamed over ``path`` (never one that existed: whoever opened that
+    earlier, while it was readable, would read this call too; nor a link's target)."""
+    fresh = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(fresh, _CREATE | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        os.replace(fresh, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(fresh)
+        raise
+    return fd
+
+
+def _private_in_place(path: Path) -> int:
+    """``path`` itself, truncated and 0600 (not through a link)."""
+    fd = os.open(path, _CREATE | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import stat
 import struct
 import wave
@@ -128,3 +130,31 @@ def test_writer_keeps_the_recording_private_and_never_writes_an_old_file(tmp_pat
         "new.wav",
         "old.wav",
     ]  # no temporary file left
+
+
+def test_a_recording_that_cannot_replace_its_path_is_written_there_privately(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bind-mounted file (EBUSY) or a folder we may not write in cannot take a rename:
+    the file at the path is truncated and made 0600 instead, never followed through a link."""
+    path = tmp_path / "mounted.wav"
+    path.write_bytes(b"x" * 100)
+    path.chmod(0o644)
+
+    def busy(src: object, dst: object) -> None:
+        raise OSError(errno.EBUSY, "Device or resource busy")
+
+    monkeypatch.setattr(os, "replace", busy)
+    writer = WavWriter(path)
+    writer.write(bytes(1920))
+    writer.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with wave.open(str(path)) as w:
+        assert w.getnframes() == 960
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mounted.wav"]  # no temporary
+    target = tmp_path / "elsewhere.wav"
+    target.write_bytes(b"keep")
+    (tmp_path / "link.wav").symlink_to(target)
+    with pytest.raises(OSError):
+        WavWriter(tmp_path / "link.wav")
+    assert target.read_bytes() == b"keep"
