@@ -314,6 +314,12 @@ async def route_phase(
 
     for r in receivers:
         r.on_deliver = received
+    # Each receiver answers its sender once, as a phone answers a caller at once (ringing):
+    # a name that sent to a session is free to send to, while one that never did costs a
+    # directory token per send (a user may not probe others' presence for free).
+    await asyncio.gather(
+        *(r.send(s.user, b"hello") for s, r in zip(senders, receivers, strict=True))
+    )
     interval = None if rate is None else pairs * window / rate
     flows = [(s, r) for s, r in zip(senders, receivers, strict=True) for _ in range(window)]
     tasks = [
