@@ -7,10 +7,12 @@ envelopes routed in batches (one script, one message per receiving instance).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -800,6 +802,32 @@ async def test_releases_kept_after_an_error_reply_go_with_the_next_ones(
         await side.stop()
 
 
+@dataclass
+class _Side:
+    """One instance of a test deployment: its router, its cluster, the actions applied."""
+
+    router: Router
+    cluster: Cluster
+    applied: list[Action]
+
+
+@contextlib.asynccontextmanager
+async def _instances(redis: RedisServer, count: int) -> AsyncIterator[list[_Side]]:
+    """``count`` started instances on ``redis`` sharing one clock; stopped at the end."""
+    clock = Clock()
+    sides = []
+    for _ in range(count):
+        router, applied = cluster_router(clock), []
+        sides.append(_Side(router, Cluster(router, redis.url, applied.extend), applied))
+    for side in sides:
+        await side.cluster.start()
+    try:
+        yield sides
+    finally:
+        for side in sides:
+            await side.cluster.stop()
+
+
 def _start_login(router: Router, name: str) -> tuple[int, Claim]:
     """A login up to its claim (which the test hands to the cluster)."""
     sid, actions = router.connect("10.0.0.1")
@@ -822,13 +850,8 @@ async def test_two_logins_on_one_instance_end_with_the_newer_one_whatever_order_
     newer login on the same instance claims after it and finishes first. The older one used
     to finish last and close the newer one, leaving Redis naming a closed session (the user
     then looked offline to every other instance). Now the newer claim closes the older login."""
-    clock = Clock()
-    rx, rz = cluster_router(clock), cluster_router(clock)
-    to_x: list[Action] = []
-    x, z = Cluster(rx, redis.url, to_x.extend), Cluster(rz, redis.url, lambda actions: None)
-    for side in (x, z):
-        await side.start()
-    try:
+    async with _instances(redis, 2) as (one, two):
+        rx, x, to_x, rz, z = one.router, one.cluster, one.applied, two.router, two.cluster
         await z.bus.claim("alice", claim(rz, "alice"))  # alice is on Z, which is slow to answer
         _slow_kicks(z, 0.5)
         older, older_claim = _start_login(rx, "alice")
@@ -841,21 +864,13 @@ async def test_two_logins_on_one_instance_end_with_the_newer_one_whatever_order_
         assert not any(sid == newer for sid, _, _ in closes(to_x))
         assert rx.logged_in_session(newer)
         assert presence(redis, "alice") == f"{x.instance} {newer}".encode()
-    finally:
-        for side in (x, z):
-            await side.stop()
 
 
 async def test_a_login_abandoned_before_its_claim_claims_and_kicks_nothing(
     redis: RedisServer,
 ) -> None:
-    clock = Clock()
-    rx, rz = cluster_router(clock), cluster_router(clock)
-    to_z: list[Action] = []
-    x, z = Cluster(rx, redis.url, lambda actions: None), Cluster(rz, redis.url, to_z.extend)
-    for side in (x, z):
-        await side.start()
-    try:
+    async with _instances(redis, 2) as (one, two):
+        rx, x, rz, z, to_z = one.router, one.cluster, two.router, two.cluster, two.applied
         on_z = claim(rz, "alice")
         await z.bus.claim("alice", on_z)
         sid, login = _start_login(rx, "alice")
@@ -864,9 +879,6 @@ async def test_a_login_abandoned_before_its_claim_claims_and_kicks_nothing(
         await asyncio.sleep(0.3)
         assert closes(to_z) == []  # the user's session on Z stays
         assert presence(redis, "alice") == f"{z.instance} {on_z}".encode()
-    finally:
-        for side in (x, z):
-            await side.stop()
 
 
 @pytest.mark.parametrize("where", ["elsewhere", "here"])
@@ -876,13 +888,8 @@ async def test_a_login_abandoned_after_its_claim_gives_the_user_back_to_the_open
     """Redis took the claim, then the socket closed before anything was kicked: the user's
     session (on another instance, or open on this one) is still connected, so presence must
     name it again, not nobody (it would look offline everywhere else until it reconnected)."""
-    clock = Clock()
-    rx, rz = cluster_router(clock), cluster_router(clock)
-    to_z: list[Action] = []
-    x, z = Cluster(rx, redis.url, lambda actions: None), Cluster(rz, redis.url, to_z.extend)
-    for side in (x, z):
-        await side.start()
-    try:
+    async with _instances(redis, 2) as (one, two):
+        rx, x, rz, z, to_z = one.router, one.cluster, two.router, two.cluster, two.applied
         home, home_router = (z, rz) if where == "elsewhere" else (x, rx)
         open_sid = claim(home_router, "alice")
         await home.bus.claim("alice", open_sid)
@@ -893,9 +900,6 @@ async def test_a_login_abandoned_after_its_claim_gives_the_user_back_to_the_open
         await asyncio.sleep(0.3)
         assert closes(to_z) == [] and home_router.logged_in_session(open_sid)
         assert presence(redis, "alice") == f"{home.instance} {open_sid}".encode()
-    finally:
-        for side in (x, z):
-            await side.stop()
 
 
 async def test_a_login_abandoned_while_its_kick_is_out_keeps_the_user_allowances(
@@ -903,13 +907,8 @@ async def test_a_login_abandoned_while_its_kick_is_out_keeps_the_user_allowances
 ) -> None:
     """Closing a login at once used to hand the kicked session's token levels to nobody: the
     user's next login started with full directory and TURN allowances (a way around them)."""
-    clock = Clock()
-    rx, rz = cluster_router(clock), cluster_router(clock)
-    to_z: list[Action] = []
-    x, z = Cluster(rx, redis.url, lambda actions: None), Cluster(rz, redis.url, to_z.extend)
-    for side in (x, z):
-        await side.start()
-    try:
+    async with _instances(redis, 2) as (one, two):
+        rx, x, rz, z, to_z = one.router, one.cluster, two.router, two.cluster, two.applied
         on_z = claim(rz, "alice")
         await z.bus.claim("alice", on_z)
         _slow_kicks(z, 0.2)
@@ -922,9 +921,6 @@ async def test_a_login_abandoned_while_its_kick_is_out_keeps_the_user_allowances
         assert presence(redis, "alice") == b""  # the abandoned login holds nobody
         kept = Allowances.decode(redis.command("GET", "voice:allow:alice").strip())
         assert kept is not None and kept.messages is not None  # the kicked session's levels
-    finally:
-        for side in (x, z):
-            await side.stop()
 
 
 async def test_connections_open_across_a_redis_outage_are_counted_once_and_out_once(
@@ -1036,15 +1032,9 @@ async def test_a_session_a_newer_login_finds_no_more_is_told_to_close(redis: Red
     """The user's session is on Z. A login on X claims and is abandoned; before X gives the
     user back, a login on Y claims: it finds X's dead login and kicks nobody alive. X then
     tells Z's session to close (newest wins), or it would stay logged in, reached by nobody."""
-    clock = Clock()
-    rx, ry, rz = cluster_router(clock), cluster_router(clock), cluster_router(clock)
-    to_z: list[Action] = []
-    x = Cluster(rx, redis.url, lambda actions: None)
-    y = Cluster(ry, redis.url, lambda actions: None)
-    z = Cluster(rz, redis.url, to_z.extend)
-    for side in (x, y, z):
-        await side.start()
-    try:
+    async with _instances(redis, 3) as (one, two, three):
+        rx, x, ry, y = one.router, one.cluster, two.router, two.cluster
+        rz, z, to_z = three.router, three.cluster, three.applied
         on_z = claim(rz, "alice")
         await z.bus.claim("alice", on_z)
         on_x, login_x = _start_login(rx, "alice")
@@ -1057,6 +1047,3 @@ async def test_a_session_a_newer_login_finds_no_more_is_told_to_close(redis: Red
         assert ry.logged_in_session(on_y)
         assert presence(redis, "alice") == f"{y.instance} {on_y}".encode()
         assert [c[0] for c in closes(to_z)] == [on_z]  # told, not left logged in
-    finally:
-        for side in (x, y, z):
-            await side.stop()
