@@ -181,7 +181,8 @@ class RedisBus:
     async def unclaim(self, user: str, session: int, old: str | None, kept: str | None) -> int:
         """Give back ``user``'s claim by ``session`` (a login that closed before it finished),
         if presence still names it: to ``old`` (if its instance lives), else to nobody,
-        keeping ``kept`` allowances. 1 given back, 2 forgotten, 0 neither."""
+        keeping ``kept`` allowances. 1 given back, 2 forgotten; else 0 if a newer login holds
+        the user, 3 if nobody or ``old`` does."""
         args = (self.instance, session, user, old or "", ALLOWANCE_TTL, kept or "")
         return int(await self._script("unclaim", *args))
 

@@ -76,12 +76,17 @@ return {old or false, live, redis.call('GET', p .. 'allow:' .. user) or false}
 # ARGV: prefix, instance, session, user, old "<inst> <sid>" or "", ttl_s, allowances or "".
 # A login that closed before it finished gives its claim back, if presence still names it: to
 # the session it took the user from (one it neither kicked nor closed) if that instance is
-# alive, else to nobody, keeping the allowances given. 1 given back, 2 forgotten, 0 neither.
+# alive, else to nobody, keeping the allowances given. 1 given back, 2 forgotten; else 0 if
+# presence names a third session (a newer login took the user), 3 if it names nobody or old.
 UNCLAIM = (
     _NOW
     + """
 local inst, user, old = ARGV[2], ARGV[4], ARGV[5]
-if redis.call('HGET', p .. 'presence', user) ~= inst .. ' ' .. ARGV[3] then return 0 end
+local cur = redis.call('HGET', p .. 'presence', user)
+if cur ~= inst .. ' ' .. ARGV[3] then
+  if cur and cur ~= old then return 0 end
+  return 3
+end
 local owner = string.match(old, '^(%S+) %d+$')
 if owner and alive(owner) then
   redis.call('HSET', p .. 'presence', user, old)

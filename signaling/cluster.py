@@ -422,7 +422,10 @@ class Cluster:
         instance, _, session = (old or "").partition(" ")
         if not session.isdigit():
             old = None
-        elif instance == self.instance and not self.router.logged_in_session(int(session)):
+        elif instance == self.instance and not (
+            self.router.logged_in_session(int(session))
+            or self.router.claiming(int(session), c.user)  # an older login here, still out
+        ):
             old = None  # ended here meanwhile: nothing to give back to
         kept = handed.encode() if handed is not None else None
         try:

@@ -92,6 +92,9 @@ class _Session:
     net: str = ""  # what the per-IP limit counts: the IPv4 address or the IPv6 /64
     invite: str | None = None  # the invitation token the client dialed with, if any
     claiming: str | None = None  # cluster mode: the user this login is being claimed for
+    # The user's levels when the server closed this session: what it leaves, not the ones of
+    # when its socket finally goes (a newer session may have spent meanwhile).
+    closed_with: Allowances | None = None
     # Names this session was delivered an envelope from: sending to them spends no directory
     # token (answering is free; probing is not). Bounded; the oldest is forgotten first.
     peers: OrderedDict[str, None] = field(default_factory=OrderedDict)
@@ -270,8 +273,9 @@ class Router:
         if s.user is None:
             return None
         self.presence.detach(s.user, sid)
-        if s.state != "closing":  # a closed one left it then: a later session may have spent
-            self._leave_bucket(s.user, s)
+        if s.closed_with is not None:  # a closed one left them then: others may have spent
+            return Left(s.user, sid, s.closed_with)
+        self._leave_bucket(s.user, s)
         return Left(s.user, sid, self._allowances(s.user, s))
 
     def _leave_bucket(self, user: str, s: _Session) -> None:
@@ -583,6 +587,7 @@ class Router:
         s.state = "closing"
         if s.user is not None:
             self.presence.detach(s.user, s.id)
+            s.closed_with = self._allowances(s.user, s)
             self._leave_bucket(s.user, s)  # a login before the socket is gone continues it
         _info("close", session=s.id, code=str(code))
 

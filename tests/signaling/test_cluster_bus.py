@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -1047,3 +1047,85 @@ async def test_a_session_a_newer_login_finds_no_more_is_told_to_close(redis: Red
         assert ry.logged_in_session(on_y)
         assert presence(redis, "alice") == f"{y.instance} {on_y}".encode()
         assert [c[0] for c in closes(to_z)] == [on_z]  # told, not left logged in
+
+
+async def test_an_abandoned_login_gives_the_user_back_to_an_older_login_here_still_claiming(
+    redis: RedisServer,
+) -> None:
+    """An older login on X waits for its kick's answer; a newer one on X claims after it and
+    is abandoned before its answer: presence goes back to the older login (which then
+    finishes), not to nobody (it would be logged in, reached by no other instance)."""
+    async with _instances(redis, 2) as (one, two):
+        rx, x, rz, z = one.router, one.cluster, two.router, two.cluster
+        await z.bus.claim("alice", claim(rz, "alice"))
+        _slow_kicks(z, 0.5)
+        older, older_claim = _start_login(rx, "alice")
+        x.carry_out(older_claim)
+        await asyncio.sleep(0.1)
+        newer, newer_claim = _start_login(rx, "alice")
+        x.carry_out(newer_claim)
+        await asyncio.sleep(0)  # the claim is out...
+        rx.disconnect(newer)  # ... and the newer login is abandoned
+        await asyncio.sleep(1.0)
+        assert rx.logged_in_session(older)
+        assert presence(redis, "alice") == f"{x.instance} {older}".encode()
+
+
+async def test_an_abandoned_login_kicks_nobody_when_no_newer_login_holds_the_user(
+    redis: RedisServer,
+) -> None:
+    """Presence names nobody when the abandoned login gives the user back (its instance was
+    swept as dead meanwhile, say): no newer login took the user, so the user's only session
+    stays; only a third session in presence means one did."""
+    async with _instances(redis, 2) as (one, two):
+        rx, x, rz, z, to_z = one.router, one.cluster, two.router, two.cluster, two.applied
+        on_z = claim(rz, "alice")
+        await z.bus.claim("alice", on_z)
+        unclaim = x.bus.unclaim
+
+        async def swept_first(user: str, session: int, old: str | None, kept: str | None) -> int:
+            redis.command("HDEL", "voice:presence", "alice")
+            return await unclaim(user, session, old, kept)
+
+        x.bus.unclaim = swept_first  # type: ignore[method-assign]
+        sid, login = _start_login(rx, "alice")
+        x.carry_out(login)
+        await asyncio.sleep(0)
+        rx.disconnect(sid)
+        await asyncio.sleep(0.5)
+        assert closes(to_z) == []
+
+
+async def test_a_kicked_session_s_socket_going_late_leaves_its_levels_of_then(
+    redis: RedisServer,
+) -> None:
+    """O on X is kicked by N on Y; N spends its bucket and leaves; O's socket goes only then.
+    O used to leave its levels as of that moment (refilled, dated later than N's), which the
+    next login continued: a fresh bucket across instances. O leaves those of its close."""
+    async with _instances(redis, 2) as (one, two):
+        rx, x, ry, y = one.router, one.cluster, two.router, two.cluster
+        clock = cast(Clock, rx._clock)  # the instances' one clock (also their wall clock)
+        on_x, login = _start_login(rx, "alice")
+        x.carry_out(login)
+        await asyncio.sleep(0.3)
+        on_y, login = _start_login(ry, "alice")
+        y.carry_out(login)
+        await asyncio.sleep(0.3)
+        assert ry.logged_in_session(on_y) and not rx.logged_in_session(on_x)  # O closing
+        for i in range(40):
+            for _ in ry.receive(on_y, send("alice", str(i))):
+                ry.written(on_y)
+        clock.now += 0.01
+        left = ry.disconnect(on_y)  # N leaves, its bucket spent
+        assert left is not None
+        y.left(left)
+        await asyncio.sleep(0.2)
+        clock.now += 0.01
+        late = rx.disconnect(on_x)  # O's socket goes only now
+        assert late is not None
+        x.left(late)
+        await asyncio.sleep(0.2)
+        third, login = _start_login(rx, "alice")
+        x.carry_out(login)
+        await asyncio.sleep(0.3)
+        assert rx._sessions[third].bucket.level(clock()) < 2.0
