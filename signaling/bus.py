@@ -104,10 +104,7 @@ class RedisBus:
         published, ``0`` nobody holds the user. BusUnavailable if the bus is down.
 
         A future, not a coroutine: the caller reacts in a callback, without a task per batch."""
-        flat = [v for pair in acks for v in pair]
-        return self._submit(
-            "EVALSHA", self._sha.get("flush", ""), 0, self.prefix, header, envelopes, *flat
-        )
+        return self._submit(*self._call("flush", header, envelopes, *_flat(acks)))
 
     async def claim(self, user: str, session: int) -> tuple[str | None, bool, bytes | None]:
         """Make ``session`` here ``user``'s one session: (the old "<inst> <sid>", whether its
@@ -152,12 +149,6 @@ class RedisBus:
         meanwhile (their session here is stale)."""
         replies = await self._in_batches("resync_users", sessions)
         return [u.decode() for reply in replies for u in reply]
-
-    async def resync(self, sessions: Sequence[tuple[str, int]], conns: dict[str, int]) -> list[str]:
-        """:meth:`resync_users`, then :meth:`resync_conns`."""
-        lost = await self.resync_users(sessions)
-        await self.resync_conns(lambda: conns)
-        return lost
 
     async def registered(self) -> list[tuple[str, int]]:
         """The (user, session) pairs Redis holds for this instance, :data:`BATCH` users a

@@ -98,7 +98,7 @@ class _Connection(ServerConnection):
         self._socket: asyncio.Transport | None = None  # the TCP connection, from accept
         self.started = False  # websockets has its transport (after TLS, with TLS)
         self._early: list[bytes] = []  # bytes decrypted before that (the HTTP request)
-        self._upgrade_task: asyncio.Task[None] | None = None
+        self._upgrade_task: asyncio.Task[None] | None = None  # held: the loop keeps only weak refs
 
     def _buffered(self) -> int:
         """Bytes waiting to be written to the peer: in the socket's buffer and, under TLS, in

@@ -63,6 +63,15 @@ async def buses(redis: RedisServer) -> AsyncIterator[list[RedisBus]]:
         await bus.stop()
 
 
+async def _resync(
+    bus: RedisBus, sessions: list[tuple[str, int]], conns: dict[str, int]
+) -> list[str]:
+    """What a reconnection registers: the sessions, then the connection counts."""
+    lost = await bus.resync_users(sessions)
+    await bus.resync_conns(lambda: conns)
+    return lost
+
+
 def presence(redis: RedisServer, user: str) -> bytes:
     return redis.command("HGET", "voice:presence", user).strip()
 
@@ -93,7 +102,7 @@ async def test_registering_again_never_overwrites_a_newer_claim_of_this_instance
     # Redis came back: A lists its open sessions (alice's session 1 among them), but alice's
     # login again on A (session 2) has claimed her in the meantime, before the list lands.
     assert (await a.claim("alice", 2))[0] == "A 1"
-    lost = await a.resync([("alice", 1), ("bob", 3), ("carol", 4)], {})
+    lost = await _resync(a, [("alice", 1), ("bob", 3), ("carol", 4)], {})
     assert lost == ["carol"]  # another instance holds her: A closes its stale session
     assert presence(redis, "alice") == b"A 2"  # the newer claim stands
     assert presence(redis, "bob") == b"A 3"  # nobody held him: registered again
@@ -585,7 +594,7 @@ async def test_thousands_leaving_at_once_cost_a_few_scripts_not_one_each(
         n = 2_500
         sessions = [(f"u{i:04d}", i) for i in range(n)]
         net = "198.51.100.0/24"
-        await side.bus.resync(sessions, {net: n})
+        await _resync(side.bus, sessions, {net: n})
         await side.bus.claim("u0000", 99_999)  # u0000 logged in again here: kept
         scripts: list[str] = []
         names = {sha: name for name, sha in side.bus._sha.items()}
@@ -755,7 +764,7 @@ async def test_what_redis_holds_for_an_instance_is_read_in_batches_and_drops_use
 ) -> None:
     a, b = buses
     sessions = [(f"u{i:04d}", i) for i in range(2_500)]  # more than one batch
-    await a.resync(sessions, {})
+    await _resync(a, sessions, {})
     await b.claim("u0007", 9_999)  # taken by B since
     scripts: list[str] = []
     script = a._script
